@@ -1,0 +1,295 @@
+//! Every message exchanged between nodes. One closed enum: a role handles
+//! exactly these inputs.
+
+use dci_model::{
+    AccountId, ContainerSpec, Eliminations, MatchRequest, NodeId, PricePerHour, ServiceName, SessionId, State,
+    Transition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::receipt::SignedReceipt;
+
+/// A node-to-node message. The sender is authenticated by the envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    // --- container -> indexer
+    /// A container announces itself (and again after any change).
+    Register(Registration),
+    /// A container is alive; sent every heartbeat interval.
+    Heartbeat(Heartbeat),
+
+    // --- indexer -> container
+    /// The container's lifecycle state changed.
+    StateChanged {
+        /// The recorded transition.
+        transition: Transition,
+    },
+
+    // --- indexer -> checker
+    /// Please inspect this container.
+    InspectionRequest(InspectionRequest),
+
+    // --- checker -> container
+    /// Proof-of-capacity challenge: compute and commit.
+    Challenge(ChallengeParams),
+    /// Open these rows of the committed result.
+    OpenRows {
+        /// Challenge id.
+        challenge: u64,
+        /// Row indices to open (chosen after the commitment).
+        rows: Vec<u32>,
+    },
+
+    // --- container -> checker
+    /// Commitment to a challenge result.
+    Commitment {
+        /// Challenge id.
+        challenge: u64,
+        /// Merkle root over the result rows.
+        root: [u8; 32],
+    },
+    /// Rows opened against the commitment.
+    Openings {
+        /// Challenge id.
+        challenge: u64,
+        /// The opened rows with their Merkle paths.
+        rows: Vec<RowOpening>,
+    },
+
+    // --- checker -> indexer
+    /// A signed inspection result.
+    Verdict(Verdict),
+
+    // --- gateway -> indexer
+    /// Find and reserve a slot for a session.
+    Match {
+        /// Correlates the reply.
+        request_id: u64,
+        /// The session that will use the slot.
+        session: SessionId,
+        /// What the consumer asked for.
+        request: MatchRequest,
+    },
+    /// A session ended: free its slot.
+    Release {
+        /// The session.
+        session: SessionId,
+    },
+    /// List the containers the indexer knows.
+    ListContainers {
+        /// Correlates the reply.
+        request_id: u64,
+    },
+
+    // --- indexer -> gateway
+    /// A slot was reserved.
+    Matched {
+        /// Correlates the request.
+        request_id: u64,
+        /// The chosen container.
+        offer: Offer,
+    },
+    /// Nothing matched, and why (R-IX4).
+    NoMatch {
+        /// Correlates the request.
+        request_id: u64,
+        /// Counts per eliminating criterion.
+        eliminations: Eliminations,
+    },
+    /// The indexer's view of every container.
+    Containers {
+        /// Correlates the request.
+        request_id: u64,
+        /// One line per container.
+        containers: Vec<ContainerView>,
+    },
+
+    // --- gateway -> container
+    /// Start a reserved session.
+    StartSession {
+        /// The session.
+        session: SessionId,
+        /// Service to run.
+        service: ServiceName,
+        /// Who pays.
+        consumer: AccountId,
+        /// Agreed price.
+        price: PricePerHour,
+    },
+    /// Stop a session and return its usage receipt.
+    StopSession {
+        /// The session.
+        session: SessionId,
+    },
+
+    // --- container -> gateway
+    /// The session runs and is reachable here.
+    SessionStarted {
+        /// The session.
+        session: SessionId,
+        /// URL of the service endpoint.
+        endpoint: String,
+    },
+    /// The session could not start.
+    SessionFailed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: String,
+    },
+    /// The session stopped; here is what it used.
+    SessionStopped {
+        /// Usage signed by the container.
+        receipt: SignedReceipt,
+    },
+}
+
+impl Message {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Register(_) => "register",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::StateChanged { .. } => "state_changed",
+            Message::InspectionRequest(_) => "inspection_request",
+            Message::Challenge(_) => "challenge",
+            Message::OpenRows { .. } => "open_rows",
+            Message::Commitment { .. } => "commitment",
+            Message::Openings { .. } => "openings",
+            Message::Verdict(_) => "verdict",
+            Message::Match { .. } => "match",
+            Message::Release { .. } => "release",
+            Message::ListContainers { .. } => "list_containers",
+            Message::Matched { .. } => "matched",
+            Message::NoMatch { .. } => "no_match",
+            Message::Containers { .. } => "containers",
+            Message::StartSession { .. } => "start_session",
+            Message::StopSession { .. } => "stop_session",
+            Message::SessionStarted { .. } => "session_started",
+            Message::SessionFailed { .. } => "session_failed",
+            Message::SessionStopped { .. } => "session_stopped",
+        }
+    }
+}
+
+/// What a container declares when it registers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Address where the container receives node messages (`host:port`).
+    pub addr: String,
+    /// Declared resources (verified by checkers).
+    pub spec: ContainerSpec,
+    /// Pre-installed, warm services (R-AG3).
+    pub services: Vec<ServiceName>,
+    /// Price per hour of one slot.
+    pub price: PricePerHour,
+    /// Concurrent sessions it can serve.
+    pub slots: u32,
+    /// Account that receives earnings.
+    pub payout: AccountId,
+}
+
+/// Liveness and load, sent every heartbeat interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increments with every heartbeat.
+    pub seq: u64,
+    /// Sessions running now.
+    pub sessions: u32,
+}
+
+/// A request to inspect a container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InspectionRequest {
+    /// The container.
+    pub container: NodeId,
+    /// Where to reach it.
+    pub addr: String,
+    /// What it claims.
+    pub spec: ContainerSpec,
+    /// Why (registration, standby, re-inspection).
+    pub reason: String,
+}
+
+/// Parameters of a proof-of-capacity challenge (R-CK5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeParams {
+    /// Challenge id, unique per checker.
+    pub id: u64,
+    /// Fresh random seed the matrices are derived from.
+    pub seed: [u8; 32],
+    /// Matrix dimension (n x n).
+    pub n: u32,
+}
+
+/// One result row opened against a Merkle commitment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowOpening {
+    /// Row index.
+    pub index: u32,
+    /// The row's values.
+    pub values: Vec<f32>,
+    /// Sibling hashes from leaf to root.
+    pub proof: Vec<[u8; 32]>,
+}
+
+/// A checker's verdict on a container (signed by the envelope).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The inspected container.
+    pub container: NodeId,
+    /// The challenge it answered.
+    pub challenge: u64,
+    /// Passed or failed.
+    pub passed: bool,
+    /// Why, in words.
+    pub reason: String,
+    /// Time from challenge to commitment, ms.
+    pub compute_ms: u64,
+}
+
+/// A reserved slot on a container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The container.
+    pub container: NodeId,
+    /// Where to reach it.
+    pub addr: String,
+    /// Its resources.
+    pub spec: ContainerSpec,
+    /// Its price.
+    pub price: PricePerHour,
+    /// Estimated round trip from the consumer, if a location was given.
+    pub estimated_rtt_ms: Option<u32>,
+    /// Account that receives the provider's share.
+    pub payout: AccountId,
+}
+
+/// The indexer's view of one container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerView {
+    /// The container.
+    pub id: NodeId,
+    /// Where to reach it.
+    pub addr: String,
+    /// Lifecycle state.
+    pub state: State,
+    /// Its resources.
+    pub spec: ContainerSpec,
+    /// Warm services.
+    pub services: Vec<ServiceName>,
+    /// Price per slot-hour.
+    pub price: PricePerHour,
+    /// Total slots.
+    pub slots: u32,
+    /// Reserved slots.
+    pub reserved: u32,
+    /// Checker reputation, 0..=1000.
+    pub reputation: u32,
+    /// Milliseconds since the last heartbeat (None: never).
+    pub last_heartbeat_ago_ms: Option<u64>,
+    /// Most recent transitions, newest last.
+    pub transitions: Vec<Transition>,
+    /// Account that receives its earnings.
+    pub payout: AccountId,
+}

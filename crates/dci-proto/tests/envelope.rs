@@ -1,0 +1,92 @@
+//! Malformed, replayed, expired, oversized and unsigned messages are rejected,
+//! and a rejection leaves the opener exactly as it was.
+
+use dci_model::{NodeId, Timestamp};
+use dci_proto::{Heartbeat, Identity, MAX_MESSAGE_BYTES, Message, Opener, ProtoError, seal};
+use std::time::Duration;
+
+fn hb(seq: u64) -> Message {
+    Message::Heartbeat(Heartbeat { seq, sessions: 0 })
+}
+
+fn opener() -> Opener {
+    Opener::new(Duration::from_secs(60))
+}
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+#[test]
+fn a_sealed_message_opens_once() {
+    let id = Identity::from_secret([1; 32]);
+    let mut o = opener();
+    let bytes = seal(&id, 42, T0, &hb(1));
+    let opened = o.open(T0, &bytes).unwrap();
+    assert_eq!(opened.sender, id.id());
+    assert_eq!(opened.message, hb(1));
+    assert!(matches!(o.open(T0, &bytes), Err(ProtoError::Replayed { nonce: 42, .. })));
+    // The same nonce from another sender is a different message.
+    let other = Identity::from_secret([2; 32]);
+    assert!(o.open(T0, &seal(&other, 42, T0, &hb(1))).is_ok());
+}
+
+#[test]
+fn rejections_change_no_state() {
+    let id = Identity::from_secret([1; 32]);
+    let good = seal(&id, 7, T0, &hb(1));
+    let mut tampered = good.clone();
+    let last = tampered.len() - 70; // inside the signed body
+    tampered[last] ^= 1;
+    let mut bad_sig = good.clone();
+    let n = bad_sig.len();
+    bad_sig[n - 1] ^= 0xff;
+    // An "unsigned" message: a valid envelope whose signature is empty.
+    let unsigned = {
+        let mut v = good.clone();
+        // Envelope = varint(len signed) signed varint(64) sig: drop the signature.
+        v.truncate(n - 65);
+        v.push(0);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>, Timestamp, fn(&ProtoError) -> bool)> = vec![
+        ("empty", vec![], T0, |e| matches!(e, ProtoError::Malformed(_))),
+        ("garbage", b"hello world".to_vec(), T0, |e| matches!(e, ProtoError::Malformed(_))),
+        ("oversized", vec![0; MAX_MESSAGE_BYTES + 1], T0, |e| matches!(e, ProtoError::TooLarge { .. })),
+        ("tampered", tampered, T0, |e| matches!(e, ProtoError::BadSignature(_) | ProtoError::Malformed(_))),
+        ("bad signature", bad_sig, T0, |e| matches!(e, ProtoError::BadSignature(_))),
+        ("unsigned", unsigned, T0, |e| matches!(e, ProtoError::BadSignature(_))),
+        ("expired", good.clone(), T0.plus(Duration::from_secs(61)), |e| matches!(e, ProtoError::Expired { .. })),
+        ("future", seal(&id, 8, T0.plus(Duration::from_secs(120)), &hb(1)), T0, |e| {
+            matches!(e, ProtoError::FromFuture { .. })
+        }),
+    ];
+    for (name, bytes, now, expect) in cases {
+        let mut o = opener();
+        let err = o.open(now, &bytes).unwrap_err();
+        assert!(expect(&err), "{name}: unexpected {err:?}");
+        assert!(!err.to_string().is_empty());
+        assert_eq!(o.remembered(), 0, "{name}: a rejected message was remembered");
+    }
+    // And the good one still opens afterwards on a fresh opener.
+    assert!(opener().open(T0, &good).is_ok());
+}
+
+#[test]
+fn replay_window_forgets_old_nonces_but_still_rejects_them() {
+    let id = Identity::from_secret([3; 32]);
+    let mut o = opener();
+    let m = seal(&id, 1, T0, &hb(1));
+    o.open(T0, &m).unwrap();
+    let later = T0.plus(Duration::from_secs(120));
+    o.open(later, &seal(&id, 2, later, &hb(2))).unwrap();
+    assert_eq!(o.remembered(), 1, "nonce 1 should have been pruned");
+    // The old message is still refused: it is now expired.
+    assert!(matches!(o.open(later, &m), Err(ProtoError::Expired { .. })));
+}
+
+#[test]
+fn identity_debug_never_shows_the_secret() {
+    let id = Identity::from_secret([0xab; 32]);
+    let shown = format!("{id:?}");
+    assert!(!shown.contains("abab"), "{shown}");
+    assert_ne!(id.id(), NodeId([0xab; 32]));
+}
