@@ -1,0 +1,361 @@
+//! The container role's state machine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dci_capacity::Solution;
+use dci_model::{
+    AccountId, Activity, ContainerSpec, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp, Transition,
+};
+use dci_proto::{ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, UsageReceipt};
+
+/// What the container offers and whom it trusts.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The indexer's listening address.
+    pub indexer_addr: String,
+    /// This container's own listening address (announced at registration).
+    pub listen_addr: String,
+    /// Declared resources.
+    pub spec: ContainerSpec,
+    /// Pre-installed services (R-AG3).
+    pub services: Vec<ServiceName>,
+    /// Price of one slot per hour.
+    pub price: PricePerHour,
+    /// Concurrent sessions.
+    pub slots: u32,
+    /// Account for earnings.
+    pub payout: AccountId,
+    /// Indexers whose state reports this container accepts.
+    pub indexers: Vec<NodeId>,
+    /// Checkers allowed to challenge this container.
+    pub checkers: Vec<NodeId>,
+    /// Gateways allowed to start and stop sessions.
+    pub gateways: Vec<NodeId>,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+}
+
+/// Inputs of the container core.
+#[derive(Debug)]
+pub enum Input {
+    /// The agent started (or restarted): register.
+    Boot,
+    /// Periodic timer.
+    Tick,
+    /// An authenticated message.
+    Net(Inbound),
+    /// A challenge computation finished.
+    Computed {
+        /// The challenge.
+        params: ChallengeParams,
+        /// Its result.
+        solution: Solution,
+    },
+    /// The runtime started a session's service.
+    ServiceStarted {
+        /// The session.
+        session: SessionId,
+        /// Where the consumer reaches it.
+        endpoint: String,
+    },
+    /// The runtime could not start it.
+    ServiceFailed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: String,
+    },
+    /// The runtime stopped a session's service.
+    ServiceStopped {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Effects the driver carries out.
+#[derive(Debug)]
+pub enum Output {
+    /// Network traffic.
+    Net(Net),
+    /// Run a proof-of-capacity computation (off the core's thread).
+    Compute(ChallengeParams),
+    /// Start the service for a session.
+    StartService {
+        /// The session.
+        session: SessionId,
+        /// Which service.
+        service: ServiceName,
+    },
+    /// Stop the service of a session.
+    StopService {
+        /// The session.
+        session: SessionId,
+    },
+    /// A message was refused.
+    Rejected {
+        /// Sender.
+        from: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The indexer reported a lifecycle change.
+    StateChanged(Transition),
+}
+
+#[derive(Debug)]
+struct Session {
+    service: ServiceName,
+    consumer: AccountId,
+    price: PricePerHour,
+    start_conn: ConnId,
+    started_at: Option<Timestamp>,
+    endpoint: Option<String>,
+    stop: Option<(ConnId, Timestamp)>,
+}
+
+/// A session as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// The session.
+    pub id: SessionId,
+    /// Its service.
+    pub service: ServiceName,
+    /// Where it is reachable, once started.
+    pub endpoint: Option<String>,
+}
+
+/// At most this many challenges are worked on at once; more are refused.
+const MAX_CHALLENGES: usize = 2;
+
+/// The container core. See the crate docs.
+pub struct Agent {
+    config: AgentConfig,
+    identity: Identity,
+    state: Option<State>,
+    heartbeat_seq: u64,
+    last_heartbeat: Option<Timestamp>,
+    challenges: HashMap<u64, (ConnId, NodeId, Option<Solution>)>,
+    sessions: HashMap<SessionId, Session>,
+}
+
+impl Agent {
+    /// A core for `config`, signing receipts as `identity`.
+    pub fn new(config: AgentConfig, identity: Identity) -> Self {
+        Agent {
+            config,
+            identity,
+            state: None,
+            heartbeat_seq: 0,
+            last_heartbeat: None,
+            challenges: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// The lifecycle state last reported by the indexer.
+    pub fn state(&self) -> Option<State> {
+        self.state
+    }
+
+    /// Idle or serving (R-LC3).
+    pub fn activity(&self) -> Activity {
+        Activity::of(self.config.slots, self.sessions.len() as u32)
+    }
+
+    /// Sessions on this container.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let mut v: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionView { id: *id, service: s.service.clone(), endpoint: s.endpoint.clone() })
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    fn registration(&self) -> Registration {
+        Registration {
+            addr: self.config.listen_addr.clone(),
+            spec: self.config.spec.clone(),
+            services: self.config.services.clone(),
+            price: self.config.price,
+            slots: self.config.slots,
+            payout: self.config.payout.clone(),
+        }
+    }
+
+    fn to_indexer(&self, msg: Message) -> Output {
+        Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg })
+    }
+
+    fn heartbeat(&mut self, now: Timestamp) -> Output {
+        self.heartbeat_seq += 1;
+        self.last_heartbeat = Some(now);
+        self.to_indexer(Message::Heartbeat(Heartbeat { seq: self.heartbeat_seq, sessions: self.sessions.len() as u32 }))
+    }
+
+    /// Advances the core by one input.
+    pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
+        match input {
+            Input::Boot => vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)],
+            Input::Tick => {
+                let due = self.last_heartbeat.is_none_or(|t| now.since(t) >= self.config.heartbeat_interval);
+                if due { vec![self.heartbeat(now)] } else { vec![] }
+            }
+            Input::Net(inbound) => self.on_message(now, inbound),
+            Input::Computed { params, solution } => match self.challenges.get_mut(&params.id) {
+                Some((conn, _, slot)) => {
+                    let conn = *conn;
+                    let root = solution.root();
+                    *slot = Some(solution);
+                    vec![Output::Net(Net::Reply { conn, msg: Message::Commitment { challenge: params.id, root } })]
+                }
+                None => vec![],
+            },
+            Input::ServiceStarted { session, endpoint } => {
+                let Some(s) = self.sessions.get_mut(&session) else { return vec![] };
+                s.started_at = Some(now);
+                s.endpoint = Some(endpoint.clone());
+                let conn = s.start_conn;
+                let mut out =
+                    vec![Output::Net(Net::Reply { conn, msg: Message::SessionStarted { session, endpoint } })];
+                // A stop that raced the start: honour it now.
+                if s.stop.is_some() {
+                    out.push(Output::StopService { session });
+                }
+                out.push(self.heartbeat(now));
+                out
+            }
+            Input::ServiceFailed { session, reason } => {
+                let Some(s) = self.sessions.remove(&session) else { return vec![] };
+                vec![
+                    Output::Net(Net::Reply { conn: s.start_conn, msg: Message::SessionFailed { session, reason } }),
+                    self.heartbeat(now),
+                ]
+            }
+            Input::ServiceStopped { session } => {
+                let Some(s) = self.sessions.remove(&session) else { return vec![] };
+                let Some((conn, requested)) = s.stop else {
+                    // The service ended on its own: nobody asked; the receipt
+                    // is produced when the gateway asks to stop.
+                    return vec![self.heartbeat(now)];
+                };
+                // Billing ends when the stop was asked for, not when teardown finished.
+                let started = s.started_at.unwrap_or(requested);
+                let ended = requested.max(started);
+                let seconds = ended.since(started).as_secs();
+                let amount = s.price.cost_for_secs(seconds).unwrap_or_default();
+                let receipt = UsageReceipt {
+                    session,
+                    container: self.identity.id(),
+                    consumer: s.consumer,
+                    service: s.service,
+                    started_at: started,
+                    ended_at: ended,
+                    seconds,
+                    price: s.price,
+                    amount,
+                }
+                .sign(&self.identity);
+                vec![Output::Net(Net::Reply { conn, msg: Message::SessionStopped { receipt } }), self.heartbeat(now)]
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Timestamp, Inbound { conn, from, msg }: Inbound) -> Vec<Output> {
+        let reject = |reason: String| vec![Output::Rejected { from, reason }];
+        match msg {
+            Message::StateChanged { transition } => {
+                if !self.config.indexers.contains(&from) {
+                    return reject(format!("state report from {} which is not a trusted indexer", from.short()));
+                }
+                self.state = Some(transition.to);
+                let mut out = vec![Output::StateChanged(transition.clone())];
+                match transition.to {
+                    State::Ready => out.push(self.heartbeat(now)),
+                    // Heartbeats alone never bring a container back: register
+                    // again so the indexer asks for a fresh inspection.
+                    State::ReinspectionRequired => {
+                        out.push(self.to_indexer(Message::Register(self.registration())));
+                    }
+                    _ => {}
+                }
+                out
+            }
+            Message::Challenge(params) => {
+                if !self.config.checkers.contains(&from) {
+                    return reject(format!("challenge from {} which is not a trusted checker", from.short()));
+                }
+                if self.challenges.len() >= MAX_CHALLENGES {
+                    return reject(format!("already working on {MAX_CHALLENGES} challenges"));
+                }
+                if params.n == 0 || params.n > 8192 {
+                    return reject(format!("challenge size: expected 1..=8192, found {}", params.n));
+                }
+                self.challenges.insert(params.id, (conn, from, None));
+                vec![Output::Compute(params)]
+            }
+            Message::OpenRows { challenge, rows } => match self.challenges.get(&challenge) {
+                Some((_, checker, Some(_))) if *checker == from => {
+                    let (_, _, solution) = self.challenges.remove(&challenge).expect("present");
+                    let solution = solution.expect("computed");
+                    match solution.open(&rows) {
+                        Ok(openings) => {
+                            vec![Output::Net(Net::Reply { conn, msg: Message::Openings { challenge, rows: openings } })]
+                        }
+                        Err(e) => reject(format!("cannot open rows: {e}")),
+                    }
+                }
+                _ => reject(format!("open rows for unknown or unfinished challenge {challenge}")),
+            },
+            Message::StartSession { session, service, consumer, price } => {
+                if !self.config.gateways.contains(&from) {
+                    return reject(format!("start session from {} which is not a trusted gateway", from.short()));
+                }
+                if self.sessions.contains_key(&session) {
+                    return reject(format!("session {session} already exists"));
+                }
+                let fail = |reason: String| {
+                    vec![Output::Net(Net::Reply { conn, msg: Message::SessionFailed { session, reason } })]
+                };
+                if !self.config.services.contains(&service) {
+                    return fail(format!("service {service} is not installed on this container"));
+                }
+                if self.sessions.len() as u32 >= self.config.slots {
+                    return fail(format!("all {} slots are busy", self.config.slots));
+                }
+                if price < self.config.price {
+                    return fail(format!("price {price} is below this container's price {}", self.config.price));
+                }
+                self.sessions.insert(
+                    session,
+                    Session {
+                        service: service.clone(),
+                        consumer,
+                        price,
+                        start_conn: conn,
+                        started_at: None,
+                        endpoint: None,
+                        stop: None,
+                    },
+                );
+                vec![Output::StartService { session, service }]
+            }
+            Message::StopSession { session } => {
+                if !self.config.gateways.contains(&from) {
+                    return reject(format!("stop session from {} which is not a trusted gateway", from.short()));
+                }
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return reject(format!("no session {session} on this container"));
+                };
+                if s.stop.is_some() {
+                    return reject(format!("session {session} is already stopping"));
+                }
+                s.stop = Some((conn, now));
+                if s.started_at.is_some() { vec![Output::StopService { session }] } else { vec![] }
+            }
+            other => reject(format!("a container does not handle {} messages", other.kind())),
+        }
+    }
+}

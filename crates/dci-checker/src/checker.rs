@@ -1,0 +1,265 @@
+//! The checker's state machine: one proof-of-capacity inspection per
+//! container in flight, from `InspectionRequest` to `Verdict`.
+
+use std::collections::BTreeMap;
+
+use dci_model::{NodeId, Timestamp};
+use dci_proto::{ChallengeParams, ConnId, Inbound, InspectionRequest, Message, Net, RowOpening, Verdict};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::config::{Config, ConfigError};
+
+/// Everything the checker core reacts to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// An authenticated message from another node.
+    Net(Inbound),
+    /// Time passed: fail inspections past their deadline. Drive it at least
+    /// every second or so; deadlines are only as precise as the ticks.
+    Tick,
+}
+
+/// Everything the checker core asks its driver to do or to record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a message.
+    Net(Net),
+    /// A message was not accepted; nothing changed. For logs and metrics.
+    Rejected {
+        /// Its authenticated sender.
+        from: NodeId,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An inspection ended. The same verdict also goes to the indexer in a
+    /// `Net` output; this copy is for logs and metrics.
+    Verdict(Verdict),
+}
+
+/// Why a message was rejected (becomes `Output::Rejected::reason`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+enum Rejection {
+    #[error("expected an inspection request from a trusted indexer, found one from {0}")]
+    UntrustedIndexer(NodeId),
+    #[error("expected no inspection of container {container} in flight, found challenge {challenge}; keeping it")]
+    AlreadyInFlight { container: NodeId, challenge: u64 },
+    #[error("expected a challenge in flight, found no challenge {0}")]
+    UnknownChallenge(u64),
+    #[error("expected challenge {challenge} answered by container {expected}, found a message from {found}")]
+    WrongSender { challenge: u64, expected: NodeId, found: NodeId },
+    #[error("expected one commitment for challenge {0}, found a second")]
+    DuplicateCommitment(u64),
+    #[error("expected a commitment for challenge {0} before its openings, found openings first")]
+    OpeningsBeforeCommitment(u64),
+    #[error("expected an inspection_request, commitment or openings, found {0}")]
+    UnexpectedMessage(&'static str),
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Challenge sent; waiting for the Merkle root.
+    AwaitingCommitment { deadline: Timestamp },
+    /// Root received, rows asked for; waiting for the openings.
+    AwaitingOpenings { root: [u8; 32], rows: Vec<u32>, compute_ms: u64, deadline: Timestamp },
+}
+
+#[derive(Clone, Debug)]
+struct Inspection {
+    container: NodeId,
+    params: ChallengeParams,
+    sent: Timestamp,
+    phase: Phase,
+}
+
+/// The checker role's sans-IO core (SPEC §4, R-CK1 registration validation).
+///
+/// One inspection per container is in flight at a time: an
+/// `InspectionRequest` for a container whose inspection is still running is
+/// rejected and the running one is kept, so a container cannot be made to
+/// juggle several challenges, and the indexer still gets exactly one verdict
+/// for it. Every inspection ends in exactly one verdict: passed, failed, or
+/// timed out. The core does not sign: the driver seals every outgoing
+/// message, the verdict included, with the checker's identity.
+#[derive(Debug)]
+pub struct Checker {
+    config: Config,
+    rng: ChaCha20Rng,
+    next_id: u64,
+    inspections: BTreeMap<u64, Inspection>,
+    by_container: BTreeMap<NodeId, u64>,
+}
+
+impl Checker {
+    /// A checker with no inspection in flight. All its randomness (challenge
+    /// seeds and ids, rows to open) comes from `rng_seed`: the driver passes
+    /// fresh OS randomness, tests and the simulator a fixed seed.
+    pub fn new(config: Config, rng_seed: [u8; 32]) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = ChaCha20Rng::from_seed(rng_seed);
+        // Random start, so a restarted checker does not reuse recent ids.
+        let next_id = rng.next_u64();
+        Ok(Checker { config, rng, next_id, inspections: BTreeMap::new(), by_container: BTreeMap::new() })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Inspections started and not yet ended.
+    pub fn in_flight(&self) -> usize {
+        self.inspections.len()
+    }
+
+    /// Handles one input at time `now`.
+    pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
+        match input {
+            Input::Tick => self.tick(now),
+            Input::Net(Inbound { conn, from, msg }) => {
+                let result = match msg {
+                    Message::InspectionRequest(request) => self.on_request(now, from, request),
+                    Message::Commitment { challenge, root } => self.on_commitment(now, conn, from, challenge, root),
+                    Message::Openings { challenge, rows } => self.on_openings(now, from, challenge, &rows),
+                    other => Err(Rejection::UnexpectedMessage(other.kind())),
+                };
+                result.unwrap_or_else(|rejection| vec![Output::Rejected { from, reason: rejection.to_string() }])
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        request: InspectionRequest,
+    ) -> Result<Vec<Output>, Rejection> {
+        if !self.config.indexers.contains(&from) {
+            return Err(Rejection::UntrustedIndexer(from));
+        }
+        if let Some(&challenge) = self.by_container.get(&request.container) {
+            return Err(Rejection::AlreadyInFlight { container: request.container, challenge });
+        }
+        let id = self.fresh_id();
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let params = ChallengeParams { id, seed, n: self.config.challenge_n };
+        let deadline = now.plus(self.config.commit_timeout);
+        self.inspections.insert(
+            id,
+            Inspection {
+                container: request.container,
+                params: params.clone(),
+                sent: now,
+                phase: Phase::AwaitingCommitment { deadline },
+            },
+        );
+        self.by_container.insert(request.container, id);
+        Ok(vec![Output::Net(Net::Send { addr: request.addr, msg: Message::Challenge(params) })])
+    }
+
+    fn on_commitment(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        from: NodeId,
+        challenge: u64,
+        root: [u8; 32],
+    ) -> Result<Vec<Output>, Rejection> {
+        let inspection = self.expect_from(from, challenge)?;
+        let deadline = match inspection.phase {
+            Phase::AwaitingCommitment { deadline } => deadline,
+            Phase::AwaitingOpenings { .. } => return Err(Rejection::DuplicateCommitment(challenge)),
+        };
+        if now > deadline {
+            return Ok(self.finish(now, challenge, false, "timed out waiting for commitment".into()));
+        }
+        let compute_ms = millis(now.since(inspection.sent));
+        let n = inspection.params.n;
+        let rows = dci_capacity::pick_rows(&mut self.rng, n, self.config.rows_to_open);
+        let deadline = now.plus(self.config.open_timeout);
+        if let Some(inspection) = self.inspections.get_mut(&challenge) {
+            inspection.phase = Phase::AwaitingOpenings { root, rows: rows.clone(), compute_ms, deadline };
+        }
+        Ok(vec![Output::Net(Net::Reply { conn, msg: Message::OpenRows { challenge, rows } })])
+    }
+
+    fn on_openings(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        challenge: u64,
+        openings: &[RowOpening],
+    ) -> Result<Vec<Output>, Rejection> {
+        let inspection = self.expect_from(from, challenge)?;
+        let Phase::AwaitingOpenings { root, rows, deadline, .. } = &inspection.phase else {
+            return Err(Rejection::OpeningsBeforeCommitment(challenge));
+        };
+        if now > *deadline {
+            return Ok(self.finish(now, challenge, false, "timed out waiting for openings".into()));
+        }
+        let n = inspection.params.n;
+        let (passed, reason) = match dci_capacity::verify_rows(&inspection.params, root, openings, rows) {
+            Ok(()) => (true, format!("passed: {} of {n} rows of a {n}x{n} fp32 product verified", rows.len())),
+            Err(e) => (false, format!("failed: {e}")),
+        };
+        Ok(self.finish(now, challenge, passed, reason))
+    }
+
+    fn tick(&mut self, now: Timestamp) -> Vec<Output> {
+        let expired: Vec<(u64, &'static str)> = self
+            .inspections
+            .iter()
+            .filter_map(|(&id, inspection)| match inspection.phase {
+                Phase::AwaitingCommitment { deadline } if now > deadline => {
+                    Some((id, "timed out waiting for commitment"))
+                }
+                Phase::AwaitingOpenings { deadline, .. } if now > deadline => {
+                    Some((id, "timed out waiting for openings"))
+                }
+                _ => None,
+            })
+            .collect();
+        expired.into_iter().flat_map(|(id, reason)| self.finish(now, id, false, reason.into())).collect()
+    }
+
+    /// The inspection for `challenge`, if `from` is the container it was sent to.
+    fn expect_from(&self, from: NodeId, challenge: u64) -> Result<&Inspection, Rejection> {
+        let inspection = self.inspections.get(&challenge).ok_or(Rejection::UnknownChallenge(challenge))?;
+        if inspection.container != from {
+            return Err(Rejection::WrongSender { challenge, expected: inspection.container, found: from });
+        }
+        Ok(inspection)
+    }
+
+    /// Ends an inspection with a verdict, sent to the indexer and reported.
+    fn finish(&mut self, now: Timestamp, challenge: u64, passed: bool, reason: String) -> Vec<Output> {
+        let Some(inspection) = self.inspections.remove(&challenge) else {
+            return Vec::new();
+        };
+        self.by_container.remove(&inspection.container);
+        let compute_ms = match inspection.phase {
+            Phase::AwaitingOpenings { compute_ms, .. } => compute_ms,
+            // No commitment: report how long the checker waited.
+            Phase::AwaitingCommitment { .. } => millis(now.since(inspection.sent)),
+        };
+        let verdict = Verdict { container: inspection.container, challenge, passed, reason, compute_ms };
+        vec![
+            Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg: Message::Verdict(verdict.clone()) }),
+            Output::Verdict(verdict),
+        ]
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        while self.inspections.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,266 @@
+//! Request and response bodies of the public API.
+//!
+//! Amounts are exact decimal strings of ATH (`"2.5"`), never JSON numbers, so
+//! no client loses precision.
+
+use dci_model::{Amount, GeoPoint, MatchRequest, Policy, PricePerHour, ServiceName};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Ask for a container running `service`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Service to run, e.g. `render`.
+    pub service: String,
+    /// GPU model (case-insensitive substring), e.g. `4090`, `H100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// Minimum number of GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<u32>,
+    /// Minimum memory per GPU, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_gib: Option<u32>,
+    /// Minimum CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
+    /// Minimum RAM, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_gib: Option<u32>,
+    /// Minimum disk, GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u32>,
+    /// Consumer location as `LAT,LON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near: Option<String>,
+    /// Largest acceptable estimated round trip, ms (needs `near`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<u32>,
+    /// Highest acceptable price, ATH per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<String>,
+    /// `cheapest`, `best-ux` or `balanced` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Hours of use to hold in escrow (default 1, at most 720).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<u32>,
+}
+
+/// Longest escrow a deploy may ask for, in hours.
+pub const MAX_HOURS: u32 = 720;
+
+impl DeployRequest {
+    /// Validates the request into a match request and the hours to escrow.
+    pub fn to_match(&self) -> Result<(MatchRequest, u32), ApiError> {
+        let bad = |field: &str, e: String| ApiError::bad_request(format!("{field}: {e}"));
+        let service = ServiceName::new(self.service.clone()).map_err(|e| bad("service", e.to_string()))?;
+        let mut m = MatchRequest::for_service(service);
+        m.gpu_model = match &self.gpu {
+            Some(g) if g.trim().is_empty() || g.len() > 64 => {
+                return Err(bad("gpu", format!("expected a GPU model of 1 to 64 characters, found {g:?}")));
+            }
+            g => g.clone(),
+        };
+        m.gpu_count = self.gpu_count.unwrap_or(if m.gpu_model.is_some() { 1 } else { 0 });
+        m.min_vram_gib = self.vram_gib.unwrap_or(0);
+        m.min_cpu_cores = self.cpu_cores.unwrap_or(0);
+        m.min_ram_gib = self.ram_gib.unwrap_or(0);
+        m.min_disk_gib = self.disk_gib.unwrap_or(0);
+        m.near = match &self.near {
+            Some(s) => Some(s.parse::<GeoPoint>().map_err(|e| bad("near", e.to_string()))?),
+            None => None,
+        };
+        if self.max_latency_ms.is_some() && m.near.is_none() {
+            return Err(bad("max_latency_ms", "expected `near` (LAT,LON) to be given as well".into()));
+        }
+        m.max_latency_ms = self.max_latency_ms;
+        m.max_price = match &self.max_price {
+            Some(p) => Some(p.parse::<PricePerHour>().map_err(|e| bad("max_price", e.to_string()))?),
+            None => None,
+        };
+        m.policy = match &self.policy {
+            Some(p) => p.parse::<Policy>().map_err(|e| bad("policy", e))?,
+            None => Policy::default(),
+        };
+        let hours = self.hours.unwrap_or(1);
+        if !(1..=MAX_HOURS).contains(&hours) {
+            return Err(bad("hours", format!("expected 1..={MAX_HOURS}, found {hours}")));
+        }
+        Ok((m, hours))
+    }
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Reserved and escrowed; the container is starting the service.
+    Starting,
+    /// Running; the endpoint answers.
+    Running,
+    /// Stopped and settled.
+    Stopped,
+    /// Ended by a failure or a restart; settled for the time delivered.
+    Interrupted,
+}
+
+/// One session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// Session id (32 hex digits).
+    pub id: String,
+    /// Service.
+    pub service: String,
+    /// Container id (64 hex digits).
+    pub container: String,
+    /// Where to call the service.
+    pub endpoint: String,
+    /// Price, ATH per hour.
+    pub price_ath_per_hour: String,
+    /// Estimated round trip from the consumer, ms.
+    pub estimated_rtt_ms: Option<u32>,
+    /// Status.
+    pub status: SessionStatus,
+    /// Start, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// End, ms since the Unix epoch.
+    pub ended_at_ms: Option<u64>,
+    /// ATH held in escrow at start.
+    pub escrow_ath: String,
+    /// Seconds billed (after stop).
+    pub billed_seconds: Option<u64>,
+    /// ATH charged (after stop).
+    pub charged_ath: Option<String>,
+    /// ATH returned to the consumer (after stop).
+    pub refunded_ath: Option<String>,
+}
+
+/// A consumer's money.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BalanceInfo {
+    /// Ledger account.
+    pub account: String,
+    /// Spendable ATH.
+    pub balance_ath: String,
+    /// ATH locked in escrow for running sessions.
+    pub escrowed_ath: String,
+}
+
+/// A lifecycle transition, as shown to operators and consumers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransitionInfo {
+    /// Previous state.
+    pub from: String,
+    /// New state.
+    pub to: String,
+    /// Who caused it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// One container as the network sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ContainerInfo {
+    /// Container id.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// GPU model, if any.
+    pub gpu_model: Option<String>,
+    /// Number of GPUs.
+    pub gpu_count: u32,
+    /// GiB per GPU.
+    pub vram_gib: u32,
+    /// True when the GPU profile is simulated (development hosts).
+    pub gpu_simulated: bool,
+    /// CPU cores.
+    pub cpu_cores: u32,
+    /// RAM, GiB.
+    pub ram_gib: u32,
+    /// Disk, GiB.
+    pub disk_gib: u32,
+    /// Latitude, longitude.
+    pub location: (f64, f64),
+    /// Pre-installed services.
+    pub services: Vec<String>,
+    /// Price, ATH per hour.
+    pub price_ath_per_hour: String,
+    /// Total slots.
+    pub slots: u32,
+    /// Slots reserved by sessions.
+    pub reserved: u32,
+    /// Checker reputation, 0..=1000.
+    pub reputation: u32,
+    /// Milliseconds since the last heartbeat.
+    pub last_heartbeat_ago_ms: Option<u64>,
+    /// Recent lifecycle transitions, newest last.
+    pub transitions: Vec<TransitionInfo>,
+}
+
+/// The JSON body of every error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `no_match`, `bad_request`, `unauthorized`.
+    pub code: String,
+    /// What went wrong and what was expected.
+    pub message: String,
+    /// Structured details (for `no_match`: containers eliminated per criterion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// An API error: an HTTP status and a JSON body.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{} ({}): {}", body.code, status, body.message)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        ApiError { status, body: ErrorBody { code: code.into(), message: message.into(), details: None } }
+    }
+    /// 400 bad_request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, "bad_request", message)
+    }
+    /// 401 unauthorized.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(401, "unauthorized", message)
+    }
+    /// 404 not_found.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(404, "not_found", message)
+    }
+    /// 402 insufficient_funds.
+    pub fn insufficient_funds(message: impl Into<String>) -> Self {
+        ApiError::new(402, "insufficient_funds", message)
+    }
+    /// 503 unavailable.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(503, "unavailable", message)
+    }
+    /// 500 internal.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(500, "internal", message)
+    }
+    /// Adds structured details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.body.details = Some(details);
+        self
+    }
+}
+
+/// Formats an amount as an exact decimal ATH string.
+pub fn ath(a: Amount) -> String {
+    a.to_string()
+}

@@ -1,0 +1,17 @@
+//! DCI's public HTTP/JSON API (R-UX3, R-SEC2): the only crate that knows HTTP
+//! for the consumer-facing side.
+//!
+//! - [`api`]: the request and response bodies (the stable public contract,
+//!   with their OpenAPI schemas) and [`api::ApiError`], the JSON error with a
+//!   stable code and a human message.
+//! - [`server`]: the axum router over any [`server::ConsumerApi`]
+//!   implementation; it authenticates API keys, validates input, serves
+//!   `/openapi.json` and `/metrics`. The gateway role's logic (match, escrow,
+//!   start, settle) lives behind that trait in `dci-node`.
+//! - [`client`]: the typed HTTP client used by the `dci` CLI.
+//!
+//! Not here: matching, billing, or anything about node-to-node messages.
+
+pub mod api;
+pub mod client;
+pub mod server;

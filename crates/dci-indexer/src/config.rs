@@ -1,0 +1,124 @@
+//! The indexer core's configuration.
+
+use dci_model::NodeId;
+use std::time::Duration;
+
+/// How the indexer core behaves and whom it trusts.
+///
+/// The node builds this from its typed config file; [`Config::validate`]
+/// says whether the values make sense. The core never panics on an invalid
+/// config, it just behaves accordingly (a zero interval makes every container
+/// stale at once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How often containers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// After this many missed heartbeats a container is unschedulable (R-IX4).
+    pub missed_heartbeats: u32,
+    /// After this many missed heartbeats a `Ready`/`Healthy` container moves
+    /// to `ReinspectionRequired` (on the next tick).
+    pub reinspect_after_missed: u32,
+    /// Where inspection requests go (`host:port` of a checker).
+    pub checker_addr: String,
+    /// Nodes whose verdicts are accepted.
+    pub checkers: Vec<NodeId>,
+    /// Nodes allowed to match, release and list.
+    pub gateways: Vec<NodeId>,
+}
+
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default number of missed heartbeats before a container is unschedulable (R-IX4).
+pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
+/// Default number of missed heartbeats before re-inspection is required.
+pub const DEFAULT_REINSPECT_AFTER_MISSED: u32 = 30;
+
+impl Config {
+    /// A config with the default timings and the given peers.
+    pub fn new(checker_addr: impl Into<String>, checkers: Vec<NodeId>, gateways: Vec<NodeId>) -> Self {
+        Config {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            missed_heartbeats: DEFAULT_MISSED_HEARTBEATS,
+            reinspect_after_missed: DEFAULT_REINSPECT_AFTER_MISSED,
+            checker_addr: checker_addr.into(),
+            checkers,
+            gateways,
+        }
+    }
+
+    /// Checks that the timings are consistent and a checker is addressable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::ZeroInterval);
+        }
+        if self.missed_heartbeats == 0 {
+            return Err(ConfigError::ZeroMissed);
+        }
+        if self.reinspect_after_missed < self.missed_heartbeats {
+            return Err(ConfigError::ReinspectBeforeUnschedulable {
+                reinspect: self.reinspect_after_missed,
+                missed: self.missed_heartbeats,
+            });
+        }
+        if self.checker_addr.trim().is_empty() {
+            return Err(ConfigError::NoCheckerAddr);
+        }
+        Ok(())
+    }
+
+    /// How long after the last sign of life a container stays schedulable.
+    pub fn fresh_window(&self) -> Duration {
+        self.heartbeat_interval.saturating_mul(self.missed_heartbeats)
+    }
+
+    /// How long after the last sign of life a container needs re-inspection.
+    pub fn reinspect_window(&self) -> Duration {
+        self.heartbeat_interval.saturating_mul(self.reinspect_after_missed)
+    }
+}
+
+/// Why a [`Config`] is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The heartbeat interval is zero.
+    #[error("expected a heartbeat interval above zero, found 0")]
+    ZeroInterval,
+    /// `missed_heartbeats` is zero.
+    #[error("expected missed_heartbeats of at least 1, found 0")]
+    ZeroMissed,
+    /// Re-inspection would come before the container is even unschedulable.
+    #[error("expected reinspect_after_missed >= missed_heartbeats ({missed}), found {reinspect}")]
+    ReinspectBeforeUnschedulable {
+        /// `reinspect_after_missed`.
+        reinspect: u32,
+        /// `missed_heartbeats`.
+        missed: u32,
+    },
+    /// No checker address.
+    #[error("expected a checker address host:port, found an empty string")]
+    NoCheckerAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let ok = Config::new("127.0.0.1:7400", vec![], vec![]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.fresh_window(), Duration::from_secs(3));
+        type Edit = fn(&mut Config);
+        let cases: [(Edit, ConfigError); 4] = [
+            (|c| c.heartbeat_interval = Duration::ZERO, ConfigError::ZeroInterval),
+            (|c| c.missed_heartbeats = 0, ConfigError::ZeroMissed),
+            (|c| c.reinspect_after_missed = 2, ConfigError::ReinspectBeforeUnschedulable { reinspect: 2, missed: 3 }),
+            (|c| c.checker_addr = " ".into(), ConfigError::NoCheckerAddr),
+        ];
+        for (edit, want) in cases {
+            let mut c = ok.clone();
+            edit(&mut c);
+            assert_eq!(c.validate(), Err(want));
+        }
+    }
+}

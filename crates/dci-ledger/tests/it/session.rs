@@ -1,0 +1,189 @@
+use dci_ledger::{EscrowState, LedgerError, Settled, Settlement, accounts};
+use dci_model::{AccountId, Amount, money::TOTAL_SUPPLY};
+use dci_proto::{Identity, ReceiptError};
+
+use crate::{Signers, acc, ledger, sid, snapshot};
+
+/// A consumer is funded, locks an escrow, uses a container for 20 minutes at
+/// 3 ATH/h and the session is settled against the signed, acknowledged receipt.
+#[test]
+fn a_paid_session_end_to_end() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    let payout = AccountId::for_node(&s.container.id());
+    let session = sid(1);
+
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(100)).unwrap();
+    let key = l.create_api_key(&alice, [7; 32]).unwrap();
+    assert_eq!(l.account_for_api_key(&key).unwrap(), Some(alice.clone()));
+
+    l.lock_escrow(session, &alice, Amount::ath(10)).unwrap();
+    let view = l.account(&alice).unwrap();
+    assert_eq!((view.balance, view.escrowed), (Amount::ath(90), Amount::ath(10)));
+    let report = l.check_invariant().unwrap();
+    assert_eq!((report.escrowed, report.open_escrows), (Amount::ath(10), 1));
+
+    let receipt = s.receipt(session, &alice, 1200, "3");
+    assert_eq!(receipt.receipt.amount, Amount::ath(1));
+    let settled = l.settle(&receipt, &s.gateway.id(), &payout).unwrap();
+    let tenth = |n: u128| Amount(n * dci_model::money::ONE_ATH / 100);
+    assert_eq!(
+        settled,
+        Settled {
+            session,
+            charged: Amount::ath(1),
+            provider: tenth(90),
+            checkers: tenth(5),
+            indexers: tenth(2),
+            treasury: tenth(3),
+            refunded: Amount::ath(9),
+            shortfall: Amount::ZERO,
+        }
+    );
+    for (account, expect) in [
+        (alice.clone(), Amount::ath(99)),
+        (payout.clone(), tenth(90)),
+        (accounts::checker_fees(), tenth(5)),
+        (accounts::indexer_fees(), tenth(2)),
+        (accounts::treasury(), tenth(3)),
+        (accounts::liquidity(), Amount::ath(1_680_000_000 - 100)),
+    ] {
+        assert_eq!(l.balance(&account).unwrap(), expect, "{account}");
+    }
+    assert_eq!(l.account(&alice).unwrap().escrowed, Amount::ZERO);
+    assert_eq!(l.escrow(session).unwrap().unwrap().state, EscrowState::Settled);
+    let report = l.check_invariant().unwrap();
+    assert_eq!((report.found(), report.open_escrows), (TOTAL_SUPPLY, 0));
+
+    // The settlement is listed for both sides, with its receipt.
+    let record = l.settlement(session).unwrap().unwrap();
+    assert_eq!((record.settled, &record.receipt, &record.payout), (settled, &receipt, &payout));
+    assert_eq!(record.acker, s.gateway.id());
+    assert_eq!(l.settlements(&alice, 10).unwrap(), vec![record.clone()]);
+    assert_eq!(l.settlements(&payout, 10).unwrap(), vec![record]);
+    assert!(l.settlements(&acc("consumer:bob"), 10).unwrap().is_empty());
+
+    // Paying the same session again is refused and changes nothing.
+    let before = snapshot(&l, &[session]);
+    let e = l.settle(&receipt, &s.gateway.id(), &payout).unwrap_err();
+    assert_eq!(e, LedgerError::AlreadySettled(session));
+    assert!(l.refund(session).is_err());
+    assert_eq!(snapshot(&l, &[session]), before);
+}
+
+#[test]
+fn a_receipt_above_the_escrow_charges_the_escrow_and_records_the_shortfall() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(5)).unwrap();
+    l.lock_escrow(sid(2), &alice, Amount::ath(2)).unwrap();
+    let settled = l.settle(&s.receipt(sid(2), &alice, 3600, "3"), &s.gateway.id(), &acc("node:x")).unwrap();
+    assert_eq!((settled.charged, settled.refunded, settled.shortfall), (Amount::ath(2), Amount::ZERO, Amount::ath(1)));
+    assert_eq!(l.balance(&alice).unwrap(), Amount::ath(3));
+    l.check_invariant().unwrap();
+}
+
+#[test]
+fn refund_returns_the_whole_escrow_once() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(5)).unwrap();
+    l.lock_escrow(sid(3), &alice, Amount::ath(4)).unwrap();
+    assert_eq!(l.refund(sid(3)).unwrap(), Amount::ath(4));
+    assert_eq!(l.account(&alice).unwrap().balance, Amount::ath(5));
+    let before = snapshot(&l, &[sid(3), sid(4)]);
+    assert_eq!(l.refund(sid(3)).unwrap_err(), LedgerError::AlreadyRefunded(sid(3)));
+    let e = l.settle(&s.receipt(sid(3), &alice, 60, "3"), &s.gateway.id(), &acc("node:x")).unwrap_err();
+    assert_eq!(e, LedgerError::AlreadyRefunded(sid(3)));
+    assert_eq!(l.lock_escrow(sid(3), &alice, Amount::ath(1)).unwrap_err(), LedgerError::EscrowExists(sid(3)));
+    assert_eq!(l.refund(sid(4)).unwrap_err(), LedgerError::NoEscrow(sid(4)));
+    assert_eq!(snapshot(&l, &[sid(3), sid(4)]), before);
+}
+
+/// Forged or mismatched receipts are refused with the reason and change nothing.
+#[test]
+fn forged_receipts_are_refused_and_change_nothing() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    let payout = acc("node:payout");
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(100)).unwrap();
+    l.lock_escrow(sid(1), &alice, Amount::ath(10)).unwrap();
+    let gw = s.gateway.id();
+    let stranger = Identity::from_secret([9; 32]);
+
+    let good = s.receipt(sid(1), &alice, 600, "3");
+    let mut inflated = good.clone();
+    inflated.receipt.amount = Amount::ath(9);
+    let mut bad_sig = good.clone();
+    bad_sig.container_sig[0] ^= 1;
+    let unacked = s.unacked(sid(1), &alice, 600, "3").sign(&s.container);
+    let mut acked_by_stranger = unacked.clone();
+    acked_by_stranger.acknowledge(&stranger);
+    let mut wrong_arithmetic = s.unacked(sid(1), &alice, 600, "3");
+    wrong_arithmetic.amount = Amount::ath(2);
+    let mut wrong_arithmetic = wrong_arithmetic.sign(&s.container);
+    wrong_arithmetic.acknowledge(&s.gateway);
+    let mut signed_by_stranger = s.unacked(sid(1), &alice, 600, "3").sign(&stranger);
+    signed_by_stranger.acknowledge(&s.gateway);
+    let bob = acc("consumer:bob");
+    let other_consumer = s.receipt(sid(1), &bob, 600, "3");
+    let no_escrow = s.receipt(sid(2), &alice, 600, "3");
+
+    type Check = fn(&LedgerError) -> bool;
+    let cases: Vec<(&str, _, Check)> = vec![
+        ("amount changed after signing", inflated, |e| {
+            matches!(e, LedgerError::Receipt(ReceiptError::ContainerSignature(_)))
+        }),
+        ("corrupted container signature", bad_sig, |e| {
+            matches!(e, LedgerError::Receipt(ReceiptError::ContainerSignature(_)))
+        }),
+        ("signed by another key", signed_by_stranger, |e| {
+            matches!(e, LedgerError::Receipt(ReceiptError::ContainerSignature(_)))
+        }),
+        ("not acknowledged", unacked, |e| matches!(e, LedgerError::Receipt(ReceiptError::Ack(_)))),
+        ("acknowledged by the wrong node", acked_by_stranger, |e| {
+            matches!(e, LedgerError::Receipt(ReceiptError::Ack(_)))
+        }),
+        ("amount != price x seconds", wrong_arithmetic, |e| {
+            matches!(e, LedgerError::Receipt(ReceiptError::Inconsistent { .. }))
+        }),
+        ("billed to another consumer", other_consumer, |e| {
+            matches!(e, LedgerError::ConsumerMismatch { escrow, receipt, .. }
+                if escrow.as_str() == "consumer:alice" && receipt.as_str() == "consumer:bob")
+        }),
+        ("session without escrow", no_escrow, |e| *e == LedgerError::NoEscrow(crate::sid(2))),
+    ];
+    let sessions = [sid(1), sid(2)];
+    for (name, receipt, check) in cases {
+        let before = snapshot(&l, &sessions);
+        let e = l.settle(&receipt, &gw, &payout).unwrap_err();
+        assert!(check(&e), "{name}: unexpected error {e:?}");
+        assert!(!e.to_string().is_empty() && e.to_string().chars().next().unwrap().is_lowercase(), "{name}: {e}");
+        assert_eq!(snapshot(&l, &sessions), before, "{name}: state changed");
+    }
+    // The right receipt still pays.
+    let settled = l.settle(&good, &gw, &payout).unwrap();
+    assert_eq!(settled.charged, "0.5".parse().unwrap());
+    l.check_invariant().unwrap();
+}
+
+/// The node sees the ledger only through the trait.
+#[test]
+fn the_trait_is_enough_to_run_a_session() {
+    fn run(l: &mut dyn Settlement, s: &Signers) -> Result<Settled, LedgerError> {
+        let bob = AccountId::new("consumer:bob").unwrap();
+        l.transfer(&accounts::liquidity(), &bob, Amount::ath(3))?;
+        l.lock_escrow(sid(5), &bob, Amount::ath(3))?;
+        let settled = l.settle(&s.receipt(sid(5), &bob, 3600, "1"), &s.gateway.id(), &acc("node:n"))?;
+        assert_eq!(l.account(&bob)?.balance, Amount::ath(2));
+        l.check_invariant()?;
+        Ok(settled)
+    }
+    let s = Signers::default();
+    let mut l = ledger();
+    assert_eq!(run(&mut l, &s).unwrap().charged, Amount::ath(1));
+}

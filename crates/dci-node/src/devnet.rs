@@ -1,0 +1,260 @@
+//! `dci devnet`: a whole DCI network on loopback in one command (R-UX2).
+//!
+//! An embedded ledger, one indexer, one checker, a gateway with its HTTP API
+//! and N containers with simulated GPU profiles (always labelled simulated),
+//! each role on its own TCP port talking signed messages, exactly as separate
+//! machines would (R-SC1). State lives in the data directory: node keys
+//! (0600), the ledger, the indexer's registry and the gateway's sessions, so a
+//! restart resumes where the last run stopped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dci_agent::AgentConfig;
+use dci_agent::runtime::ProcessRuntime;
+use dci_ledger::{EmbeddedLedger, Genesis};
+use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, PricePerHour, ServiceName, State};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::Gateway;
+use crate::keys;
+use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
+use crate::store::RecordStore;
+
+/// How to start a devnet.
+#[derive(Clone, Debug)]
+pub struct DevnetConfig {
+    /// Where state lives.
+    pub data_dir: PathBuf,
+    /// Containers to run (at least the number already in the data directory).
+    pub containers: usize,
+    /// Address of the HTTP API.
+    pub api_listen: SocketAddr,
+    /// Program that runs services (`<program> service <name> --listen …`), normally the `dci` binary.
+    pub service_program: PathBuf,
+    /// Proof-of-capacity matrix size used by the checker.
+    pub challenge_n: u32,
+}
+
+/// What a CLI on this machine needs to talk to the devnet; written to
+/// `<data-dir>/client.json` (0600: it holds an API key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientFile {
+    /// Base URL of the API.
+    pub api: String,
+    /// The funded consumer's API key.
+    pub api_key: String,
+    /// The consumer's ledger account.
+    pub account: String,
+}
+
+/// Name of the client file in the data directory.
+pub const CLIENT_FILE: &str = "client.json";
+/// The funded consumer account of a devnet.
+pub const CONSUMER: &str = "consumer:devnet";
+/// What the devnet consumer is given at creation.
+pub const CONSUMER_FUNDS: Amount = Amount::ath(10_000);
+
+/// A simulated host profile: GPU, place, price.
+struct Profile {
+    gpu: &'static str,
+    vram_gib: u32,
+    count: u32,
+    city: &'static str,
+    lat: f64,
+    lon: f64,
+    price: &'static str,
+}
+
+const PROFILES: &[Profile] = &[
+    Profile { gpu: "RTX 4090", vram_gib: 24, count: 1, city: "Lisbon", lat: 38.72, lon: -9.14, price: "0.9" },
+    Profile { gpu: "A100", vram_gib: 80, count: 2, city: "Frankfurt", lat: 50.11, lon: 8.68, price: "2.4" },
+    Profile { gpu: "H100", vram_gib: 80, count: 8, city: "Ashburn", lat: 39.04, lon: -77.49, price: "3.2" },
+    Profile { gpu: "RTX 3090", vram_gib: 24, count: 2, city: "Sao Paulo", lat: -23.55, lon: -46.63, price: "0.6" },
+    Profile { gpu: "L40S", vram_gib: 48, count: 4, city: "Singapore", lat: 1.35, lon: 103.82, price: "1.5" },
+    Profile { gpu: "H200", vram_gib: 141, count: 8, city: "Tokyo", lat: 35.68, lon: 139.69, price: "4.1" },
+];
+
+/// A running devnet.
+pub struct Devnet {
+    /// The HTTP API's base URL.
+    pub api_url: String,
+    /// The consumer's API key.
+    pub client: ClientFile,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Container summaries (printed at start).
+    pub containers: Vec<String>,
+    roles: Vec<RoleHandle>,
+    http: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+fn spec_for(i: usize) -> (ContainerSpec, PricePerHour, &'static str) {
+    let p = &PROFILES[i % PROFILES.len()];
+    let spec = ContainerSpec {
+        gpu: Some(GpuSpec { model: p.gpu.into(), count: p.count, vram_gib: p.vram_gib, simulated: true }),
+        cpu_cores: 16,
+        ram_gib: 64 * p.count.max(1),
+        disk_gib: 1000,
+        bandwidth_up_mbps: 1000,
+        bandwidth_down_mbps: 1000,
+        location: GeoPoint::new(p.lat, p.lon).expect("profile locations are valid"),
+    };
+    (spec, p.price.parse().expect("profile prices are valid"), p.city)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+impl Devnet {
+    /// Starts every role; returns once the API is listening.
+    pub async fn start(config: DevnetConfig) -> anyhow::Result<Devnet> {
+        // Bind the API first: if the port is taken, fail before touching any state.
+        let listener = tokio::net::TcpListener::bind(config.api_listen).await.with_context(|| {
+            format!("binding the API on {} (is another devnet running? use --api-port)", config.api_listen)
+        })?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+        let shutdown = CancellationToken::new();
+        let key = |name: &str| keys::load_or_create(&dir.join("keys").join(format!("{name}.key")));
+        let (indexer_id, checker_id, gateway_id) = (key("indexer")?, key("checker")?, key("gateway")?);
+
+        // Ledger and the devnet consumer.
+        let mut ledger = EmbeddedLedger::open(&dir.join("ledger.db"), &Genesis::default())
+            .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+        let client_path = dir.join(CLIENT_FILE);
+        let api_url = format!("http://{}", config.api_listen);
+        let client = if client_path.exists() {
+            let mut c: ClientFile = serde_json::from_str(&std::fs::read_to_string(&client_path)?)
+                .with_context(|| format!("reading {}", client_path.display()))?;
+            c.api = api_url.clone();
+            c
+        } else {
+            let consumer = AccountId::new(CONSUMER).expect("valid account name");
+            ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)?;
+            let api_key = ledger.create_api_key(&consumer, rand::random())?;
+            ClientFile { api: api_url.clone(), api_key, account: consumer.to_string() }
+        };
+        write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
+
+        // Indexer and checker: bind both first so each knows the other's address.
+        let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
+        let checker_bound = Bound::bind(checker_id.clone(), "127.0.0.1:0").await?;
+        let indexer_addr = indexer_bound.addr();
+        let indexer_cfg =
+            dci_indexer::Config::new(checker_bound.addr(), vec![checker_bound.id()], vec![gateway_id.id()]);
+        let checker_cfg = dci_checker::Config {
+            challenge_n: config.challenge_n,
+            ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_bound.id()])
+        };
+        let registry = Arc::new(RecordStore::open(&dir.join("indexer.db"), "containers")?);
+        let indexer_node = indexer_bound.id();
+        let mut roles = vec![
+            spawn_indexer(indexer_bound, indexer_cfg, registry, shutdown.clone())?,
+            spawn_checker(checker_bound, checker_cfg, shutdown.clone())?,
+        ];
+
+        // Gateway.
+        let sessions = RecordStore::open(&dir.join("gateway.db"), "sessions")?;
+        let gateway =
+            Gateway::start(gateway_id.clone(), "127.0.0.1:0", indexer_addr.clone(), ledger, sessions, shutdown.clone())
+                .await?;
+        let interrupted = gateway.recover_interrupted()?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "sessions from the previous run were refunded (their containers restarted)");
+        }
+
+        // Containers: as many as asked, and never fewer than already exist.
+        let existing = std::fs::read_dir(dir.join("keys"))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("container-"))
+            .count();
+        let n = config.containers.max(existing);
+        let runtime = Arc::new(ProcessRuntime::new(config.service_program.clone(), vec![]));
+        let mut containers = Vec::new();
+        for i in 0..n {
+            let identity = key(&format!("container-{i}"))?;
+            let (spec, price, city) = spec_for(i);
+            let gpu = spec.gpu.clone().expect("profiles have GPUs");
+            let agent_cfg = AgentConfig {
+                indexer_addr: indexer_addr.clone(),
+                listen_addr: String::new(),
+                spec,
+                services: vec![ServiceName::new("render").expect("valid")],
+                price,
+                slots: 2,
+                payout: AccountId::for_node(&identity.id()),
+                indexers: vec![indexer_node],
+                checkers: vec![checker_id.id()],
+                gateways: vec![gateway_id.id()],
+                heartbeat_interval: Duration::from_secs(1),
+            };
+            let id = identity.id();
+            let h = spawn_agent(identity, "127.0.0.1:0", agent_cfg, runtime.clone(), shutdown.clone()).await?;
+            containers.push(format!(
+                "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: render  at {}",
+                id.short(),
+                gpu.model,
+                gpu.count,
+                gpu.vram_gib,
+                city,
+                price.0,
+                h.addr
+            ));
+            roles.push(h);
+        }
+
+        // HTTP API.
+        let metrics = crate::metrics::install();
+        let router = dci_gateway::server::router(gateway.clone(), metrics);
+        let stop = shutdown.clone();
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        });
+        Ok(Devnet { api_url, client, gateway, containers, roles, http, shutdown })
+    }
+
+    /// Waits until every container is schedulable, or `limit` passes.
+    /// Returns (schedulable, total).
+    pub async fn wait_ready(&self, limit: Duration) -> (usize, usize) {
+        let t0 = Instant::now();
+        loop {
+            let views = self.gateway.container_views().await.unwrap_or_default();
+            let ready = views.iter().filter(|v| matches!(v.state, State::Healthy | State::Ready)).count();
+            if (ready == views.len() && !views.is_empty()) || t0.elapsed() > limit {
+                return (ready, views.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops and settles running sessions, then stops every role.
+    pub async fn shutdown(self) {
+        self.gateway.stop_all().await;
+        self.shutdown.cancel();
+        let _ = self.http.await;
+        for r in self.roles {
+            let _ = r.task.await;
+        }
+        let report = self.gateway.with_ledger(|l| l.check_invariant());
+        match report {
+            Ok(r) => {
+                tracing::info!(balances = %r.balances, escrowed = %r.escrowed, "supply invariant holds at shutdown")
+            }
+            Err(e) => tracing::error!(error = %e, "supply invariant broken at shutdown"),
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The gateway role: the consumer's entry point. It authenticates API keys,
+//! asks the indexer to match and reserve, locks escrow in the ledger, asks the
+//! container to start the service, and at stop settles the container's signed
+//! usage receipt after acknowledging it for the consumer (R-AG4).
+//!
+//! Every step that can fail is undone in reverse: no escrow stays locked and
+//! no slot stays reserved for a session that did not start. A session whose
+//! container cannot produce a receipt is refunded in full: no receipt, no pay.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dci_gateway::api::{
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, SessionStatus, TransitionInfo, ath,
+};
+use dci_gateway::server::{BoxFuture, ConsumerApi};
+use dci_ledger::{EmbeddedLedger, LedgerError};
+use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
+use dci_proto::{ContainerView, Identity, Inbound, Message};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::store::RecordStore;
+use crate::transport::Transport;
+
+/// How long the gateway waits for the indexer.
+const INDEXER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the gateway waits for a container to start or stop a service.
+const CONTAINER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A session as the gateway stores it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionRecord {
+    id: SessionId,
+    account: AccountId,
+    service: ServiceName,
+    container: NodeId,
+    container_addr: String,
+    payout: AccountId,
+    endpoint: String,
+    price: PricePerHour,
+    estimated_rtt_ms: Option<u32>,
+    status: SessionStatus,
+    started_at: Timestamp,
+    ended_at: Option<Timestamp>,
+    escrow: Amount,
+    billed_seconds: Option<u64>,
+    charged: Option<Amount>,
+    refunded: Option<Amount>,
+}
+
+impl SessionRecord {
+    fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.to_string(),
+            service: self.service.to_string(),
+            container: self.container.to_string(),
+            endpoint: self.endpoint.clone(),
+            price_ath_per_hour: ath(self.price.0),
+            estimated_rtt_ms: self.estimated_rtt_ms,
+            status: self.status,
+            started_at_ms: self.started_at.0,
+            ended_at_ms: self.ended_at.map(|t| t.0),
+            escrow_ath: ath(self.escrow),
+            billed_seconds: self.billed_seconds,
+            charged_ath: self.charged.map(ath),
+            refunded_ath: self.refunded.map(ath),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Waiting {
+    Request(u64),
+    Start(SessionId),
+    Stop(SessionId),
+}
+
+/// The gateway role. Implements [`ConsumerApi`] for the HTTP layer.
+pub struct Gateway {
+    transport: Arc<Transport>,
+    identity: Identity,
+    indexer_addr: String,
+    ledger: Mutex<EmbeddedLedger>,
+    sessions: RecordStore,
+    waiting: Mutex<HashMap<Waiting, (Option<NodeId>, oneshot::Sender<Message>)>>,
+    next_request: AtomicU64,
+}
+
+impl Gateway {
+    /// Starts the gateway's node endpoint on `listen`.
+    pub async fn start(
+        identity: Identity,
+        listen: &str,
+        indexer_addr: String,
+        ledger: EmbeddedLedger,
+        sessions: RecordStore,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let (tx, mut inbox) = mpsc::channel::<Inbound>(1024);
+        let transport = Transport::bind(identity.clone(), listen, tx).await?;
+        let gw = Arc::new(Gateway {
+            transport,
+            identity,
+            indexer_addr,
+            ledger: Mutex::new(ledger),
+            sessions,
+            waiting: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(rand::random::<u32>() as u64),
+        });
+        let weak = Arc::downgrade(&gw);
+        tokio::spawn(async move {
+            loop {
+                let inbound = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(i) = inbox.recv() => i,
+                };
+                let Some(gw) = weak.upgrade() else { break };
+                gw.deliver(inbound);
+            }
+        });
+        Ok(gw)
+    }
+
+    /// This gateway's node id (it acknowledges receipts with it).
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+
+    /// Routes a reply to whoever waits for it; anything else is refused.
+    fn deliver(&self, Inbound { from, msg, .. }: Inbound) {
+        let key = match &msg {
+            Message::Matched { request_id, .. }
+            | Message::NoMatch { request_id, .. }
+            | Message::Containers { request_id, .. } => Waiting::Request(*request_id),
+            Message::SessionStarted { session, .. } | Message::SessionFailed { session, .. } => {
+                Waiting::Start(*session)
+            }
+            Message::SessionStopped { receipt } => Waiting::Stop(receipt.receipt.session),
+            other => {
+                tracing::warn!(from = %from.short(), kind = other.kind(), "gateway refused an unexpected message");
+                return;
+            }
+        };
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        match waiting.get(&key) {
+            Some((Some(expected), _)) if *expected != from => {
+                tracing::warn!(from = %from.short(), ?key, "gateway refused a reply from the wrong node");
+            }
+            Some(_) => {
+                let (_, tx) = waiting.remove(&key).expect("present");
+                let _ = tx.send(msg);
+            }
+            None => tracing::warn!(from = %from.short(), ?key, "gateway got a reply nobody waits for"),
+        }
+    }
+
+    async fn ask(
+        &self,
+        addr: &str,
+        key: Waiting,
+        from: Option<NodeId>,
+        msg: Message,
+        wait: Duration,
+    ) -> Result<Message, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("waiting lock").insert(key, (from, tx));
+        let sent = self.transport.send(addr, &msg).await;
+        let result = match sent {
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
+            Ok(_) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(m)) => Ok(m),
+                _ => Err(ApiError::unavailable(format!("no answer from {addr} within {} s", wait.as_secs()))),
+            },
+        };
+        self.waiting.lock().expect("waiting lock").remove(&key);
+        result
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn release(&self, session: SessionId) {
+        let (t, addr) = (self.transport.clone(), self.indexer_addr.clone());
+        tokio::spawn(async move { t.dispatch(dci_proto::Net::Send { addr, msg: Message::Release { session } }).await });
+    }
+
+    fn save(&self, r: &SessionRecord) -> Result<(), ApiError> {
+        self.sessions
+            .put(&r.id.to_string(), r.account.as_str(), r.started_at.0, r)
+            .map_err(|e| ApiError::internal(format!("cannot record the session: {e}")))
+    }
+
+    fn ledger<T>(&self, f: impl FnOnce(&mut EmbeddedLedger) -> Result<T, LedgerError>) -> Result<T, ApiError> {
+        let mut l = self.ledger.lock().expect("ledger lock");
+        f(&mut l).map_err(|e| match e {
+            LedgerError::InsufficientFunds { .. } => ApiError::insufficient_funds(e.to_string()),
+            LedgerError::UnknownAccount(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+
+    /// Direct access to the ledger (devnet set-up and `dci` ledger commands).
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut EmbeddedLedger) -> T) -> T {
+        f(&mut self.ledger.lock().expect("ledger lock"))
+    }
+
+    async fn do_deploy(&self, account: AccountId, req: DeployRequest) -> Result<SessionInfo, ApiError> {
+        let (request, hours) = req.to_match()?;
+        let session = SessionId(rand::random());
+        let request_id = self.request_id();
+        let service = request.service.clone();
+        let reply = self
+            .ask(
+                &self.indexer_addr,
+                Waiting::Request(request_id),
+                None,
+                Message::Match { request_id, session, request },
+                INDEXER_TIMEOUT,
+            )
+            .await?;
+        let offer = match reply {
+            Message::Matched { offer, .. } => offer,
+            Message::NoMatch { eliminations, .. } => {
+                metrics::counter!("dci_gateway_no_match_total").increment(1);
+                let details = serde_json::json!({
+                    "considered": eliminations.considered,
+                    "eliminated_by": eliminations.by_criterion.iter().map(|(c, n)| (format!("{c:?}").to_lowercase(), *n)).collect::<HashMap<_, _>>(),
+                });
+                return Err(ApiError::new(409, "no_match", eliminations.to_string()).with_details(details));
+            }
+            other => return Err(ApiError::internal(format!("indexer answered {}", other.kind()))),
+        };
+        let escrow =
+            offer.price.cost_for_secs(hours as u64 * 3600).map_err(|e| ApiError::bad_request(format!("hours: {e}")))?;
+        if let Err(e) = self.ledger(|l| l.lock_escrow(session, &account, escrow)) {
+            self.release(session);
+            return Err(e);
+        }
+        let mut record = SessionRecord {
+            id: session,
+            account: account.clone(),
+            service: service.clone(),
+            container: offer.container,
+            container_addr: offer.addr.clone(),
+            payout: offer.payout.clone(),
+            endpoint: String::new(),
+            price: offer.price,
+            estimated_rtt_ms: offer.estimated_rtt_ms,
+            status: SessionStatus::Starting,
+            started_at: clock::now(),
+            ended_at: None,
+            escrow,
+            billed_seconds: None,
+            charged: None,
+            refunded: None,
+        };
+        self.save(&record)?;
+        let start = Message::StartSession { session, service, consumer: account, price: offer.price };
+        let started =
+            self.ask(&offer.addr, Waiting::Start(session), Some(offer.container), start, CONTAINER_TIMEOUT).await;
+        match started {
+            Ok(Message::SessionStarted { endpoint, .. }) => {
+                record.endpoint = endpoint;
+                record.status = SessionStatus::Running;
+                record.started_at = clock::now();
+                self.save(&record)?;
+                metrics::counter!("dci_gateway_sessions_started_total").increment(1);
+                tracing::info!(session = %session, container = %offer.container.short(), endpoint = %record.endpoint, "session started");
+                Ok(record.info())
+            }
+            other => {
+                let reason = match other {
+                    Ok(Message::SessionFailed { reason, .. }) => reason,
+                    Ok(m) => format!("container answered {}", m.kind()),
+                    Err(e) => e.body.message,
+                };
+                let refunded = self.ledger(|l| l.refund(session)).unwrap_or_default();
+                self.release(session);
+                record.status = SessionStatus::Interrupted;
+                record.ended_at = Some(clock::now());
+                record.billed_seconds = Some(0);
+                record.charged = Some(Amount::ZERO);
+                record.refunded = Some(refunded);
+                self.save(&record)?;
+                Err(ApiError::unavailable(format!("the container could not start the session: {reason}")))
+            }
+        }
+    }
+
+    fn owned(&self, account: &AccountId, id: SessionId) -> Result<SessionRecord, ApiError> {
+        let r: Option<SessionRecord> =
+            self.sessions.get(&id.to_string()).map_err(|e| ApiError::internal(e.to_string()))?;
+        // Another account's session is reported exactly like a missing one (R-SEC2).
+        r.filter(|r| &r.account == account)
+            .ok_or_else(|| ApiError::not_found(format!("no session {id} for this account")))
+    }
+
+    async fn do_stop(&self, account: AccountId, id: SessionId) -> Result<SessionInfo, ApiError> {
+        let mut record = self.owned(&account, id)?;
+        if record.status != SessionStatus::Running {
+            return Err(ApiError::new(409, "not_running", format!("session {id} is {:?}, not running", record.status)));
+        }
+        self.stop_record(&mut record).await?;
+        Ok(record.info())
+    }
+
+    /// Stops one running session and settles it (or refunds it when the
+    /// container cannot produce a receipt).
+    async fn stop_record(&self, record: &mut SessionRecord) -> Result<(), ApiError> {
+        let id = record.id;
+        let reply = self
+            .ask(
+                &record.container_addr,
+                Waiting::Stop(id),
+                Some(record.container),
+                Message::StopSession { session: id },
+                CONTAINER_TIMEOUT,
+            )
+            .await;
+        match reply {
+            Ok(Message::SessionStopped { mut receipt }) => {
+                receipt.acknowledge(&self.identity);
+                let settled = match self.ledger(|l| l.settle(&receipt, &self.identity.id(), &record.payout)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // A receipt the ledger refuses pays nothing: refund the consumer.
+                        tracing::warn!(session = %id, error = %e, "receipt refused; refunding the escrow");
+                        self.interrupt(record)?;
+                        self.release(id);
+                        return self.save(record);
+                    }
+                };
+                record.status = SessionStatus::Stopped;
+                record.ended_at = Some(receipt.receipt.ended_at);
+                record.billed_seconds = Some(receipt.receipt.seconds);
+                record.charged = Some(settled.charged);
+                record.refunded = Some(settled.refunded);
+                metrics::counter!("dci_gateway_sessions_settled_total").increment(1);
+                tracing::info!(session = %id, seconds = receipt.receipt.seconds, charged = %settled.charged, "session settled");
+            }
+            other => {
+                let why = match other {
+                    Ok(m) => format!("container answered {}", m.kind()),
+                    Err(e) => e.body.message,
+                };
+                tracing::warn!(session = %id, %why, "no usage receipt; refunding the escrow");
+                self.interrupt(record)?;
+            }
+        }
+        self.release(id);
+        self.save(record)
+    }
+
+    fn interrupt(&self, record: &mut SessionRecord) -> Result<(), ApiError> {
+        let refunded = self.ledger(|l| l.refund(record.id))?;
+        record.status = SessionStatus::Interrupted;
+        record.ended_at = Some(clock::now());
+        record.billed_seconds = Some(0);
+        record.charged = Some(Amount::ZERO);
+        record.refunded = Some(refunded);
+        Ok(())
+    }
+
+    /// Stops and settles every running session (graceful shutdown).
+    pub async fn stop_all(&self) {
+        let records: Vec<SessionRecord> = self.sessions.list(None).unwrap_or_default();
+        for mut r in records.into_iter().filter(|r| r.status == SessionStatus::Running) {
+            if let Err(e) = self.stop_record(&mut r).await {
+                tracing::warn!(session = %r.id, error = %e, "could not settle at shutdown");
+            }
+        }
+    }
+
+    /// After a whole-network restart the containers have lost their
+    /// sessions: refund every session still marked as starting or running.
+    pub fn recover_interrupted(&self) -> anyhow::Result<usize> {
+        let records: Vec<SessionRecord> = self.sessions.list(None)?;
+        let mut n = 0;
+        for mut r in
+            records.into_iter().filter(|r| matches!(r.status, SessionStatus::Running | SessionStatus::Starting))
+        {
+            self.interrupt(&mut r).map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.save(&r).map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The indexer's view of every container.
+    pub async fn container_views(&self) -> Result<Vec<ContainerView>, ApiError> {
+        let request_id = self.request_id();
+        match self
+            .ask(
+                &self.indexer_addr,
+                Waiting::Request(request_id),
+                None,
+                Message::ListContainers { request_id },
+                INDEXER_TIMEOUT,
+            )
+            .await?
+        {
+            Message::Containers { containers, .. } => Ok(containers),
+            other => Err(ApiError::internal(format!("indexer answered {}", other.kind()))),
+        }
+    }
+}
+
+fn container_info(v: ContainerView) -> ContainerInfo {
+    let gpu = v.spec.gpu.as_ref();
+    ContainerInfo {
+        id: v.id.to_string(),
+        state: v.state.to_string(),
+        gpu_model: gpu.map(|g| g.model.clone()),
+        gpu_count: gpu.map_or(0, |g| g.count),
+        vram_gib: gpu.map_or(0, |g| g.vram_gib),
+        gpu_simulated: gpu.is_some_and(|g| g.simulated),
+        cpu_cores: v.spec.cpu_cores,
+        ram_gib: v.spec.ram_gib,
+        disk_gib: v.spec.disk_gib,
+        location: (v.spec.location.lat(), v.spec.location.lon()),
+        services: v.services.iter().map(|s| s.to_string()).collect(),
+        price_ath_per_hour: ath(v.price.0),
+        slots: v.slots,
+        reserved: v.reserved,
+        reputation: v.reputation,
+        last_heartbeat_ago_ms: v.last_heartbeat_ago_ms,
+        transitions: v
+            .transitions
+            .into_iter()
+            .map(|t| TransitionInfo {
+                from: t.from.to_string(),
+                to: t.to.to_string(),
+                actor: format!("{:?}", t.actor).to_lowercase(),
+                reason: t.reason,
+                at_ms: t.at.0,
+            })
+            .collect(),
+    }
+}
+
+impl ConsumerApi for Gateway {
+    fn authenticate<'a>(&'a self, api_key: &'a str) -> BoxFuture<'a, Result<AccountId, ApiError>> {
+        Box::pin(async move {
+            let found = self.ledger(|l| l.account_for_api_key(api_key))?;
+            found.ok_or_else(|| ApiError::unauthorized("unknown API key"))
+        })
+    }
+
+    fn deploy(&self, account: AccountId, req: DeployRequest) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
+        Box::pin(self.do_deploy(account, req))
+    }
+
+    fn sessions(&self, account: AccountId) -> BoxFuture<'_, Result<Vec<SessionInfo>, ApiError>> {
+        Box::pin(async move {
+            let records: Vec<SessionRecord> =
+                self.sessions.list(Some(account.as_str())).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(records.iter().map(SessionRecord::info).collect())
+        })
+    }
+
+    fn session(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
+        Box::pin(async move { self.owned(&account, id).map(|r| r.info()) })
+    }
+
+    fn stop(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
+        Box::pin(self.do_stop(account, id))
+    }
+
+    fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
+        Box::pin(async move { Ok(self.container_views().await?.into_iter().map(container_info).collect()) })
+    }
+
+    fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        Box::pin(async move {
+            let view = self.ledger(|l| l.account(&account))?;
+            Ok(BalanceInfo {
+                account: account.to_string(),
+                balance_ath: ath(view.balance),
+                escrowed_ath: ath(view.escrowed),
+            })
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! DCI's node runtime: the IO edge around the sans-IO role cores.
+//!
+//! - [`transport`]: signed, length-prefixed frames over TCP; every inbound
+//!   frame is authenticated and replay-checked before a core sees it.
+//! - [`roles`]: tokio drivers for the indexer, checker and container cores.
+//! - [`gateway`]: the gateway role (match → escrow → start → receipt → settle)
+//!   behind the HTTP API of `dci-gateway`.
+//! - [`store`], [`keys`], [`clock`], [`metrics`]: durable records, keys at rest,
+//!   the wall clock, the Prometheus recorder.
+//! - [`devnet`]: the whole network on loopback in one call.
+//!
+//! Decisions belong to the cores; this crate only moves bytes, reads clocks,
+//! spawns processes and writes files.
+
+pub mod clock;
+pub mod devnet;
+pub mod gateway;
+pub mod keys;
+pub mod metrics;
+pub mod roles;
+pub mod store;
+pub mod transport;

@@ -1,0 +1,212 @@
+//! Drivers for the indexer, checker and container cores: each owns a
+//! [`Transport`], feeds its core inbound messages and timer ticks with the
+//! current time, and carries out the core's outputs. Nothing here decides
+//! anything a core could decide.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dci_agent::runtime::Runtime;
+use dci_proto::{Identity, Inbound};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::store::RecordStore;
+use crate::transport::Transport;
+
+/// A running role.
+pub struct RoleHandle {
+    /// Where it listens for node messages.
+    pub addr: String,
+    /// Its identity.
+    pub id: dci_model::NodeId,
+    /// Its task; ends after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// A bound node endpoint whose role has not started yet: lets two roles learn
+/// each other's addresses before either runs.
+pub struct Bound {
+    transport: Arc<Transport>,
+    inbox: mpsc::Receiver<Inbound>,
+}
+
+impl Bound {
+    /// Binds `listen` for a node with `identity`.
+    pub async fn bind(identity: Identity, listen: &str) -> anyhow::Result<Bound> {
+        let (tx, inbox) = mpsc::channel::<Inbound>(1024);
+        let transport = Transport::bind(identity, listen, tx).await.with_context(|| format!("binding {listen}"))?;
+        Ok(Bound { transport, inbox })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> String {
+        self.transport.local_addr().to_string()
+    }
+
+    /// The node id.
+    pub fn id(&self) -> dci_model::NodeId {
+        self.transport.id()
+    }
+
+    /// The transport (to observe it: rejected frames, address).
+    pub fn transport(&self) -> Arc<Transport> {
+        self.transport.clone()
+    }
+}
+
+/// Starts an indexer on `bound`, restoring its registry from `store`.
+pub fn spawn_indexer(
+    bound: Bound,
+    config: dci_indexer::Config,
+    store: Arc<RecordStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RoleHandle> {
+    use dci_indexer::{Indexer, Input, Output};
+    let (addr, id) = (bound.addr(), bound.id());
+    let Bound { transport, mut inbox } = bound;
+    let records: Vec<dci_indexer::ContainerRecord> = store.list(None)?;
+    let mut core = Indexer::new(config);
+    let restored = core.restore(records, clock::now());
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        let mut pending = restored;
+        loop {
+            for out in pending.drain(..) {
+                match out {
+                    Output::Net(net) => transport.dispatch(net).await,
+                    Output::Persist(record) => {
+                        let key = record.id.to_string();
+                        if let Err(e) = store.put(&key, "indexer", clock::now().0, &record) {
+                            tracing::error!(error = %e, "cannot persist container record");
+                        }
+                    }
+                    Output::Rejected { from, reason } => {
+                        metrics::counter!("dci_indexer_rejected_total").increment(1);
+                        tracing::warn!(from = %from.short(), %reason, "indexer rejected a message");
+                    }
+                }
+            }
+            let input = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(inbound) = inbox.recv() => Input::Net(inbound),
+                _ = tick.tick() => Input::Tick,
+            };
+            pending = core.handle(clock::now(), input);
+        }
+    });
+    Ok(RoleHandle { addr, id, task })
+}
+
+/// Starts a checker on `bound`.
+pub fn spawn_checker(
+    bound: Bound,
+    config: dci_checker::Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RoleHandle> {
+    use dci_checker::{Checker, Input, Output};
+    let (addr, id) = (bound.addr(), bound.id());
+    let Bound { transport, mut inbox } = bound;
+    let mut core = Checker::new(config, rand::random()).context("checker configuration")?;
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let input = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(inbound) = inbox.recv() => Input::Net(inbound),
+                _ = tick.tick() => Input::Tick,
+            };
+            for out in core.handle(clock::now(), input) {
+                match out {
+                    Output::Net(net) => transport.dispatch(net).await,
+                    Output::Verdict(v) => {
+                        let result = if v.passed { "passed" } else { "failed" };
+                        metrics::counter!("dci_checker_verdicts_total", "result" => result).increment(1);
+                        tracing::info!(container = %v.container.short(), passed = v.passed, reason = %v.reason, compute_ms = v.compute_ms, "verdict");
+                    }
+                    Output::Rejected { from, reason } => {
+                        metrics::counter!("dci_checker_rejected_total").increment(1);
+                        tracing::warn!(from = %from.short(), %reason, "checker rejected a message");
+                    }
+                }
+            }
+        }
+    });
+    Ok(RoleHandle { addr, id, task })
+}
+
+/// Starts a container agent listening on `listen`, running sessions with `runtime`.
+pub async fn spawn_agent<R: Runtime>(
+    identity: Identity,
+    listen: &str,
+    mut config: dci_agent::AgentConfig,
+    runtime: Arc<R>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RoleHandle> {
+    use dci_agent::{Agent, Input, Output};
+    let (events_tx, mut events) = mpsc::channel::<Input>(64);
+    let Bound { transport, mut inbox } = Bound::bind(identity.clone(), listen).await?;
+    let (addr, id) = (transport.local_addr().to_string(), identity.id());
+    config.listen_addr = addr.clone();
+    let mut core = Agent::new(config, identity);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        let mut input = Input::Boot;
+        loop {
+            for out in core.handle(clock::now(), input) {
+                match out {
+                    Output::Net(net) => transport.dispatch(net).await,
+                    Output::Compute(params) => {
+                        let events = events_tx.clone();
+                        tokio::task::spawn_blocking(move || match dci_capacity::solve(&params) {
+                            Ok(solution) => {
+                                let _ = events.blocking_send(Input::Computed { params, solution });
+                            }
+                            Err(e) => tracing::warn!(error = %e, "challenge computation failed"),
+                        });
+                    }
+                    Output::StartService { session, service } => {
+                        let (events, runtime) = (events_tx.clone(), runtime.clone());
+                        tokio::spawn(async move {
+                            let input = match runtime.start(session, &service).await {
+                                Ok(endpoint) => Input::ServiceStarted { session, endpoint },
+                                Err(e) => Input::ServiceFailed { session, reason: e.to_string() },
+                            };
+                            let _ = events.send(input).await;
+                        });
+                    }
+                    Output::StopService { session } => {
+                        let (events, runtime) = (events_tx.clone(), runtime.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = runtime.stop(session).await {
+                                tracing::warn!(error = %e, "stopping a session");
+                            }
+                            let _ = events.send(Input::ServiceStopped { session }).await;
+                        });
+                    }
+                    Output::StateChanged(t) => {
+                        tracing::info!(from = %t.from, to = %t.to, actor = ?t.actor, reason = %t.reason, "container state changed");
+                    }
+                    Output::Rejected { from, reason } => {
+                        metrics::counter!("dci_agent_rejected_total").increment(1);
+                        tracing::warn!(from = %from.short(), %reason, "container rejected a message");
+                    }
+                }
+            }
+            input = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(inbound) = inbox.recv() => Input::Net(inbound),
+                Some(event) = events.recv() => event,
+                _ = tick.tick() => Input::Tick,
+            };
+        }
+        // Dropping the runtime's children kills them (kill_on_drop).
+        drop(runtime);
+    });
+    Ok(RoleHandle { addr, id, task })
+}

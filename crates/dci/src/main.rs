@@ -1,0 +1,360 @@
+//! `dci`: the one binary of DCI (R-UX1). It parses the command line, loads
+//! configuration, starts the chosen roles or calls the gateway's API, and maps
+//! errors to exit codes (0 ok, 1 failure, 2 bad usage). Everything else lives
+//! in the library crates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use dci_gateway::api::{ContainerInfo, DeployRequest, SessionInfo};
+use dci_gateway::client::Client;
+use dci_model::{GeoPoint, Policy, PricePerHour, ServiceName};
+use dci_node::devnet::{CLIENT_FILE, ClientFile, Devnet, DevnetConfig};
+
+/// DCI: a decentralized GPU cloud.
+#[derive(Parser, Debug)]
+#[command(name = "dci", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a complete network on this machine (ledger, indexer, checker, gateway, containers).
+    Devnet(DevnetArgs),
+    /// Deploy a service on the best matching container.
+    Deploy(DeployArgs),
+    /// List your sessions.
+    Sessions(ClientArgs),
+    /// Stop a session and settle its bill.
+    Stop {
+        /// Session id (from `dci deploy` or `dci sessions`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the network's containers with their state and recent transitions.
+    Containers(ClientArgs),
+    /// Show your balance and escrow.
+    Balance(ClientArgs),
+    /// Run a built-in service in the foreground (containers start these).
+    Service {
+        /// Service name, e.g. `render`.
+        name: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Debug)]
+struct DevnetArgs {
+    /// Number of containers (at least as many as the data directory already has).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    containers: u16,
+    /// Port of the HTTP API on 127.0.0.1.
+    #[arg(long, default_value_t = 8700)]
+    api_port: u16,
+    /// Where the devnet keeps its state.
+    #[arg(long, env = "DCI_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Proof-of-capacity matrix dimension used by the checker.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=4096))]
+    challenge_n: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Gateway API URL (default: the local devnet's).
+    #[arg(long, env = "DCI_API", global = true)]
+    api: Option<String>,
+    /// API key (default: the local devnet consumer's).
+    #[arg(long, env = "DCI_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Devnet data directory to read the API URL and key from.
+    #[arg(long, env = "DCI_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DeployArgs {
+    /// Service to run, e.g. `render`.
+    service: ServiceName,
+    /// GPU model (substring, case-insensitive), e.g. 4090 or H100.
+    #[arg(long)]
+    gpu: Option<String>,
+    /// Minimum number of GPUs.
+    #[arg(long)]
+    gpu_count: Option<u32>,
+    /// Minimum VRAM per GPU, GiB.
+    #[arg(long)]
+    vram: Option<u32>,
+    /// Minimum CPU cores.
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Minimum RAM, GiB.
+    #[arg(long)]
+    ram: Option<u32>,
+    /// Your location as LAT,LON.
+    #[arg(long, allow_hyphen_values = true)]
+    near: Option<GeoPoint>,
+    /// Largest acceptable round trip in ms (needs --near).
+    #[arg(long, requires = "near")]
+    max_latency: Option<u32>,
+    /// Highest acceptable price, ATH per hour.
+    #[arg(long)]
+    max_price: Option<PricePerHour>,
+    /// cheapest, best-ux or balanced.
+    #[arg(long, default_value = "balanced")]
+    policy: Policy,
+    /// Hours of use to hold in escrow.
+    #[arg(long, default_value_t = 1)]
+    hours: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("dci").join("devnet");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local").join("share").join("dci").join("devnet")
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let file = self.data_dir.clone().unwrap_or_else(default_data_dir).join(CLIENT_FILE);
+        let saved: Option<ClientFile> = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let api = self.api.clone().or_else(|| saved.as_ref().map(|c| c.api.clone())).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no gateway given: pass --api URL (or DCI_API), or start `dci devnet` which writes {}",
+                file.display()
+            )
+        })?;
+        let key = self.api_key.clone().or_else(|| saved.map(|c| c.api_key));
+        Ok(Client::new(api, key))
+    }
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DCI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Devnet(a) => {
+            init_logs("info");
+            devnet(a).await
+        }
+        Command::Service { name, listen } => {
+            init_logs("warn");
+            let name = ServiceName::new(name)?;
+            Ok(dci_services::run(&name, listen).await?)
+        }
+        Command::Deploy(a) => {
+            init_logs("warn");
+            let req = DeployRequest {
+                service: a.service.to_string(),
+                gpu: a.gpu,
+                gpu_count: a.gpu_count,
+                vram_gib: a.vram,
+                cpu_cores: a.cpu,
+                ram_gib: a.ram,
+                disk_gib: None,
+                near: a.near.map(|p| format!("{},{}", p.lat(), p.lon())),
+                max_latency_ms: a.max_latency,
+                max_price: a.max_price.map(|p| p.0.to_string()),
+                policy: Some(a.policy.to_string()),
+                hours: Some(a.hours),
+            };
+            let t0 = Instant::now();
+            let s = a.client.client()?.deploy(&req).await?;
+            if a.client.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("session    {}", s.id);
+                println!("container  {}", s.container);
+                println!("endpoint   {}", s.endpoint);
+                println!("price      {} ATH/h (escrow {} ATH)", s.price_ath_per_hour, s.escrow_ath);
+                if let Some(rtt) = s.estimated_rtt_ms {
+                    println!("est. rtt   {rtt} ms");
+                }
+                println!("ready in   {} ms", t0.elapsed().as_millis());
+            }
+            Ok(())
+        }
+        Command::Sessions(c) => {
+            init_logs("warn");
+            let list = c.client()?.sessions().await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_sessions(&list);
+            }
+            Ok(())
+        }
+        Command::Stop { id, client } => {
+            init_logs("warn");
+            let s = client.client()?.stop(&id).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "session {} {:?}: billed {} s, charged {} ATH, refunded {} ATH",
+                    s.id,
+                    s.status,
+                    s.billed_seconds.unwrap_or(0),
+                    s.charged_ath.as_deref().unwrap_or("0"),
+                    s.refunded_ath.as_deref().unwrap_or("0")
+                );
+            }
+            Ok(())
+        }
+        Command::Containers(c) => {
+            init_logs("warn");
+            let list = c.client()?.containers().await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print_containers(&list);
+            }
+            Ok(())
+        }
+        Command::Balance(c) => {
+            init_logs("warn");
+            let b = c.client()?.balance().await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!("account   {}", b.account);
+                println!("balance   {} ATH", b.balance_ath);
+                println!("escrowed  {} ATH", b.escrowed_ath);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+    let config = DevnetConfig {
+        data_dir: data_dir.clone(),
+        containers: a.containers as usize,
+        api_listen: SocketAddr::from(([127, 0, 0, 1], a.api_port)),
+        service_program: std::env::current_exe().context("locating the dci binary")?,
+        challenge_n: a.challenge_n,
+    };
+    let net = Devnet::start(config).await?;
+    println!("DCI devnet");
+    println!("  API        {}  (OpenAPI: {}/openapi.json, metrics: {}/metrics)", net.api_url, net.api_url, net.api_url);
+    println!("  data dir   {}", data_dir.display());
+    println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
+    println!("  containers");
+    for c in &net.containers {
+        println!("    {c}");
+    }
+    let (ready, total) = net.wait_ready(Duration::from_secs(60)).await;
+    println!(
+        "ready: {ready}/{total} containers inspected and schedulable in {} ms; Ctrl-C stops",
+        t0.elapsed().as_millis()
+    );
+    println!("try:   dci deploy render && dci sessions");
+    wait_for_signal().await;
+    println!("stopping: settling running sessions...");
+    net.shutdown().await;
+    println!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_sessions(list: &[SessionInfo]) {
+    if list.is_empty() {
+        println!("no sessions");
+        return;
+    }
+    println!(
+        "{:<32}  {:<8}  {:<11}  {:>8}  {:>12}  ENDPOINT",
+        "SESSION", "SERVICE", "STATUS", "SECONDS", "CHARGED ATH"
+    );
+    for s in list {
+        println!(
+            "{:<32}  {:<8}  {:<11}  {:>8}  {:>12}  {}",
+            s.id,
+            s.service,
+            format!("{:?}", s.status).to_lowercase(),
+            s.billed_seconds.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
+            s.charged_ath.clone().unwrap_or_else(|| "-".into()),
+            s.endpoint
+        );
+    }
+}
+
+fn print_containers(list: &[ContainerInfo]) {
+    if list.is_empty() {
+        println!("no containers");
+        return;
+    }
+    println!(
+        "{:<8}  {:<22}  {:<26}  {:>9}  {:>5}  {:>4}  LAST TRANSITION",
+        "ID", "STATE", "GPU", "ATH/H", "SLOTS", "REP"
+    );
+    for c in list {
+        let gpu = match &c.gpu_model {
+            Some(m) => format!("{m} x{} {}G{}", c.gpu_count, c.vram_gib, if c.gpu_simulated { " (sim)" } else { "" }),
+            None => "cpu only".into(),
+        };
+        let last = c
+            .transitions
+            .last()
+            .map(|t| format!("{} -> {} by {}: {}", t.from, t.to, t.actor, t.reason))
+            .unwrap_or_default();
+        println!(
+            "{:<8}  {:<22}  {:<26}  {:>9}  {:>5}  {:>4}  {}",
+            &c.id[..8],
+            c.state,
+            gpu,
+            c.price_ath_per_hour,
+            format!("{}/{}", c.slots - c.reserved.min(c.slots), c.slots),
+            c.reputation,
+            last
+        );
+    }
+}

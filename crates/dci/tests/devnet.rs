@@ -1,0 +1,229 @@
+//! End to end, as a user would: start `dci devnet` as a real process, deploy
+//! the built-in render service with the `dci` CLI, call its endpoint, stop the
+//! session, and check the consumer's and the provider's balances and the
+//! supply invariant in the ledger. Then kill the devnet (SIGTERM and SIGKILL)
+//! and restart it: containers, balances and finished sessions survive.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dci_gateway::api::SessionInfo;
+use dci_ledger::{EmbeddedLedger, Genesis};
+use dci_model::{AccountId, Amount, NodeId};
+
+const DCI: &str = env!("CARGO_BIN_EXE_dci");
+
+struct Devnet {
+    child: Child,
+    api: String,
+}
+
+impl Devnet {
+    /// Starts a devnet and returns once it says every container is schedulable.
+    fn start(dir: &Path, port: u16) -> Devnet {
+        let mut child = Command::new(DCI)
+            .args(["devnet", "--containers", "3", "--api-port", &port.to_string(), "--challenge-n", "64"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("DCI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning dci devnet");
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        loop {
+            let line = lines.next().expect("devnet exited before it was ready").unwrap();
+            if let Some(rest) = line.strip_prefix("ready: ") {
+                assert!(rest.starts_with("3/3"), "not every container became schedulable: {line}");
+                break;
+            }
+        }
+        // Keep draining stdout so the devnet never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Devnet { child, api: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn signal(mut self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        if sig == "-TERM" {
+            assert!(exit.success(), "devnet did not stop cleanly: {exit:?}");
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the CLI against the devnet in `dir`; returns (success, stdout, stderr).
+fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(DCI).args(args).arg("--data-dir").arg(dir).env("DCI_LOG", "warn").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn cli_json<T: serde::de::DeserializeOwned>(dir: &Path, args: &[&str]) -> T {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (ok, out, err) = cli(dir, &a);
+    assert!(ok, "dci {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("dci {args:?} printed non-JSON ({e}): {out}"))
+}
+
+fn ledger(dir: &Path) -> EmbeddedLedger {
+    EmbeddedLedger::open(&dir.join("ledger.db"), &Genesis::default()).unwrap()
+}
+
+#[test]
+fn deploy_call_stop_settle_and_survive_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let net = Devnet::start(dir, port);
+
+    // Deploy with the CLI, as the README's tour does.
+    let (ok, out, err) = cli(dir, &["deploy", "render", "--near", "38.7,-9.1", "--policy", "best-ux"]);
+    assert!(ok, "deploy failed: {err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{name} missing in {out}"))
+    };
+    let (session, container, endpoint) = (field("session"), field("container"), field("endpoint"));
+
+    // The endpoint answers with real rendered frames; use it for a couple of
+    // seconds (orbiting the camera) so that there is time to bill.
+    let started = std::time::Instant::now();
+    let mut frames = Vec::new();
+    for yaw in (0..).step_by(15) {
+        let png = reqwest::blocking::get(format!("{endpoint}/frame?yaw={yaw}&width=160&height=120")).unwrap();
+        assert_eq!(png.status(), 200);
+        let bytes = png.bytes().unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        frames.push(bytes);
+        if started.elapsed() >= Duration::from_millis(2100) {
+            break;
+        }
+    }
+    assert!(frames.windows(2).all(|w| w[0] != w[1]), "moving the camera must change the frame");
+
+    // Bad input: a clear message and a non-zero exit, and nothing changes.
+    let before: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
+    let (ok, _, err) = cli(dir, &["deploy", "render", "--near", "100,0"]);
+    assert!(!ok && err.contains("latitude"), "{err}");
+    let (ok, _, err) = cli(dir, &["deploy", "render", "--gpu", "B200"]);
+    assert!(!ok && err.contains("no_match") && err.contains("gpu model"), "{err}");
+    let (ok, _, err) = cli(dir, &["stop", "not-a-session"]);
+    assert!(!ok && err.contains("32 hex digits"), "{err}");
+    let after: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
+    assert_eq!(before, after);
+
+    // Stop: the bill is settled.
+    let stopped: SessionInfo = cli_json(dir, &["stop", &session]);
+    assert_eq!(stopped.status, dci_gateway::api::SessionStatus::Stopped);
+    let charged: Amount = stopped.charged_ath.as_deref().unwrap().parse().unwrap();
+    let escrow: Amount = stopped.escrow_ath.parse().unwrap();
+    let refunded: Amount = stopped.refunded_ath.as_deref().unwrap().parse().unwrap();
+    assert_eq!(charged.checked_add(refunded).unwrap(), escrow);
+    let price: dci_model::PricePerHour = stopped.price_ath_per_hour.parse().unwrap();
+    assert_eq!(charged, price.cost_for_secs(stopped.billed_seconds.unwrap()).unwrap());
+    let balance: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
+    let funds = dci_node::devnet::CONSUMER_FUNDS;
+    assert_eq!(balance.balance_ath.parse::<Amount>().unwrap(), funds.checked_sub(charged).unwrap());
+    assert_eq!(balance.escrowed_ath, "0");
+
+    // Leave one session running across a crash.
+    let (ok, _, err) = cli(dir, &["deploy", "render"]);
+    assert!(ok, "{err}");
+    let containers_before: Vec<dci_gateway::api::ContainerInfo> = cli_json(dir, &["containers"]);
+    net.signal("-KILL");
+
+    // Restart after SIGKILL: same containers, same finished session; the
+    // session that was running is refunded (its container restarted, so no
+    // receipt exists for it: no receipt, no pay).
+    let net = Devnet::start(dir, port);
+    let containers_after: Vec<dci_gateway::api::ContainerInfo> = cli_json(dir, &["containers"]);
+    let ids = |v: &[dci_gateway::api::ContainerInfo]| {
+        let mut ids: Vec<String> = v.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&containers_before), ids(&containers_after));
+    let sessions: Vec<SessionInfo> = cli_json(dir, &["sessions"]);
+    assert_eq!(sessions.len(), 2);
+    let first = sessions.iter().find(|s| s.id == session).expect("finished session kept");
+    assert_eq!(first.charged_ath.as_deref(), stopped.charged_ath.as_deref());
+    assert!(sessions.iter().any(|s| s.status == dci_gateway::api::SessionStatus::Interrupted));
+    let balance: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
+    assert_eq!(balance.balance_ath.parse::<Amount>().unwrap(), funds.checked_sub(charged).unwrap());
+
+    // A clean stop (SIGTERM), then the ledger itself: the provider was paid
+    // its share and the supply is conserved.
+    net.signal("-TERM");
+    let l = ledger(dir);
+    let provider = AccountId::for_node(&container.parse::<NodeId>().unwrap());
+    let settled = l.settlement(session.parse().unwrap()).unwrap().expect("settlement recorded");
+    assert_eq!(settled.settled.charged, charged);
+    assert_eq!(l.balance(&provider).unwrap(), settled.settled.provider);
+    assert!(stopped.billed_seconds.unwrap() >= 2, "{stopped:?}");
+    assert!(charged.0 > 0 && settled.settled.provider.0 > 0 && settled.settled.provider < charged);
+    l.check_invariant().expect("supply conserved");
+
+    // And the API at the same port is gone: the CLI says so clearly.
+    let (ok, _, err) = cli(dir, &["balance"]);
+    assert!(!ok && err.contains("cannot reach the gateway"), "{err}");
+}
+
+#[test]
+fn openapi_and_metrics_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let net = Devnet::start(tmp.path(), port);
+    let doc: serde_json::Value = reqwest::blocking::get(format!("{}/openapi.json", net.api)).unwrap().json().unwrap();
+    assert!(doc["paths"]["/v1/sessions"]["post"].is_object(), "{doc}");
+    assert!(doc["components"]["schemas"]["DeployRequest"].is_object());
+    let metrics = reqwest::blocking::get(format!("{}/metrics", net.api)).unwrap().text().unwrap();
+    assert!(metrics.contains("dci_messages_received_total"), "{metrics}");
+    // Unauthenticated and malformed API calls get JSON errors with stable codes.
+    let c = reqwest::blocking::Client::new();
+    let r = c.get(format!("{}/v1/balance", net.api)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "unauthorized");
+    let key =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(tmp.path().join("client.json")).unwrap())
+            .unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let r = c
+        .post(format!("{}/v1/sessions", net.api))
+        .bearer_auth(&key)
+        .body("{\"service\": 5}")
+        .header("content-type", "application/json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["code"], "bad_request");
+    let r = c
+        .post(format!("{}/v1/sessions", net.api))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"service": "render", "hours": 0}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<serde_json::Value>().unwrap()["message"].as_str().unwrap().contains("hours"));
+    net.signal("-TERM");
+}
