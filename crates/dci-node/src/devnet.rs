@@ -133,7 +133,7 @@ impl Devnet {
         let (indexer_id, checker_id, gateway_id) = (key("indexer")?, key("checker")?, key("gateway")?);
 
         // Ledger and the devnet consumer.
-        let mut ledger = EmbeddedLedger::open(&dir.join("ledger.db"), &Genesis::default())
+        let mut ledger = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default())
             .with_context(|| format!("opening the ledger in {}", dir.display()))?;
         let client_path = dir.join(CLIENT_FILE);
         let api_url = format!("http://{}", config.api_listen);

@@ -80,6 +80,10 @@ enum Waiting {
     Stop(SessionId),
 }
 
+/// A reply someone waits for: the node expected to send it (if known) and
+/// where to deliver it.
+type Waiter = (Option<NodeId>, oneshot::Sender<Message>);
+
 /// The gateway role. Implements [`ConsumerApi`] for the HTTP layer.
 pub struct Gateway {
     transport: Arc<Transport>,
@@ -87,7 +91,7 @@ pub struct Gateway {
     indexer_addr: String,
     ledger: Mutex<EmbeddedLedger>,
     sessions: RecordStore,
-    waiting: Mutex<HashMap<Waiting, (Option<NodeId>, oneshot::Sender<Message>)>>,
+    waiting: Mutex<HashMap<Waiting, Waiter>>,
     next_request: AtomicU64,
 }
 

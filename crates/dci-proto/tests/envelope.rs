@@ -47,7 +47,8 @@ fn rejections_change_no_state() {
         v.push(0);
         v
     };
-    let cases: Vec<(&str, Vec<u8>, Timestamp, fn(&ProtoError) -> bool)> = vec![
+    type Case = (&'static str, Vec<u8>, Timestamp, fn(&ProtoError) -> bool);
+    let cases: Vec<Case> = vec![
         ("empty", vec![], T0, |e| matches!(e, ProtoError::Malformed(_))),
         ("garbage", b"hello world".to_vec(), T0, |e| matches!(e, ProtoError::Malformed(_))),
         ("oversized", vec![0; MAX_MESSAGE_BYTES + 1], T0, |e| matches!(e, ProtoError::TooLarge { .. })),

@@ -82,7 +82,7 @@ fn cli_json<T: serde::de::DeserializeOwned>(dir: &Path, args: &[&str]) -> T {
 }
 
 fn ledger(dir: &Path) -> EmbeddedLedger {
-    EmbeddedLedger::open(&dir.join("ledger.db"), &Genesis::default()).unwrap()
+    EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default()).unwrap()
 }
 
 #[test]
