@@ -14,7 +14,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("deps") => deps(),
         _ => {
-            eprintln!("usage: cargo xtask <test|deps>\n  test  install test dependencies, then fmt check, clippy -D warnings, cargo test --workspace\n  deps  only install what the tests need");
+            eprintln!(
+                "usage: cargo xtask <test|deps>\n  test  install test dependencies, then fmt check, clippy -D warnings, cargo test --workspace\n  deps  only install what the tests need"
+            );
             return ExitCode::from(2);
         }
     };
@@ -43,7 +45,10 @@ fn deps() -> Result<(), String> {
     for tool in [["cargo", "--version"], ["rustfmt", "--version"], ["cargo-clippy", "--version"]] {
         let ok = Command::new(tool[0]).arg(tool[1]).output().map(|o| o.status.success()).unwrap_or(false);
         if !ok {
-            return Err(format!("{} is missing: install the Rust toolchain with rustfmt and clippy (rustup component add rustfmt clippy)", tool[0]));
+            return Err(format!(
+                "{} is missing: install the Rust toolchain with rustfmt and clippy (rustup component add rustfmt clippy)",
+                tool[0]
+            ));
         }
     }
     Ok(())
