@@ -3,7 +3,7 @@
 //! Amounts are exact decimal strings of ATH (`"2.5"`), never JSON numbers, so
 //! no client loses precision.
 
-use dci_model::{Amount, GeoPoint, MatchRequest, Policy, PricePerHour, ServiceName};
+use dci_model::{AccountId, Amount, GeoPoint, MatchRequest, Policy, PricePerHour, ServiceName};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -135,6 +135,28 @@ pub struct SessionInfo {
     pub charged_ath: Option<String>,
     /// ATH returned to the consumer (after stop).
     pub refunded_ath: Option<String>,
+}
+
+/// Move ATH from the caller's account to another account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Destination account, e.g. `consumer:bob` or `node:<64 hex>`.
+    pub to: String,
+    /// Exact decimal ATH, e.g. `"12.5"`.
+    pub amount_ath: String,
+}
+
+impl TransferRequest {
+    /// Validates the destination and the amount.
+    pub fn parse(&self) -> Result<(AccountId, Amount), ApiError> {
+        let to = AccountId::new(self.to.clone()).map_err(|e| ApiError::bad_request(format!("to: {e}")))?;
+        let amount: Amount = self.amount_ath.parse().map_err(|e| ApiError::bad_request(format!("amount_ath: {e}")))?;
+        if amount.is_zero() {
+            return Err(ApiError::bad_request("amount_ath: expected a positive amount, found 0"));
+        }
+        Ok((to, amount))
+    }
 }
 
 /// A consumer's money.

@@ -3,7 +3,7 @@
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo};
+use crate::api::{ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo, TransferRequest};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,11 @@ impl Client {
     /// `GET /v1/containers`.
     pub async fn containers(&self) -> Result<Vec<ContainerInfo>, ClientError> {
         self.send("/v1/containers", self.request(Method::GET, "/v1/containers")).await
+    }
+
+    /// `POST /v1/transfers`.
+    pub async fn transfer(&self, req: &TransferRequest) -> Result<BalanceInfo, ClientError> {
+        self.send("/v1/transfers", self.request(Method::POST, "/v1/transfers").json(req)).await
     }
 
     /// `GET /v1/balance`.

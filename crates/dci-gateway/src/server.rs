@@ -8,13 +8,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo, SessionStatus, TransitionInfo,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo, SessionStatus, TransferRequest,
+    TransitionInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -39,6 +40,8 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn stop(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>>;
     /// Every known container.
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>>;
+    /// Moves ATH from the account to another; returns the new balance.
+    fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
     /// The account's balance.
     fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
 }
@@ -67,7 +70,7 @@ impl IntoResponse for ApiError {
         description = "Deploy services on DCI containers, follow sessions and balances. \
         Authenticated endpoints take `Authorization: Bearer <api key>`. Errors are JSON `ErrorBody`s with a stable code."
     ),
-    paths(deploy, list_sessions, get_session, stop_session, list_containers, balance),
+    paths(deploy, list_sessions, get_session, stop_session, list_containers, balance, transfer),
     components(schemas(
         DeployRequest,
         SessionInfo,
@@ -87,6 +90,7 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/sessions/{id}", get(get_session).delete(stop_session))
         .route("/v1/containers", get(list_containers))
         .route("/v1/balance", get(balance))
+        .route("/v1/transfers", post(transfer))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(|| async { Json(serde_json::json!({ "ok": true })) }))
@@ -178,4 +182,18 @@ async fn list_containers(State(s): State<AppState>) -> Result<Json<Vec<Container
 async fn balance(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<BalanceInfo>, ApiError> {
     let who = account(&s, &headers).await?;
     s.api.balance(who).await.map(Json)
+}
+
+/// Transfer ATH from the caller's account.
+#[utoipa::path(post, path = "/v1/transfers", request_body = TransferRequest,
+    responses((status = 200, body = BalanceInfo), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody)))]
+async fn transfer(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<TransferRequest>, JsonRejection>,
+) -> Result<Json<BalanceInfo>, ApiError> {
+    let who = account(&s, &headers).await?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("expected a TransferRequest JSON body: {}", e.body_text())))?;
+    s.api.transfer(who, req).await.map(Json)
 }

@@ -1,4 +1,5 @@
-//! Well-known account names: genesis allocations, fee pools, the treasury.
+//! Well-known account names: genesis allocations, the mining, fee and
+//! slashed pools, the treasury.
 
 use dci_model::AccountId;
 
@@ -18,6 +19,8 @@ pub const CHECKER_FEES: &str = "pool:checker-fees";
 pub const INDEXER_FEES: &str = "pool:indexer-fees";
 /// The protocol treasury's share of session fees.
 pub const TREASURY: &str = "treasury:protocol";
+/// Slashed funds, kept (never destroyed) until governance decides their use.
+pub const SLASHED: &str = "pool:slashed";
 
 /// The [`AccountId`] of one of the names above.
 pub(crate) fn named(name: &'static str) -> AccountId {
@@ -51,6 +54,11 @@ pub fn treasury() -> AccountId {
     named(TREASURY)
 }
 
+/// [`SLASHED`] as an account id.
+pub fn slashed() -> AccountId {
+    named(SLASHED)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -64,6 +72,7 @@ mod tests {
             super::CHECKER_FEES,
             super::INDEXER_FEES,
             super::TREASURY,
+            super::SLASHED,
         ] {
             assert!(dci_model::AccountId::new(n).is_ok(), "{n}");
         }

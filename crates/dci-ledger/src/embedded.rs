@@ -3,31 +3,44 @@
 //! Durability: the file is in WAL mode with `synchronous=FULL`, so a call that
 //! returned `Ok` survives a crash or power loss, not just a process exit
 //! (`NORMAL` could lose the last commits on power loss; money is worth the
-//! extra fsync). Throughput comes from batching ([`EmbeddedLedger::transfer_batch`]),
-//! not from weaker durability.
+//! extra fsync). Throughput comes from batching ([`EmbeddedLedger::apply`],
+//! [`EmbeddedLedger::transfer_batch`]: one transaction and one fsync per
+//! batch), not from weaker durability.
 //!
-//! Every operation runs in one `BEGIN IMMEDIATE` transaction; an error drops
-//! the transaction, so nothing changes. In debug builds the supply invariant
-//! is recomputed inside the transaction before it commits, and a violation
-//! aborts the operation with [`LedgerError::Invariant`].
+//! Every call runs in one `BEGIN IMMEDIATE` transaction; an error drops the
+//! transaction, so nothing changes. In debug builds the supply invariant is
+//! recomputed inside the transaction before it commits, and a violation
+//! aborts the operation with [`LedgerError::Invariant`]. The invariant is
+//! also checked on every open, so a ledger that recovered from a crash is
+//! verified before use.
 //!
 //! Amounts are stored as decimal text of base units (SQLite integers are i64,
 //! too small for 42e9 × 10^18) and summed in Rust with checked arithmetic.
+//! Times are integer milliseconds.
 
-use dci_model::{AccountId, Amount, NodeId, SessionId, money::TOTAL_SUPPLY};
+mod tx;
+
+use dci_model::{AccountId, Amount, NodeId, SessionId, Timestamp, money::TOTAL_SUPPLY};
 use dci_proto::SignedReceipt;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::accounts;
+use crate::ops::UndeliveredRefund;
+use crate::rewards::{EpochInput, EpochSummary, RewardEntry, RewardExplanation, RewardLine};
+use crate::slash::{SlashReport, Slashed};
+use crate::staking::{StakeEntry, StakeRole, UnbondingEntry};
 use crate::{
-    AccountView, EscrowState, EscrowView, FeeSplit, Genesis, LedgerError, Settled, Settlement, SettlementRecord,
-    SupplyReport, Transfer,
+    AccountView, EpochEmission, EscrowState, EscrowView, FeeSplit, Genesis, LedgerError, LedgerOp, LedgerSnapshot,
+    OpOutcome, Params, ParamsChange, Settled, Settlement, SettlementRecord, SupplyReport, Transfer, accounts,
 };
+use tx::Tx;
 
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
+/// Version 1 had accounts, escrows, settlements and API keys; version 2 adds
+/// the tables after `api_keys`. Opening a version 1 file upgrades it in place
+/// (the new tables start empty, the parameters at their defaults).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -66,6 +79,54 @@ CREATE TABLE IF NOT EXISTS api_keys (
     hash    BLOB PRIMARY KEY,
     account TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stakes (
+    account TEXT NOT NULL,
+    role    TEXT NOT NULL CHECK (role IN ('container', 'checker')),
+    amount  TEXT NOT NULL,
+    PRIMARY KEY (account, role)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unbonding (
+    id         INTEGER PRIMARY KEY,
+    account    TEXT NOT NULL,
+    role       TEXT NOT NULL CHECK (role IN ('container', 'checker')),
+    amount     TEXT NOT NULL,
+    release_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unbonding_by_account ON unbonding (account, release_at);
+CREATE TABLE IF NOT EXISTS pending_rewards (
+    account TEXT PRIMARY KEY,
+    amount  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS params (
+    seq    INTEGER PRIMARY KEY,
+    set_at INTEGER NOT NULL,
+    params TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch   INTEGER PRIMARY KEY,
+    summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS epoch_rewards (
+    epoch   INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    line    TEXT NOT NULL,
+    PRIMARY KEY (epoch, account, role)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS epoch_rewards_by_account ON epoch_rewards (account, epoch);
+CREATE TABLE IF NOT EXISTS slashes (
+    seq      INTEGER PRIMARY KEY,
+    offender TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    epoch    INTEGER NOT NULL,
+    evidence BLOB NOT NULL,
+    record   TEXT NOT NULL,
+    UNIQUE (offender, role, epoch, evidence)
+);
+CREATE TABLE IF NOT EXISTS undelivered (
+    session BLOB PRIMARY KEY,
+    record  TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Prefix of every API key.
@@ -74,13 +135,15 @@ const API_KEY_PREFIX: &str = "dci_";
 /// The single-node ledger on SQLite. See the module docs for durability.
 pub struct EmbeddedLedger {
     conn: Connection,
-    fees: FeeSplit,
+    params: Params,
+    /// The mining pool's genesis allocation: the `P` of the emission schedule.
+    mining_genesis: Amount,
     location: String,
 }
 
 impl std::fmt::Debug for EmbeddedLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedLedger").field("location", &self.location).field("fees", &self.fees).finish()
+        f.debug_struct("EmbeddedLedger").field("location", &self.location).field("params", &self.params).finish()
     }
 }
 
@@ -116,16 +179,30 @@ fn session_id(bytes: Vec<u8>) -> Result<SessionId, LedgerError> {
     <[u8; 16]>::try_from(bytes.as_slice()).map(SessionId).map_err(|_| corrupt("a 16-byte session id", bytes.len()))
 }
 
+fn role_of(s: &str) -> Result<StakeRole, LedgerError> {
+    s.parse().map_err(|_| corrupt("a stake role", format!("{s:?}")))
+}
+
 fn text(a: Amount) -> String {
     a.0.to_string()
 }
 
-fn state_text(s: EscrowState) -> &'static str {
-    match s {
-        EscrowState::Open => "open",
-        EscrowState::Settled => "settled",
-        EscrowState::Refunded => "refunded",
-    }
+/// A time as stored (i64 milliseconds).
+fn ms(t: Timestamp) -> Result<i64, LedgerError> {
+    i64::try_from(t.0)
+        .map_err(|_| LedgerError::InvalidInput(format!("expected a time up to {} ms, found {}", i64::MAX, t.0)))
+}
+
+fn stored_time(v: i64) -> Result<Timestamp, LedgerError> {
+    u64::try_from(v).map(Timestamp).map_err(|_| corrupt("a non-negative time", v))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(v).map_err(|e| LedgerError::Storage(format!("cannot encode a record: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, LedgerError> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
 }
 
 fn get_balance(c: &Connection, account: &AccountId) -> Result<Option<Amount>, LedgerError> {
@@ -138,43 +215,24 @@ fn get_balance(c: &Connection, account: &AccountId) -> Result<Option<Amount>, Le
     s.as_deref().map(amount).transpose()
 }
 
-fn set_balance(c: &Connection, account: &AccountId, value: Amount) -> Result<(), LedgerError> {
-    c.prepare_cached(
-        "INSERT INTO accounts (id, balance) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET balance = excluded.balance",
-    )
-    .st()?
-    .execute(params![account.as_str(), text(value)])
-    .st()?;
-    Ok(())
+fn stake_of(c: &Connection, account: &AccountId, role: StakeRole) -> Result<Amount, LedgerError> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT amount FROM stakes WHERE account = ?1 AND role = ?2")
+        .st()?
+        .query_row(params![account.as_str(), role.as_str()], |r| r.get(0))
+        .optional()
+        .st()?;
+    Ok(s.as_deref().map(amount).transpose()?.unwrap_or(Amount::ZERO))
 }
 
-fn credit(c: &Connection, account: &AccountId, value: Amount) -> Result<(), LedgerError> {
-    if value.is_zero() {
-        return Ok(());
-    }
-    let have = get_balance(c, account)?.unwrap_or(Amount::ZERO);
-    set_balance(c, account, have.checked_add(value)?)
-}
-
-fn debit(c: &Connection, account: &AccountId, value: Amount) -> Result<(), LedgerError> {
-    let have = get_balance(c, account)?.ok_or_else(|| LedgerError::UnknownAccount(account.clone()))?;
-    let left = have.checked_sub(value).map_err(|_| LedgerError::InsufficientFunds {
-        account: account.clone(),
-        have,
-        need: value,
-    })?;
-    set_balance(c, account, left)
-}
-
-fn transfer_in(c: &Connection, from: &AccountId, to: &AccountId, value: Amount) -> Result<(), LedgerError> {
-    if value.is_zero() {
-        return Err(LedgerError::ZeroAmount);
-    }
-    if from == to {
-        return Err(LedgerError::SameAccount(from.clone()));
-    }
-    debit(c, from, value)?;
-    credit(c, to, value)
+fn pending_of(c: &Connection, account: &AccountId) -> Result<Amount, LedgerError> {
+    let s: Option<String> = c
+        .prepare_cached("SELECT amount FROM pending_rewards WHERE account = ?1")
+        .st()?
+        .query_row([account.as_str()], |r| r.get(0))
+        .optional()
+        .st()?;
+    Ok(s.as_deref().map(amount).transpose()?.unwrap_or(Amount::ZERO))
 }
 
 fn get_escrow(c: &Connection, session: SessionId) -> Result<Option<EscrowView>, LedgerError> {
@@ -185,13 +243,21 @@ fn get_escrow(c: &Connection, session: SessionId) -> Result<Option<EscrowView>, 
         .optional()
         .st()?;
     let Some((consumer, amt, state)) = row else { return Ok(None) };
-    let state = match state.as_str() {
-        "open" => EscrowState::Open,
-        "settled" => EscrowState::Settled,
-        "refunded" => EscrowState::Refunded,
-        other => return Err(corrupt("an escrow state", format!("{other:?}"))),
-    };
-    Ok(Some(EscrowView { session, consumer: account_id(consumer)?, amount: amount(&amt)?, state }))
+    Ok(Some(EscrowView {
+        session,
+        consumer: account_id(consumer)?,
+        amount: amount(&amt)?,
+        state: escrow_state(&state)?,
+    }))
+}
+
+fn escrow_state(s: &str) -> Result<EscrowState, LedgerError> {
+    match s {
+        "open" => Ok(EscrowState::Open),
+        "settled" => Ok(EscrowState::Settled),
+        "refunded" => Ok(EscrowState::Refunded),
+        other => Err(corrupt("an escrow state", format!("{other:?}"))),
+    }
 }
 
 /// The escrow of `session` if it is open; the matching error otherwise.
@@ -204,37 +270,29 @@ fn open_escrow(c: &Connection, session: SessionId) -> Result<EscrowView, LedgerE
     }
 }
 
-fn close_escrow(c: &Connection, session: SessionId, state: EscrowState) -> Result<(), LedgerError> {
-    c.prepare_cached("UPDATE escrows SET state = ?2 WHERE session = ?1 AND state = 'open'")
-        .st()?
-        .execute(params![&session.0[..], state_text(state)])
-        .st()?;
-    Ok(())
+/// Sums the text amounts of the first column of `sql`; returns (sum, rows).
+fn sum_column(c: &Connection, sql: &str) -> Result<(Amount, u64), LedgerError> {
+    let mut stmt = c.prepare_cached(sql).st()?;
+    let mut rows = stmt.query([]).st()?;
+    let mut sum = 0u128;
+    let mut n = 0u64;
+    while let Some(r) = rows.next().st()? {
+        let v = r.get_ref(0).st()?;
+        let s = v.as_str().map_err(|_| corrupt("an amount as text", format!("{:?}", v.data_type())))?;
+        let a = s.parse::<u128>().map_err(|_| corrupt("an amount in base units", format!("{s:?}")))?;
+        sum = sum.checked_add(a).ok_or(LedgerError::Amount(dci_model::AmountError::Overflow))?;
+        n += 1;
+    }
+    Ok((Amount(sum), n))
 }
 
 fn supply(c: &Connection) -> Result<SupplyReport, LedgerError> {
-    let mut report = SupplyReport {
-        expected: TOTAL_SUPPLY,
-        balances: Amount::ZERO,
-        escrowed: Amount::ZERO,
-        accounts: 0,
-        open_escrows: 0,
-    };
-    let mut stmt = c.prepare_cached("SELECT balance FROM accounts").st()?;
-    let mut rows = stmt.query([]).st()?;
-    while let Some(r) = rows.next().st()? {
-        let s: String = r.get(0).st()?;
-        report.balances = report.balances.checked_add(amount(&s)?)?;
-        report.accounts += 1;
-    }
-    let mut stmt = c.prepare_cached("SELECT amount FROM escrows WHERE state = 'open'").st()?;
-    let mut rows = stmt.query([]).st()?;
-    while let Some(r) = rows.next().st()? {
-        let s: String = r.get(0).st()?;
-        report.escrowed = report.escrowed.checked_add(amount(&s)?)?;
-        report.open_escrows += 1;
-    }
-    Ok(report)
+    let (balances, accounts) = sum_column(c, "SELECT balance FROM accounts")?;
+    let (escrowed, open_escrows) = sum_column(c, "SELECT amount FROM escrows WHERE state = 'open'")?;
+    let (staked, _) = sum_column(c, "SELECT amount FROM stakes")?;
+    let (unbonding, _) = sum_column(c, "SELECT amount FROM unbonding")?;
+    let (rewards, _) = sum_column(c, "SELECT amount FROM pending_rewards")?;
+    Ok(SupplyReport { expected: TOTAL_SUPPLY, balances, escrowed, staked, unbonding, rewards, accounts, open_escrows })
 }
 
 fn settlement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSettlement> {
@@ -253,6 +311,12 @@ fn settlement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSettlement> {
 const SETTLEMENT_COLUMNS: &str = "seq, session, consumer, payout, container, acker, charged, provider, checkers, \
                                   indexers, treasury, refunded, shortfall, receipt";
 
+fn read_settlement(c: &Connection, session: SessionId) -> Result<Option<SettlementRecord>, LedgerError> {
+    let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE session = ?1");
+    let raw = c.prepare_cached(&sql).st()?.query_row([&session.0[..]], settlement_row).optional().st()?;
+    raw.map(RawSettlement::decode).transpose()
+}
+
 struct RawSettlement {
     seq: i64,
     session: Vec<u8>,
@@ -267,8 +331,7 @@ struct RawSettlement {
 impl RawSettlement {
     fn decode(self) -> Result<SettlementRecord, LedgerError> {
         let [charged, provider, checkers, indexers, treasury, refunded, shortfall] = &self.amounts;
-        let receipt: SignedReceipt =
-            serde_json::from_str(&self.receipt).map_err(|e| corrupt("a receipt in JSON", e))?;
+        let receipt: SignedReceipt = from_json("a receipt in JSON", &self.receipt)?;
         Ok(SettlementRecord {
             seq: u64::try_from(self.seq).map_err(|_| corrupt("a positive sequence number", self.seq))?,
             settled: Settled {
@@ -288,6 +351,11 @@ impl RawSettlement {
             receipt,
         })
     }
+}
+
+fn count(c: &Connection, table: &str) -> Result<u64, LedgerError> {
+    let n: i64 = c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).st()?;
+    u64::try_from(n).map_err(|_| corrupt("a row count", n))
 }
 
 impl EmbeddedLedger {
@@ -317,26 +385,32 @@ impl EmbeddedLedger {
 
     fn init(mut conn: Connection, genesis: &Genesis, location: String) -> Result<EmbeddedLedger, LedgerError> {
         conn.pragma_update(None, "synchronous", "FULL").st()?;
+        // Up to 32 MiB of page cache: a million accounts stay in memory.
+        conn.pragma_update(None, "cache_size", -32_768).st()?;
         conn.busy_timeout(Duration::from_secs(5)).st()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).st()?;
         tx.execute_batch(SCHEMA).st()?;
         let meta = |key: &str| -> Result<Option<String>, LedgerError> {
             tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().st()
         };
-        match meta("schema")? {
+        match meta("schema")?.as_deref() {
             None => {
                 tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION]).st()?;
             }
-            Some(v) if v == SCHEMA_VERSION => {}
+            Some(SCHEMA_VERSION) => {}
+            Some("1") => {
+                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).st()?;
+                tracing::info!(location, "upgraded ledger schema from version 1 to {SCHEMA_VERSION}");
+            }
             Some(v) => {
                 return Err(LedgerError::Storage(format!(
-                    "expected ledger schema version {SCHEMA_VERSION}, found {v}"
+                    "expected ledger schema version 1 or {SCHEMA_VERSION}, found {v}"
                 )));
             }
         }
         match meta("genesis")? {
             Some(stored) => {
-                let stored: Genesis = serde_json::from_str(&stored).map_err(|e| corrupt("a genesis record", e))?;
+                let stored: Genesis = from_json("a genesis record", &stored)?;
                 if &stored != genesis {
                     return Err(LedgerError::GenesisMismatch {
                         stored: stored.to_string(),
@@ -346,51 +420,261 @@ impl EmbeddedLedger {
                 tracing::debug!(location, "opened ledger");
             }
             None => {
-                let existing: i64 = tx.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0)).st()?;
-                if existing != 0 {
-                    return Err(corrupt("no accounts in a ledger without a genesis record", existing));
+                if count(&tx, "accounts")? != 0 {
+                    return Err(corrupt("no accounts in a ledger without a genesis record", "some"));
                 }
+                let mut t = Tx::new(&tx, Params::default(), Amount::ZERO);
                 for (account, value) in genesis.amounts()? {
-                    credit(&tx, &account, value)?;
+                    t.credit(&account, value)?;
                 }
-                let json = serde_json::to_string(genesis).map_err(|e| LedgerError::InvalidGenesis(e.to_string()))?;
-                tx.execute("INSERT INTO meta (key, value) VALUES ('genesis', ?1)", [json]).st()?;
+                t.flush()?;
+                drop(t);
+                tx.execute("INSERT INTO meta (key, value) VALUES ('genesis', ?1)", [json(genesis)?]).st()?;
                 tracing::info!(location, %genesis, "applied genesis");
             }
         }
+        let latest: Option<String> =
+            tx.query_row("SELECT params FROM params ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional().st()?;
+        let params = match latest {
+            Some(s) => {
+                let p: Params = from_json("governance parameters", &s)?;
+                p.validate().map_err(|e| corrupt("valid governance parameters", e))?;
+                p
+            }
+            None => {
+                let p = Params::default();
+                tx.execute("INSERT INTO params (set_at, params) VALUES (0, ?1)", [json(&p)?]).st()?;
+                p
+            }
+        };
         supply(&tx)?.check()?;
         tx.commit().st()?;
-        Ok(EmbeddedLedger { conn, fees: FeeSplit::default(), location })
-    }
-
-    /// Uses `fees` to split every later settlement (default
-    /// [`FeeSplit::default`]). Past settlements keep their recorded shares.
-    pub fn with_fee_split(mut self, fees: FeeSplit) -> EmbeddedLedger {
-        self.fees = fees;
-        self
-    }
-
-    /// The fee split in force.
-    pub fn fee_split(&self) -> FeeSplit {
-        self.fees
+        let mining_genesis = genesis
+            .amounts()?
+            .into_iter()
+            .find(|(a, _)| a.as_str() == accounts::MINING_POOL)
+            .map_or(Amount::ZERO, |(_, v)| v);
+        Ok(EmbeddedLedger { conn, params, mining_genesis, location })
     }
 
     /// The genesis this ledger was created with.
     pub fn genesis(&self) -> Result<Genesis, LedgerError> {
         let s: String = self.conn.query_row("SELECT value FROM meta WHERE key = 'genesis'", [], |r| r.get(0)).st()?;
-        serde_json::from_str(&s).map_err(|e| corrupt("a genesis record", e))
+        from_json("a genesis record", &s)
+    }
+
+    /// Where the ledger lives (a path, or `:memory:`).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Runs `f` in one immediate transaction; commits only if `f` succeeds
     /// (and, in debug builds, if the supply invariant still holds).
-    fn write<T>(&mut self, f: impl FnOnce(&Connection, &FeeSplit) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+    fn run<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).st()?;
-        let out = f(&tx, &self.fees)?;
+        let mut t = Tx::new(&tx, self.params, self.mining_genesis);
+        let out = f(&mut t)?;
+        t.flush()?;
+        let params = t.params;
+        drop(t);
         if cfg!(debug_assertions) {
             supply(&tx)?.check()?;
         }
         tx.commit().st()?;
+        self.params = params;
         Ok(out)
+    }
+
+    // ----- mutations -----
+
+    /// Applies `ops` in order in one transaction: all or none. The error is
+    /// [`LedgerError::Batch`] naming the first op that failed.
+    pub fn apply(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        self.run(|t| {
+            ops.iter()
+                .enumerate()
+                .map(|(index, op)| {
+                    t.apply(op).map_err(|e| LedgerError::Batch { op: op.name(), index, source: Box::new(e) })
+                })
+                .collect()
+        })
+    }
+
+    /// Moves `amount` from `from` to `to`, creating `to` if needed. Funding a
+    /// consumer from a genesis allocation (`genesis:liquidity` on devnet) is
+    /// just a transfer.
+    pub fn transfer(&mut self, from: &AccountId, to: &AccountId, amount: Amount) -> Result<(), LedgerError> {
+        self.run(|t| t.transfer(from, to, amount))
+    }
+
+    /// Applies every transfer in order in one transaction: all or none. The
+    /// error names the first transfer that failed. Each touched balance is
+    /// read and written once per batch, whatever the number of transfers.
+    pub fn transfer_batch(&mut self, batch: &[Transfer]) -> Result<(), LedgerError> {
+        self.run(|t| t.transfers(batch))
+    }
+
+    /// Moves `amount` from `consumer`'s balance into the escrow of `session`.
+    pub fn lock_escrow(&mut self, session: SessionId, consumer: &AccountId, amount: Amount) -> Result<(), LedgerError> {
+        self.run(|t| t.lock_escrow(session, consumer, amount))
+    }
+
+    /// Pays the receipt's session from its escrow.
+    ///
+    /// Checks, in order: the receipt verifies with an acknowledgement by
+    /// `acker`; the session has an escrow; it is open (else
+    /// [`LedgerError::AlreadySettled`] / [`LedgerError::AlreadyRefunded`]); the
+    /// receipt bills the consumer who locked it. Then charges
+    /// `min(receipt.amount, escrow)` — a receipt above the escrow is paid up to
+    /// the escrow and the difference is recorded as `shortfall`, because the
+    /// consumer only ever committed the escrow — splits the charge by the fee
+    /// split in force into `payout` (provider, with the rounding remainder),
+    /// `pool:checker-fees`, `pool:indexer-fees` and `treasury:protocol`,
+    /// refunds the rest of the escrow to the consumer, and records the
+    /// settlement with the receipt.
+    ///
+    /// `payout` is chosen by the caller (normally the container's node
+    /// account, [`AccountId::for_node`]).
+    pub fn settle(
+        &mut self,
+        receipt: &SignedReceipt,
+        acker: &NodeId,
+        payout: &AccountId,
+    ) -> Result<Settled, LedgerError> {
+        self.run(|t| t.settle(receipt, acker, payout))
+    }
+
+    /// Returns the whole open escrow of `session` to its consumer (a session
+    /// that failed to start or ended without a receipt). Returns the amount.
+    pub fn refund(&mut self, session: SessionId) -> Result<Amount, LedgerError> {
+        self.run(|t| t.refund(session))
+    }
+
+    /// Refunds the consumer of a settled session for `seconds` it paid but a
+    /// failed container did not deliver (as established by the checkers).
+    ///
+    /// The refund is `floor(charged × seconds / billed seconds)` — the share
+    /// of what the consumer actually paid — and is paid back by the session's
+    /// payout account: from its balance, then its pending rewards, then its
+    /// container stake. The fee shares already paid to the pools and the
+    /// treasury are not clawed back: the provider bears them for time it did
+    /// not deliver. Refused if the seconds are 0 or more than were billed, if
+    /// the session's undelivered time was refunded before (once per session),
+    /// or if the payout cannot cover it ([`LedgerError::InsufficientFunds`]).
+    pub fn refund_undelivered(&mut self, session: SessionId, seconds: u64) -> Result<UndeliveredRefund, LedgerError> {
+        self.run(|t| t.refund_undelivered(session, seconds))
+    }
+
+    /// Bonds `amount` of `account`'s balance as stake for `role`.
+    pub fn stake(&mut self, account: &AccountId, role: StakeRole, amount: Amount) -> Result<(), LedgerError> {
+        self.run(|t| t.stake(account, role, amount))
+    }
+
+    /// Moves `amount` of `account`'s `role` stake into unbonding, released
+    /// `unbonding_secs` after `now`. Unbonding stake stays slashable.
+    pub fn unstake(
+        &mut self,
+        account: &AccountId,
+        role: StakeRole,
+        amount: Amount,
+        now: Timestamp,
+    ) -> Result<UnbondingEntry, LedgerError> {
+        self.run(|t| t.unstake(account, role, amount, now))
+    }
+
+    /// Returns to `account`'s balance every unbonding entry released at or
+    /// before `now` (all roles); [`LedgerError::NothingToWithdraw`] if none.
+    pub fn withdraw_unbonded(&mut self, account: &AccountId, now: Timestamp) -> Result<Amount, LedgerError> {
+        self.run(|t| t.withdraw_unbonded(account, now))
+    }
+
+    /// Moves all of `account`'s pending rewards to its balance.
+    pub fn claim_rewards(&mut self, account: &AccountId) -> Result<Amount, LedgerError> {
+        self.run(|t| t.claim_rewards(account))
+    }
+
+    /// Pays `epoch`'s rewards from `pool:mining` and the fee pools by the rule
+    /// of [`crate::rewards`], crediting pending rewards, and records every
+    /// number. Refused for an epoch distributed before.
+    pub fn distribute_epoch(&mut self, epoch: u64, input: &EpochInput) -> Result<EpochSummary, LedgerError> {
+        self.run(|t| t.distribute_epoch(epoch, input))
+    }
+
+    /// Applies a committee-signed penalty by the rule of [`crate::slash`].
+    pub fn slash(&mut self, report: &SlashReport, committee: &[NodeId]) -> Result<Slashed, LedgerError> {
+        self.run(|t| t.slash(report, committee))
+    }
+
+    /// Validates and records new governance parameters, in force from `now`.
+    pub fn set_params(&mut self, params: &Params, now: Timestamp) -> Result<(), LedgerError> {
+        self.run(|t| t.set_params(params, now))
+    }
+
+    /// Creates `n` accounts named `{prefix}{i:09}` (i from 0), each funded
+    /// with `each` from `from`, in one transaction (bench set-up).
+    pub(crate) fn bulk_accounts(
+        &mut self,
+        from: &AccountId,
+        prefix: &str,
+        n: u64,
+        each: Amount,
+    ) -> Result<(), LedgerError> {
+        self.run(|t| t.bulk_accounts(from, prefix, n, each))
+    }
+
+    /// Creates an API key for `account` from 32 caller-supplied random bytes
+    /// (R-SEC2) and returns it (`dci_` + 64 hex digits). Only its blake3 hash
+    /// is stored; the key itself is never stored or logged. The account is
+    /// created with a zero balance if it does not exist.
+    pub fn create_api_key(&mut self, account: &AccountId, rng_bytes: [u8; 32]) -> Result<String, LedgerError> {
+        let key = format!("{API_KEY_PREFIX}{}", hex::encode(rng_bytes));
+        let hash = blake3::hash(key.as_bytes());
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).st()?;
+        tx.execute("INSERT OR IGNORE INTO accounts (id, balance) VALUES (?1, '0')", [account.as_str()]).st()?;
+        let added = tx
+            .execute(
+                "INSERT OR IGNORE INTO api_keys (hash, account) VALUES (?1, ?2)",
+                params![&hash.as_bytes()[..], account.as_str()],
+            )
+            .st()?;
+        if added == 0 {
+            return Err(LedgerError::DuplicateApiKey);
+        }
+        tx.commit().st()?;
+        Ok(key)
+    }
+
+    // ----- views -----
+
+    /// The governance parameters in force.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// The fee split in force.
+    pub fn fee_split(&self) -> FeeSplit {
+        self.params.fees
+    }
+
+    /// Every recorded parameter set, oldest first.
+    pub fn params_history(&self) -> Result<Vec<ParamsChange>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, set_at, params FROM params ORDER BY seq").st()?;
+        let mut rows = stmt.query([]).st()?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let (seq, set_at, p): (i64, i64, String) = (r.get(0).st()?, r.get(1).st()?, r.get(2).st()?);
+            out.push(ParamsChange {
+                seq: u64::try_from(seq).map_err(|_| corrupt("a positive sequence", seq))?,
+                set_at: stored_time(set_at)?,
+                params: from_json("governance parameters", &p)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What the schedule emits for `epoch` with the parameters in force.
+    pub fn emission(&self, epoch: u64) -> Result<EpochEmission, LedgerError> {
+        self.params.emission(self.mining_genesis, epoch)
     }
 
     /// The spendable balance of `account`; zero for an account never seen.
@@ -398,18 +682,26 @@ impl EmbeddedLedger {
         Ok(get_balance(&self.conn, account)?.unwrap_or(Amount::ZERO))
     }
 
-    /// Balance and open escrows of an existing account.
+    /// Everything an existing account holds.
     pub fn account(&self, account: &AccountId) -> Result<AccountView, LedgerError> {
         let balance = get_balance(&self.conn, account)?.ok_or_else(|| LedgerError::UnknownAccount(account.clone()))?;
-        let mut escrowed = Amount::ZERO;
-        let mut stmt =
-            self.conn.prepare_cached("SELECT amount FROM escrows WHERE consumer = ?1 AND state = 'open'").st()?;
-        let mut rows = stmt.query([account.as_str()]).st()?;
-        while let Some(r) = rows.next().st()? {
-            let s: String = r.get(0).st()?;
-            escrowed = escrowed.checked_add(amount(&s)?)?;
-        }
-        Ok(AccountView { balance, escrowed })
+        let sum = |sql: &str| -> Result<Amount, LedgerError> {
+            let mut stmt = self.conn.prepare_cached(sql).st()?;
+            let mut rows = stmt.query([account.as_str()]).st()?;
+            let mut total = Amount::ZERO;
+            while let Some(r) = rows.next().st()? {
+                let s: String = r.get(0).st()?;
+                total = total.checked_add(amount(&s)?)?;
+            }
+            Ok(total)
+        };
+        Ok(AccountView {
+            balance,
+            escrowed: sum("SELECT amount FROM escrows WHERE consumer = ?1 AND state = 'open'")?,
+            staked: sum("SELECT amount FROM stakes WHERE account = ?1")?,
+            unbonding: sum("SELECT amount FROM unbonding WHERE account = ?1")?,
+            rewards: pending_of(&self.conn, account)?,
+        })
     }
 
     /// Every account and its balance, ordered by account id.
@@ -424,147 +716,71 @@ impl EmbeddedLedger {
         Ok(out)
     }
 
+    /// Stake bonded by `account` for `role`.
+    pub fn staked(&self, account: &AccountId, role: StakeRole) -> Result<Amount, LedgerError> {
+        stake_of(&self.conn, account, role)
+    }
+
+    fn stake_rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<StakeEntry>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).st()?;
+        let mut rows = stmt.query(args).st()?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let (a, role, amt): (String, String, String) = (r.get(0).st()?, r.get(1).st()?, r.get(2).st()?);
+            out.push(StakeEntry { account: account_id(a)?, role: role_of(&role)?, amount: amount(&amt)? });
+        }
+        Ok(out)
+    }
+
+    /// `account`'s bonded stakes, one per role it stakes for.
+    pub fn stakes(&self, account: &AccountId) -> Result<Vec<StakeEntry>, LedgerError> {
+        self.stake_rows("SELECT account, role, amount FROM stakes WHERE account = ?1 ORDER BY role", [account.as_str()])
+    }
+
+    /// Everyone bonded for `role` and how much, by account id (the input of
+    /// stake-weighted committee selection).
+    pub fn stakers(&self, role: StakeRole) -> Result<Vec<StakeEntry>, LedgerError> {
+        self.stake_rows("SELECT account, role, amount FROM stakes WHERE role = ?1 ORDER BY account", [role.as_str()])
+    }
+
+    fn unbonding_rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<UnbondingEntry>, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(sql).st()?;
+        let mut rows = stmt.query(args).st()?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let (a, role, amt, at): (String, String, String, i64) =
+                (r.get(0).st()?, r.get(1).st()?, r.get(2).st()?, r.get(3).st()?);
+            out.push(UnbondingEntry {
+                account: account_id(a)?,
+                role: role_of(&role)?,
+                amount: amount(&amt)?,
+                release_at: stored_time(at)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `account`'s unbonding entries, earliest release first.
+    pub fn unbonding(&self, account: &AccountId) -> Result<Vec<UnbondingEntry>, LedgerError> {
+        self.unbonding_rows(
+            "SELECT account, role, amount, release_at FROM unbonding WHERE account = ?1 ORDER BY release_at, id",
+            [account.as_str()],
+        )
+    }
+
+    /// `account`'s rewards credited by epochs and not claimed yet.
+    pub fn pending_rewards(&self, account: &AccountId) -> Result<Amount, LedgerError> {
+        pending_of(&self.conn, account)
+    }
+
     /// The escrow of `session`, in whatever state.
     pub fn escrow(&self, session: SessionId) -> Result<Option<EscrowView>, LedgerError> {
         get_escrow(&self.conn, session)
     }
 
-    /// Moves `amount` from `from` to `to`, creating `to` if needed. Funding a
-    /// consumer from a genesis allocation (`genesis:liquidity` on devnet) is
-    /// just a transfer.
-    pub fn transfer(&mut self, from: &AccountId, to: &AccountId, amount: Amount) -> Result<(), LedgerError> {
-        self.write(|c, _| transfer_in(c, from, to, amount))
-    }
-
-    /// Applies every transfer in order in one transaction: all or none. The
-    /// error names the first transfer that failed.
-    pub fn transfer_batch(&mut self, batch: &[Transfer]) -> Result<(), LedgerError> {
-        self.write(|c, _| {
-            for (index, t) in batch.iter().enumerate() {
-                transfer_in(c, &t.from, &t.to, t.amount)
-                    .map_err(|e| LedgerError::Batch { index, source: Box::new(e) })?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Moves `amount` from `consumer`'s balance into the escrow of `session`.
-    pub fn lock_escrow(&mut self, session: SessionId, consumer: &AccountId, amount: Amount) -> Result<(), LedgerError> {
-        self.write(|c, _| {
-            if amount.is_zero() {
-                return Err(LedgerError::ZeroAmount);
-            }
-            if get_escrow(c, session)?.is_some() {
-                return Err(LedgerError::EscrowExists(session));
-            }
-            debit(c, consumer, amount)?;
-            c.prepare_cached("INSERT INTO escrows (session, consumer, amount, state) VALUES (?1, ?2, ?3, 'open')")
-                .st()?
-                .execute(params![&session.0[..], consumer.as_str(), text(amount)])
-                .st()?;
-            Ok(())
-        })
-    }
-
-    /// Pays the receipt's session from its escrow.
-    ///
-    /// Checks, in order: the receipt verifies with an acknowledgement by
-    /// `acker`; the session has an escrow; it is open (else
-    /// [`LedgerError::AlreadySettled`] / [`LedgerError::AlreadyRefunded`]); the
-    /// receipt bills the consumer who locked it. Then charges
-    /// `min(receipt.amount, escrow)` — a receipt above the escrow is paid up to
-    /// the escrow and the difference is recorded as `shortfall`, because the
-    /// consumer only ever committed the escrow — splits the charge by the fee
-    /// split into `payout` (provider, with the rounding remainder),
-    /// `pool:checker-fees`, `pool:indexer-fees` and `treasury:protocol`,
-    /// refunds the rest of the escrow to the consumer, and records the
-    /// settlement with the receipt.
-    ///
-    /// `payout` is chosen by the caller (normally the container's node
-    /// account, [`AccountId::for_node`]).
-    pub fn settle(
-        &mut self,
-        receipt: &SignedReceipt,
-        acker: &NodeId,
-        payout: &AccountId,
-    ) -> Result<Settled, LedgerError> {
-        receipt.verify(acker)?;
-        let json = serde_json::to_string(receipt).map_err(|e| LedgerError::Storage(e.to_string()))?;
-        self.write(|c, fees| {
-            let r = &receipt.receipt;
-            let escrow = open_escrow(c, r.session)?;
-            if escrow.consumer != r.consumer {
-                return Err(LedgerError::ConsumerMismatch {
-                    session: r.session,
-                    escrow: escrow.consumer,
-                    receipt: r.consumer.clone(),
-                });
-            }
-            let charged = r.amount.min(escrow.amount);
-            let shortfall = r.amount.checked_sub(charged)?;
-            let refunded = escrow.amount.checked_sub(charged)?;
-            let split = fees.split(charged)?;
-            credit(c, payout, split.provider)?;
-            credit(c, &accounts::checker_fees(), split.checkers)?;
-            credit(c, &accounts::indexer_fees(), split.indexers)?;
-            credit(c, &accounts::treasury(), split.treasury)?;
-            credit(c, &escrow.consumer, refunded)?;
-            close_escrow(c, r.session, EscrowState::Settled)?;
-            let settled = Settled {
-                session: r.session,
-                charged,
-                provider: split.provider,
-                checkers: split.checkers,
-                indexers: split.indexers,
-                treasury: split.treasury,
-                refunded,
-                shortfall,
-            };
-            c.prepare_cached(
-                "INSERT INTO settlements (session, consumer, payout, container, acker, charged, provider, checkers, \
-                 indexers, treasury, refunded, shortfall, receipt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )
-            .st()?
-            .execute(params![
-                &r.session.0[..],
-                r.consumer.as_str(),
-                payout.as_str(),
-                &r.container.0[..],
-                &acker.0[..],
-                text(charged),
-                text(split.provider),
-                text(split.checkers),
-                text(split.indexers),
-                text(split.treasury),
-                text(refunded),
-                text(shortfall),
-                json,
-            ])
-            .st()?;
-            if !shortfall.is_zero() {
-                tracing::warn!(session = %r.session, %shortfall, "receipt exceeds escrow; charged the escrow");
-            }
-            Ok(settled)
-        })
-    }
-
-    /// Returns the whole open escrow of `session` to its consumer (a session
-    /// that failed to start or ended without a receipt). Returns the amount.
-    pub fn refund(&mut self, session: SessionId) -> Result<Amount, LedgerError> {
-        self.write(|c, _| {
-            let escrow = open_escrow(c, session)?;
-            credit(c, &escrow.consumer, escrow.amount)?;
-            close_escrow(c, session, EscrowState::Refunded)?;
-            Ok(escrow.amount)
-        })
-    }
-
     /// The settlement of `session`, if it was settled.
     pub fn settlement(&self, session: SessionId) -> Result<Option<SettlementRecord>, LedgerError> {
-        let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE session = ?1");
-        let raw = self.conn.prepare_cached(&sql).st()?.query_row([&session.0[..]], settlement_row).optional().st()?;
-        raw.map(RawSettlement::decode).transpose()
+        read_settlement(&self.conn, session)
     }
 
     /// The latest `limit` settlements in which `account` paid (consumer) or
@@ -579,27 +795,90 @@ impl EmbeddedLedger {
         rows.map(|r| r.st().and_then(RawSettlement::decode)).collect()
     }
 
-    /// Creates an API key for `account` from 32 caller-supplied random bytes
-    /// (R-SEC2) and returns it (`dci_` + 64 hex digits). Only its blake3 hash
-    /// is stored; the key itself is never stored or logged. The account is
-    /// created with a zero balance if it does not exist.
-    pub fn create_api_key(&mut self, account: &AccountId, rng_bytes: [u8; 32]) -> Result<String, LedgerError> {
-        let key = format!("{API_KEY_PREFIX}{}", hex::encode(rng_bytes));
-        let hash = blake3::hash(key.as_bytes());
-        self.write(|c, _| {
-            c.execute("INSERT OR IGNORE INTO accounts (id, balance) VALUES (?1, '0')", [account.as_str()]).st()?;
-            let added = c
-                .execute(
-                    "INSERT OR IGNORE INTO api_keys (hash, account) VALUES (?1, ?2)",
-                    params![&hash.as_bytes()[..], account.as_str()],
-                )
-                .st()?;
-            if added == 0 {
-                return Err(LedgerError::DuplicateApiKey);
-            }
-            Ok(())
-        })?;
-        Ok(key)
+    /// The refund of `session`'s undelivered time, if there was one.
+    pub fn undelivered_refund(&self, session: SessionId) -> Result<Option<UndeliveredRefund>, LedgerError> {
+        let s: Option<String> = self
+            .conn
+            .prepare_cached("SELECT record FROM undelivered WHERE session = ?1")
+            .st()?
+            .query_row([&session.0[..]], |r| r.get(0))
+            .optional()
+            .st()?;
+        s.map(|s| from_json("an undelivered refund record", &s)).transpose()
+    }
+
+    /// The record of a distributed epoch.
+    pub fn epoch(&self, epoch: u64) -> Result<Option<EpochSummary>, LedgerError> {
+        let Ok(key) = i64::try_from(epoch) else { return Ok(None) };
+        let s: Option<String> = self
+            .conn
+            .prepare_cached("SELECT summary FROM epochs WHERE epoch = ?1")
+            .st()?
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .st()?;
+        s.map(|s| from_json("an epoch summary", &s)).transpose()
+    }
+
+    /// The latest distributed epoch, if any.
+    pub fn last_epoch(&self) -> Result<Option<u64>, LedgerError> {
+        let e: Option<i64> = self.conn.query_row("SELECT max(epoch) FROM epochs", [], |r| r.get(0)).st()?;
+        e.map(|e| u64::try_from(e).map_err(|_| corrupt("a non-negative epoch", e))).transpose()
+    }
+
+    /// How `account`'s reward for `epoch` was computed: the epoch's emission
+    /// and role totals, and the account's weight and amounts per role (no
+    /// lines if it was not in the epoch's input).
+    pub fn reward_breakdown(&self, epoch: u64, account: &AccountId) -> Result<RewardExplanation, LedgerError> {
+        let summary = self.epoch(epoch)?.ok_or(LedgerError::EpochNotDistributed(epoch))?;
+        let key = i64::try_from(epoch).map_err(|_| LedgerError::EpochNotDistributed(epoch))?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT line FROM epoch_rewards WHERE epoch = ?1 AND account = ?2").st()?;
+        let mut rows = stmt.query(params![key, account.as_str()]).st()?;
+        let mut lines: Vec<RewardLine> = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let s: String = r.get(0).st()?;
+            lines.push(from_json("a reward line", &s)?);
+        }
+        lines.sort_by_key(|l| l.role);
+        let total = lines.iter().try_fold(Amount::ZERO, |s, l| s.checked_add(l.mining)?.checked_add(l.fees))?;
+        Ok(RewardExplanation { account: account.clone(), summary, lines, total })
+    }
+
+    /// `account`'s latest `limit` reward lines, newest epoch first.
+    pub fn reward_history(&self, account: &AccountId, limit: usize) -> Result<Vec<RewardEntry>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT epoch, line FROM epoch_rewards WHERE account = ?1 ORDER BY epoch DESC, role LIMIT ?2",
+            )
+            .st()?;
+        let mut rows = stmt.query(params![account.as_str(), limit]).st()?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let (epoch, s): (i64, String) = (r.get(0).st()?, r.get(1).st()?);
+            out.push(RewardEntry {
+                epoch: u64::try_from(epoch).map_err(|_| corrupt("a non-negative epoch", epoch))?,
+                line: from_json("a reward line", &s)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Slashes applied to `offender`, oldest first.
+    pub fn slashes(&self, offender: &AccountId) -> Result<Vec<Slashed>, LedgerError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT seq, record FROM slashes WHERE offender = ?1 ORDER BY seq").st()?;
+        let mut rows = stmt.query([offender.as_str()]).st()?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().st()? {
+            let (seq, s): (i64, String) = (r.get(0).st()?, r.get(1).st()?);
+            let mut rec: Slashed = from_json("a slash record", &s)?;
+            rec.seq = u64::try_from(seq).map_err(|_| corrupt("a positive sequence", seq))?;
+            out.push(rec);
+        }
+        Ok(out)
     }
 
     /// The account an API key is bound to; `None` for a key that is malformed
@@ -622,11 +901,54 @@ impl EmbeddedLedger {
         account.map(account_id).transpose()
     }
 
-    /// Recomputes the supply from every account and open escrow (R-LG5).
+    /// Recomputes the supply from every balance, open escrow, stake,
+    /// unbonding entry and pending reward (R-LG5): one sequential read of
+    /// each table.
     pub fn check_invariant(&self) -> Result<SupplyReport, LedgerError> {
         let report = supply(&self.conn)?;
         report.check()?;
         Ok(report)
+    }
+
+    /// Everything that holds value or records a payment (see
+    /// [`LedgerSnapshot`]).
+    pub fn snapshot(&self) -> Result<LedgerSnapshot, LedgerError> {
+        let mut s = LedgerSnapshot { accounts: self.accounts()?, ..LedgerSnapshot::default() };
+        s.stakes = self.stake_rows("SELECT account, role, amount FROM stakes ORDER BY account, role", [])?;
+        s.unbonding = self.unbonding_rows(
+            "SELECT account, role, amount, release_at FROM unbonding ORDER BY account, release_at, role, amount",
+            [],
+        )?;
+        let mut stmt = self.conn.prepare_cached("SELECT account, amount FROM pending_rewards ORDER BY account").st()?;
+        let mut rows = stmt.query([]).st()?;
+        while let Some(r) = rows.next().st()? {
+            let (a, amt): (String, String) = (r.get(0).st()?, r.get(1).st()?);
+            s.rewards.push((account_id(a)?, amount(&amt)?));
+        }
+        let mut stmt =
+            self.conn.prepare_cached("SELECT session, consumer, amount, state FROM escrows ORDER BY session").st()?;
+        let mut rows = stmt.query([]).st()?;
+        while let Some(r) = rows.next().st()? {
+            let (sid, c, amt, st): (Vec<u8>, String, String, String) =
+                (r.get(0).st()?, r.get(1).st()?, r.get(2).st()?, r.get(3).st()?);
+            s.escrows.push(EscrowView {
+                session: session_id(sid)?,
+                consumer: account_id(c)?,
+                amount: amount(&amt)?,
+                state: escrow_state(&st)?,
+            });
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT epoch FROM epochs ORDER BY epoch").st()?;
+        let mut rows = stmt.query([]).st()?;
+        while let Some(r) = rows.next().st()? {
+            let e: i64 = r.get(0).st()?;
+            s.epochs.push(u64::try_from(e).map_err(|_| corrupt("a non-negative epoch", e))?);
+        }
+        s.settlements = count(&self.conn, "settlements")?;
+        s.undelivered_refunds = count(&self.conn, "undelivered")?;
+        s.slashes = count(&self.conn, "slashes")?;
+        s.params_changes = count(&self.conn, "params")?;
+        Ok(s)
     }
 }
 
@@ -639,24 +961,28 @@ impl Settlement for EmbeddedLedger {
         EmbeddedLedger::account(self, account)
     }
 
-    fn transfer(&mut self, from: &AccountId, to: &AccountId, amount: Amount) -> Result<(), LedgerError> {
-        EmbeddedLedger::transfer(self, from, to, amount)
+    fn staked(&self, account: &AccountId, role: StakeRole) -> Result<Amount, LedgerError> {
+        EmbeddedLedger::staked(self, account, role)
     }
 
-    fn lock_escrow(&mut self, session: SessionId, consumer: &AccountId, amount: Amount) -> Result<(), LedgerError> {
-        EmbeddedLedger::lock_escrow(self, session, consumer, amount)
+    fn unbonding(&self, account: &AccountId) -> Result<Vec<UnbondingEntry>, LedgerError> {
+        EmbeddedLedger::unbonding(self, account)
     }
 
-    fn settle(&mut self, receipt: &SignedReceipt, acker: &NodeId, payout: &AccountId) -> Result<Settled, LedgerError> {
-        EmbeddedLedger::settle(self, receipt, acker, payout)
+    fn params(&self) -> Result<Params, LedgerError> {
+        Ok(EmbeddedLedger::params(self))
     }
 
-    fn refund(&mut self, session: SessionId) -> Result<Amount, LedgerError> {
-        EmbeddedLedger::refund(self, session)
+    fn reward_breakdown(&self, epoch: u64, account: &AccountId) -> Result<RewardExplanation, LedgerError> {
+        EmbeddedLedger::reward_breakdown(self, epoch, account)
     }
 
     fn check_invariant(&self) -> Result<SupplyReport, LedgerError> {
         EmbeddedLedger::check_invariant(self)
+    }
+
+    fn apply(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        EmbeddedLedger::apply(self, ops)
     }
 }
 
@@ -672,6 +998,8 @@ mod tests {
         assert_eq!(report.accounts, 5);
         assert_eq!(l.balance(&accounts::liquidity()).unwrap(), Amount::ath(42_000_000_000 / 25));
         assert_eq!(l.genesis().unwrap(), Genesis::default());
+        assert_eq!(l.params(), Params::default());
+        assert_eq!(l.params_history().unwrap().len(), 1);
     }
 
     #[test]
@@ -693,5 +1021,38 @@ mod tests {
             assert!(matches!(r, Err(LedgerError::Invariant { .. })), "{r:?}");
             assert_eq!(l.balance(&AccountId::new("consumer:a").unwrap()).unwrap(), Amount::ZERO);
         }
+    }
+
+    #[test]
+    fn stakes_and_rewards_count_in_the_invariant() {
+        let mut l = EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap();
+        let a = AccountId::new("node:a").unwrap();
+        l.transfer(&accounts::liquidity(), &a, Amount::ath(10)).unwrap();
+        l.stake(&a, StakeRole::Container, Amount::ath(4)).unwrap();
+        l.unstake(&a, StakeRole::Container, Amount::ath(1), Timestamp(0)).unwrap();
+        let r = l.check_invariant().unwrap();
+        assert_eq!((r.staked, r.unbonding), (Amount::ath(3), Amount::ath(1)));
+        // Stake that vanishes from its table breaks the invariant.
+        l.conn.execute("DELETE FROM stakes", []).unwrap();
+        assert!(matches!(l.check_invariant(), Err(LedgerError::Invariant { .. })));
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let l = EmbeddedLedger::open(&path, &Genesis::default()).unwrap();
+        l.conn
+            .execute_batch(
+                "UPDATE meta SET value = '1' WHERE key = 'schema'; DROP TABLE params; DROP TABLE stakes; \
+                 DROP TABLE unbonding; DROP TABLE pending_rewards;",
+            )
+            .unwrap();
+        drop(l);
+        let l = EmbeddedLedger::open(&path, &Genesis::default()).unwrap();
+        assert_eq!(l.params(), Params::default());
+        let v: String = l.conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        l.check_invariant().unwrap();
     }
 }

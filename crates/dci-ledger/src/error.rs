@@ -1,7 +1,16 @@
 //! Why a ledger operation was refused. A refused operation changes nothing.
 
-use dci_model::{AccountId, Amount, AmountError, SessionId};
+use dci_model::{AccountId, Amount, AmountError, SessionId, Timestamp};
 use dci_proto::ReceiptError;
+
+use crate::StakeRole;
+
+fn next_release(next: &Option<Timestamp>) -> String {
+    match next {
+        Some(t) => format!(" (next release at {t})"),
+        None => " (nothing is unbonding)".to_owned(),
+    }
+}
 
 /// Every way a ledger operation can fail. Whatever the variant, the ledger
 /// state is exactly what it was before the call.
@@ -68,8 +77,110 @@ pub enum LedgerError {
     /// The generated API key is already registered (reused randomness).
     #[error("api key already registered: expected fresh random bytes for a new key")]
     DuplicateApiKey,
+    /// An amount given as text is not acceptable.
+    #[error(
+        "invalid amount {found:?}: expected a positive ATH amount like 12 or 0.5 with at most 18 decimals and at most the total supply of 42000000000 ATH, found {why}"
+    )]
+    InvalidAmount {
+        /// The text given.
+        found: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Other input that does not parse or is out of range.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Less stake bonded than the operation needs.
+    #[error("insufficient {role} stake of {account}: have {have} ATH staked, need {need} ATH")]
+    InsufficientStake {
+        /// Whose stake.
+        account: AccountId,
+        /// In which role.
+        role: StakeRole,
+        /// What is bonded.
+        have: Amount,
+        /// What the operation needed.
+        need: Amount,
+    },
+    /// `withdraw_unbonded` found nothing released.
+    #[error("nothing to withdraw for {account}: expected unbonding stake released at or before {now}, found none{}", next_release(.next))]
+    NothingToWithdraw {
+        /// Whose stake.
+        account: AccountId,
+        /// The time given.
+        now: Timestamp,
+        /// The earliest future release, if any.
+        next: Option<Timestamp>,
+    },
+    /// `claim_rewards` found no pending rewards.
+    #[error("no pending rewards for {0}: expected rewards credited by a distributed epoch")]
+    NoPendingRewards(AccountId),
+    /// Governance parameters that do not validate.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    /// An epoch's input that does not validate.
+    #[error("invalid epoch input: {0}")]
+    InvalidEpochInput(String),
+    /// Each epoch is distributed once.
+    #[error("epoch {0} was already distributed: expected an epoch not distributed yet")]
+    EpochAlreadyDistributed(u64),
+    /// No record of the epoch.
+    #[error("epoch {0} has not been distributed: expected a distributed epoch")]
+    EpochNotDistributed(u64),
+    /// Not enough valid committee signatures.
+    #[error(
+        "slash report against {offender} has {valid} valid signatures from a committee of {committee}: expected at least {needed} (two thirds)"
+    )]
+    SlashQuorum {
+        /// The accused.
+        offender: AccountId,
+        /// Distinct committee members whose signature verified.
+        valid: u64,
+        /// `ceil(2n/3)`.
+        needed: u64,
+        /// Committee size.
+        committee: u64,
+    },
+    /// The same report was applied before.
+    #[error(
+        "slash report against {offender} as {role} for epoch {epoch} with this evidence was already applied: expected a new report"
+    )]
+    SlashAlreadyApplied {
+        /// The accused.
+        offender: AccountId,
+        /// The role.
+        role: StakeRole,
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The offender has neither pending rewards nor stake in the role.
+    #[error("nothing to slash: {offender} has no pending rewards and no {role} stake")]
+    NothingToSlash {
+        /// The accused.
+        offender: AccountId,
+        /// The role.
+        role: StakeRole,
+    },
+    /// Undelivered time can only be refunded from a settled session.
+    #[error("session {0} is not settled: expected a settled session to refund undelivered time from")]
+    NotSettled(SessionId),
+    /// More undelivered seconds than were paid.
+    #[error("session {session} billed {paid} seconds: expected 1 to {paid} undelivered seconds, found {asked}")]
+    UndeliveredSeconds {
+        /// The session.
+        session: SessionId,
+        /// Seconds asked to refund.
+        asked: u64,
+        /// Seconds the receipt billed.
+        paid: u64,
+    },
+    /// Undelivered time of a session is refunded once.
+    #[error("undelivered time of session {0} was already refunded: expected a session not refunded yet")]
+    UndeliveredAlreadyRefunded(SessionId),
     /// Supply conservation (R-LG5) is broken.
-    #[error("supply invariant broken: expected balances + open escrows = {expected} ATH, found {found} ATH")]
+    #[error(
+        "supply invariant broken: expected balances + escrows + stakes + unbonding + pending rewards = {expected} ATH, found {found} ATH"
+    )]
     Invariant {
         /// The total supply.
         expected: Amount,
@@ -79,9 +190,11 @@ pub enum LedgerError {
     /// Arithmetic that does not fit.
     #[error(transparent)]
     Amount(#[from] AmountError),
-    /// One transfer of a batch failed; the whole batch was refused.
-    #[error("transfer {index} of the batch failed, nothing was applied: {source}")]
+    /// One op of a batch failed; the whole batch was refused.
+    #[error("{op} {index} of the batch failed, nothing was applied: {source}")]
     Batch {
+        /// What the failed op was (`transfer`, `stake`, ...).
+        op: &'static str,
         /// Position in the batch, from 0.
         index: usize,
         /// Why it failed.

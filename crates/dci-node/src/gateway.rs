@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dci_gateway::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, SessionStatus, TransitionInfo, ath,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, SessionStatus, TransferRequest, TransitionInfo,
+    ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
 use dci_ledger::{EmbeddedLedger, LedgerError};
@@ -205,6 +206,9 @@ impl Gateway {
         f(&mut l).map_err(|e| match e {
             LedgerError::InsufficientFunds { .. } => ApiError::insufficient_funds(e.to_string()),
             LedgerError::UnknownAccount(_) => ApiError::not_found(e.to_string()),
+            LedgerError::ZeroAmount | LedgerError::SameAccount(_) | LedgerError::Amount(_) => {
+                ApiError::bad_request(e.to_string())
+            }
             other => ApiError::internal(other.to_string()),
         })
     }
@@ -478,6 +482,18 @@ impl ConsumerApi for Gateway {
 
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
         Box::pin(async move { Ok(self.container_views().await?.into_iter().map(container_info).collect()) })
+    }
+
+    fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        Box::pin(async move {
+            let (to, amount) = req.parse()?;
+            if to == account {
+                return Err(ApiError::bad_request("to: expected another account than your own"));
+            }
+            self.ledger(|l| l.transfer(&account, &to, amount))?;
+            tracing::info!(from = %account, %to, %amount, "transfer");
+            self.balance(account).await
+        })
     }
 
     fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {

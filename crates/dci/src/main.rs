@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use dci_gateway::api::{ContainerInfo, DeployRequest, SessionInfo};
+use dci_gateway::api::{ContainerInfo, DeployRequest, SessionInfo, TransferRequest};
 use dci_gateway::client::Client;
 use dci_model::{GeoPoint, Policy, PricePerHour, ServiceName};
 use dci_node::devnet::{CLIENT_FILE, ClientFile, Devnet, DevnetConfig};
@@ -42,6 +42,19 @@ enum Command {
     Containers(ClientArgs),
     /// Show your balance and escrow.
     Balance(ClientArgs),
+    /// Send ATH from your account to another account.
+    Transfer {
+        /// Destination account, e.g. consumer:bob or node:<id>.
+        to: String,
+        /// Amount in ATH, e.g. 12.5.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Ledger administration on this machine.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Run a built-in service in the foreground (containers start these).
     Service {
         /// Service name, e.g. `render`.
@@ -49,6 +62,19 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// Recompute the supply from every account and escrow and check it equals the total (R-LG5).
+    Check {
+        /// Devnet data directory holding ledger.db.
+        #[arg(long, env = "DCI_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -246,6 +272,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_containers(&list);
+            }
+            Ok(())
+        }
+        Command::Transfer { to, amount, client } => {
+            init_logs("warn");
+            let b = client.client()?.transfer(&TransferRequest { to, amount_ath: amount }).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!("sent; balance now {} ATH", b.balance_ath);
+            }
+            Ok(())
+        }
+        Command::Ledger(LedgerCommand::Check { data_dir, json }) => {
+            init_logs("warn");
+            let path = data_dir.unwrap_or_else(default_data_dir).join("ledger.db");
+            anyhow::ensure!(path.exists(), "no ledger at {}: start `dci devnet` or pass --data-dir", path.display());
+            let ledger = dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::default())?;
+            let t0 = Instant::now();
+            let report = ledger.check_invariant()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("supply invariant holds ({} ms)", t0.elapsed().as_millis());
+                println!("  total supply   {} ATH", report.expected);
+                println!("  balances       {} ATH in {} accounts", report.balances, report.accounts);
+                println!("  open escrows   {} ATH in {} sessions", report.escrowed, report.open_escrows);
             }
             Ok(())
         }

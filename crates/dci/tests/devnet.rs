@@ -225,5 +225,26 @@ fn openapi_and_metrics_are_served() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.json::<serde_json::Value>().unwrap()["message"].as_str().unwrap().contains("hours"));
+
+    // Transfers: exact decimal amounts; bad ones are refused and move nothing.
+    let dir = tmp.path();
+    let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["transfer", "consumer:bob", "12.5"]);
+    assert_eq!(b.balance_ath, "9987.5");
+    for (to, amount, expect) in [
+        ("consumer:bob", "-1", "amount_ath"),
+        ("consumer:bob", "1e3", "amount_ath"),
+        ("consumer:bob", "0", "positive"),
+        ("Bob!", "1", "to:"),
+        ("consumer:bob", "20000", "insufficient"),
+    ] {
+        let (ok, _, err) = cli(dir, &["transfer", to, amount]);
+        assert!(!ok && err.contains(expect), "transfer {to} {amount}: {err}");
+    }
+    let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
+    assert_eq!(b.balance_ath, "9987.5");
     net.signal("-TERM");
+
+    // The supply invariant, checked by the operator command.
+    let report: serde_json::Value = cli_json(dir, &["ledger", "check"]);
+    assert_eq!(report["expected"], report["balances"], "{report}");
 }

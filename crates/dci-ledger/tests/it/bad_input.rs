@@ -1,4 +1,4 @@
-use dci_ledger::{EmbeddedLedger, LedgerError, Transfer, accounts};
+use dci_ledger::{EmbeddedLedger, LedgerError, LedgerOp, OpOutcome, StakeRole, Transfer, accounts};
 use dci_model::{Amount, SessionId};
 
 use crate::{acc, ledger, sid, snapshot};
@@ -111,4 +111,75 @@ fn api_keys_resolve_only_to_their_account() {
         assert_eq!(l.account_for_api_key(bad).unwrap(), None, "{bad:?}");
     }
     assert_eq!(l.account_for_api_key(&key).unwrap(), Some(alice));
+}
+
+/// Amounts no ledger can hold are refused by every op that moves funds, with
+/// the account and what it has; nothing changes.
+#[test]
+fn overflowing_amounts_are_refused_and_change_nothing() {
+    let mut l = crate::funded();
+    let p = acc("node:p");
+    l.stake(&p, StakeRole::Container, Amount::ath(1)).unwrap();
+    let huge = Amount(u128::MAX);
+    type Op = Box<dyn Fn(&mut EmbeddedLedger) -> Result<(), LedgerError>>;
+    let cases: Vec<(&str, Op)> = vec![
+        ("transfer", Box::new(move |l| l.transfer(&acc("node:p"), &acc("node:q"), huge))),
+        ("escrow", Box::new(move |l| l.lock_escrow(sid(9), &acc("consumer:alice"), huge))),
+        ("stake", Box::new(move |l| l.stake(&acc("node:p"), StakeRole::Checker, huge))),
+        (
+            "unstake",
+            Box::new(move |l| l.unstake(&acc("node:p"), StakeRole::Container, huge, crate::hours(1)).map(drop)),
+        ),
+        (
+            "batch",
+            Box::new(move |l| {
+                l.transfer_batch(&[Transfer { from: accounts::liquidity(), to: acc("node:p"), amount: huge }])
+            }),
+        ),
+    ];
+    for (name, f) in cases {
+        let before = snapshot(&l, &[sid(9)]);
+        let e = f(&mut l).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("insufficient") && m.contains("need 340282366920938463463.374607431768211455 ATH"),
+            "{name}: {m}"
+        );
+        assert_eq!(snapshot(&l, &[sid(9)]), before, "{name}: state changed");
+    }
+    l.check_invariant().unwrap();
+}
+
+/// A batch of mixed ops is one transaction: the error names the failing op
+/// and its position, and none of the ops before it is applied.
+#[test]
+fn a_mixed_batch_is_all_or_nothing() {
+    let mut l = crate::funded();
+    let p = acc("node:p");
+    let ops = vec![
+        LedgerOp::Transfer(Transfer { from: accounts::liquidity(), to: p.clone(), amount: Amount::ath(5) }),
+        LedgerOp::Stake { account: p.clone(), role: StakeRole::Checker, amount: Amount::ath(5) },
+        LedgerOp::LockEscrow { session: sid(1), consumer: acc("consumer:alice"), amount: Amount::ath(1) },
+        LedgerOp::Unstake {
+            account: p.clone(),
+            role: StakeRole::Checker,
+            amount: Amount::ath(6),
+            now: crate::hours(1),
+        },
+    ];
+    let before = snapshot(&l, &[sid(1)]);
+    let e = l.apply(&ops).unwrap_err();
+    assert!(matches!(e, LedgerError::Batch { op: "unstake", index: 3, .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with("unstake 3 of the batch failed, nothing was applied: insufficient checker stake")
+    );
+    assert_eq!(snapshot(&l, &[sid(1)]), before);
+
+    let outcomes = l.apply(&ops[..3]).unwrap();
+    assert_eq!(outcomes, vec![OpOutcome::Done; 3]);
+    assert_eq!(l.staked(&p, StakeRole::Checker).unwrap(), Amount::ath(5));
+    let out = l.apply(&[LedgerOp::Refund { session: sid(1) }, LedgerOp::ClaimRewards { account: p.clone() }]);
+    assert!(matches!(out, Err(LedgerError::Batch { op: "claim_rewards", index: 1, .. })), "{out:?}");
+    assert_eq!(l.apply(&[LedgerOp::Refund { session: sid(1) }]).unwrap(), vec![OpOutcome::Amount(Amount::ath(1))]);
+    l.check_invariant().unwrap();
 }

@@ -1,15 +1,21 @@
 //! Feature tests of the embedded ledger: genesis, a paid session end to end,
-//! refusals that change nothing, durability across reopen, and the supply
-//! invariant under random operation sequences.
+//! staking and unbonding, epoch rewards and their explanation, slashing,
+//! refunds of undelivered time, governance parameters, refusals that change
+//! nothing, durability across reopen, and the supply invariant under random
+//! operation sequences. (The crash test is `tests/crash.rs`.)
 
 mod bad_input;
 mod durability;
 mod genesis;
+mod params;
 mod props;
+mod rewards;
 mod session;
+mod slashing;
+mod staking;
 
-use dci_ledger::{EmbeddedLedger, EscrowView, Genesis, SettlementRecord};
-use dci_model::{AccountId, Amount, PricePerHour, ServiceName, SessionId, Timestamp};
+use dci_ledger::{EmbeddedLedger, EscrowView, Genesis, LedgerSnapshot, SettlementRecord};
+use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
 use dci_proto::{Identity, SignedReceipt, UsageReceipt};
 
 pub fn acc(s: &str) -> AccountId {
@@ -61,18 +67,41 @@ impl Signers {
     }
 }
 
-/// Everything observable about a ledger for the given sessions and accounts.
+/// Everything observable about a ledger, with the records of the given sessions.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    pub accounts: Vec<(AccountId, Amount)>,
+    pub all: LedgerSnapshot,
     pub escrows: Vec<Option<EscrowView>>,
     pub settlements: Vec<Option<SettlementRecord>>,
 }
 
 pub fn snapshot(l: &EmbeddedLedger, sessions: &[SessionId]) -> Snapshot {
     Snapshot {
-        accounts: l.accounts().unwrap(),
+        all: l.snapshot().unwrap(),
         escrows: sessions.iter().map(|s| l.escrow(*s).unwrap()).collect(),
         settlements: sessions.iter().map(|s| l.settlement(*s).unwrap()).collect(),
     }
+}
+
+/// `h` hours after the epoch.
+pub fn hours(h: u64) -> Timestamp {
+    Timestamp(h * 3_600_000)
+}
+
+/// A checker committee of `n` members.
+pub fn committee(n: u8) -> (Vec<Identity>, Vec<NodeId>) {
+    let members: Vec<Identity> = (0..n).map(|i| Identity::from_secret([100 + i; 32])).collect();
+    let ids = members.iter().map(Identity::id).collect();
+    (members, ids)
+}
+
+/// A ledger with `node:p` and `node:q` funded with 1,000 ATH and
+/// `consumer:alice` with 100 ATH.
+pub fn funded() -> EmbeddedLedger {
+    let mut l = ledger();
+    let liq = dci_ledger::accounts::liquidity();
+    for (who, ath) in [("node:p", 1_000), ("node:q", 1_000), ("consumer:alice", 100)] {
+        l.transfer(&liq, &acc(who), Amount::ath(ath)).unwrap();
+    }
+    l
 }

@@ -1,5 +1,5 @@
 use dci_ledger::{EscrowState, LedgerError, Settled, Settlement, accounts};
-use dci_model::{AccountId, Amount, money::TOTAL_SUPPLY};
+use dci_model::{AccountId, Amount, SessionId, money::TOTAL_SUPPLY};
 use dci_proto::{Identity, ReceiptError};
 
 use crate::{Signers, acc, ledger, sid, snapshot};
@@ -186,4 +186,68 @@ fn the_trait_is_enough_to_run_a_session() {
     let s = Signers::default();
     let mut l = ledger();
     assert_eq!(run(&mut l, &s).unwrap().charged, Amount::ath(1));
+}
+
+/// A container that failed mid-session: the consumer gets back the share of
+/// what it paid for the undelivered seconds, once, from the provider's payout.
+#[test]
+fn undelivered_time_is_refunded_once_from_the_payout() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    let payout = acc("node:payout");
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(100)).unwrap();
+    l.lock_escrow(sid(1), &alice, Amount::ath(10)).unwrap();
+    let settled = l.settle(&s.receipt(sid(1), &alice, 3600, "3"), &s.gateway.id(), &payout).unwrap();
+    assert_eq!(settled.provider, "2.7".parse().unwrap());
+
+    let r = l.refund_undelivered(sid(1), 1200).unwrap();
+    assert_eq!((r.amount, r.paid_seconds, r.from_balance), (Amount::ath(1), 3600, Amount::ath(1)));
+    assert_eq!(l.balance(&alice).unwrap(), Amount::ath(98));
+    assert_eq!(l.balance(&payout).unwrap(), "1.7".parse().unwrap());
+    assert_eq!(l.undelivered_refund(sid(1)).unwrap(), Some(r));
+    l.check_invariant().unwrap();
+
+    let before = snapshot(&l, &[sid(1)]);
+    let e = l.refund_undelivered(sid(1), 1).unwrap_err();
+    assert_eq!(e, LedgerError::UndeliveredAlreadyRefunded(sid(1)));
+    assert_eq!(snapshot(&l, &[sid(1)]), before);
+}
+
+#[test]
+fn undelivered_refunds_take_stake_when_the_balance_is_gone_and_refuse_bad_input() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let alice = acc("consumer:alice");
+    let payout = acc("node:payout");
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(100)).unwrap();
+    l.transfer(&accounts::liquidity(), &payout, Amount::ath(2)).unwrap();
+    l.stake(&payout, dci_ledger::StakeRole::Container, Amount::ath(2)).unwrap();
+    l.lock_escrow(sid(1), &alice, Amount::ath(10)).unwrap();
+    l.settle(&s.receipt(sid(1), &alice, 3600, "3"), &s.gateway.id(), &payout).unwrap();
+    l.lock_escrow(sid(2), &alice, Amount::ath(10)).unwrap();
+    l.lock_escrow(sid(3), &alice, Amount::ath(1)).unwrap();
+    l.refund(sid(3)).unwrap();
+    // The provider spent its payout: 2.7 ATH gone.
+    l.transfer(&payout, &acc("consumer:elsewhere"), "2.7".parse().unwrap()).unwrap();
+
+    let sessions = [sid(1), sid(2), sid(3), sid(4)];
+    let cases: Vec<(SessionId, u64, &str)> = vec![
+        (sid(1), 0, "billed 3600 seconds: expected 1 to 3600 undelivered seconds, found 0"),
+        (sid(1), 3601, "found 3601"),
+        (sid(1), 3600, "insufficient funds in node:payout: have 2 ATH, need 3 ATH"),
+        (sid(2), 10, "is not settled"),
+        (sid(3), 10, "was already refunded"),
+        (sid(4), 10, "no escrow for session"),
+    ];
+    for (session, secs, needle) in cases {
+        let before = snapshot(&l, &sessions);
+        let e = l.refund_undelivered(session, secs).unwrap_err();
+        assert!(e.to_string().contains(needle), "expected {needle:?} in {e}");
+        assert_eq!(snapshot(&l, &sessions), before);
+    }
+    let r = l.refund_undelivered(sid(1), 2400).unwrap();
+    assert_eq!((r.amount, r.from_balance, r.from_stake), (Amount::ath(2), Amount::ZERO, Amount::ath(2)));
+    assert_eq!(l.staked(&payout, dci_ledger::StakeRole::Container).unwrap(), Amount::ZERO);
+    l.check_invariant().unwrap();
 }

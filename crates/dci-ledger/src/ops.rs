@@ -1,0 +1,259 @@
+//! Every ledger mutation as a value ([`LedgerOp`]) and its result
+//! ([`OpOutcome`]): the closed set a backend applies in batches, all or none
+//! ([`crate::Settlement::apply`]).
+
+use dci_model::{AccountId, Amount, NodeId, SessionId, Timestamp};
+use dci_proto::SignedReceipt;
+use serde::{Deserialize, Serialize};
+
+use crate::rewards::{EpochInput, EpochSummary};
+use crate::slash::{SlashReport, Slashed};
+use crate::staking::{StakeRole, UnbondingEntry};
+use crate::{LedgerError, Params, Settled, Transfer};
+
+/// One mutation. See the [`crate::Settlement`] method of the same name for
+/// what each does and refuses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerOp {
+    /// Moves funds between balances.
+    Transfer(Transfer),
+    /// Bonds balance as stake for a role.
+    Stake {
+        /// Whose.
+        account: AccountId,
+        /// For which role.
+        role: StakeRole,
+        /// How much.
+        amount: Amount,
+    },
+    /// Starts unbonding stake; withdrawable after the unbonding period.
+    Unstake {
+        /// Whose.
+        account: AccountId,
+        /// From which role.
+        role: StakeRole,
+        /// How much.
+        amount: Amount,
+        /// The current time.
+        now: Timestamp,
+    },
+    /// Returns every unbonding entry released at or before `now`.
+    WithdrawUnbonded {
+        /// Whose.
+        account: AccountId,
+        /// The current time.
+        now: Timestamp,
+    },
+    /// Moves all pending rewards to the balance.
+    ClaimRewards {
+        /// Whose.
+        account: AccountId,
+    },
+    /// Locks consumer funds for a session.
+    LockEscrow {
+        /// The session.
+        session: SessionId,
+        /// Who pays.
+        consumer: AccountId,
+        /// How much.
+        amount: Amount,
+    },
+    /// Pays a session against its receipt.
+    Settle {
+        /// The signed, acknowledged receipt.
+        receipt: SignedReceipt,
+        /// Whose acknowledgement is required.
+        acker: NodeId,
+        /// Who receives the provider's share.
+        payout: AccountId,
+    },
+    /// Returns a whole open escrow.
+    Refund {
+        /// The session.
+        session: SessionId,
+    },
+    /// Refunds paid seconds that a failed container did not deliver.
+    RefundUndelivered {
+        /// The settled session.
+        session: SessionId,
+        /// Seconds paid but not delivered.
+        seconds: u64,
+    },
+    /// Pays one epoch's rewards.
+    DistributeEpoch {
+        /// The epoch.
+        epoch: u64,
+        /// What the miners did.
+        input: EpochInput,
+    },
+    /// Applies a committee-signed penalty.
+    Slash {
+        /// The report.
+        report: SlashReport,
+        /// The epoch's committee.
+        committee: Vec<NodeId>,
+    },
+    /// Changes the governance parameters from `now` on.
+    SetParams {
+        /// The new parameters.
+        params: Params,
+        /// When they take effect.
+        now: Timestamp,
+    },
+}
+
+/// A refund of paid seconds that were not delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndeliveredRefund {
+    /// The session.
+    pub session: SessionId,
+    /// Seconds refunded.
+    pub seconds: u64,
+    /// Seconds the receipt billed.
+    pub paid_seconds: u64,
+    /// `floor(charged × seconds / paid_seconds)`.
+    pub amount: Amount,
+    /// Who got it back.
+    pub consumer: AccountId,
+    /// Who paid it back (the session's payout account).
+    pub payout: AccountId,
+    /// Taken from the payout's balance.
+    pub from_balance: Amount,
+    /// Taken from its pending rewards.
+    pub from_rewards: Amount,
+    /// Taken from its container stake.
+    pub from_stake: Amount,
+}
+
+/// What an applied [`LedgerOp`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpOutcome {
+    /// Transfer, stake, lock, set params.
+    Done,
+    /// Unstake: the new unbonding entry.
+    Unbonding(UnbondingEntry),
+    /// Withdraw, claim, refund: the amount returned to the balance.
+    Amount(Amount),
+    /// Settle.
+    Settled(Settled),
+    /// Refund of undelivered seconds.
+    Undelivered(UndeliveredRefund),
+    /// Distribute epoch.
+    Epoch(EpochSummary),
+    /// Slash.
+    Slashed(Slashed),
+}
+
+impl LedgerOp {
+    /// The op's name as in [`crate::Settlement`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            LedgerOp::Transfer(_) => "transfer",
+            LedgerOp::Stake { .. } => "stake",
+            LedgerOp::Unstake { .. } => "unstake",
+            LedgerOp::WithdrawUnbonded { .. } => "withdraw_unbonded",
+            LedgerOp::ClaimRewards { .. } => "claim_rewards",
+            LedgerOp::LockEscrow { .. } => "lock_escrow",
+            LedgerOp::Settle { .. } => "settle",
+            LedgerOp::Refund { .. } => "refund",
+            LedgerOp::RefundUndelivered { .. } => "refund_undelivered",
+            LedgerOp::DistributeEpoch { .. } => "distribute_epoch",
+            LedgerOp::Slash { .. } => "slash",
+            LedgerOp::SetParams { .. } => "set_params",
+        }
+    }
+}
+
+fn mismatch(what: &str, got: &OpOutcome) -> LedgerError {
+    LedgerError::Storage(format!("backend answered {got:?} to {what}"))
+}
+
+impl OpOutcome {
+    /// Expects [`OpOutcome::Done`].
+    pub fn done(self, what: &str) -> Result<(), LedgerError> {
+        match self {
+            OpOutcome::Done => Ok(()),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Amount`].
+    pub fn amount(self, what: &str) -> Result<Amount, LedgerError> {
+        match self {
+            OpOutcome::Amount(a) => Ok(a),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Unbonding`].
+    pub fn unbonding(self, what: &str) -> Result<UnbondingEntry, LedgerError> {
+        match self {
+            OpOutcome::Unbonding(u) => Ok(u),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Settled`].
+    pub fn settled(self, what: &str) -> Result<Settled, LedgerError> {
+        match self {
+            OpOutcome::Settled(s) => Ok(s),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Undelivered`].
+    pub fn undelivered(self, what: &str) -> Result<UndeliveredRefund, LedgerError> {
+        match self {
+            OpOutcome::Undelivered(u) => Ok(u),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Epoch`].
+    pub fn epoch(self, what: &str) -> Result<EpochSummary, LedgerError> {
+        match self {
+            OpOutcome::Epoch(e) => Ok(e),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+
+    /// Expects [`OpOutcome::Slashed`].
+    pub fn slashed(self, what: &str) -> Result<Slashed, LedgerError> {
+        match self {
+            OpOutcome::Slashed(s) => Ok(s),
+            other => Err(mismatch(what, &other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContainerWork, EpochInput};
+
+    /// Ops travel as JSON (to a remote backend, into logs) and come back equal.
+    #[test]
+    fn ops_round_trip_through_json() {
+        let a = AccountId::new("node:a").unwrap();
+        let mut report = SlashReport::new(a.clone(), StakeRole::Checker, 9, [3; 32], Amount(5));
+        report.sign(&dci_proto::Identity::from_secret([4; 32]));
+        let ops = vec![
+            LedgerOp::Transfer(Transfer { from: a.clone(), to: AccountId::new("node:b").unwrap(), amount: Amount(1) }),
+            LedgerOp::Unstake { account: a.clone(), role: StakeRole::Container, amount: Amount(2), now: Timestamp(3) },
+            LedgerOp::DistributeEpoch {
+                epoch: 4,
+                input: EpochInput {
+                    containers: vec![ContainerWork { account: a, capacity_units: 1, uptime_ppm: 2 }],
+                    ..EpochInput::default()
+                },
+            },
+            LedgerOp::Slash { report, committee: vec![NodeId([1; 32])] },
+            LedgerOp::SetParams { params: Params::default(), now: Timestamp(5) },
+        ];
+        let json = serde_json::to_string(&ops).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<LedgerOp>>(&json).unwrap(), ops);
+        assert!(json.contains("\"set_params\""), "{json}");
+    }
+}
