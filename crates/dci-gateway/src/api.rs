@@ -159,7 +159,7 @@ impl TransferRequest {
     }
 }
 
-/// A consumer's money.
+/// An account's money.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BalanceInfo {
     /// Ledger account.
@@ -168,6 +168,46 @@ pub struct BalanceInfo {
     pub balance_ath: String,
     /// ATH locked in escrow for running sessions.
     pub escrowed_ath: String,
+    /// ATH staked (all roles).
+    pub staked_ath: String,
+    /// ATH unbonding (all roles); see `unbonding`.
+    pub unbonding_ath: String,
+    /// Epoch rewards credited and not claimed yet.
+    pub rewards_ath: String,
+    /// Stake on its way out: role, amount and when it can be withdrawn.
+    pub unbonding: Vec<UnbondingInfo>,
+}
+
+/// Stake that is unbonding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnbondingInfo {
+    /// `container` or `checker`.
+    pub role: String,
+    /// ATH.
+    pub amount_ath: String,
+    /// When it can be withdrawn, ms since the Unix epoch.
+    pub release_at_ms: u64,
+}
+
+/// Bond or unbond stake for a role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StakeRequest {
+    /// `container` or `checker`.
+    pub role: String,
+    /// Exact decimal ATH.
+    pub amount_ath: String,
+}
+
+/// How an account's reward for one epoch was computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RewardsInfo {
+    /// The epoch.
+    pub epoch: u64,
+    /// The computation, step by step, in words and numbers.
+    pub explanation: String,
+    /// The same, as structured data.
+    pub details: serde_json::Value,
 }
 
 /// A lifecycle transition, as shown to operators and consumers.

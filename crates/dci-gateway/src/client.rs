@@ -3,7 +3,10 @@
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo, TransferRequest};
+use crate::api::{
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, RewardsInfo, SessionInfo, StakeRequest,
+    TransferRequest,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,30 @@ impl Client {
     /// `POST /v1/transfers`.
     pub async fn transfer(&self, req: &TransferRequest) -> Result<BalanceInfo, ClientError> {
         self.send("/v1/transfers", self.request(Method::POST, "/v1/transfers").json(req)).await
+    }
+
+    /// `POST /v1/stake` or `POST /v1/unstake`.
+    pub async fn stake(&self, req: &StakeRequest, unstake: bool) -> Result<BalanceInfo, ClientError> {
+        let path = if unstake { "/v1/unstake" } else { "/v1/stake" };
+        self.send(path, self.request(Method::POST, path).json(req)).await
+    }
+
+    /// `POST /v1/withdraw`.
+    pub async fn withdraw(&self) -> Result<BalanceInfo, ClientError> {
+        self.send("/v1/withdraw", self.request(Method::POST, "/v1/withdraw")).await
+    }
+
+    /// `GET /v1/rewards[?epoch=N][&account=A]`.
+    pub async fn rewards(&self, epoch: Option<u64>, account: Option<&str>) -> Result<RewardsInfo, ClientError> {
+        let mut query = Vec::new();
+        if let Some(e) = epoch {
+            query.push(format!("epoch={e}"));
+        }
+        if let Some(a) = account {
+            query.push(format!("account={a}"));
+        }
+        let path = if query.is_empty() { "/v1/rewards".to_owned() } else { format!("/v1/rewards?{}", query.join("&")) };
+        self.send(&path, self.request(Method::GET, &path)).await
     }
 
     /// `GET /v1/balance`.

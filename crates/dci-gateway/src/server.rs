@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,8 +14,8 @@ use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, SessionInfo, SessionStatus, TransferRequest,
-    TransitionInfo,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, RewardsInfo, SessionInfo, SessionStatus,
+    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -42,6 +42,17 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>>;
     /// Moves ATH from the account to another; returns the new balance.
     fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
+    /// Bonds (`unstake == false`) or starts unbonding stake for a role.
+    fn stake(
+        &self,
+        account: AccountId,
+        req: StakeRequest,
+        unstake: bool,
+    ) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
+    /// Withdraws unbonded stake that is due and claims pending rewards.
+    fn withdraw(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
+    /// How the account's reward for `epoch` (default: the latest) was computed.
+    fn rewards(&self, account: AccountId, epoch: Option<u64>) -> BoxFuture<'_, Result<RewardsInfo, ApiError>>;
     /// The account's balance.
     fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
 }
@@ -70,7 +81,19 @@ impl IntoResponse for ApiError {
         description = "Deploy services on DCI containers, follow sessions and balances. \
         Authenticated endpoints take `Authorization: Bearer <api key>`. Errors are JSON `ErrorBody`s with a stable code."
     ),
-    paths(deploy, list_sessions, get_session, stop_session, list_containers, balance, transfer),
+    paths(
+        deploy,
+        list_sessions,
+        get_session,
+        stop_session,
+        list_containers,
+        balance,
+        transfer,
+        stake,
+        unstake,
+        withdraw,
+        rewards
+    ),
     components(schemas(
         DeployRequest,
         SessionInfo,
@@ -78,6 +101,10 @@ impl IntoResponse for ApiError {
         BalanceInfo,
         ContainerInfo,
         TransitionInfo,
+        TransferRequest,
+        StakeRequest,
+        UnbondingInfo,
+        RewardsInfo,
         ErrorBody
     ))
 )]
@@ -91,6 +118,10 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/containers", get(list_containers))
         .route("/v1/balance", get(balance))
         .route("/v1/transfers", post(transfer))
+        .route("/v1/stake", post(stake))
+        .route("/v1/unstake", post(unstake))
+        .route("/v1/withdraw", post(withdraw))
+        .route("/v1/rewards", get(rewards))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(|| async { Json(serde_json::json!({ "ok": true })) }))
@@ -196,4 +227,69 @@ async fn transfer(
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("expected a TransferRequest JSON body: {}", e.body_text())))?;
     s.api.transfer(who, req).await.map(Json)
+}
+
+fn stake_body(body: Result<Json<StakeRequest>, JsonRejection>) -> Result<StakeRequest, ApiError> {
+    body.map(|Json(r)| r)
+        .map_err(|e| ApiError::bad_request(format!("expected a StakeRequest JSON body: {}", e.body_text())))
+}
+
+/// Bond stake for a role (`container` or `checker`).
+#[utoipa::path(post, path = "/v1/stake", request_body = StakeRequest,
+    responses((status = 200, body = BalanceInfo), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody)))]
+async fn stake(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<StakeRequest>, JsonRejection>,
+) -> Result<Json<BalanceInfo>, ApiError> {
+    let who = account(&s, &headers).await?;
+    s.api.stake(who, stake_body(body)?, false).await.map(Json)
+}
+
+/// Start unbonding stake; it can be withdrawn after the unbonding period.
+#[utoipa::path(post, path = "/v1/unstake", request_body = StakeRequest,
+    responses((status = 200, body = BalanceInfo), (status = 400, body = ErrorBody)))]
+async fn unstake(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<StakeRequest>, JsonRejection>,
+) -> Result<Json<BalanceInfo>, ApiError> {
+    let who = account(&s, &headers).await?;
+    s.api.stake(who, stake_body(body)?, true).await.map(Json)
+}
+
+/// Withdraw unbonded stake that is due and claim pending epoch rewards.
+#[utoipa::path(post, path = "/v1/withdraw", responses((status = 200, body = BalanceInfo)))]
+async fn withdraw(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<BalanceInfo>, ApiError> {
+    let who = account(&s, &headers).await?;
+    s.api.withdraw(who).await.map(Json)
+}
+
+/// Query of `/v1/rewards`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewardsQuery {
+    epoch: Option<u64>,
+    account: Option<String>,
+}
+
+/// How an account's reward for an epoch (default: the latest) was computed.
+/// Rewards are public, as they would be on chain: any account may be asked
+/// for (default: the caller's).
+#[utoipa::path(get, path = "/v1/rewards", params(("epoch" = Option<u64>, Query, description = "epoch number"),
+    ("account" = Option<String>, Query, description = "account, e.g. node:<id> (default: yours)")),
+    responses((status = 200, body = RewardsInfo), (status = 404, body = ErrorBody)))]
+async fn rewards(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RewardsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RewardsInfo>, ApiError> {
+    let who = account(&s, &headers).await?;
+    let Query(q) = query
+        .map_err(|e| ApiError::bad_request(format!("expected ?epoch=<number>&account=<id>: {}", e.body_text())))?;
+    let whose = match q.account {
+        Some(a) => AccountId::new(a).map_err(|e| ApiError::bad_request(format!("account: {e}")))?,
+        None => who,
+    };
+    s.api.rewards(whose, q.epoch).await.map(Json)
 }

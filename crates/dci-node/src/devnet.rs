@@ -38,6 +38,8 @@ pub struct DevnetConfig {
     pub service_program: PathBuf,
     /// Proof-of-capacity matrix size used by the checker.
     pub challenge_n: u32,
+    /// Length of a reward epoch.
+    pub epoch: Duration,
 }
 
 /// What a CLI on this machine needs to talk to the devnet; written to
@@ -220,6 +222,7 @@ impl Devnet {
         // HTTP API.
         let metrics = crate::metrics::install();
         let router = dci_gateway::server::router(gateway.clone(), metrics);
+        tokio::spawn(crate::epochs::run(gateway.clone(), config.epoch, checker_id.id(), shutdown.clone()));
         let stop = shutdown.clone();
         let http = tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;

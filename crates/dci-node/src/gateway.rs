@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dci_gateway::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, SessionStatus, TransferRequest, TransitionInfo,
-    ath,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, RewardsInfo, SessionInfo, SessionStatus, StakeRequest,
+    TransferRequest, TransitionInfo, UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
-use dci_ledger::{EmbeddedLedger, LedgerError};
+use dci_ledger::{EmbeddedLedger, LedgerError, StakeRole};
 use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
 use dci_proto::{ContainerView, Identity, Inbound, Message};
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,8 @@ pub struct Gateway {
     sessions: RecordStore,
     waiting: Mutex<HashMap<Waiting, Waiter>>,
     next_request: AtomicU64,
+    /// Matches served per indexer since the last epoch (for indexer rewards).
+    served: Mutex<HashMap<NodeId, u64>>,
 }
 
 impl Gateway {
@@ -116,6 +118,7 @@ impl Gateway {
             sessions,
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
+            served: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
@@ -138,6 +141,9 @@ impl Gateway {
 
     /// Routes a reply to whoever waits for it; anything else is refused.
     fn deliver(&self, Inbound { from, msg, .. }: Inbound) {
+        if matches!(msg, Message::Matched { .. }) {
+            *self.served.lock().expect("served lock").entry(from).or_default() += 1;
+        }
         let key = match &msg {
             Message::Matched { request_id, .. }
             | Message::NoMatch { request_id, .. }
@@ -204,8 +210,14 @@ impl Gateway {
     fn ledger<T>(&self, f: impl FnOnce(&mut EmbeddedLedger) -> Result<T, LedgerError>) -> Result<T, ApiError> {
         let mut l = self.ledger.lock().expect("ledger lock");
         f(&mut l).map_err(|e| match e {
-            LedgerError::InsufficientFunds { .. } => ApiError::insufficient_funds(e.to_string()),
-            LedgerError::UnknownAccount(_) => ApiError::not_found(e.to_string()),
+            LedgerError::InsufficientFunds { .. } | LedgerError::InsufficientStake { .. } => {
+                ApiError::insufficient_funds(e.to_string())
+            }
+            LedgerError::NothingToWithdraw { .. } | LedgerError::NoPendingRewards(_) => {
+                ApiError::new(409, "nothing_to_withdraw", e.to_string())
+            }
+            LedgerError::InvalidAmount { .. } | LedgerError::InvalidInput(_) => ApiError::bad_request(e.to_string()),
+            LedgerError::UnknownAccount(_) | LedgerError::EpochNotDistributed(_) => ApiError::not_found(e.to_string()),
             LedgerError::ZeroAmount | LedgerError::SameAccount(_) | LedgerError::Amount(_) => {
                 ApiError::bad_request(e.to_string())
             }
@@ -400,6 +412,19 @@ impl Gateway {
         Ok(n)
     }
 
+    /// Releases the next epoch's rewards for `input`; returns (epoch, paid).
+    pub fn distribute_next_epoch(&self, input: &dci_ledger::EpochInput) -> Result<(u64, Amount), ApiError> {
+        self.ledger(|l| {
+            let epoch = l.last_epoch()?.map_or(0, |e| e + 1);
+            l.distribute_epoch(epoch, input).map(|s| (epoch, s.paid))
+        })
+    }
+
+    /// Matches served per indexer since the last call (and resets the counts).
+    pub fn take_served_matches(&self) -> HashMap<NodeId, u64> {
+        std::mem::take(&mut *self.served.lock().expect("served lock"))
+    }
+
     /// The indexer's view of every container.
     pub async fn container_views(&self) -> Result<Vec<ContainerView>, ApiError> {
         let request_id = self.request_id();
@@ -496,13 +521,89 @@ impl ConsumerApi for Gateway {
         })
     }
 
+    fn stake(
+        &self,
+        account: AccountId,
+        req: StakeRequest,
+        unstake: bool,
+    ) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        Box::pin(async move {
+            let role = match req.role.as_str() {
+                "container" => StakeRole::Container,
+                "checker" => StakeRole::Checker,
+                other => {
+                    return Err(ApiError::bad_request(format!("role: expected container or checker, found {other:?}")));
+                }
+            };
+            let amount = dci_ledger::parse_amount(&req.amount_ath)
+                .map_err(|e| ApiError::bad_request(format!("amount_ath: {e}")))?;
+            if unstake {
+                self.ledger(|l| l.unstake(&account, role, amount, clock::now()))?;
+            } else {
+                self.ledger(|l| l.stake(&account, role, amount))?;
+            }
+            self.balance(account).await
+        })
+    }
+
+    fn withdraw(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        Box::pin(async move {
+            let pending = self.ledger(|l| l.account(&account))?.rewards;
+            let withdrawn = match self.ledger(|l| l.withdraw_unbonded(&account, clock::now())) {
+                Ok(a) => a,
+                Err(e) if e.body.code == "nothing_to_withdraw" => Amount::ZERO,
+                Err(e) => return Err(e),
+            };
+            if !pending.is_zero() {
+                self.ledger(|l| l.claim_rewards(&account))?;
+            }
+            if withdrawn.is_zero() && pending.is_zero() {
+                return Err(ApiError::new(
+                    409,
+                    "nothing_to_withdraw",
+                    "no unbonded stake is due and no rewards are pending",
+                ));
+            }
+            self.balance(account).await
+        })
+    }
+
+    fn rewards(&self, account: AccountId, epoch: Option<u64>) -> BoxFuture<'_, Result<RewardsInfo, ApiError>> {
+        Box::pin(async move {
+            let epoch = match epoch {
+                Some(e) => e,
+                None => self
+                    .ledger(|l| l.last_epoch())?
+                    .ok_or_else(|| ApiError::not_found("no epoch has been distributed yet"))?,
+            };
+            let explanation = self.ledger(|l| l.reward_breakdown(epoch, &account))?;
+            Ok(RewardsInfo {
+                epoch,
+                explanation: explanation.to_string(),
+                details: serde_json::to_value(&explanation).map_err(|e| ApiError::internal(e.to_string()))?,
+            })
+        })
+    }
+
     fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
         Box::pin(async move {
             let view = self.ledger(|l| l.account(&account))?;
+            let unbonding = self.ledger(|l| l.unbonding(&account))?;
             Ok(BalanceInfo {
                 account: account.to_string(),
                 balance_ath: ath(view.balance),
                 escrowed_ath: ath(view.escrowed),
+                staked_ath: ath(view.staked),
+                unbonding_ath: ath(view.unbonding),
+                rewards_ath: ath(view.rewards),
+                unbonding: unbonding
+                    .into_iter()
+                    .map(|u| UnbondingInfo {
+                        role: u.role.to_string(),
+                        amount_ath: ath(u.amount),
+                        release_at_ms: u.release_at.0,
+                    })
+                    .collect(),
             })
         })
     }

@@ -7,6 +7,7 @@
 //!   behind the HTTP API of `dci-gateway`.
 //! - [`store`], [`keys`], [`clock`], [`metrics`]: durable records, keys at rest,
 //!   the wall clock, the Prometheus recorder.
+//! - [`epochs`]: the epoch clock that releases mining rewards (R-LG3).
 //! - [`devnet`]: the whole network on loopback in one call.
 //!
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
@@ -14,6 +15,7 @@
 
 pub mod clock;
 pub mod devnet;
+pub mod epochs;
 pub mod gateway;
 pub mod keys;
 pub mod metrics;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use dci_gateway::api::{ContainerInfo, DeployRequest, SessionInfo, TransferRequest};
+use dci_gateway::api::{BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, StakeRequest, TransferRequest};
 use dci_gateway::client::Client;
 use dci_model::{GeoPoint, Policy, PricePerHour, ServiceName};
 use dci_node::devnet::{CLIENT_FILE, ClientFile, Devnet, DevnetConfig};
@@ -52,9 +52,29 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Bond stake for a role (containers and checkers stake).
+    Stake(StakeArgs),
+    /// Start unbonding stake; withdraw it with `dci withdraw` after the unbonding period.
+    Unstake(StakeArgs),
+    /// Withdraw unbonded stake that is due and claim pending epoch rewards.
+    Withdraw(ClientArgs),
+    /// Show how your reward for an epoch (default: the latest) was computed.
+    Rewards {
+        /// Epoch number.
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// Whose reward (rewards are public), e.g. node:<container id>; default: yours.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Ledger administration on this machine.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Measure a part of DCI on this machine (build with --release for real figures).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run a built-in service in the foreground (containers start these).
     Service {
         /// Service name, e.g. `render`.
@@ -62,6 +82,38 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Args, Debug)]
+struct StakeArgs {
+    /// Amount in ATH.
+    #[arg(allow_hyphen_values = true)]
+    amount: String,
+    /// container or checker.
+    #[arg(long, default_value = "container")]
+    role: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Durable transfers per second with batched commits, and a full
+    /// invariant check over 1,000,000 accounts (R-PF5).
+    Ledger {
+        /// Transfers to apply.
+        #[arg(long, default_value_t = 200_000)]
+        transfers: u64,
+        /// Transfers per committed batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Accounts in the ledger for the invariant check.
+        #[arg(long, default_value_t = 1_000_000)]
+        check_accounts: u64,
+        /// Print JSON (the default output is JSON too; the flag is accepted for symmetry).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -92,6 +144,9 @@ struct DevnetArgs {
     /// Proof-of-capacity matrix dimension used by the checker.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=4096))]
     challenge_n: u32,
+    /// Length of a reward epoch in seconds (a production network uses 900).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    epoch_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -285,6 +340,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Stake(a) => stake(a, false).await,
+        Command::Unstake(a) => stake(a, true).await,
+        Command::Withdraw(c) => {
+            init_logs("warn");
+            let b = c.client()?.withdraw().await?;
+            print_balance(&b, c.json)
+        }
+        Command::Rewards { epoch, account, client } => {
+            init_logs("warn");
+            let r = client.client()?.rewards(epoch, account.as_deref()).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("{}", r.explanation);
+            }
+            Ok(())
+        }
         Command::Ledger(LedgerCommand::Check { data_dir, json }) => {
             init_logs("warn");
             let path = data_dir.unwrap_or_else(default_data_dir).join("ledger.db");
@@ -302,19 +374,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::Ledger { transfers, batch, check_accounts, json: _ }) => {
+            init_logs("warn");
+            let config = dci_ledger::bench::BenchConfig {
+                transfers,
+                batch,
+                check_accounts,
+                ..dci_ledger::bench::BenchConfig::default()
+            };
+            let report = tokio::task::spawn_blocking(move || dci_ledger::bench::run(&config)).await??;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Balance(c) => {
             init_logs("warn");
             let b = c.client()?.balance().await?;
-            if c.json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
-            } else {
-                println!("account   {}", b.account);
-                println!("balance   {} ATH", b.balance_ath);
-                println!("escrowed  {} ATH", b.escrowed_ath);
-            }
-            Ok(())
+            print_balance(&b, c.json)
         }
     }
+}
+
+async fn stake(a: StakeArgs, unstake: bool) -> anyhow::Result<()> {
+    init_logs("warn");
+    let req = StakeRequest { role: a.role, amount_ath: a.amount };
+    let b = a.client.client()?.stake(&req, unstake).await?;
+    print_balance(&b, a.client.json)
+}
+
+fn print_balance(b: &BalanceInfo, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(b)?);
+        return Ok(());
+    }
+    println!("account    {}", b.account);
+    println!("balance    {} ATH", b.balance_ath);
+    println!("escrowed   {} ATH", b.escrowed_ath);
+    println!("staked     {} ATH", b.staked_ath);
+    println!("unbonding  {} ATH", b.unbonding_ath);
+    for u in &b.unbonding {
+        println!("           {} ATH ({}) withdrawable at {} ms", u.amount_ath, u.role, u.release_at_ms);
+    }
+    println!("rewards    {} ATH (pending; `dci withdraw` claims them)", b.rewards_ath);
+    Ok(())
 }
 
 async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
@@ -326,6 +427,7 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         api_listen: SocketAddr::from(([127, 0, 0, 1], a.api_port)),
         service_program: std::env::current_exe().context("locating the dci binary")?,
         challenge_n: a.challenge_n,
+        epoch: Duration::from_secs(a.epoch_secs),
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");

@@ -23,8 +23,13 @@ struct Devnet {
 impl Devnet {
     /// Starts a devnet and returns once it says every container is schedulable.
     fn start(dir: &Path, port: u16) -> Devnet {
+        Devnet::start_with(dir, port, &[])
+    }
+
+    fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Devnet {
         let mut child = Command::new(DCI)
             .args(["devnet", "--containers", "3", "--api-port", &port.to_string(), "--challenge-n", "64"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir)
             .env("DCI_LOG", "warn")
@@ -187,10 +192,10 @@ fn deploy_call_stop_settle_and_survive_restarts() {
 }
 
 #[test]
-fn openapi_and_metrics_are_served() {
+fn openapi_metrics_transfers_staking_and_rewards() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let net = Devnet::start(tmp.path(), port);
+    let net = Devnet::start_with(tmp.path(), port, &["--epoch-secs", "1"]);
     let doc: serde_json::Value = reqwest::blocking::get(format!("{}/openapi.json", net.api)).unwrap().json().unwrap();
     assert!(doc["paths"]["/v1/sessions"]["post"].is_object(), "{doc}");
     assert!(doc["components"]["schemas"]["DeployRequest"].is_object());
@@ -242,9 +247,41 @@ fn openapi_and_metrics_are_served() {
     }
     let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["balance"]);
     assert_eq!(b.balance_ath, "9987.5");
+
+    // Staking: bonded, then unbonding with a release time; too much is refused.
+    let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["stake", "100", "--role", "checker"]);
+    assert_eq!((b.balance_ath.as_str(), b.staked_ath.as_str()), ("9887.5", "100"));
+    let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["unstake", "40", "--role", "checker"]);
+    assert_eq!((b.staked_ath.as_str(), b.unbonding_ath.as_str()), ("60", "40"));
+    assert_eq!(b.unbonding.len(), 1);
+    let (ok, _, err) = cli(dir, &["unstake", "1000", "--role", "checker"]);
+    assert!(!ok && err.contains("stake"), "{err}");
+    let (ok, _, err) = cli(dir, &["stake", "1", "--role", "miner"]);
+    assert!(!ok && err.contains("container or checker"), "{err}");
+
+    // Epoch rewards (1 s epochs here): every container earns by capacity x
+    // uptime, and anyone can see how a reward was computed.
+    let containers: Vec<dci_gateway::api::ContainerInfo> = cli_json(dir, &["containers"]);
+    let account = format!("node:{}", containers[0].id);
+    let mut explained = None;
+    for _ in 0..100 {
+        let (ok, out, _) = cli(dir, &["rewards", "--account", &account, "--json"]);
+        if ok {
+            explained = Some(serde_json::from_str::<dci_gateway::api::RewardsInfo>(&out).unwrap());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = explained.expect("an epoch was distributed within 10 s");
+    let total: Amount = r.details["total"].as_str().unwrap().parse::<u128>().map(Amount).unwrap();
+    assert!(total.0 > 0, "{}", r.explanation);
+    assert!(r.explanation.contains(&account), "{}", r.explanation);
     net.signal("-TERM");
 
     // The supply invariant, checked by the operator command.
     let report: serde_json::Value = cli_json(dir, &["ledger", "check"]);
-    assert_eq!(report["expected"], report["balances"], "{report}");
+    let part = |k: &str| report[k].as_str().unwrap().parse::<u128>().unwrap();
+    let sum: u128 = ["balances", "escrowed", "staked", "unbonding", "rewards"].iter().map(|k| part(k)).sum();
+    assert_eq!(sum, part("expected"), "{report}");
+    assert!(part("rewards") > 0 && part("staked") > 0, "{report}");
 }

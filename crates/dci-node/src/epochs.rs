@@ -1,0 +1,112 @@
+//! The epoch clock of a single-ledger network (R-LG3): it samples the
+//! network during each epoch and, at the epoch's end, asks the ledger to
+//! release that epoch's mining rewards, shared by
+//!
+//! - containers: verified capacity (total GPU memory in GiB, or CPU cores for a
+//!   CPU-only host) × uptime (the share of samples in which the container was
+//!   schedulable with a fresh heartbeat);
+//! - checkers: inspections they completed in the epoch (lifecycle transitions
+//!   caused by a checker's verdict);
+//! - indexers: matches they served to this gateway.
+//!
+//! The arithmetic, and the explanation of every account's share, belong to
+//! the ledger (`EmbeddedLedger::distribute_epoch`, `reward_breakdown`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dci_ledger::{CheckerWork, ContainerWork, EpochInput, IndexerWork};
+use dci_model::{AccountId, Actor, NodeId, State};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::gateway::Gateway;
+
+/// Samples taken per epoch to measure uptime.
+const SAMPLES_PER_EPOCH: u32 = 20;
+
+#[derive(Default)]
+struct Tally {
+    account: Option<AccountId>,
+    capacity: u64,
+    up: u64,
+    samples: u64,
+}
+
+/// Runs epochs of `period` until `shutdown`. `checker` is the account that
+/// earns the inspections of the (single) devnet checker.
+pub async fn run(gateway: Arc<Gateway>, period: Duration, checker: NodeId, shutdown: CancellationToken) {
+    let sample_every = period / SAMPLES_PER_EPOCH;
+    loop {
+        let start = clock::now();
+        let mut tally: BTreeMap<NodeId, Tally> = BTreeMap::new();
+        for _ in 0..SAMPLES_PER_EPOCH {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sample_every) => {}
+            }
+            let Ok(views) = gateway.container_views().await else { continue };
+            let fresh = 3 * 1000; // three heartbeat intervals, as the indexer judges freshness
+            for v in views {
+                let t = tally.entry(v.id).or_default();
+                t.account = Some(v.payout.clone());
+                t.capacity = match &v.spec.gpu {
+                    Some(g) => g.count as u64 * g.vram_gib as u64,
+                    None => v.spec.cpu_cores as u64,
+                };
+                t.samples += 1;
+                let alive = v.last_heartbeat_ago_ms.is_some_and(|ms| ms <= fresh);
+                if matches!(v.state, State::Ready | State::Healthy) && alive {
+                    t.up += 1;
+                }
+            }
+        }
+        let end = clock::now();
+        // Inspections completed in this epoch, read from the containers' transitions.
+        let inspections = match gateway.container_views().await {
+            Ok(views) => views
+                .iter()
+                .flat_map(|v| v.transitions.iter())
+                .filter(|t| t.actor == Actor::Checker && t.at >= start && t.at < end)
+                .count() as u64,
+            Err(_) => 0,
+        };
+        let input = epoch_input(&tally, inspections, checker, gateway.take_served_matches());
+        match gateway.distribute_next_epoch(&input) {
+            Ok((epoch, total)) => tracing::info!(epoch, released = %total, "epoch rewards distributed"),
+            Err(e) => tracing::warn!(error = %e, "epoch rewards not distributed"),
+        }
+    }
+}
+
+fn epoch_input(
+    tally: &BTreeMap<NodeId, Tally>,
+    inspections: u64,
+    checker: NodeId,
+    served: std::collections::HashMap<NodeId, u64>,
+) -> EpochInput {
+    let containers = tally
+        .values()
+        .filter(|t| t.samples > 0 && t.up > 0)
+        .filter_map(|t| {
+            Some(ContainerWork {
+                account: t.account.clone()?,
+                capacity_units: t.capacity,
+                uptime_ppm: (t.up * 1_000_000 / t.samples) as u32,
+            })
+        })
+        .collect();
+    let checkers = if inspections > 0 {
+        vec![CheckerWork { account: AccountId::for_node(&checker), correct_inspections: inspections }]
+    } else {
+        vec![]
+    };
+    let mut indexers: Vec<IndexerWork> = served
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(id, n)| IndexerWork { account: AccountId::for_node(&id), served_matches: n })
+        .collect();
+    indexers.sort_by(|a, b| a.account.cmp(&b.account));
+    EpochInput { containers, checkers, indexers }
+}
