@@ -371,6 +371,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  total supply   {} ATH", report.expected);
                 println!("  balances       {} ATH in {} accounts", report.balances, report.accounts);
                 println!("  open escrows   {} ATH in {} sessions", report.escrowed, report.open_escrows);
+                println!("  staked         {} ATH", report.staked);
+                println!("  unbonding      {} ATH", report.unbonding);
+                println!("  rewards        {} ATH (credited, not claimed)", report.rewards);
             }
             Ok(())
         }
