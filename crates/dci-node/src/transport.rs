@@ -45,7 +45,7 @@ pub struct Transport {
     identity: Identity,
     opener: Mutex<Opener>,
     conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Vec<u8>>>>,
-    outbound: tokio::sync::Mutex<HashMap<String, ConnId>>,
+    outbound: Mutex<HashMap<String, ConnId>>,
     next_conn: AtomicU64,
     inbox: mpsc::Sender<Inbound>,
     local: SocketAddr,
@@ -67,7 +67,7 @@ impl Transport {
             identity,
             opener: Mutex::new(Opener::new(FRESHNESS_WINDOW)),
             conns: Mutex::new(HashMap::new()),
-            outbound: tokio::sync::Mutex::new(HashMap::new()),
+            outbound: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             inbox,
             local,
@@ -174,13 +174,15 @@ impl Transport {
     /// Sends to the node listening at `addr`, connecting if needed. Returns
     /// the connection used (replies arrive in the inbox tagged with it).
     pub async fn send(self: &Arc<Self>, addr: &str, msg: &Message) -> Result<ConnId, TransportError> {
-        let mut outbound = self.outbound.lock().await;
-        if let Some(&conn) = outbound.get(addr) {
+        let pooled = self.outbound.lock().expect("outbound lock").get(addr).copied();
+        if let Some(conn) = pooled {
             if self.write(conn, msg).is_ok() {
                 return Ok(conn);
             }
-            outbound.remove(addr);
+            self.outbound.lock().expect("outbound lock").remove(addr);
         }
+        // Connect without holding the pool lock: a dead peer must not stall
+        // sends to every other peer.
         let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
         let stream = match connect {
             Ok(Ok(s)) => s,
@@ -189,7 +191,7 @@ impl Transport {
         };
         let _ = stream.set_nodelay(true);
         let conn = self.adopt(stream);
-        outbound.insert(addr.to_owned(), conn);
+        self.outbound.lock().expect("outbound lock").insert(addr.to_owned(), conn);
         self.write(conn, msg)?;
         Ok(conn)
     }
