@@ -264,6 +264,41 @@ pub struct ContainerInfo {
     pub transitions: Vec<TransitionInfo>,
 }
 
+/// One offer (R-IX5): a container that passes a filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OfferInfo {
+    /// Container id.
+    pub id: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// GPU model, if any.
+    pub gpu_model: Option<String>,
+    /// Number of GPUs.
+    pub gpu_count: u32,
+    /// GiB per GPU.
+    pub vram_gib: u32,
+    /// True when the GPU profile is simulated.
+    pub gpu_simulated: bool,
+    /// CPU cores.
+    pub cpu_cores: u32,
+    /// RAM, GiB.
+    pub ram_gib: u32,
+    /// Latitude, longitude.
+    pub location: (f64, f64),
+    /// Pre-installed services.
+    pub services: Vec<String>,
+    /// Price, ATH per hour.
+    pub price_ath_per_hour: String,
+    /// Slots free now / total.
+    pub free_slots: u32,
+    /// Total slots.
+    pub slots: u32,
+    /// Checker reputation, 0..=1000.
+    pub reputation: u32,
+    /// Estimated round trip from the filter's `near`.
+    pub estimated_rtt_ms: Option<u32>,
+}
+
 /// The JSON body of every error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

@@ -4,7 +4,7 @@ use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, RewardsInfo, SessionInfo, StakeRequest,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo, StakeRequest,
     TransferRequest,
 };
 
@@ -85,6 +85,16 @@ impl Client {
     pub async fn stop(&self, id: &str) -> Result<SessionInfo, ClientError> {
         let path = format!("/v1/sessions/{id}");
         self.send(&path, self.request(Method::DELETE, &path)).await
+    }
+
+    /// `GET /v1/offers?filter=…&sort=…&limit=…`.
+    pub async fn offers(&self, filter: &str, sort: &str, limit: u32) -> Result<Vec<OfferInfo>, ClientError> {
+        let r = self.request(Method::GET, "/v1/offers").query(&[
+            ("filter", filter.to_owned()),
+            ("sort", sort.to_owned()),
+            ("limit", limit.to_string()),
+        ]);
+        self.send("/v1/offers", r).await
     }
 
     /// `GET /v1/containers`.

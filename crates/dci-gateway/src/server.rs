@@ -14,7 +14,7 @@ use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, RewardsInfo, SessionInfo, SessionStatus,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
     StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
 };
 
@@ -38,6 +38,8 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn session(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>>;
     /// Stops and settles one of the account's sessions.
     fn stop(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>>;
+    /// Offers passing `filter` (the offers language), sorted by `sort`.
+    fn offers(&self, filter: String, sort: String, limit: u32) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>>;
     /// Every known container.
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>>;
     /// Moves ATH from the account to another; returns the new balance.
@@ -101,6 +103,7 @@ impl IntoResponse for ApiError {
         BalanceInfo,
         ContainerInfo,
         TransitionInfo,
+        OfferInfo,
         TransferRequest,
         StakeRequest,
         UnbondingInfo,
@@ -116,6 +119,7 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/sessions", get(list_sessions).post(deploy))
         .route("/v1/sessions/{id}", get(get_session).delete(stop_session))
         .route("/v1/containers", get(list_containers))
+        .route("/v1/offers", get(list_offers))
         .route("/v1/balance", get(balance))
         .route("/v1/transfers", post(transfer))
         .route("/v1/stake", post(stake))
@@ -292,4 +296,33 @@ async fn rewards(
         None => who,
     };
     s.api.rewards(whose, q.epoch).await.map(Json)
+}
+
+/// Query of `/v1/offers`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffersQuery {
+    filter: Option<String>,
+    sort: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Offers passing a filter, e.g. `gpu=H100 vram>=80 rtt<30 near=38.7,-9.1 price<=2.5 service=render`.
+/// A bad filter gets a 400 whose message points at the bad token.
+#[utoipa::path(get, path = "/v1/offers", params(
+    ("filter" = Option<String>, Query, description = "filter in the offers language (empty: every container)"),
+    ("sort" = Option<String>, Query, description = "price (default), rtt, vram, reputation or free"),
+    ("limit" = Option<u32>, Query, description = "most rows, 1..=1000 (default 20)")),
+    responses((status = 200, body = Vec<OfferInfo>), (status = 400, body = ErrorBody)))]
+async fn list_offers(
+    State(s): State<AppState>,
+    query: Result<Query<OffersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<OfferInfo>>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("expected ?filter=&sort=&limit=: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit: expected 1..=1000, found {limit}")));
+    }
+    s.api.offers(q.filter.unwrap_or_default(), q.sort.unwrap_or_else(|| "price".into()), limit).await.map(Json)
 }

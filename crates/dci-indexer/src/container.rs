@@ -43,10 +43,10 @@ impl ContainerRecord {
 ///
 /// Plain data, so that matchers and benchmarks can build containers
 /// directly; inside an [`crate::Indexer`] the fields are kept consistent.
+/// (`repr(C)`: what a heartbeat writes comes first, in one cache line.)
 #[derive(Clone, Debug, PartialEq)]
+#[repr(C)]
 pub struct Container {
-    /// The durable part.
-    pub record: ContainerRecord,
     /// Last sign of life: registration, heartbeat, or the restore time. The
     /// heartbeat criterion and the re-inspection timer count from here.
     pub last_seen: Timestamp,
@@ -56,6 +56,8 @@ pub struct Container {
     pub reported_sessions: u32,
     /// Slots reserved by this indexer for sessions not yet released.
     pub reserved: u32,
+    /// The durable part.
+    pub record: ContainerRecord,
 }
 
 impl Container {

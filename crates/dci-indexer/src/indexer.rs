@@ -2,14 +2,15 @@
 
 use crate::config::Config;
 use crate::container::{Container, ContainerRecord, HISTORY_LEN};
-use crate::scan;
+use crate::index::{Index, IndexStats, SearchStats};
+use crate::scan::{self, Choice};
 use crate::{REPUTATION_FAIL, REPUTATION_MAX, REPUTATION_PASS, REPUTATION_START};
-use dci_model::{Actor, MatchRequest, NodeId, SessionId, SpecError, State, Timestamp, Transition};
+use dci_model::{Actor, Eliminations, MatchRequest, NodeId, SessionId, SpecError, State, Timestamp, Transition};
 use dci_proto::{
     ConnId, ContainerView, Heartbeat, Inbound, InspectionRequest, Message, Net, Offer, Registration, Verdict,
 };
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 /// Everything the indexer core reacts to.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,6 +130,14 @@ pub enum InvariantError {
         /// The state.
         found: State,
     },
+    /// The match index or the timer queue disagrees with the containers.
+    #[error("container {container:?}: the match index disagrees with the container: {detail}")]
+    Index {
+        /// The container (zero when the index as a whole is inconsistent).
+        container: NodeId,
+        /// What disagrees.
+        detail: String,
+    },
     /// The history is longer than [`HISTORY_LEN`] or reputation out of range.
     #[error(
         "container {container:?}: expected at most {HISTORY_LEN} transitions and reputation <= {REPUTATION_MAX}, found {transitions} and {reputation}"
@@ -147,9 +156,21 @@ pub enum InvariantError {
 /// unchanged if the same session asks again.
 #[derive(Clone, Debug)]
 struct Reservation {
-    container: NodeId,
+    slot: u32,
     offer: Offer,
 }
+
+/// "No timer armed".
+const NO_TIMER: u64 = u64::MAX;
+
+/// Index summaries are recomputed on each tick; beyond this many waiting,
+/// an eighth of them right away.
+const REPAIR_BACKLOG: usize = 65_536;
+
+/// Debug builds check every invariant after every input while the fleet is
+/// at most this big (the check is linear); bigger tests call
+/// [`Indexer::check_invariants`] themselves.
+const DEBUG_CHECK_LIMIT: usize = 512;
 
 /// The indexer role's core. See the crate docs.
 ///
@@ -158,9 +179,13 @@ struct Reservation {
 ///   (`StateChanged`) is sent only when a transition happened.
 /// - Matching the same session twice replies the existing reservation (the
 ///   same offer) and reserves nothing more: `Match` is idempotent per session.
-/// - Reservations are released only by the gateway (`Release`), also when a
-///   container goes stale or changes state; a re-registration may not offer
-///   fewer slots than are reserved.
+/// - Reservations are released by the gateway (`Release`, session end) and
+///   when the container is lost: when the timer moves it to
+///   `ReinspectionRequired` after `reinspect_after_missed` missed heartbeats,
+///   its sessions are dropped (a later `Release` for them is a no-op). Other
+///   state changes (a failed verdict, a spec change) keep them: the container
+///   is still there and its sessions may still run. A re-registration may not
+///   offer fewer slots than are reserved.
 /// - Reservations are not persisted. After a restart, the sessions that
 ///   containers report in their heartbeats keep those slots busy
 ///   ([`Container::free_slots`]).
@@ -174,17 +199,41 @@ struct Reservation {
 /// - A verdict moves the state only where the lifecycle table allows it
 ///   (a passed standby inspection of a `Healthy` container changes only its
 ///   reputation); it always updates the reputation.
+///
+/// Matching uses the match index (`index.rs`) and returns exactly what
+/// [`scan::match_scan`] over all containers would ([`Indexer::evaluate`] and
+/// [`Indexer::evaluate_scan`] expose both without reserving). A heartbeat is
+/// O(1); a tick looks only at containers whose re-inspection deadline has
+/// come (a queue of deadlines re-armed lazily), not at every container.
 #[derive(Debug)]
 pub struct Indexer {
     config: Config,
-    containers: BTreeMap<NodeId, Container>,
+    /// Slot → container; slots are never reused (containers are not removed).
+    containers: Vec<Container>,
+    slots: HashMap<NodeId, u32>,
     reservations: BTreeMap<SessionId, Reservation>,
+    /// (slot, session) for every reservation, to release a lost container's.
+    sessions: BTreeSet<(u32, SessionId)>,
+    index: Index,
+    /// Re-inspection deadlines: (due ms, slot). An entry is live only while
+    /// `timer_due[slot]` equals its due time.
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    timer_due: Vec<u64>,
 }
 
 impl Indexer {
     /// An empty indexer.
     pub fn new(config: Config) -> Self {
-        Indexer { config, containers: BTreeMap::new(), reservations: BTreeMap::new() }
+        Indexer {
+            config,
+            containers: Vec::new(),
+            slots: HashMap::new(),
+            reservations: BTreeMap::new(),
+            sessions: BTreeSet::new(),
+            index: Index::new(),
+            timers: BinaryHeap::new(),
+            timer_due: Vec::new(),
+        }
     }
 
     /// The configuration.
@@ -202,8 +251,10 @@ impl Indexer {
     /// and a history whose last transition disagrees with the state dropped.
     pub fn restore(&mut self, records: Vec<ContainerRecord>, now: Timestamp) -> Vec<Output> {
         let mut out = Vec::new();
+        let mut batch: HashSet<NodeId> = HashSet::new();
+        let mut kept = Vec::with_capacity(records.len());
         for mut record in records {
-            if self.containers.contains_key(&record.id) {
+            if self.slots.contains_key(&record.id) || !batch.insert(record.id) {
                 continue;
             }
             let excess = record.transitions.len().saturating_sub(HISTORY_LEN);
@@ -216,9 +267,22 @@ impl Indexer {
             if needs_inspection(record.state) {
                 out.push(inspection_request(&self.config, &record, "indexer restart"));
             }
-            self.containers.insert(record.id, Container::from_record(record, now));
+            kept.push(record);
         }
-        debug_assert_eq!(self.check_invariants(), Ok(()));
+        // Neighbours on the map are neighbours in the index: loading them
+        // together keeps its nodes in cache.
+        kept.sort_by_cached_key(|r| crate::index::leaf_cell(&r.registration.spec.location));
+        self.slots.reserve(kept.len());
+        self.containers.reserve(kept.len());
+        self.timer_due.reserve(kept.len());
+        self.index.begin_bulk();
+        for record in kept {
+            self.add(Container::from_record(record, now));
+        }
+        self.index.end_bulk();
+        if cfg!(debug_assertions) && self.containers.len() <= DEBUG_CHECK_LIMIT {
+            debug_assert_eq!(self.check_invariants(), Ok(()));
+        }
         out
     }
 
@@ -226,30 +290,87 @@ impl Indexer {
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         match input {
-            Input::Tick => self.tick(now, &mut out),
+            Input::Tick => {
+                self.index.repair(usize::MAX);
+                self.tick(now, &mut out);
+            }
             Input::Net(Inbound { conn, from, msg }) => {
                 if let Err(reason) = self.on_message(now, conn, from, msg, &mut out) {
                     out.push(Output::Rejected { from, reason });
                 }
+                // Departures loosen index summaries (still valid bounds);
+                // ticks tighten them. Should a burst queue very many, tighten
+                // some now.
+                if self.index.repair_pending() > REPAIR_BACKLOG {
+                    self.index.repair(REPAIR_BACKLOG / 8);
+                }
             }
         }
-        debug_assert_eq!(self.check_invariants(), Ok(()));
+        if cfg!(debug_assertions) && self.containers.len() <= DEBUG_CHECK_LIMIT {
+            debug_assert_eq!(self.check_invariants(), Ok(()));
+        }
         out
+    }
+
+    /// What a `Match` for `request` would answer now, through the index,
+    /// without reserving anything (and ignoring any reservation `session`
+    /// already holds). `session` salts the final tie-break.
+    pub fn evaluate(&self, now: Timestamp, request: &MatchRequest, session: SessionId) -> Result<Choice, Eliminations> {
+        self.evaluate_with_stats(now, request, session).0
+    }
+
+    /// [`Indexer::evaluate`], with the work the search did.
+    pub fn evaluate_with_stats(
+        &self,
+        now: Timestamp,
+        request: &MatchRequest,
+        session: SessionId,
+    ) -> (Result<Choice, Eliminations>, SearchStats) {
+        let mut stats = SearchStats::default();
+        let p = self.index.prepare(request, now.0, self.fresh_ms());
+        let result = match self.index.best(&p, session, &self.containers, &mut stats) {
+            Some(choice) => Ok(choice),
+            None => Err(self.index.eliminations(&p)),
+        };
+        (result, stats)
+    }
+
+    /// The same answer as [`Indexer::evaluate`] by the naive full scan
+    /// ([`scan::match_scan`] over every container): the oracle.
+    pub fn evaluate_scan(
+        &self,
+        now: Timestamp,
+        request: &MatchRequest,
+        session: SessionId,
+    ) -> Result<Choice, Eliminations> {
+        scan::match_scan(&self.containers, request, session, now, &self.config)
+    }
+
+    /// Sizes of the match index.
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
     }
 
     /// Every container's view, ordered by id.
     pub fn containers(&self, now: Timestamp) -> Vec<ContainerView> {
-        self.containers.values().map(|c| c.view(now)).collect()
+        self.iter().map(|c| c.view(now)).collect()
     }
 
     /// One container.
     pub fn container(&self, id: &NodeId) -> Option<&Container> {
-        self.containers.get(id)
+        self.slots.get(id).map(|&s| &self.containers[s as usize])
     }
 
     /// All containers, ordered by id.
     pub fn iter(&self) -> impl Iterator<Item = &Container> {
-        self.containers.values()
+        let mut all: Vec<&Container> = self.containers.iter().collect();
+        all.sort_unstable_by_key(|c| c.record.id);
+        all.into_iter()
+    }
+
+    /// All containers in no particular order (cheaper than [`Indexer::iter`]).
+    pub fn iter_unordered(&self) -> impl Iterator<Item = &Container> {
+        self.containers.iter()
     }
 
     /// Number of known containers.
@@ -264,33 +385,48 @@ impl Indexer {
 
     /// The container reserved for `session`, if any.
     pub fn reservation(&self, session: &SessionId) -> Option<NodeId> {
-        self.reservations.get(session).map(|r| r.container)
+        self.reservations.get(session).map(|r| self.containers[r.slot as usize].id())
     }
 
     /// Checks R-IX2 (no slot double-booked: reserved ≤ slots, one session
-    /// maps to one container, counters agree with the session table) and the
+    /// maps to one container, counters agree with the session table), the
     /// record invariants (state = last transition's target, bounded history
-    /// and reputation).
+    /// and reputation), and that the match index mirrors the containers.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
-        let mut per_container: BTreeMap<NodeId, u32> = BTreeMap::new();
+        let mut per_slot: HashMap<u32, u32> = HashMap::new();
         for (session, r) in &self.reservations {
-            if !self.containers.contains_key(&r.container) {
-                return Err(InvariantError::DanglingReservation { session: *session, container: r.container });
+            let Some(c) = self.containers.get(r.slot as usize) else {
+                return Err(InvariantError::DanglingReservation { session: *session, container: r.offer.container });
+            };
+            if c.id() != r.offer.container || !self.sessions.contains(&(r.slot, *session)) {
+                return Err(InvariantError::DanglingReservation { session: *session, container: r.offer.container });
             }
-            *per_container.entry(r.container).or_default() += 1;
+            *per_slot.entry(r.slot).or_default() += 1;
         }
-        for (key, c) in &self.containers {
+        if self.sessions.len() != self.reservations.len() {
+            let (slot, session) = self
+                .sessions
+                .iter()
+                .find(|(_, s)| !self.reservations.contains_key(s))
+                .copied()
+                .unwrap_or((0, SessionId([0; 16])));
+            let container = self.containers.get(slot as usize).map_or(NodeId([0; 32]), Container::id);
+            return Err(InvariantError::DanglingReservation { session, container });
+        }
+        for (slot, c) in self.containers.iter().enumerate() {
             let rec = &c.record;
-            if *key != rec.id {
-                return Err(InvariantError::IdMismatch { key: *key, found: rec.id });
+            let key = rec.id;
+            if self.slots.get(&key) != Some(&(slot as u32)) {
+                let found = self.slots.iter().find(|&(_, &s)| s == slot as u32).map_or(NodeId([0; 32]), |(id, _)| *id);
+                return Err(InvariantError::IdMismatch { key, found });
             }
-            let sessions = per_container.get(key).copied().unwrap_or(0);
+            let sessions = per_slot.get(&(slot as u32)).copied().unwrap_or(0);
             if c.reserved != sessions {
-                return Err(InvariantError::ReservedMismatch { container: *key, sessions, reserved: c.reserved });
+                return Err(InvariantError::ReservedMismatch { container: key, sessions, reserved: c.reserved });
             }
             if c.reserved > rec.registration.slots {
                 return Err(InvariantError::OverBooked {
-                    container: *key,
+                    container: key,
                     slots: rec.registration.slots,
                     reserved: c.reserved,
                 });
@@ -298,17 +434,75 @@ impl Indexer {
             if let Some(last) = rec.transitions.last()
                 && last.to != rec.state
             {
-                return Err(InvariantError::StateMismatch { container: *key, expected: last.to, found: rec.state });
+                return Err(InvariantError::StateMismatch { container: key, expected: last.to, found: rec.state });
             }
             if rec.transitions.len() > HISTORY_LEN || rec.reputation > REPUTATION_MAX {
                 return Err(InvariantError::Bounds {
-                    container: *key,
+                    container: key,
                     transitions: rec.transitions.len(),
                     reputation: rec.reputation,
                 });
             }
+            let due = self.timer_due[slot];
+            if rec.state.is_schedulable() && (due == NO_TIMER || due > self.due(c.last_seen.0)) {
+                return Err(InvariantError::Index { container: key, detail: "no re-inspection deadline armed".into() });
+            }
         }
-        Ok(())
+        if self.slots.len() != self.containers.len() {
+            return Err(InvariantError::IdMismatch { key: NodeId([0; 32]), found: NodeId([0; 32]) });
+        }
+        self.index.check(&self.containers).map_err(|(slot, detail)| InvariantError::Index {
+            container: self.containers.get(slot).map_or(NodeId([0; 32]), Container::id),
+            detail,
+        })
+    }
+
+    fn fresh_ms(&self) -> u64 {
+        u64::try_from(self.config.fresh_window().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When a container last seen at `last_seen` is due for re-inspection:
+    /// the first millisecond at which its silence exceeds the window.
+    fn due(&self, last_seen: u64) -> u64 {
+        let window = u64::try_from(self.config.reinspect_window().as_millis()).unwrap_or(u64::MAX);
+        last_seen.saturating_add(window).saturating_add(1).min(NO_TIMER - 1)
+    }
+
+    /// Adds a new container (its id is not known yet) and returns its slot.
+    fn add(&mut self, c: Container) -> u32 {
+        let slot = self.containers.len() as u32;
+        self.slots.insert(c.id(), slot);
+        self.containers.push(c);
+        self.timer_due.push(NO_TIMER);
+        self.changed(slot);
+        slot
+    }
+
+    /// Tells the index and the timer queue that the container at `slot` changed.
+    fn changed(&mut self, slot: u32) {
+        self.index.upsert(slot, &self.containers[slot as usize]);
+        self.arm(slot, false);
+    }
+
+    /// Arms the re-inspection deadline of a schedulable container if none is
+    /// armed, or always (`force`, when its last sign of life moved back).
+    fn arm(&mut self, slot: u32, force: bool) {
+        let c = &self.containers[slot as usize];
+        if c.record.state.is_schedulable() && (force || self.timer_due[slot as usize] == NO_TIMER) {
+            let due = self.due(c.last_seen.0);
+            self.timer_due[slot as usize] = due;
+            self.timers.push(Reverse((due, slot)));
+        }
+    }
+
+    /// Records a sign of life.
+    fn seen(&mut self, slot: u32, now: Timestamp) {
+        let c = &mut self.containers[slot as usize];
+        let earlier = now < c.last_seen;
+        c.last_seen = now;
+        if earlier {
+            self.arm(slot, true);
+        }
     }
 
     fn on_message(
@@ -359,8 +553,8 @@ impl Indexer {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         validate(&reg)?;
-        let (c, persist, transition, why) = match self.containers.entry(from) {
-            Entry::Vacant(slot) => {
+        let (slot, persist, transition, why) = match self.slots.get(&from) {
+            None => {
                 let record = ContainerRecord {
                     id: from,
                     registration: reg,
@@ -368,19 +562,18 @@ impl Indexer {
                     reputation: REPUTATION_START,
                     transitions: Vec::new(),
                 };
-                let c = slot.insert(Container::from_record(record, now));
+                let mut c = Container::from_record(record, now);
                 let t = transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now);
-                (c, true, t, "registration")
+                (self.add(c), true, t, "registration")
             }
-            Entry::Occupied(slot) => {
-                let c = slot.into_mut();
+            Some(&slot) => {
+                let c = &mut self.containers[slot as usize];
                 if reg.slots < c.reserved {
                     return Err(Rejection::SlotsBelowReserved { slots: reg.slots, reserved: c.reserved });
                 }
                 let spec_changed = c.record.registration.spec != reg.spec;
                 let changed = c.record.registration != reg;
                 c.record.registration = reg;
-                c.last_seen = now;
                 let (t, why) = match c.record.state {
                     State::Configuring => (
                         transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now),
@@ -392,9 +585,12 @@ impl Indexer {
                     ),
                     _ => (None, "re-registration"),
                 };
-                (c, changed || t.is_some(), t, why)
+                self.seen(slot, now);
+                self.changed(slot);
+                (slot, changed || t.is_some(), t, why)
             }
         };
+        let c = &self.containers[slot as usize];
         if persist {
             out.push(Output::Persist(c.record.clone()));
         }
@@ -407,6 +603,8 @@ impl Indexer {
         Ok(())
     }
 
+    /// The hot path (R-PF2): a hash lookup and a few stores; the index moves
+    /// the container only if it became full or got a free slot.
     fn on_heartbeat(
         &mut self,
         now: Timestamp,
@@ -415,22 +613,27 @@ impl Indexer {
         hb: Heartbeat,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
-        let c = self.containers.get_mut(&from).ok_or(Rejection::UnknownContainer(from))?;
-        c.last_seen = now;
+        let slot = *self.slots.get(&from).ok_or(Rejection::UnknownContainer(from))?;
+        // The compact record knows whether the state is `Ready`: the full
+        // record is read only then.
+        let ready = self.index.heartbeat(slot, now.0, hb.sessions);
+        self.seen(slot, now);
+        let c = &mut self.containers[slot as usize];
         c.last_heartbeat = Some(now);
         c.reported_sessions = hb.sessions;
-        if c.record.state == State::Ready
+        if ready
             && let Some(t) = transition(&mut c.record, State::Healthy, Actor::Indexer, "heartbeat", now)
         {
             out.push(Output::Persist(c.record.clone()));
             out.push(reply(conn, Message::StateChanged { transition: t }));
+            self.changed(slot);
         }
         Ok(())
     }
 
     fn on_verdict(&mut self, now: Timestamp, v: Verdict, out: &mut Vec<Output>) -> Result<(), Rejection> {
-        let c = self.containers.get_mut(&v.container).ok_or(Rejection::UnknownContainer(v.container))?;
-        let rec = &mut c.record;
+        let slot = *self.slots.get(&v.container).ok_or(Rejection::UnknownContainer(v.container))?;
+        let rec = &mut self.containers[slot as usize].record;
         let (to, default_reason) = if v.passed {
             rec.reputation = (rec.reputation + REPUTATION_PASS).min(REPUTATION_MAX);
             (State::Ready, "inspection passed")
@@ -446,6 +649,7 @@ impl Indexer {
         if let Some(t) = t {
             out.push(send(&rec.registration.addr, Message::StateChanged { transition: t }));
         }
+        self.changed(slot);
         Ok(())
     }
 
@@ -460,12 +664,16 @@ impl Indexer {
         if let Some(r) = self.reservations.get(&session) {
             return reply(conn, Message::Matched { request_id, offer: r.offer.clone() });
         }
-        let eliminations = match scan::match_scan(self.containers.values(), request, session, now, &self.config) {
-            Ok(choice) => match self.containers.get_mut(&choice.container) {
-                Some(c) => {
+        let eliminations = match self.evaluate(now, request, session) {
+            Ok(choice) => match self.slots.get(&choice.container) {
+                Some(&slot) => {
+                    let c = &mut self.containers[slot as usize];
                     c.reserved += 1;
                     let offer = c.offer(choice.estimated_rtt_ms);
-                    self.reservations.insert(session, Reservation { container: c.id(), offer: offer.clone() });
+                    let reserved = c.reserved;
+                    self.index.set_reserved(slot, reserved);
+                    self.sessions.insert((slot, session));
+                    self.reservations.insert(session, Reservation { slot, offer: offer.clone() });
                     return reply(conn, Message::Matched { request_id, offer });
                 }
                 None => Default::default(),
@@ -476,28 +684,64 @@ impl Indexer {
     }
 
     fn on_release(&mut self, session: SessionId) {
-        if let Some(r) = self.reservations.remove(&session)
-            && let Some(c) = self.containers.get_mut(&r.container)
-        {
+        if let Some(r) = self.reservations.remove(&session) {
+            self.sessions.remove(&(r.slot, session));
+            let c = &mut self.containers[r.slot as usize];
             c.reserved = c.reserved.saturating_sub(1);
+            let reserved = c.reserved;
+            self.index.set_reserved(r.slot, reserved);
         }
     }
 
+    /// Moves containers silent for longer than the re-inspection window to
+    /// `ReinspectionRequired` (in id order) and releases their sessions.
+    /// Looks only at containers whose deadline has come.
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         let window = self.config.reinspect_window();
         let interval_ms = self.config.heartbeat_interval.as_millis().max(1);
-        for c in self.containers.values_mut() {
-            let silent = now.since(c.last_seen);
-            if !c.record.state.is_schedulable() || silent <= window {
-                continue;
+        let mut lost = Vec::new();
+        while let Some(&Reverse((due, slot))) = self.timers.peek() {
+            if due > now.0 {
+                break;
             }
-            let missed = silent.as_millis() / interval_ms;
+            self.timers.pop();
+            if self.timer_due[slot as usize] != due {
+                continue; // superseded
+            }
+            self.timer_due[slot as usize] = NO_TIMER;
+            let c = &self.containers[slot as usize];
+            if !c.record.state.is_schedulable() {
+                continue; // armed again when it becomes schedulable
+            }
+            if now.since(c.last_seen) > window {
+                lost.push(slot);
+            } else {
+                self.arm(slot, false);
+            }
+        }
+        lost.sort_unstable_by_key(|&s| self.containers[s as usize].id());
+        for slot in lost {
+            let c = &mut self.containers[slot as usize];
+            let missed = now.since(c.last_seen).as_millis() / interval_ms;
             let reason = format!("missed {missed} heartbeats");
             if let Some(t) = transition(&mut c.record, State::ReinspectionRequired, Actor::Timer, reason, now) {
                 out.push(Output::Persist(c.record.clone()));
                 out.push(send(&c.record.registration.addr, Message::StateChanged { transition: t }));
             }
+            self.release_all(slot);
+            self.changed(slot);
         }
+    }
+
+    /// Drops every reservation on a lost container.
+    fn release_all(&mut self, slot: u32) {
+        let sessions: Vec<SessionId> =
+            self.sessions.range((slot, SessionId([0; 16]))..=(slot, SessionId([0xff; 16]))).map(|&(_, s)| s).collect();
+        for s in sessions {
+            self.sessions.remove(&(slot, s));
+            self.reservations.remove(&s);
+        }
+        self.containers[slot as usize].reserved = 0;
     }
 }
 

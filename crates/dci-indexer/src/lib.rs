@@ -7,22 +7,36 @@
 //! machine: `handle(now, input) -> Vec<Output>`; the caller passes the time in
 //! and carries the outputs out (messages to send, records to persist).
 //!
-//! Matching is a naive full scan in [`scan`]: a pure function that later,
-//! faster indexes are checked against.
+//! Matching runs on an index (`index.rs`: per service/GPU bucket trees over a
+//! geographic grid, best-first search with bounds) that returns exactly what
+//! the naive full scan in [`scan`] returns; the scan is kept as the oracle
+//! that tests and [`mod@bench`] compare against. [`filter`] parses the offers
+//! filter language (R-IX5) and [`Indexer::offers`] lists offers with it;
+//! [`serving_indexer`] is the verifiable choice of the indexer that serves a
+//! request (R-IX3).
 //!
 //! This crate is not: the transport or the store (`dci-node` owns sockets and
 //! disk and persists [`ContainerRecord`]s), the wire format (`dci-proto`), the
-//! vocabulary (`dci-model`), or the verifiable choice of which indexer serves
-//! a request (R-IX3's indexer selection happens before a request gets here).
+//! vocabulary (`dci-model`), or the CLI and HTTP API (`dci`, `dci-gateway`
+//! call [`Indexer::offers`], [`filter::Filter::parse`] and [`bench::run`]).
 
+pub mod bench;
 mod config;
 mod container;
+pub mod filter;
+mod index;
 mod indexer;
+mod offers;
 pub mod scan;
+mod serving;
 
 pub use config::{Config, ConfigError};
 pub use container::{Container, ContainerRecord, HISTORY_LEN};
+pub use index::{IndexStats, MAX_BUCKETS, MAX_BUCKETS_UX, SearchStats};
 pub use indexer::{Indexer, Input, InvariantError, Output, Rejection};
+pub use offers::{OfferRow, SortKey, SortKeyError};
+pub use scan::Choice;
+pub use serving::{serving_indexer, serving_score};
 
 /// Reputation of a newly registered container (scale 0..=[`REPUTATION_MAX`]).
 pub const REPUTATION_START: u32 = 500;

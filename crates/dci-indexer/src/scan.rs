@@ -148,19 +148,37 @@ fn gpu_model_ok(c: &Container, wanted: Option<&str>) -> bool {
 pub fn choose(policy: Policy, session: SessionId, candidates: &[Candidate]) -> Option<&Candidate> {
     let max_price = candidates.iter().map(|c| c.price.0.0).max().unwrap_or(0);
     let max_rtt = candidates.iter().filter_map(|c| c.rtt_ms).max().unwrap_or(0);
+    candidates.iter().min_by(|a, b| compare(policy, session, max_price, max_rtt, a, b))
+}
+
+/// The ranking of the module docs: `Less` when `a` is the better choice.
+///
+/// `max_price` (base units) and `max_rtt` are the maxima over all the
+/// candidates; only `balanced` uses them. This is the one definition of the
+/// order; the index ([`crate::Indexer`]) ranks with it too.
+pub fn compare(
+    policy: Policy,
+    session: SessionId,
+    max_price: u128,
+    max_rtt: u32,
+    a: &Candidate,
+    b: &Candidate,
+) -> Ordering {
+    primary(policy, max_price, max_rtt, a, b).then_with(|| tie_break(session, a.id, b.id))
+}
+
+/// [`compare`] without the final tie-break (ids are not looked at).
+pub(crate) fn primary(policy: Policy, max_price: u128, max_rtt: u32, a: &Candidate, b: &Candidate) -> Ordering {
     let score = |c: &Candidate| balanced_score(c, max_price, max_rtt);
     // Lower is better for every key below; `rtt` ranks unknown as worst.
     let rtt = |c: &Candidate| c.rtt_ms.unwrap_or(u32::MAX);
     let rep = |c: &Candidate| std::cmp::Reverse(c.reputation);
     let price = |c: &Candidate| c.price;
-    candidates.iter().min_by(|a, b| {
-        let primary = match policy {
-            Policy::Cheapest => (price(a), rtt(a), rep(a)).cmp(&(price(b), rtt(b), rep(b))),
-            Policy::BestUx => (rtt(a), rep(a), price(a)).cmp(&(rtt(b), rep(b), price(b))),
-            Policy::Balanced => (score(a), price(a), rtt(a), rep(a)).cmp(&(score(b), price(b), rtt(b), rep(b))),
-        };
-        primary.then_with(|| tie_break(session, a.id, b.id))
-    })
+    match policy {
+        Policy::Cheapest => (price(a), rtt(a), rep(a)).cmp(&(price(b), rtt(b), rep(b))),
+        Policy::BestUx => (rtt(a), rep(a), price(a)).cmp(&(rtt(b), rep(b), price(b))),
+        Policy::Balanced => (score(a), price(a), rtt(a), rep(a)).cmp(&(score(b), price(b), rtt(b), rep(b))),
+    }
 }
 
 /// The `balanced` score of a candidate (lower is better), given the maxima
@@ -169,14 +187,18 @@ pub fn balanced_score(c: &Candidate, max_price: u128, max_rtt: u32) -> u128 {
     let price_term = scaled(c.price.0.0, max_price, 400);
     // Unknown RTT is the worst RTT.
     let rtt_term = c.rtt_ms.map_or(300, |r| scaled(u128::from(r), u128::from(max_rtt), 300));
-    let rep_term = 300 * u128::from(1000 - c.reputation.min(1000)) / 1000;
-    price_term + rtt_term + rep_term
+    price_term + rtt_term + reputation_term(c.reputation)
+}
+
+/// The reputation term of the `balanced` score: `300·(1000 − reputation)/1000`.
+pub(crate) fn reputation_term(reputation: u32) -> u128 {
+    300 * u128::from(1000 - reputation.min(1000)) / 1000
 }
 
 /// `weight · x / max`, rounded down, for `x ≤ max`; 0 when `max` is 0.
 /// Never overflows: huge values are shifted down first (losing only
 /// precision far below one base unit of the result).
-fn scaled(mut x: u128, mut max: u128, weight: u128) -> u128 {
+pub(crate) fn scaled(mut x: u128, mut max: u128, weight: u128) -> u128 {
     if max == 0 {
         return 0;
     }
@@ -187,7 +209,7 @@ fn scaled(mut x: u128, mut max: u128, weight: u128) -> u128 {
     x.min(max) * weight / max
 }
 
-fn tie_break(session: SessionId, a: NodeId, b: NodeId) -> Ordering {
+pub(crate) fn tie_break(session: SessionId, a: NodeId, b: NodeId) -> Ordering {
     tie_key(session, a).cmp(&tie_key(session, b)).then(a.cmp(&b))
 }
 

@@ -304,3 +304,34 @@ fn history_keeps_the_last_twenty_transitions() {
     // Reputation is capped.
     assert_eq!(rec.reputation, dci_indexer::REPUTATION_MAX);
 }
+
+/// R-IX2: a container lost to the timer (silent beyond the re-inspection
+/// window) loses its reservations; a later release of those sessions is a
+/// no-op, and the slots are free once it is back.
+#[test]
+fn a_lost_container_releases_its_sessions() {
+    let c = node(C);
+    let mut ix = run(
+        "container loss",
+        vec![
+            step(0, register(c, reg()), NEW, Some(AwaitingInspection)),
+            step(1, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
+            step(2, heartbeat(c, 0), &["persist", "reply:state_changed"], Some(Healthy)),
+            step(3, match_req(GATEWAY, session(1), llm()), &["reply:matched"], Some(Healthy)),
+            step(4, match_req(GATEWAY, session(2), llm()), &["reply:matched"], Some(Healthy)),
+            step(30_002, Input::Tick, &[], Some(Healthy)),
+            step(30_003, Input::Tick, &["persist", "send:state_changed"], Some(ReinspectionRequired)),
+        ],
+    );
+    assert_eq!(ix.container(&c).unwrap().reserved, 0);
+    assert_eq!((ix.reservation(&session(1)), ix.reservation(&session(2))), (None, None));
+    let t = Timestamp(T0 + 30_004);
+    assert!(ix.handle(t, release(GATEWAY, session(1))).is_empty());
+    ix.handle(t, register(c, reg()));
+    ix.handle(t, verdict(CHECKER, c, true));
+    ix.handle(t, heartbeat(c, 0));
+    for s in [3, 4] {
+        assert_eq!(summary(&ix.handle(t, match_req(GATEWAY, session(s), llm()))), ["reply:matched"]);
+    }
+    assert_eq!(ix.check_invariants(), Ok(()));
+}

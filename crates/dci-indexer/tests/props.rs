@@ -5,15 +5,16 @@
 //! twice (against an independent model of the bookings), every new match
 //! satisfies each criterion (each checked here independently of the
 //! matcher), every "no match" is explained by exactly the right counts, and
-//! `cheapest`/`best-ux` never skip a strictly better candidate.
+//! `cheapest`/`best-ux` never skip a strictly better candidate. A container
+//! the timer declares lost loses its sessions.
 
 mod common;
 
 use common::*;
 use dci_indexer::{Container, Indexer, Input, Output};
 use dci_model::{
-    Amount, ContainerSpec, Criterion, Eliminations, MatchRequest, NodeId, Policy, PricePerHour, SessionId, State,
-    Timestamp,
+    Actor, Amount, ContainerSpec, Criterion, Eliminations, MatchRequest, NodeId, Policy, PricePerHour, SessionId,
+    State, Timestamp,
 };
 use dci_proto::{Message, Net, Registration};
 use proptest::prelude::*;
@@ -281,6 +282,16 @@ proptest! {
                 }
                 Op::Release(s) => {
                     booked.remove(&session(*s));
+                }
+                Op::Tick => {
+                    // A container lost to the timer loses its sessions.
+                    for o in &outs {
+                        if let Output::Persist(r) = o
+                            && r.transitions.last().is_some_and(|t| t.actor == Actor::Timer)
+                        {
+                            booked.retain(|_, c| *c != r.id);
+                        }
+                    }
                 }
                 Op::Verdict { trusted: false, .. } => {
                     let after: Vec<Container> = ix.iter().cloned().collect();

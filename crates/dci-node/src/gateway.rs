@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dci_gateway::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, RewardsInfo, SessionInfo, SessionStatus, StakeRequest,
-    TransferRequest, TransitionInfo, UnbondingInfo, ath,
+    ApiError, BalanceInfo, ContainerInfo, DeployRequest, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
+    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
 use dci_ledger::{EmbeddedLedger, LedgerError, StakeRole};
 use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
-use dci_proto::{ContainerView, Identity, Inbound, Message};
+use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -147,7 +147,8 @@ impl Gateway {
         let key = match &msg {
             Message::Matched { request_id, .. }
             | Message::NoMatch { request_id, .. }
-            | Message::Containers { request_id, .. } => Waiting::Request(*request_id),
+            | Message::Containers { request_id, .. }
+            | Message::OfferList { request_id, .. } => Waiting::Request(*request_id),
             Message::SessionStarted { session, .. } | Message::SessionFailed { session, .. } => {
                 Waiting::Start(*session)
             }
@@ -444,6 +445,27 @@ impl Gateway {
     }
 }
 
+fn offer_info(o: OfferView) -> OfferInfo {
+    let gpu = o.spec.gpu.as_ref();
+    OfferInfo {
+        id: o.id.to_string(),
+        state: o.state.to_string(),
+        gpu_model: gpu.map(|g| g.model.clone()),
+        gpu_count: gpu.map_or(0, |g| g.count),
+        vram_gib: gpu.map_or(0, |g| g.vram_gib),
+        gpu_simulated: gpu.is_some_and(|g| g.simulated),
+        cpu_cores: o.spec.cpu_cores,
+        ram_gib: o.spec.ram_gib,
+        location: (o.spec.location.lat(), o.spec.location.lon()),
+        services: o.services.iter().map(|s| s.to_string()).collect(),
+        price_ath_per_hour: ath(o.price.0),
+        free_slots: o.free_slots,
+        slots: o.slots,
+        reputation: o.reputation,
+        estimated_rtt_ms: o.estimated_rtt_ms,
+    }
+}
+
 fn container_info(v: ContainerView) -> ContainerInfo {
     let gpu = v.spec.gpu.as_ref();
     ContainerInfo {
@@ -503,6 +525,21 @@ impl ConsumerApi for Gateway {
 
     fn stop(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
         Box::pin(self.do_stop(account, id))
+    }
+
+    fn offers(&self, filter: String, sort: String, limit: u32) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>> {
+        Box::pin(async move {
+            // Refuse a bad filter here, with the parser's pointer to the bad token.
+            dci_indexer::filter::Filter::parse(&filter).map_err(|e| ApiError::bad_request(format!("filter {e}")))?;
+            sort.parse::<dci_indexer::SortKey>().map_err(|e| ApiError::bad_request(format!("sort: {e}")))?;
+            let request_id = self.request_id();
+            let msg = Message::Offers { request_id, filter, sort, limit };
+            match self.ask(&self.indexer_addr, Waiting::Request(request_id), None, msg, INDEXER_TIMEOUT).await? {
+                Message::OfferList { result: Ok(rows), .. } => Ok(rows.into_iter().map(offer_info).collect()),
+                Message::OfferList { result: Err(e), .. } => Err(ApiError::bad_request(e)),
+                other => Err(ApiError::internal(format!("indexer answered {}", other.kind()))),
+            }
+        })
     }
 
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {

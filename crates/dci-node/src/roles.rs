@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_agent::runtime::Runtime;
-use dci_proto::{Identity, Inbound};
+use dci_proto::{Identity, Inbound, Message, Net, OfferView};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -97,10 +97,46 @@ pub fn spawn_indexer(
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
                 _ = tick.tick() => Input::Tick,
             };
-            pending = core.handle(clock::now(), input);
+            pending = match input {
+                // Offers are a read-only query of the core (R-IX5).
+                Input::Net(Inbound { conn, from, msg: Message::Offers { request_id, filter, sort, limit } }) => {
+                    if core.config().gateways.contains(&from) {
+                        let result = offers(&core, &filter, &sort, limit);
+                        vec![Output::Net(Net::Reply { conn, msg: Message::OfferList { request_id, result } })]
+                    } else {
+                        vec![Output::Rejected {
+                            from,
+                            reason: dci_indexer::Rejection::Unexpected("offers from a non-gateway"),
+                        }]
+                    }
+                }
+                input => core.handle(clock::now(), input),
+            };
         }
     });
     Ok(RoleHandle { addr, id, task })
+}
+
+/// Evaluates an offers query against the indexer core.
+fn offers(core: &dci_indexer::Indexer, filter: &str, sort: &str, limit: u32) -> Result<Vec<OfferView>, String> {
+    let filter = dci_indexer::filter::Filter::parse(filter).map_err(|e| format!("filter {e}"))?;
+    let sort: dci_indexer::SortKey = sort.parse().map_err(|e| format!("sort: {e}"))?;
+    let rows = core.offers(clock::now(), &filter, sort, limit.clamp(1, 1000) as usize);
+    Ok(rows
+        .into_iter()
+        .map(|r| OfferView {
+            id: r.id,
+            state: r.state,
+            spec: r.spec,
+            services: r.services,
+            price: r.price,
+            slots: r.slots,
+            free_slots: r.free_slots,
+            reputation: r.reputation,
+            estimated_rtt_ms: r.estimated_rtt_ms,
+            last_heartbeat_ago_ms: r.last_heartbeat_ago_ms,
+        })
+        .collect())
 }
 
 /// Starts a checker on `bound`.

@@ -142,6 +142,26 @@ pub enum Message {
         /// Usage signed by the container.
         receipt: SignedReceipt,
     },
+
+    // --- gateway -> indexer, and back
+    /// List offers passing a filter (R-IX5); nothing is reserved.
+    Offers {
+        /// Correlates the reply.
+        request_id: u64,
+        /// Filter in the offers language, e.g. `gpu=H100 vram>=80`.
+        filter: String,
+        /// Sort key: price, rtt, vram, reputation or free.
+        sort: String,
+        /// Most rows to return.
+        limit: u32,
+    },
+    /// The offers, or why the filter was refused.
+    OfferList {
+        /// Correlates the request.
+        request_id: u64,
+        /// Rows in order, or the error message.
+        result: Result<Vec<OfferView>, String>,
+    },
 }
 
 impl Message {
@@ -168,6 +188,8 @@ impl Message {
             Message::SessionStarted { .. } => "session_started",
             Message::SessionFailed { .. } => "session_failed",
             Message::SessionStopped { .. } => "session_stopped",
+            Message::Offers { .. } => "offers",
+            Message::OfferList { .. } => "offer_list",
         }
     }
 }
@@ -292,4 +314,29 @@ pub struct ContainerView {
     pub transitions: Vec<Transition>,
     /// Account that receives its earnings.
     pub payout: AccountId,
+}
+
+/// One offer: a container that passes a filter, as a consumer sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfferView {
+    /// The container.
+    pub id: NodeId,
+    /// Lifecycle state.
+    pub state: State,
+    /// Its resources.
+    pub spec: ContainerSpec,
+    /// Warm services.
+    pub services: Vec<ServiceName>,
+    /// Price per slot-hour.
+    pub price: PricePerHour,
+    /// Total slots.
+    pub slots: u32,
+    /// Slots free now.
+    pub free_slots: u32,
+    /// Checker reputation, 0..=1000.
+    pub reputation: u32,
+    /// Estimated round trip from the filter's `near`, if given.
+    pub estimated_rtt_ms: Option<u32>,
+    /// Milliseconds since the last heartbeat.
+    pub last_heartbeat_ago_ms: Option<u64>,
 }

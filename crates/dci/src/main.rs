@@ -38,6 +38,20 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// List offers that pass a filter, e.g. 'gpu=H100 vram>=80 rtt<30 near=38.7,-9.1 price<=2.5'.
+    Offers {
+        /// Filter in the offers language (empty: every container); see the README.
+        #[arg(default_value = "")]
+        filter: String,
+        /// price, rtt, vram, reputation or free.
+        #[arg(long, default_value = "price")]
+        sort: String,
+        /// Most rows.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List the network's containers with their state and recent transitions.
     Containers(ClientArgs),
     /// Show your balance and escrow.
@@ -99,6 +113,21 @@ struct StakeArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Matching and heartbeat ingestion at scale, index against a naive scan (R-PF1, R-PF2).
+    Indexer {
+        /// Registered containers in the synthetic population.
+        #[arg(long, default_value_t = 1_000_000)]
+        containers: usize,
+        /// Timed matches.
+        #[arg(long, default_value_t = 100_000)]
+        matches: usize,
+        /// Seed of the population, requests and heartbeats.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print JSON (the output is JSON either way).
+        #[arg(long)]
+        json: bool,
+    },
     /// Durable transfers per second with batched commits, and a full
     /// invariant check over 1,000,000 accounts (R-PF5).
     Ledger {
@@ -320,6 +349,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Offers { filter, sort, limit, client } => {
+            init_logs("warn");
+            let rows = client.client()?.offers(&filter, &sort, limit).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no offers pass the filter");
+            } else {
+                println!(
+                    "{:<8}  {:<26}  {:>9}  {:>7}  {:>5}  {:>4}  SERVICES",
+                    "ID", "GPU", "ATH/H", "RTT MS", "FREE", "REP"
+                );
+                for o in rows {
+                    let gpu = match &o.gpu_model {
+                        Some(m) => format!(
+                            "{m} x{} {}G{}",
+                            o.gpu_count,
+                            o.vram_gib,
+                            if o.gpu_simulated { " (sim)" } else { "" }
+                        ),
+                        None => "cpu only".into(),
+                    };
+                    let rtt = o.estimated_rtt_ms.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<8}  {:<26}  {:>9}  {:>7}  {:>5}  {:>4}  {}",
+                        &o.id[..8],
+                        gpu,
+                        o.price_ath_per_hour,
+                        rtt,
+                        format!("{}/{}", o.free_slots, o.slots),
+                        o.reputation,
+                        o.services.join(",")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Containers(c) => {
             init_logs("warn");
             let list = c.client()?.containers().await?;
@@ -375,6 +441,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  unbonding      {} ATH", report.unbonding);
                 println!("  rewards        {} ATH (credited, not claimed)", report.rewards);
             }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Indexer { containers, matches, seed, json: _ }) => {
+            init_logs("warn");
+            anyhow::ensure!(containers >= 1, "--containers: expected at least 1");
+            let config =
+                dci_indexer::bench::BenchConfig { matches, seed, ..dci_indexer::bench::BenchConfig::new(containers) };
+            let report = tokio::task::spawn_blocking(move || dci_indexer::bench::run(&config)).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Bench(BenchCommand::Ledger { transfers, batch, check_accounts, json: _ }) => {

@@ -231,8 +231,21 @@ fn openapi_metrics_transfers_staking_and_rewards() {
     assert_eq!(r.status(), 400);
     assert!(r.json::<serde_json::Value>().unwrap()["message"].as_str().unwrap().contains("hours"));
 
-    // Transfers: exact decimal amounts; bad ones are refused and move nothing.
+    // Offers (R-IX5): the filter language, sorting, and errors that point at the bad token.
     let dir = tmp.path();
+    let rows: Vec<dci_gateway::api::OfferInfo> = cli_json(dir, &["offers", "gpu=a100 vram>=80 service=render"]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].gpu_model.as_deref(), Some("A100"));
+    let rows: Vec<dci_gateway::api::OfferInfo> = cli_json(dir, &["offers", "", "--sort", "price"]);
+    let prices: Vec<Amount> = rows.iter().map(|r| r.price_ath_per_hour.parse().unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+    let rows: Vec<dci_gateway::api::OfferInfo> = cli_json(dir, &["offers", "near=38.7,-9.1 rtt<5"]);
+    assert!(rows.iter().all(|r| r.estimated_rtt_ms.unwrap() < 5) && !rows.is_empty(), "{rows:?}");
+    let (ok, _, err) = cli(dir, &["offers", "gpu=H100 vrm>=80"]);
+    assert!(!ok && err.contains("vrm"), "{err}");
+
+    // Transfers: exact decimal amounts; bad ones are refused and move nothing.
     let b: dci_gateway::api::BalanceInfo = cli_json(dir, &["transfer", "consumer:bob", "12.5"]);
     assert_eq!(b.balance_ath, "9987.5");
     for (to, amount, expect) in [
