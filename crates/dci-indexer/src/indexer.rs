@@ -621,9 +621,7 @@ impl Indexer {
         let c = &mut self.containers[slot as usize];
         c.last_heartbeat = Some(now);
         c.reported_sessions = hb.sessions;
-        if ready
-            && let Some(t) = transition(&mut c.record, State::Healthy, Actor::Indexer, "heartbeat", now)
-        {
+        if ready && let Some(t) = transition(&mut c.record, State::Healthy, Actor::Indexer, "heartbeat", now) {
             out.push(Output::Persist(c.record.clone()));
             out.push(reply(conn, Message::StateChanged { transition: t }));
             self.changed(slot);
