@@ -159,6 +159,11 @@ pub struct BenchReport {
     pub index: IndexStats,
     /// Wall time of the whole run, seconds.
     pub total_s: f64,
+    /// Peak resident memory of the process, MiB (Linux: `VmHWM`).
+    pub peak_rss_mib: Option<f64>,
+    /// Of the resident memory at the end, how much is in transparent huge
+    /// pages, MiB (Linux: `AnonHugePages`).
+    pub huge_pages_mib: Option<f64>,
 }
 
 /// Latency figures of one policy.
@@ -172,6 +177,18 @@ pub struct PolicyFigures {
     pub p50_us: f64,
     /// 99th percentile, µs.
     pub p99_us: f64,
+    /// Containers looked at per match, on average (sampled).
+    pub mean_examined: f64,
+    /// Index nodes looked at per match, on average (sampled).
+    pub mean_nodes: f64,
+}
+
+fn policy_index(p: Policy) -> usize {
+    match p {
+        Policy::Cheapest => 0,
+        Policy::BestUx => 1,
+        Policy::Balanced => 2,
+    }
 }
 
 /// The benchmark's start time (2023-11-14).
@@ -222,6 +239,8 @@ pub fn run(cfg: &BenchConfig) -> BenchReport {
     let (mut compared, mut mismatches, mut naive_ns) = (0u64, 0u64, 0u64);
     let (mut examined, mut nodes, mut sampled) = (0u64, 0u64, 0u64);
     let mut mixed_hb_ns = 0u64;
+    // Per policy: containers examined, nodes, sampled searches.
+    let mut per_policy_work = [(0u64, 0u64, 0u64); 3];
     let (mut ticks, mut tick_max_ns) = (0u64, 0u64);
     let hb_before = feed.applied;
     let mut live: std::collections::VecDeque<SessionId> = std::collections::VecDeque::new();
@@ -244,6 +263,10 @@ pub fn run(cfg: &BenchConfig) -> BenchReport {
             examined += u64::from(stats.examined);
             nodes += u64::from(stats.nodes);
             sampled += 1;
+            let k = policy_index(request.policy);
+            per_policy_work[k].0 += u64::from(stats.examined);
+            per_policy_work[k].1 += u64::from(stats.nodes);
+            per_policy_work[k].2 += 1;
         }
         let policy = request.policy;
         let input = Input::Net(Inbound {
@@ -301,7 +324,16 @@ pub fn run(cfg: &BenchConfig) -> BenchReport {
         .map(|policy| {
             let mut l: Vec<u64> = lat_ok.iter().filter(|(p, _)| *p == policy).map(|(_, ns)| *ns).collect();
             l.sort_unstable();
-            PolicyFigures { policy, matches: l.len() as u64, p50_us: pct(&l, 50.0), p99_us: pct(&l, 99.0) }
+            let (examined, nodes, n) = per_policy_work[policy_index(policy)];
+            let mean = |x: u64| if n > 0 { x as f64 / n as f64 } else { 0.0 };
+            PolicyFigures {
+                policy,
+                matches: l.len() as u64,
+                p50_us: pct(&l, 50.0),
+                p99_us: pct(&l, 99.0),
+                mean_examined: mean(examined),
+                mean_nodes: mean(nodes),
+            }
         })
         .collect();
     let matches_per_s = per_s(all_lat.len() as u64, ok_ns);
@@ -334,7 +366,16 @@ pub fn run(cfg: &BenchConfig) -> BenchReport {
         tick_max_ms: tick_max_ns as f64 / 1e6,
         index: ix.index_stats(),
         total_s: started.elapsed().as_secs_f64(),
+        peak_rss_mib: proc_kib("/proc/self/status", "VmHWM:").map(|k| k as f64 / 1024.0),
+        huge_pages_mib: proc_kib("/proc/self/smaps_rollup", "AnonHugePages:").map(|k| k as f64 / 1024.0),
     }
+}
+
+/// A `Name:   123 kB` line of a `/proc` file, in KiB (`None` off Linux).
+fn proc_kib(path: &str, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 fn per_s(n: u64, ns: u64) -> f64 {

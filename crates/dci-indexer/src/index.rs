@@ -72,10 +72,10 @@
 //!   cheapest price), leaves walked by (reputation, price); without one, RTT
 //!   is "unknown" for everybody and the roots' (reputation, price) walk
 //!   answers;
-//! - `balanced`: the score's maxima are over *all* survivors, so three
-//!   searches: the dearest survivor (a walk down the roots' prices, spatial
-//!   under a narrow bound), the farthest one (nodes by `hi`, farthest first),
-//!   then the lowest score with the bound `400·price/P + 300·lo/R +
+//! - `balanced`: the scales (`scan::Scales`) come from the request, except
+//!   the price scale of a request without a budget: the dearest survivor (a
+//!   walk down the roots' prices, spatial under a narrow bound). Then the
+//!   lowest score, with the bound `400·price/P + 300·lo/R +
 //!   300·(1000 − rep)/1000` taken on the summaries' frontiers (the price term
 //!   in floating point, lowered by 10⁻⁶ before rounding down, so it never
 //!   exceeds the exact integer term).
@@ -103,9 +103,9 @@ const EARTH_RADIUS_KM: f64 = dci_model::geo::EARTH_RADIUS_KM;
 /// A price-driven spatial search (`cheapest`, `balanced`) over more bucket
 /// trees than this searches the class trees that hold them instead.
 pub const MAX_BUCKETS: usize = 12;
-/// The same for searches ordered by distance (`best-ux`, the farthest
-/// survivor of `balanced`): their order does not follow the GPU model, so a
-/// class tree costs few extra candidates and saves opening several trees.
+/// The same for searches ordered by distance (`best-ux`): their order does
+/// not follow the GPU model, so a class tree costs few extra candidates and
+/// saves opening several trees.
 pub const MAX_BUCKETS_UX: usize = 3;
 /// A walk of the roots' orders under a latency bound gives up for the
 /// spatial search after this many candidates out of reach (before finding
@@ -137,6 +137,8 @@ struct Hot {
     model: u32,
     price: u128,
     location: GeoPoint,
+    /// `location` as a unit vector in single precision, for [`fast_rtt`].
+    xyz: [f32; 3],
     schedulable: bool,
     /// In state `Ready` (its first heartbeat makes it `Healthy`).
     ready: bool,
@@ -150,6 +152,7 @@ impl Hot {
         Hot {
             price: reg.price.0.0,
             location: spec.location,
+            xyz: unit(trig(&spec.location)).map(|x| x as f32),
             last_seen: c.last_seen.0,
             services: services.iter().filter(|&&s| s < 64).fold(0, |m, &s| m | 1 << s),
             slots: reg.slots,
@@ -548,6 +551,8 @@ pub(crate) struct Index {
     model_ids: HashMap<String, u32>,
     models: Vec<Option<String>>,
     buckets: HashMap<(u16, u32, u32, u32), u32>,
+    /// Cell bounds of the request being searched.
+    spans: SpanMemo,
     /// While loading in bulk: the order entries to add, (node, price, slot,
     /// reputation).
     bulk: Option<Vec<(u32, u128, u32, u32)>>,
@@ -931,7 +936,7 @@ impl Index {
     }
 
     /// Prepares a request: which trees, which lazy checks.
-    pub(crate) fn prepare<'r>(&self, request: &'r MatchRequest, now: u64, fresh_ms: u64) -> Prepared<'r> {
+    pub(crate) fn prepare<'r>(&'r self, request: &'r MatchRequest, now: u64, fresh_ms: u64) -> Prepared<'r> {
         let wanted = request.gpu_model.as_deref();
         let model_ok: Vec<bool> = self.models.iter().map(|m| gpu_model_ok(m.as_deref(), wanted)).collect();
         let service = self.service_ids.get(&request.service).copied();
@@ -977,7 +982,8 @@ impl Index {
             near: request.near,
             geo,
             xyz: geo.map_or([0.0; 3], unit),
-            top_spans: std::array::from_fn(|_| std::cell::Cell::new((0, 0))),
+            spans: &self.spans,
+            generation: self.spans.next_generation(),
             bound,
             budget: request.max_price.map(|p| p.0.0),
             now,
@@ -1009,16 +1015,20 @@ impl Index {
             }
             Policy::BestUx => self.best_ux(p, &mut best, stats),
             Policy::Balanced => {
-                let (max_price, known) = match self.max_price(p, stats, true, p.bound.is_some()) {
-                    Some(found) => found,
-                    None => {
-                        stats.fallbacks += 1;
-                        self.max_price(p, stats, false, false).flatten()
-                    }
-                }?;
-                let max_rtt = if p.near.is_some() { self.max_rtt(p, max_price, known, stats) } else { 0 };
-                best.max_price = max_price;
-                best.max_rtt = max_rtt;
+                // The price scale is the budget, or the dearest survivor's
+                // price (then a search of its own); the RTT scale is the
+                // request's (see `scan::Scales`).
+                best.max_price = match p.budget {
+                    Some(budget) => budget,
+                    None => match self.max_price(p, stats, true, p.bound.is_some()) {
+                        Some(found) => found,
+                        None => {
+                            stats.fallbacks += 1;
+                            self.max_price(p, stats, false, false).flatten()
+                        }
+                    }?,
+                };
+                best.max_rtt = scan::Scales::rtt_of(p.request);
                 self.balanced(p, &mut best, stats);
             }
         }
@@ -1123,61 +1133,33 @@ impl Index {
 
     /// The children of `n` worth a look: their positions and the RTT bounds
     /// of their grid cells (computed from the cells alone, without touching
-    /// the children). Children whose cell lies wholly beyond `limit` are left
-    /// out.
-    fn open<'s>(
-        &'s self,
-        p: &'s Prepared<'_>,
-        n: u32,
-        limit: u32,
-        want_hi: bool,
-    ) -> impl Iterator<Item = (u32, u32, u32)> + 's {
+    /// the children; the upper bound only for the top cells, where it is
+    /// worth its trigonometry, else `NONE`). Children whose cell lies wholly
+    /// beyond `limit` are left out.
+    fn open<'s>(&'s self, p: &'s Prepared<'_>, n: u32, limit: u32) -> impl Iterator<Item = (u32, u32, u32)> + 's {
         let node = &self.nodes[n as usize];
         let level = node.level + 1;
         node.cells.iter().enumerate().filter_map(move |(pos, &cell)| {
             let Some(q) = p.geo else { return Some((pos as u32, NONE, NONE)) };
-            let (lo, hi) = if level == 1 {
-                // Every tree has the same top cells: computed once per request.
-                let k = ((cell >> 16) * TOP_COLS + (cell & 0xffff)) as usize;
-                let cached = p.top_spans[k].get();
-                if cached.1 != 0 {
-                    cached
-                } else {
-                    let span = cell_span(q, level, cell, true);
-                    p.top_spans[k].set(span);
-                    span
-                }
-            } else {
-                cell_span(q, level, cell, want_hi)
-            };
+            // The trees share their grid: each cell's bounds are computed
+            // once per request.
+            let (lo, hi) = p.spans.get(p.generation, level, cell, || cell_span(q, level, cell, level == 1));
             (lo <= limit).then_some((pos as u32, lo, hi))
         })
     }
 
-    /// [`Index::open`], sorted into `arena` (nearest cells first, or
-    /// farthest first if `far`) and closed by a `NONE` entry: the children an
-    /// opened node will hand out one at a time, so that the queue holds one
-    /// cursor per opened node instead of one entry per child. Returns where
-    /// the list starts (`None`: no child is worth a look).
-    fn open_sorted(
-        &self,
-        p: &Prepared<'_>,
-        n: u32,
-        limit: u32,
-        far: bool,
-        arena: &mut Vec<(u32, u32, u32)>,
-    ) -> Option<u32> {
+    /// [`Index::open`], sorted into `arena` (nearest cells first) and closed
+    /// by a `NONE` entry: the children an opened node will hand out one at a
+    /// time, so that the queue holds one cursor per opened node instead of
+    /// one entry per child. Returns where the list starts (`None`: no child
+    /// is worth a look).
+    fn open_sorted(&self, p: &Prepared<'_>, n: u32, limit: u32, arena: &mut Vec<(u32, u32, u32)>) -> Option<u32> {
         let start = arena.len();
-        arena.extend(self.open(p, n, limit, far).map(|(pos, lo, hi)| (lo, hi, pos)));
+        arena.extend(self.open(p, n, limit).map(|(pos, lo, hi)| (lo, hi, pos)));
         if arena.len() == start {
             return None;
         }
-        let list = &mut arena[start..];
-        if far {
-            list.sort_unstable_by_key(|&(lo, hi, _)| Reverse((hi.min(limit), lo.min(limit))));
-        } else {
-            list.sort_unstable_by_key(|&(lo, _, _)| lo);
-        }
+        arena[start..].sort_unstable_by_key(|&(lo, _, _)| lo);
         arena.push((NONE, NONE, NONE));
         Some(start as u32)
     }
@@ -1188,7 +1170,7 @@ impl Index {
         if !p.eligible(h) {
             return Check::Fails;
         }
-        let rtt = p.near.map(|q| q.estimated_rtt_ms(&h.location));
+        let rtt = p.near.map(|q| fast_rtt(p.xyz, h.xyz).unwrap_or_else(|| q.estimated_rtt_ms(&h.location)));
         if !inside && rtt.zip(p.bound).is_some_and(|(r, b)| r > b) {
             return Check::TooFar;
         }
@@ -1213,7 +1195,7 @@ impl Index {
     ) -> bool {
         // Min-heap on (price, node, inside, resume-at).
         type E = Reverse<(u128, u32, bool, Option<(u128, u32)>)>;
-        let mut heap: BinaryHeap<E> = BinaryHeap::new();
+        let mut heap: BinaryHeap<E> = BinaryHeap::with_capacity(64);
         let push =
             |heap: &mut BinaryHeap<E>, stats: &mut SearchStats, c: &ChildHot, parent_inside: bool, cell: (u32, u32)| {
                 let cls = if parent_inside && p.bound.is_some() {
@@ -1243,7 +1225,7 @@ impl Index {
                         }
                     }
                 } else {
-                    for (pos, lo, hi) in self.open(p, n, p.bound.unwrap_or(NONE), false) {
+                    for (pos, lo, hi) in self.open(p, n, p.bound.unwrap_or(NONE)) {
                         let c = &node.children[pos as usize].hot;
                         if best.price().is_none_or(|b| c.min <= b) {
                             push(&mut heap, stats, c, false, (lo, hi));
@@ -1287,7 +1269,7 @@ impl Index {
         // `pos` their index, the key from their cell and their parent).
         type K = (u32, u32, u128);
         type E = Reverse<(K, u32, u32, (u32, u32), bool, Option<(u32, u128, u32)>)>;
-        let mut heap: BinaryHeap<E> = BinaryHeap::new();
+        let mut heap: BinaryHeap<E> = BinaryHeap::with_capacity(64);
         let push = |heap: &mut BinaryHeap<E>, stats: &mut SearchStats, c: &Child, best: Option<K>, cell: (u32, u32)| {
             let within = best.map_or(NONE, |b| b.0);
             let Some((lo, hi, inside)) = self.classify(p, &c.hot, p.budget, true, within, cell) else { return };
@@ -1313,7 +1295,7 @@ impl Index {
         }
         // Sorted children of opened nodes; an entry with `pos` != NONE is a
         // cursor into it: the next child of node `n`.
-        let mut arena: Vec<(u32, u32, u32)> = Vec::new();
+        let mut arena: Vec<(u32, u32, u32)> = Vec::with_capacity(256);
         while let Some(Reverse((key, n, pos, span, inside, from))) = heap.pop() {
             if best.ux_key().is_some_and(|b| key > b) {
                 break;
@@ -1332,7 +1314,7 @@ impl Index {
             if !Self::iterate(node, walk) {
                 let within = best.ux_key().map_or(NONE, |b| b.0);
                 let limit = p.bound.unwrap_or(NONE).min(within);
-                if let Some(start) = self.open_sorted(p, n, limit, false, &mut arena) {
+                if let Some(start) = self.open_sorted(p, n, limit, &mut arena) {
                     // A child's key is at least its cell's `lo` with this node's key.
                     let lo = arena[start as usize].0.max(key.0);
                     heap.push(Reverse(((lo, key.1, key.2), n, start, span, false, None)));
@@ -1368,19 +1350,12 @@ impl Index {
         }
     }
 
-    /// The highest price among the survivors, and the RTT of a survivor at
-    /// that price (0 without a location): `Some(None)` when there is none,
-    /// `None` when a patient walk gave up.
-    fn max_price(
-        &self,
-        p: &Prepared<'_>,
-        stats: &mut SearchStats,
-        walk: bool,
-        patient: bool,
-    ) -> Option<Option<(u128, u32)>> {
+    /// The highest price among the survivors: `Some(None)` when there is
+    /// none, `None` when a patient walk gave up.
+    fn max_price(&self, p: &Prepared<'_>, stats: &mut SearchStats, walk: bool, patient: bool) -> Option<Option<u128>> {
         type E = (u128, u32, bool, Option<(u128, u32)>);
         let cap = p.budget.unwrap_or(u128::MAX);
-        let mut heap: BinaryHeap<E> = BinaryHeap::new();
+        let mut heap: BinaryHeap<E> = BinaryHeap::with_capacity(64);
         let push = |heap: &mut BinaryHeap<E>, stats: &mut SearchStats, c: &Child, level: u8, cell: (u32, u32)| {
             let Some((_, _, inside)) = self.classify(p, &c.hot, p.budget, false, NONE, cell) else { return };
             // A node with orders knows its dearest member within budget exactly.
@@ -1403,7 +1378,7 @@ impl Index {
         while let Some((_, n, inside, from)) = heap.pop() {
             let node = &self.nodes[n as usize];
             if !Self::iterate(node, walk) {
-                for (pos, lo, hi) in self.open(p, n, p.bound.unwrap_or(NONE), false) {
+                for (pos, lo, hi) in self.open(p, n, p.bound.unwrap_or(NONE)) {
                     push(&mut heap, stats, &node.children[pos as usize], node.level + 1, (lo, hi));
                 }
                 continue;
@@ -1417,7 +1392,7 @@ impl Index {
                 }
                 stats.examined += 1;
                 match self.candidate(p, &self.hot[slot as usize], inside) {
-                    Check::Survives(rtt) => return Some(Some((price, rtt.unwrap_or(0)))),
+                    Check::Survives(_) => return Some(Some(price)),
                     Check::TooFar if patient => {
                         too_far += 1;
                         if too_far > PATIENCE {
@@ -1431,98 +1406,33 @@ impl Index {
         Some(None)
     }
 
-    /// The highest RTT among the survivors (there is at least one, at most
-    /// `max_price`, and one has RTT `known`).
-    fn max_rtt(&self, p: &Prepared<'_>, max_price: u128, known: u32, stats: &mut SearchStats) -> u32 {
-        // Max-heap on (hi, lo) capped by the bound: among nodes that may
-        // reach equally far, open the one that is surely farther first.
-        // Children not looked at yet carry their parent and position, and
-        // their cell's bounds (uncapped).
-        type E = ((u32, u32), u32, u32, bool, (u32, u32));
-        let limit = p.bound.unwrap_or(NONE);
-        let mut heap: BinaryHeap<E> = BinaryHeap::new();
-        let push = |heap: &mut BinaryHeap<E>, stats: &mut SearchStats, c: &ChildHot, found: u32, cell: (u32, u32)| {
-            if let Some((lo, hi, inside)) = self.classify(p, c, Some(max_price), true, NONE, cell)
-                && hi.min(limit) > found
-            {
-                stats.nodes += 1;
-                heap.push(((hi.min(limit), lo.min(limit)), c.node, NONE, inside, (lo, hi)));
-            }
-        };
-        // A survivor's RTT is known: only farther ones matter.
-        let mut found = known;
-        for &t in &p.distance_trees {
-            push(&mut heap, stats, &self.roots[t as usize].hot, found, (0, NONE));
-        }
-        // Sorted children of opened nodes (farthest first); an entry with
-        // `pos` != NONE is a cursor into it.
-        let mut arena: Vec<(u32, u32, u32)> = Vec::new();
-        while let Some(((hi, _), n, pos, inside, cell)) = heap.pop() {
-            if hi <= found {
-                break;
-            }
-            if pos != NONE {
-                let (lo_c, hi_c, child) = arena[pos as usize];
-                let c = &self.nodes[n as usize].children[child as usize].hot;
-                push(&mut heap, stats, c, found, (lo_c, hi_c));
-                let (lo_n, hi_n, next) = arena[pos as usize + 1];
-                if next != NONE && hi_n.min(limit) > found {
-                    heap.push(((hi_n.min(limit), lo_n.min(limit)), n, pos + 1, false, cell));
-                }
-                continue;
-            }
-            let node = &self.nodes[n as usize];
-            if !Self::iterate(node, false) {
-                if let Some(start) = self.open_sorted(p, n, limit, true, &mut arena) {
-                    let (lo, hi, _) = arena[start as usize];
-                    if hi.min(limit) > found {
-                        heap.push(((hi.min(limit), lo.min(limit)), n, start, false, cell));
-                    }
-                }
-                continue;
-            }
-            let Some(sets) = &node.sets else { continue };
-            for &(_, slot) in sets.by_price.range(..=(max_price, NONE)) {
-                stats.examined += 1;
-                if let Check::Survives(Some(rtt)) = self.candidate(p, &self.hot[slot as usize], inside) {
-                    found = found.max(rtt);
-                    if found >= hi {
-                        break;
-                    }
-                }
-            }
-        }
-        found
-    }
-
     fn balanced(&self, p: &Prepared<'_>, best: &mut Best<'_>, stats: &mut SearchStats) {
         let walk = p.near.is_none();
         let (max_price, max_rtt) = (best.max_price, best.max_rtt);
         let cap = p.budget.map_or(max_price, |b| b.min(max_price));
         let terms = Terms::new(max_price, max_rtt, p.near.is_some());
-        let within = if p.near.is_some() { max_rtt } else { NONE };
         // Min-heap on (score bound, lo, node's cheapest price): among equal
         // bounds, nearer nodes first (they tend to hold the better scores).
         // Entries are nodes (`pos` NONE) with the price and reputation part
         // of their bound, or children not looked at yet (`n` their parent,
         // `pos` their index, bounded by their cell and their parent).
         type E = Reverse<((u128, u32, u128), u32, u32, u128, bool)>;
-        let mut heap: BinaryHeap<E> = BinaryHeap::new();
+        let mut heap: BinaryHeap<E> = BinaryHeap::with_capacity(64);
         let push = |heap: &mut BinaryHeap<E>,
                     stats: &mut SearchStats,
                     c: &Child,
                     best: Option<(u128, u128)>,
                     cell: (u32, u32)| {
             // Nodes farther than every survivor cannot hold one.
-            let Some((lo, _, inside)) = self.classify(p, &c.hot, Some(cap), true, within, cell) else { return };
+            let Some((lo, _, inside)) = self.classify(p, &c.hot, Some(cap), true, NONE, cell) else { return };
             let rtt = terms.rtt(lo);
             // Quick test on the first cache line: cheapest price, best reputation.
-            let quick = rtt + terms.price_lb(c.hot.min as f64) + scan::reputation_term(c.hot.top_rep);
+            let quick = rtt + terms.price_lb(c.hot.min) + scan::reputation_term(c.hot.top_rep);
             if best.is_some_and(|b| (quick, c.hot.min) > b) {
                 return;
             }
             // Groups dearer than `cap` only lower this bound: still a bound.
-            let part = c.s.lowest(|price, rep| terms.price_lb(price as f64) + scan::reputation_term(rep));
+            let part = c.s.lowest(|price, rep| terms.price_lb(price) + scan::reputation_term(rep));
             if best.is_some_and(|b| (rtt + part, c.hot.min) > b) {
                 return;
             }
@@ -1534,7 +1444,7 @@ impl Index {
         }
         // Sorted children of opened nodes; an entry with `pos` != NONE is a
         // cursor into it: the next child of node `n`.
-        let mut arena: Vec<(u32, u32, u32)> = Vec::new();
+        let mut arena: Vec<(u32, u32, u32)> = Vec::with_capacity(256);
         while let Some(Reverse(((bound, lo, min), n, pos, part, inside))) = heap.pop() {
             if let Some(b) = best.balanced_key() {
                 if bound > b.0 {
@@ -1559,7 +1469,7 @@ impl Index {
             }
             let node = &self.nodes[n as usize];
             if !Self::iterate(node, walk) {
-                if let Some(start) = self.open_sorted(p, n, p.bound.unwrap_or(NONE).min(within), false, &mut arena) {
+                if let Some(start) = self.open_sorted(p, n, p.bound.unwrap_or(NONE), &mut arena) {
                     let lo = arena[start as usize].0.max(lo);
                     heap.push(Reverse(((terms.rtt(lo) + part, lo, min), n, start, part, false)));
                 }
@@ -1573,12 +1483,12 @@ impl Index {
             let scan_group = |inv: u32, cheapest: u128, best: &mut Best<'_>, stats: &mut SearchStats| {
                 let base = rtt_bound + scan::reputation_term(NONE - inv);
                 if cheapest > cap
-                    || best.balanced_key().is_some_and(|b| (base + terms.price_lb(cheapest as f64), cheapest) > b)
+                    || best.balanced_key().is_some_and(|b| (base + terms.price_lb(cheapest), cheapest) > b)
                 {
                     return;
                 }
                 for &(_, price, slot) in sets.by_rep.range((inv, cheapest, 0)..=(inv, cap, NONE)) {
-                    if best.balanced_key().is_some_and(|b| (base + terms.price_lb(price as f64), price) > b) {
+                    if best.balanced_key().is_some_and(|b| (base + terms.price_lb(price), price) > b) {
                         break;
                     }
                     stats.examined += 1;
@@ -1591,9 +1501,8 @@ impl Index {
             // Worse reputations only add to the bound: stop when even the
             // cheapest price cannot help.
             let hopeless = |inv: u32, best: &Best<'_>| {
-                best.balanced_key().is_some_and(|b| {
-                    rtt_bound + scan::reputation_term(NONE - inv) + terms.price_lb(node.s.min as f64) > b.0
-                })
+                best.balanced_key()
+                    .is_some_and(|b| rtt_bound + scan::reputation_term(NONE - inv) + terms.price_lb(node.s.min) > b.0)
             };
             if node.level == LEAF {
                 for g in &node.groups {
@@ -1826,8 +1735,8 @@ pub(crate) struct Prepared<'r> {
     /// there are more than [`MAX_BUCKETS`] of them, the class trees that hold
     /// them (then model, count and VRAM are checked per candidate).
     spatial_trees: Vec<u32>,
-    /// The same for searches ordered by distance (`best-ux`, the farthest
-    /// survivor), with [`MAX_BUCKETS_UX`].
+    /// The same for searches ordered by distance (`best-ux`), with
+    /// [`MAX_BUCKETS_UX`].
     distance_trees: Vec<u32>,
     /// Per interned model: does it satisfy the GPU model criterion?
     model_ok: Vec<bool>,
@@ -1836,8 +1745,10 @@ pub(crate) struct Prepared<'r> {
     geo: Option<(f64, f64, f64)>,
     /// `near` as a unit vector.
     xyz: [f64; 3],
-    /// RTT bounds of the top grid cells, filled on first use (`hi` 0: not yet).
-    top_spans: [std::cell::Cell<(u32, u32)>; TOP_CELLS],
+    /// RTT bounds of grid cells seen from `near`, filled on first use.
+    spans: &'r SpanMemo,
+    /// This request's generation in `spans`.
+    generation: u32,
     bound: Option<u32>,
     budget: Option<u128>,
     now: u64,
@@ -1936,15 +1847,17 @@ struct Terms {
 
 impl Terms {
     fn new(max_price: u128, max_rtt: u32, near: bool) -> Terms {
-        let price_scale = if max_price == 0 { 0.0 } else { 400.0 / max_price as f64 };
+        let price_scale = if max_price == 0 { 0.0 } else { 400.0 / to_f64(max_price) };
         Terms { price_scale, max_rtt, near }
     }
 
-    /// At most the exact price term `⌊400·price/max_price⌋`: the float
-    /// error is below 10⁻¹², the margin 10⁻⁶.
-    fn price_lb(&self, price: f64) -> u128 {
-        let v = price * self.price_scale - 1e-6;
-        if v <= 0.0 { 0 } else { v.floor() as u128 }
+    /// At most the exact price term `⌊400·price/max_price⌋` for prices up
+    /// to `max_price`, and growing with the price: the float error is below
+    /// 10⁻¹², the margin 10⁻⁶ (in 64 bits: a 128-bit conversion is a library
+    /// call, and saturating keeps it a growing lower bound).
+    fn price_lb(&self, price: u128) -> u128 {
+        let v = to_f64(price) * self.price_scale - 1e-6;
+        if v <= 0.0 { 0 } else { u128::from(v.floor() as u64) }
     }
 
     /// The exact RTT term for an RTT of at least `lo`.
@@ -1952,7 +1865,20 @@ impl Terms {
         if !self.near {
             return 300; // unknown RTT is the worst
         }
-        scan::scaled(u128::from(lo.min(self.max_rtt)), u128::from(self.max_rtt), 300)
+        // `scan::scaled` in 64 bits (it fits; see `rtt_term_is_the_scans`).
+        match self.max_rtt {
+            0 => 0,
+            max => u128::from(u64::from(lo.min(max)) * 300 / u64::from(max)),
+        }
+    }
+}
+
+/// `x as f64` (the same value), without the library call a 128-bit
+/// conversion costs when the value fits 64 bits (every realistic price).
+fn to_f64(x: u128) -> f64 {
+    match u64::try_from(x) {
+        Ok(small) => small as f64,
+        Err(_) => x as f64,
     }
 }
 
@@ -1961,6 +1887,45 @@ impl Terms {
 fn unit(t: (f64, f64, f64)) -> [f64; 3] {
     let (lat, lon, cos_lat) = t;
     [cos_lat * lon.cos(), cos_lat * lon.sin(), lat.sin()]
+}
+
+/// A point's latitude and longitude in radians and the cosine of its latitude.
+fn trig(p: &GeoPoint) -> (f64, f64, f64) {
+    let lat = p.lat().to_radians();
+    (lat, p.lon().to_radians(), lat.cos())
+}
+
+/// The largest RTT estimate (ms) of any two points: half the circumference.
+const MAX_RTT: usize = (std::f64::consts::PI * EARTH_RADIUS_KM / dci_model::geo::KM_PER_RTT_MS) as usize + 1;
+
+/// Per RTT estimate `t`, the chord (between unit vectors) of a great-circle
+/// distance of exactly `t` RTT-milliseconds; past half the circumference, 2
+/// and more.
+fn chord_table() -> &'static [f64; MAX_RTT + 1] {
+    static TABLE: std::sync::OnceLock<[f64; MAX_RTT + 1]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        std::array::from_fn(|t| {
+            let half_angle = t as f64 * dci_model::geo::KM_PER_RTT_MS / (2.0 * EARTH_RADIUS_KM);
+            if half_angle >= std::f64::consts::FRAC_PI_2 { 2.0 + t as f64 } else { 2.0 * half_angle.sin() }
+        })
+    })
+}
+
+/// [`GeoPoint::estimated_rtt_ms`] between a point given exactly as a unit
+/// vector and one rounded to single precision, without trigonometry: the
+/// smallest `t ≥ 1` whose distance's chord is at least theirs. The chord is
+/// within 10⁻⁶ of the exact one (single-precision rounding of the vector,
+/// about 10⁻⁷, with room to spare), and a step of the table is about 0.016,
+/// so the answer is exact unless the chord lies within 10⁻⁶ of a step:
+/// `None` then, and the caller computes it the model's way.
+fn fast_rtt(q: [f64; 3], m: [f32; 3]) -> Option<u32> {
+    const MARGIN: f64 = 1e-6;
+    let d = [q[0] - f64::from(m[0]), q[1] - f64::from(m[1]), q[2] - f64::from(m[2])];
+    let chord = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+    let table = chord_table();
+    let t = table.partition_point(|&c| c < chord);
+    let near_step = (t < table.len() && table[t] - chord < MARGIN) || (t > 0 && chord - table[t - 1] < MARGIN);
+    (!near_step && t < table.len()).then_some((t as u32).max(1))
 }
 
 /// Great-circle distance between two points given as unit vectors, from the
@@ -2047,9 +2012,59 @@ fn rtt_of(km: f64) -> u32 {
     ((km / dci_model::geo::KM_PER_RTT_MS).ceil() as u32).max(1)
 }
 
-/// Columns and cells of the top grid level.
-const TOP_COLS: u32 = (360.0 / LEVELS[0]) as u32;
-const TOP_CELLS: usize = (180.0 / LEVELS[0]) as usize * TOP_COLS as usize;
+/// The RTT bounds of grid cells as seen from one request's location
+/// ([`cell_span`]), remembered for the length of the request: every tree has
+/// the same grid, and a search opens the same cells in each of its trees.
+/// Entries carry the generation (request) that wrote them, so a new request
+/// starts with a clean memo without clearing it.
+#[derive(Debug, Default)]
+struct SpanMemo {
+    generation: std::cell::Cell<u32>,
+    /// Per grid level, per cell (row-major): (generation, lo, hi).
+    /// Allocated on first use.
+    cells: std::cell::OnceCell<MemoLevels>,
+}
+
+/// Per grid level, per cell: (generation, lo, hi).
+type MemoLevels = [Vec<std::cell::Cell<(u32, u32, u32)>>; LEAF as usize];
+
+impl SpanMemo {
+    /// A generation for a new request.
+    fn next_generation(&self) -> u32 {
+        let g = self.generation.get().wrapping_add(1);
+        if g == 0 {
+            // After 2³² requests: forget everything once.
+            if let Some(levels) = self.cells.get() {
+                levels.iter().flatten().for_each(|c| c.set((0, 0, 0)));
+            }
+            self.generation.set(1);
+            return 1;
+        }
+        self.generation.set(g);
+        g
+    }
+
+    /// The bounds of `cell` at `level` for this generation, computed with
+    /// `span` unless remembered.
+    fn get(&self, generation: u32, level: u8, cell: u32, span: impl FnOnce() -> (u32, u32)) -> (u32, u32) {
+        let levels = self.cells.get_or_init(|| {
+            std::array::from_fn(|l| {
+                let (_, rows, cols) = grid(l as u8 + 1);
+                vec![std::cell::Cell::new((0, 0, 0)); (rows * cols) as usize]
+            })
+        });
+        let (_, _, cols) = grid(level);
+        let k = ((cell >> 16) * cols + (cell & 0xffff)) as usize;
+        let entry = &levels[level as usize - 1][k];
+        let (g, lo, hi) = entry.get();
+        if g == generation {
+            return (lo, hi);
+        }
+        let (lo, hi) = span();
+        entry.set((generation, lo, hi));
+        (lo, hi)
+    }
+}
 
 /// Per grid level: cell size in radians.
 const STEP_RAD: [f64; LEAF as usize] = {
@@ -2226,6 +2241,23 @@ mod tests {
             }
         }
 
+        /// The table-driven RTT is the model's, or declines.
+        #[test]
+        fn fast_rtt_is_the_models(
+            q in (-90.0f64..=90.0, -180.0f64..=180.0),
+            m in (-90.0f64..=90.0, -180.0f64..=180.0),
+            near in prop::option::of((-2.0f64..2.0, -2.0f64..2.0)),
+        ) {
+            let q = GeoPoint::new(q.0, q.1).unwrap();
+            // Often close by, where most candidates are.
+            let m = match near {
+                Some((dlat, dlon)) => GeoPoint::new((q.lat() + dlat).clamp(-90.0, 90.0), (q.lon() + dlon).clamp(-180.0, 180.0)).unwrap(),
+                None => GeoPoint::new(m.0, m.1).unwrap(),
+            };
+            let fast = fast_rtt(unit(trig(&q)), unit(trig(&m)).map(|x| x as f32));
+            prop_assert!(fast.is_none_or(|t| t == q.estimated_rtt_ms(&m)), "{fast:?} for {q} and {m}");
+        }
+
         /// Cell bounds hold for points of the cell, seen from anywhere.
         #[test]
         fn cell_bounds_hold(
@@ -2265,6 +2297,32 @@ mod tests {
     }
 
     #[test]
+    fn rtt_term_is_the_scans() {
+        for max in [0u32, 1, 7, 150, 201, u32::MAX] {
+            let t = Terms::new(1, max, true);
+            for lo in [0u32, 1, 2, 75, 149, 150, 151, 201, u32::MAX - 1, u32::MAX] {
+                let want = scan::scaled(u128::from(lo.min(max)), u128::from(max), 300);
+                assert_eq!(t.rtt(lo), want, "{lo} of {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_rtt_declines_only_near_a_step() {
+        let origin = GeoPoint::new(0.0, 0.0).unwrap();
+        let mut declined = 0;
+        for k in 0..20_000 {
+            let m = GeoPoint::new(0.0, -180.0 + f64::from(k) * 0.018).unwrap();
+            match fast_rtt(unit(trig(&origin)), unit(trig(&m)).map(|x| x as f32)) {
+                Some(t) => assert_eq!(t, origin.estimated_rtt_ms(&m), "{m}"),
+                None => declined += 1,
+            }
+        }
+        // The origin itself (distance 0) and a few points right on a step.
+        assert!((1..20).contains(&declined), "{declined} declined");
+    }
+
+    #[test]
     fn price_bound_never_exceeds_the_exact_term() {
         let maxima = [1u128, 3, 7, 10u128.pow(18), 25 * 10u128.pow(17), u128::MAX / 3, u128::MAX];
         for max in maxima {
@@ -2272,7 +2330,7 @@ mod tests {
             for k in 0..=64u128 {
                 let price = (max / 64).saturating_mul(k).min(max);
                 for p in [price, price.saturating_sub(1), (price + 1).min(max)] {
-                    assert!(t.price_lb(p as f64) <= scan::scaled(p, max, 400), "{p} of {max}");
+                    assert!(t.price_lb(p) <= scan::scaled(p, max, 400), "{p} of {max}");
                 }
             }
         }

@@ -210,7 +210,9 @@ pub struct Indexer {
     config: Config,
     /// Slot → container; slots are never reused (containers are not removed).
     containers: Vec<Container>,
-    slots: HashMap<NodeId, u32>,
+    /// Keyed with a per-process random seed: ids are chosen by containers,
+    /// so a fixed hash could be flooded with colliding ids.
+    slots: HashMap<NodeId, u32, foldhash::fast::RandomState>,
     reservations: BTreeMap<SessionId, Reservation>,
     /// (slot, session) for every reservation, to release a lost container's.
     sessions: BTreeSet<(u32, SessionId)>,
@@ -227,7 +229,7 @@ impl Indexer {
         Indexer {
             config,
             containers: Vec::new(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             reservations: BTreeMap::new(),
             sessions: BTreeSet::new(),
             index: Index::new(),

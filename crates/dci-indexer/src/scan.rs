@@ -26,8 +26,17 @@
 //! - `best-ux`: lowest RTT, then highest reputation, then lowest price;
 //! - `balanced`: lowest score, then lowest price, lowest RTT, highest
 //!   reputation, where (integer arithmetic, rounded down)
-//!   `score = 400·price/max_price + 300·rtt/max_rtt + 300·(1000 − reputation)/1000`
-//!   with the maxima taken over the survivors (a term with a zero maximum is 0).
+//!   `score = 400·price/P + 300·rtt/R + 300·(1000 − reputation)/1000`
+//!   (a term with a zero scale is 0; see [`Scales`]):
+//!   - `P` is the consumer's budget, or without one the highest price among
+//!     the survivors: a container at the budget pays the whole price weight;
+//!   - `R` is the consumer's latency bound, or without one [`MAX_RTT_MS`]
+//!     (the farthest two points on Earth can be).
+//!
+//!   The latency scale is the consumer's, not the survivors': were it the
+//!   farthest survivor, one far-away container (which a provider can place)
+//!   would shrink every other container's latency term and shift the ranking
+//!   of all the others; and the search would need a pass to find it.
 //!
 //! An unknown RTT (no `near` in the request) ranks as the worst RTT; it is
 //! unknown for every survivor at once, so it never decides alone.
@@ -86,7 +95,7 @@ pub fn match_scan<'a>(
             None => candidates.push(candidate(c, request)),
         }
     }
-    match choose(request.policy, session, &candidates) {
+    match choose(request, session, &candidates) {
         Some(best) => Ok(Choice { container: best.id, estimated_rtt_ms: best.rtt_ms }),
         None => Err(elim),
     }
@@ -143,19 +152,47 @@ fn gpu_model_ok(c: &Container, wanted: Option<&str>) -> bool {
     gpu.model.to_ascii_lowercase().contains(&wanted.to_ascii_lowercase())
 }
 
-/// Picks the best candidate under `policy` (see the module docs), or `None`
+/// The largest RTT estimate between two points on Earth, ms: half the
+/// circumference at [`dci_model::geo::KM_PER_RTT_MS`], rounded up.
+pub const MAX_RTT_MS: u32 = 201;
+
+/// The scales of the `balanced` score for one request (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scales {
+    /// `P`, base units.
+    pub price: u128,
+    /// `R`, ms.
+    pub rtt: u32,
+}
+
+impl Scales {
+    /// The latency scale of a request.
+    pub fn rtt_of(request: &MatchRequest) -> u32 {
+        request.near.and(request.max_latency_ms).unwrap_or(MAX_RTT_MS)
+    }
+
+    /// The scales of a request whose survivors are `candidates`.
+    pub fn of(request: &MatchRequest, candidates: &[Candidate]) -> Scales {
+        let price = match request.max_price {
+            Some(budget) => budget.0.0,
+            None => candidates.iter().map(|c| c.price.0.0).max().unwrap_or(0),
+        };
+        Scales { price, rtt: Scales::rtt_of(request) }
+    }
+}
+
+/// Picks the best candidate for `request` (see the module docs), or `None`
 /// if there is none.
-pub fn choose(policy: Policy, session: SessionId, candidates: &[Candidate]) -> Option<&Candidate> {
-    let max_price = candidates.iter().map(|c| c.price.0.0).max().unwrap_or(0);
-    let max_rtt = candidates.iter().filter_map(|c| c.rtt_ms).max().unwrap_or(0);
-    candidates.iter().min_by(|a, b| compare(policy, session, max_price, max_rtt, a, b))
+pub fn choose<'c>(request: &MatchRequest, session: SessionId, candidates: &'c [Candidate]) -> Option<&'c Candidate> {
+    let scales = Scales::of(request, candidates);
+    candidates.iter().min_by(|a, b| compare(request.policy, session, scales.price, scales.rtt, a, b))
 }
 
 /// The ranking of the module docs: `Less` when `a` is the better choice.
 ///
-/// `max_price` (base units) and `max_rtt` are the maxima over all the
-/// candidates; only `balanced` uses them. This is the one definition of the
-/// order; the index ([`crate::Indexer`]) ranks with it too.
+/// `max_price` (base units) and `max_rtt` are the [`Scales`]; only
+/// `balanced` uses them. This is the one definition of the order; the index
+/// ([`crate::Indexer`]) ranks with it too.
 pub fn compare(
     policy: Policy,
     session: SessionId,
@@ -181,8 +218,8 @@ pub(crate) fn primary(policy: Policy, max_price: u128, max_rtt: u32, a: &Candida
     }
 }
 
-/// The `balanced` score of a candidate (lower is better), given the maxima
-/// of price (base units) and RTT over all candidates.
+/// The `balanced` score of a candidate (lower is better), given the
+/// [`Scales`] of price (base units) and RTT.
 pub fn balanced_score(c: &Candidate, max_price: u128, max_rtt: u32) -> u128 {
     let price_term = scaled(c.price.0.0, max_price, 400);
     // Unknown RTT is the worst RTT.
@@ -192,7 +229,8 @@ pub fn balanced_score(c: &Candidate, max_price: u128, max_rtt: u32) -> u128 {
 
 /// The reputation term of the `balanced` score: `300·(1000 − reputation)/1000`.
 pub(crate) fn reputation_term(reputation: u32) -> u128 {
-    300 * u128::from(1000 - reputation.min(1000)) / 1000
+    // In 32 bits (it fits): a 128-bit division is a library call.
+    u128::from(300 * (1000 - reputation.min(1000)) / 1000)
 }
 
 /// `weight · x / max`, rounded down, for `x ≤ max`; 0 when `max` is 0.
