@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use dci_model::{NodeId, Timestamp};
-use dci_proto::{ChallengeParams, ConnId, Inbound, InspectionRequest, Message, Net, RowOpening, Verdict};
+use dci_proto::{
+    ChallengeParams, ConnId, Inbound, InspectionKind, InspectionRequest, Message, Net, RowOpening, Verdict,
+};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -42,8 +44,6 @@ pub enum Output {
 enum Rejection {
     #[error("expected an inspection request from a trusted indexer, found one from {0}")]
     UntrustedIndexer(NodeId),
-    #[error("expected no inspection of container {container} in flight, found challenge {challenge}; keeping it")]
-    AlreadyInFlight { container: NodeId, challenge: u64 },
     #[error("expected a challenge in flight, found no challenge {0}")]
     UnknownChallenge(u64),
     #[error("expected challenge {challenge} answered by container {expected}, found a message from {found}")]
@@ -66,6 +66,9 @@ enum Phase {
 
 #[derive(Clone, Debug)]
 struct Inspection {
+    /// The indexer's request id and kind, echoed in the verdict.
+    request: u64,
+    kind: InspectionKind,
     container: NodeId,
     params: ChallengeParams,
     sent: Timestamp,
@@ -74,12 +77,12 @@ struct Inspection {
 
 /// The checker role's sans-IO core (SPEC §4, R-CK1 registration validation).
 ///
-/// One inspection per container is in flight at a time: an
-/// `InspectionRequest` for a container whose inspection is still running is
-/// rejected and the running one is kept, so a container cannot be made to
-/// juggle several challenges, and the indexer still gets exactly one verdict
-/// for it. Every inspection ends in exactly one verdict: passed, failed, or
-/// timed out. The core does not sign: the driver seals every outgoing
+/// One inspection per container is in flight at a time: a new
+/// `InspectionRequest` for a container replaces the running inspection,
+/// which ends without a verdict (the indexer has replaced it too and would
+/// refuse that verdict as stale), so a container never juggles several
+/// challenges. Every other inspection ends in exactly one verdict: passed,
+/// failed, or timed out. The core does not sign: the driver seals every outgoing
 /// message, the verdict included, with the checker's identity.
 #[derive(Debug)]
 pub struct Checker {
@@ -137,8 +140,8 @@ impl Checker {
         if !self.config.indexers.contains(&from) {
             return Err(Rejection::UntrustedIndexer(from));
         }
-        if let Some(&challenge) = self.by_container.get(&request.container) {
-            return Err(Rejection::AlreadyInFlight { container: request.container, challenge });
+        if let Some(replaced) = self.by_container.remove(&request.container) {
+            self.inspections.remove(&replaced);
         }
         let id = self.fresh_id();
         let mut seed = [0u8; 32];
@@ -148,6 +151,8 @@ impl Checker {
         self.inspections.insert(
             id,
             Inspection {
+                request: request.id,
+                kind: request.kind,
                 container: request.container,
                 params: params.clone(),
                 sent: now,
@@ -243,7 +248,15 @@ impl Checker {
             // No commitment: report how long the checker waited.
             Phase::AwaitingCommitment { .. } => millis(now.since(inspection.sent)),
         };
-        let verdict = Verdict { container: inspection.container, challenge, passed, reason, compute_ms };
+        let verdict = Verdict {
+            request: inspection.request,
+            kind: inspection.kind,
+            container: inspection.container,
+            challenge,
+            passed,
+            reason,
+            compute_ms,
+        };
         vec![
             Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg: Message::Verdict(verdict.clone()) }),
             Output::Verdict(verdict),

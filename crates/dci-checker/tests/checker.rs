@@ -8,8 +8,8 @@ use dci_capacity::{Solution, solve};
 use dci_checker::{Checker, Config, ConfigError, Input, Output};
 use dci_model::{ContainerSpec, GeoPoint, NodeId, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, InspectionRequest, MAX_MESSAGE_BYTES, Message, Net,
-    RowOpening, Verdict, seal,
+    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest, MAX_MESSAGE_BYTES,
+    Message, Net, RowOpening, Verdict, seal,
 };
 use proptest::prelude::*;
 
@@ -47,7 +47,14 @@ fn addr_of(container: NodeId) -> String {
 }
 
 fn request(container: NodeId) -> Message {
+    request_with(container, 77)
+}
+
+/// An inspection request with the indexer's id `id`.
+fn request_with(container: NodeId, id: u64) -> Message {
     Message::InspectionRequest(InspectionRequest {
+        id,
+        kind: InspectionKind::Registration,
         container,
         addr: addr_of(container),
         spec: ContainerSpec {
@@ -350,8 +357,18 @@ fn only_trusted_indexers_start_inspections() {
 #[test]
 fn one_inspection_per_container_is_in_flight() {
     let mut c = checker(8);
-    let p = start(&mut c, T0, CONTAINER);
-    rejected(&c.handle(ms(1), from(INDEXER, request(CONTAINER))), INDEXER, "keeping it");
+    let old = start(&mut c, T0, CONTAINER);
+    // A new request replaces the running inspection: the old challenge is
+    // forgotten (no verdict), the new one answered with the new request id.
+    let out = c.handle(ms(1), from(INDEXER, request_with(CONTAINER, 78)));
+    let [Output::Net(Net::Send { msg: Message::Challenge(p), .. })] = out.as_slice() else { panic!("{out:?}") };
+    let p = p.clone();
+    assert_ne!(p.id, old.id);
+    rejected(
+        &c.handle(ms(1), from(CONTAINER, Message::Commitment { challenge: old.id, root: [0; 32] })),
+        CONTAINER,
+        "no challenge",
+    );
     let q = start(&mut c, ms(2), OTHER_CONTAINER);
     assert_ne!((p.id, p.seed), (q.id, q.seed));
     assert_eq!(c.in_flight(), 2);
@@ -365,6 +382,10 @@ fn one_inspection_per_container_is_in_flight() {
     // Both time out independently; then the container can be inspected again.
     let out = c.handle(ms(60_000), Input::Tick);
     assert_eq!(out.len(), 4, "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Verdict(v) if v.container == CONTAINER && v.request == 78 && !v.passed)),
+        "{out:?}"
+    );
     assert_eq!(c.in_flight(), 0);
     assert!(honest_round(&mut c, CONTAINER).passed);
 }

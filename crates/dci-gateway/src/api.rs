@@ -225,6 +225,23 @@ pub struct TransitionInfo {
     pub at_ms: u64,
 }
 
+/// A checker verdict on a container, as the indexer recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerdictInfo {
+    /// When the indexer accepted it, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The checker that signed it.
+    pub checker: String,
+    /// `registration`, `standby` or `in-service`.
+    pub kind: String,
+    /// Passed or failed.
+    pub passed: bool,
+    /// The checker's reason.
+    pub reason: String,
+    /// Time from challenge to commitment, ms.
+    pub compute_ms: u64,
+}
+
 /// One container as the network sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ContainerInfo {
@@ -262,6 +279,9 @@ pub struct ContainerInfo {
     pub last_heartbeat_ago_ms: Option<u64>,
     /// Recent lifecycle transitions, newest last.
     pub transitions: Vec<TransitionInfo>,
+    /// Recent checker verdicts, newest last.
+    #[serde(default)]
+    pub verdicts: Vec<VerdictInfo>,
 }
 
 /// One offer (R-IX5): a container that passes a filter.

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 
 use crate::api::{
     ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
-    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
+    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -103,6 +103,7 @@ impl IntoResponse for ApiError {
         BalanceInfo,
         ContainerInfo,
         TransitionInfo,
+        VerdictInfo,
         OfferInfo,
         TransferRequest,
         StakeRequest,

@@ -24,12 +24,22 @@ pub struct Config {
     pub checkers: Vec<NodeId>,
     /// Nodes allowed to match, release and list.
     pub gateways: Vec<NodeId>,
+    /// Random standby inspections (R-CK2): on average, each schedulable idle
+    /// container is inspected once per this interval, at unpredictable
+    /// times. `None`: no standby inspections.
+    pub standby_every: Option<Duration>,
+    /// Seeds the indexer's randomness (which containers a standby inspection
+    /// picks, inspection ids). The node passes fresh OS randomness; tests a
+    /// fixed value.
+    pub seed: u64,
 }
 
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default number of missed heartbeats before a container is unschedulable (R-IX4).
 pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
+/// Default mean interval between standby inspections of one container.
+pub const DEFAULT_STANDBY_EVERY: Duration = Duration::from_secs(3600);
 /// Default number of missed heartbeats before re-inspection is required.
 pub const DEFAULT_REINSPECT_AFTER_MISSED: u32 = 30;
 
@@ -43,6 +53,8 @@ impl Config {
             checker_addr: checker_addr.into(),
             checkers,
             gateways,
+            standby_every: Some(DEFAULT_STANDBY_EVERY),
+            seed: 0,
         }
     }
 
@@ -62,6 +74,9 @@ impl Config {
         }
         if self.checker_addr.trim().is_empty() {
             return Err(ConfigError::NoCheckerAddr);
+        }
+        if self.standby_every.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::ZeroStandbyInterval);
         }
         Ok(())
     }
@@ -97,6 +112,9 @@ pub enum ConfigError {
     /// No checker address.
     #[error("expected a checker address host:port, found an empty string")]
     NoCheckerAddr,
+    /// Standby inspections every zero seconds.
+    #[error("expected standby_every above zero (or none), found 0")]
+    ZeroStandbyInterval,
 }
 
 #[cfg(test)]
@@ -109,11 +127,12 @@ mod tests {
         assert_eq!(ok.validate(), Ok(()));
         assert_eq!(ok.fresh_window(), Duration::from_secs(3));
         type Edit = fn(&mut Config);
-        let cases: [(Edit, ConfigError); 4] = [
+        let cases: [(Edit, ConfigError); 5] = [
             (|c| c.heartbeat_interval = Duration::ZERO, ConfigError::ZeroInterval),
             (|c| c.missed_heartbeats = 0, ConfigError::ZeroMissed),
             (|c| c.reinspect_after_missed = 2, ConfigError::ReinspectBeforeUnschedulable { reinspect: 2, missed: 3 }),
             (|c| c.checker_addr = " ".into(), ConfigError::NoCheckerAddr),
+            (|c| c.standby_every = Some(Duration::ZERO), ConfigError::ZeroStandbyInterval),
         ];
         for (edit, want) in cases {
             let mut c = ok.clone();

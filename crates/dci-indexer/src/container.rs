@@ -2,11 +2,13 @@
 //! in-memory part (liveness, load, reservations).
 
 use dci_model::{NodeId, State, Timestamp, Transition};
-use dci_proto::{ContainerView, Offer, Registration};
+use dci_proto::{ContainerView, Offer, Registration, VerdictRecord};
 use serde::{Deserialize, Serialize};
 
 /// How many transitions a record keeps (the most recent ones).
 pub const HISTORY_LEN: usize = 20;
+/// Verdicts kept per container.
+pub const VERDICTS_LEN: usize = 5;
 
 /// What the indexer persists about a container and restores after a restart
 /// ([`crate::Indexer::restore`]).
@@ -22,9 +24,19 @@ pub struct ContainerRecord {
     pub reputation: u32,
     /// The most recent transitions (at most [`HISTORY_LEN`]), newest last.
     pub transitions: Vec<Transition>,
+    /// The most recent checker verdicts (at most [`VERDICTS_LEN`]), newest last.
+    #[serde(default)]
+    pub verdicts: Vec<VerdictRecord>,
 }
 
 impl ContainerRecord {
+    /// Records a verdict, keeping the most recent [`VERDICTS_LEN`].
+    pub(crate) fn note_verdict(&mut self, v: VerdictRecord) {
+        self.verdicts.push(v);
+        let excess = self.verdicts.len().saturating_sub(VERDICTS_LEN);
+        self.verdicts.drain(..excess);
+    }
+
     /// Applies `t` (which must start from the current state) and keeps the
     /// history bounded.
     pub(crate) fn apply(&mut self, t: Transition) {
@@ -109,6 +121,7 @@ impl Container {
             reputation: self.record.reputation,
             last_heartbeat_ago_ms: self.last_heartbeat.map(|t| now.since(t).as_millis() as u64),
             transitions: self.record.transitions.clone(),
+            verdicts: self.record.verdicts.clone(),
             payout: r.payout.clone(),
         }
     }

@@ -7,7 +7,8 @@ use crate::scan::{self, Choice};
 use crate::{REPUTATION_FAIL, REPUTATION_MAX, REPUTATION_PASS, REPUTATION_START};
 use dci_model::{Actor, Eliminations, MatchRequest, NodeId, SessionId, SpecError, State, Timestamp, Transition};
 use dci_proto::{
-    ConnId, ContainerView, Heartbeat, Inbound, InspectionRequest, Message, Net, Offer, Registration, Verdict,
+    ConnId, ContainerView, Heartbeat, Inbound, InspectionKind, InspectionRequest, Message, Net, Offer, Registration,
+    Verdict, VerdictRecord,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -76,9 +77,31 @@ pub enum Rejection {
         /// `checker` or `gateway`.
         expected: &'static str,
     },
+    /// A verdict that answers no inspection of this container in flight:
+    /// late (a newer inspection replaced it), repeated, or made up.
+    #[error("expected a verdict for inspection {expected} of the container, found one for {found}")]
+    StaleVerdict {
+        /// The inspection in flight (`none` if there is none).
+        expected: InFlight,
+        /// The inspection the verdict names.
+        found: u64,
+    },
     /// A message the indexer does not handle.
     #[error("expected a message for the indexer, found {0}")]
     Unexpected(&'static str),
+}
+
+/// The inspection of a container in flight, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight(pub Option<u64>);
+
+impl std::fmt::Display for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 /// A broken internal invariant (a bug, never a consequence of input).
@@ -221,12 +244,30 @@ pub struct Indexer {
     /// `timer_due[slot]` equals its due time.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     timer_due: Vec<u64>,
+    /// Per slot, the inspection in flight: (request id, kind).
+    inspecting: HashMap<u32, (u64, InspectionKind)>,
+    /// The next inspection id (random start: a restarted indexer does not
+    /// reuse recent ids, so no earlier verdict can answer a new request).
+    next_inspection: u64,
+    /// Randomness of standby inspections ([`Config::seed`]).
+    rng: crate::rng::Rng,
+    /// Standby inspections owed but not yet drawn (fractional), and when
+    /// they were last counted.
+    standby_credit: f64,
+    last_tick: Option<Timestamp>,
 }
 
 impl Indexer {
     /// An empty indexer.
     pub fn new(config: Config) -> Self {
+        let mut rng = crate::rng::Rng::new(config.seed);
+        let next_inspection = rng.next_u64();
         Indexer {
+            inspecting: HashMap::new(),
+            next_inspection,
+            rng,
+            standby_credit: 0.0,
+            last_tick: None,
             config,
             containers: Vec::new(),
             slots: HashMap::default(),
@@ -266,9 +307,6 @@ impl Indexer {
                 // A history that disagrees with the state is not trustworthy.
                 record.transitions.clear();
             }
-            if needs_inspection(record.state) {
-                out.push(inspection_request(&self.config, &record, "indexer restart"));
-            }
             kept.push(record);
         }
         // Neighbours on the map are neighbours in the index: loading them
@@ -278,10 +316,18 @@ impl Indexer {
         self.containers.reserve(kept.len());
         self.timer_due.reserve(kept.len());
         self.index.begin_bulk();
+        let mut waiting = Vec::new();
         for record in kept {
-            self.add(Container::from_record(record, now));
+            let wait = needs_inspection(record.state).then_some(record.id);
+            let slot = self.add(Container::from_record(record, now));
+            waiting.extend(wait.map(|id| (id, slot)));
         }
         self.index.end_bulk();
+        // In id order, as the records came: deterministic whatever the load order.
+        waiting.sort_unstable();
+        for (_, slot) in waiting {
+            out.push(self.request_inspection(slot, InspectionKind::Registration, "indexer restart"));
+        }
         if cfg!(debug_assertions) && self.containers.len() <= DEBUG_CHECK_LIMIT {
             debug_assert_eq!(self.check_invariants(), Ok(()));
         }
@@ -295,6 +341,8 @@ impl Indexer {
             Input::Tick => {
                 self.index.repair(usize::MAX);
                 self.tick(now, &mut out);
+                self.standby_inspections(now, &mut out);
+                self.last_tick = Some(now);
             }
             Input::Net(Inbound { conn, from, msg }) => {
                 if let Err(reason) = self.on_message(now, conn, from, msg, &mut out) {
@@ -346,6 +394,11 @@ impl Indexer {
         session: SessionId,
     ) -> Result<Choice, Eliminations> {
         scan::match_scan(&self.containers, request, session, now, &self.config)
+    }
+
+    /// The inspection of a container in flight: its request id and kind.
+    pub fn inspection(&self, id: &NodeId) -> Option<(u64, InspectionKind)> {
+        self.slots.get(id).and_then(|slot| self.inspecting.get(slot)).copied()
     }
 
     /// Sizes of the match index.
@@ -520,7 +573,7 @@ impl Indexer {
             Message::Heartbeat(hb) => self.on_heartbeat(now, conn, from, hb, out),
             Message::Verdict(v) => {
                 self.require(&self.config.checkers, from, "checker")?;
-                self.on_verdict(now, v, out)
+                self.on_verdict(now, from, v, out)
             }
             Message::Match { request_id, session, request } => {
                 self.require(&self.config.gateways, from, "gateway")?;
@@ -563,6 +616,7 @@ impl Indexer {
                     state: State::Configuring,
                     reputation: REPUTATION_START,
                     transitions: Vec::new(),
+                    verdicts: Vec::new(),
                 };
                 let mut c = Container::from_record(record, now);
                 let t = transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now);
@@ -597,7 +651,7 @@ impl Indexer {
             out.push(Output::Persist(c.record.clone()));
         }
         if needs_inspection(c.record.state) {
-            out.push(inspection_request(&self.config, &c.record, why));
+            out.push(self.request_inspection(slot, InspectionKind::Registration, why));
         }
         if let Some(t) = transition {
             out.push(reply(conn, Message::StateChanged { transition: t }));
@@ -631,17 +685,40 @@ impl Indexer {
         Ok(())
     }
 
-    fn on_verdict(&mut self, now: Timestamp, v: Verdict, out: &mut Vec<Output>) -> Result<(), Rejection> {
+    fn on_verdict(
+        &mut self,
+        now: Timestamp,
+        checker: NodeId,
+        v: Verdict,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
         let slot = *self.slots.get(&v.container).ok_or(Rejection::UnknownContainer(v.container))?;
+        match self.inspecting.get(&slot) {
+            Some(&(id, kind)) if id == v.request && kind == v.kind => {
+                self.inspecting.remove(&slot);
+            }
+            other => return Err(Rejection::StaleVerdict { expected: InFlight(other.map(|o| o.0)), found: v.request }),
+        }
         let rec = &mut self.containers[slot as usize].record;
-        let (to, default_reason) = if v.passed {
-            rec.reputation = (rec.reputation + REPUTATION_PASS).min(REPUTATION_MAX);
-            (State::Ready, "inspection passed")
+        let (to, default_reason) = match (v.passed, v.kind) {
+            (true, _) => (State::Ready, "inspection passed"),
+            (false, InspectionKind::InService) => (State::QualityControl, "in-service evaluation failed"),
+            (false, _) => (State::ReinspectionRequired, "inspection failed"),
+        };
+        rec.reputation = if v.passed {
+            (rec.reputation + REPUTATION_PASS).min(REPUTATION_MAX)
         } else {
-            rec.reputation = rec.reputation.saturating_sub(REPUTATION_FAIL);
-            (State::ReinspectionRequired, "inspection failed")
+            rec.reputation.saturating_sub(REPUTATION_FAIL)
         };
         let reason = if v.reason.trim().is_empty() { default_reason.to_owned() } else { v.reason };
+        rec.note_verdict(VerdictRecord {
+            at: now,
+            checker,
+            kind: v.kind,
+            passed: v.passed,
+            reason: reason.clone(),
+            compute_ms: v.compute_ms,
+        });
         // The table decides: e.g. a passed standby inspection of a Healthy
         // container changes only its reputation.
         let t = transition(rec, to, Actor::Checker, reason, now);
@@ -690,6 +767,54 @@ impl Indexer {
             c.reserved = c.reserved.saturating_sub(1);
             let reserved = c.reserved;
             self.index.set_reserved(r.slot, reserved);
+        }
+    }
+
+    /// Asks the checker to inspect the container at `slot`; the request
+    /// replaces any inspection of it in flight (whose verdict will then be
+    /// refused as stale).
+    fn request_inspection(&mut self, slot: u32, kind: InspectionKind, why: &str) -> Output {
+        let id = self.next_inspection;
+        self.next_inspection = self.next_inspection.wrapping_add(1);
+        self.inspecting.insert(slot, (id, kind));
+        let record = &self.containers[slot as usize].record;
+        send(
+            &self.config.checker_addr,
+            Message::InspectionRequest(InspectionRequest {
+                id,
+                kind,
+                container: record.id,
+                addr: record.registration.addr.clone(),
+                spec: record.registration.spec.clone(),
+                reason: why.to_owned(),
+            }),
+        )
+    }
+
+    /// Random standby inspections (R-CK2): each schedulable, idle container
+    /// not already being inspected is picked with the same small chance, so
+    /// that each is inspected about once per [`Config::standby_every`], at
+    /// times it cannot predict. Draws slots uniformly (with replacement);
+    /// a draw that lands on a busy or unschedulable container is dropped,
+    /// so the rate per idle container does not depend on the others.
+    fn standby_inspections(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        const MAX_PER_TICK: f64 = 10_000.0;
+        let (Some(every), Some(last)) = (self.config.standby_every, self.last_tick) else { return };
+        let n = self.containers.len();
+        if n == 0 || now <= last {
+            return;
+        }
+        let elapsed = now.since(last).as_secs_f64();
+        self.standby_credit = (self.standby_credit + n as f64 * elapsed / every.as_secs_f64()).min(MAX_PER_TICK);
+        while self.standby_credit >= 1.0 {
+            self.standby_credit -= 1.0;
+            let slot = self.rng.below(n) as u32;
+            let c = &self.containers[slot as usize];
+            let idle = c.reserved == 0 && c.reported_sessions == 0;
+            let fresh = now.since(c.last_seen) <= self.config.fresh_window();
+            if c.record.state.is_schedulable() && idle && fresh && !self.inspecting.contains_key(&slot) {
+                out.push(self.request_inspection(slot, InspectionKind::Standby, "random standby inspection"));
+            }
         }
     }
 
@@ -778,18 +903,6 @@ fn validate(reg: &Registration) -> Result<(), Rejection> {
         return Err(Rejection::BadAddr(reg.addr.clone()));
     }
     Ok(())
-}
-
-fn inspection_request(config: &Config, record: &ContainerRecord, why: &str) -> Output {
-    send(
-        &config.checker_addr,
-        Message::InspectionRequest(InspectionRequest {
-            container: record.id,
-            addr: record.registration.addr.clone(),
-            spec: record.registration.spec.clone(),
-            reason: why.to_owned(),
-        }),
-    )
 }
 
 fn reply(conn: ConnId, msg: Message) -> Output {

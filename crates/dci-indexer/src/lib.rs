@@ -13,7 +13,10 @@
 //! that tests and [`mod@bench`] compare against. [`filter`] parses the offers
 //! filter language (R-IX5) and [`Indexer::offers`] lists offers with it;
 //! [`serving_indexer`] is the verifiable choice of the indexer that serves a
-//! request (R-IX3).
+//! request (R-IX3). The indexer asks checkers for inspections: at
+//! registration (R-CK1) and, at random, of idle schedulable containers
+//! (R-CK2); it applies only the verdict of the inspection in flight, and keeps
+//! the latest verdicts and a reputation per container.
 //!
 //! This crate is not: the transport or the store (`dci-node` owns sockets and
 //! disk and persists [`ContainerRecord`]s), the wire format (`dci-proto`), the
@@ -27,13 +30,14 @@ pub mod filter;
 mod index;
 mod indexer;
 mod offers;
+mod rng;
 pub mod scan;
 mod serving;
 
 pub use config::{Config, ConfigError};
-pub use container::{Container, ContainerRecord, HISTORY_LEN};
+pub use container::{Container, ContainerRecord, HISTORY_LEN, VERDICTS_LEN};
 pub use index::{IndexStats, MAX_BUCKETS, MAX_BUCKETS_UX, SearchStats};
-pub use indexer::{Indexer, Input, InvariantError, Output, Rejection};
+pub use indexer::{InFlight, Indexer, Input, InvariantError, Output, Rejection};
 pub use offers::{OfferRow, SortKey, SortKeyError};
 pub use scan::Choice;
 pub use serving::{serving_indexer, serving_score};

@@ -151,12 +151,13 @@ fn load(seeds: &[Seed], now: u64) -> Indexer {
             state: s.state,
             reputation: s.reputation,
             transitions: Vec::new(),
+            verdicts: Vec::new(),
         };
         ix.restore(vec![record], Timestamp(now - s.age_ms));
     }
     for (i, s) in seeds.iter().enumerate() {
         if s.reported > 0 && s.age_ms == 0 {
-            ix.handle(Timestamp(now), heartbeat(node(i as u8 + 1), s.reported));
+            ix.feed(Timestamp(now), heartbeat(node(i as u8 + 1), s.reported));
         }
     }
     ix
@@ -186,10 +187,10 @@ proptest! {
             let session = SessionId(*session);
             agree(&ix, Timestamp(now), r, session)?;
             if *reserve {
-                ix.handle(Timestamp(now), match_req(GATEWAY, session, r.clone()));
+                ix.feed(Timestamp(now), match_req(GATEWAY, session, r.clone()));
             }
             if i % 10 == 9 {
-                ix.handle(Timestamp(now), Input::Tick);
+                ix.feed(Timestamp(now), Input::Tick);
             }
         }
         prop_assert_eq!(ix.check_invariants(), Ok(()));
@@ -238,22 +239,22 @@ proptest! {
         // Start from a registered, inspected, heartbeating fleet.
         for (c, r) in fleet.into_iter().enumerate() {
             let id = node(c as u8 + 1);
-            ix.handle(Timestamp(now), register(id, r));
-            ix.handle(Timestamp(now), verdict(CHECKER, id, true));
-            ix.handle(Timestamp(now), heartbeat(id, 0));
+            ix.feed(Timestamp(now), register(id, r));
+            ix.feed(Timestamp(now), verdict(CHECKER, id, true));
+            ix.feed(Timestamp(now), heartbeat(id, 0));
         }
         for op in ops {
             let t = Timestamp(now);
             match op {
-                Op::Register(c, r) => drop(ix.handle(t, register(node(c + 1), r))),
-                Op::Heartbeat(c, s) => drop(ix.handle(t, heartbeat(node(c + 1), s))),
-                Op::Verdict(c, passed) => drop(ix.handle(t, verdict(CHECKER, node(c + 1), passed))),
+                Op::Register(c, r) => drop(ix.feed(t, register(node(c + 1), r))),
+                Op::Heartbeat(c, s) => drop(ix.feed(t, heartbeat(node(c + 1), s))),
+                Op::Verdict(c, passed) => drop(ix.feed(t, verdict(CHECKER, node(c + 1), passed))),
                 Op::Match(s, r) => {
                     let s = session(s);
                     let fresh = ix.reservation(&s).is_none();
                     let want = ix.evaluate_scan(t, &r, s);
                     prop_assert_eq!(ix.evaluate(t, &r, s), want.clone(), "request {:?}", r);
-                    let outs = ix.handle(t, match_req(GATEWAY, s, r));
+                    let outs = ix.feed(t, match_req(GATEWAY, s, r));
                     let [Output::Net(Net::Reply { msg, .. })] = outs.as_slice() else {
                         return Err(TestCaseError::fail(format!("{outs:?}")));
                     };
@@ -266,8 +267,8 @@ proptest! {
                         prop_assert_eq!(got, want.map(|c| (c.container, c.estimated_rtt_ms)));
                     }
                 }
-                Op::Release(s) => drop(ix.handle(t, release(GATEWAY, session(s)))),
-                Op::Tick => drop(ix.handle(t, Input::Tick)),
+                Op::Release(s) => drop(ix.feed(t, release(GATEWAY, session(s)))),
+                Op::Tick => drop(ix.feed(t, Input::Tick)),
                 Op::Advance(ms) => now += ms,
             }
             prop_assert_eq!(ix.check_invariants(), Ok(()));

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use dci_indexer::{Indexer, Input, Output, REPUTATION_FAIL, REPUTATION_PASS, REPUTATION_START, Rejection};
 use dci_model::{Actor, MatchRequest, State, Timestamp};
-use dci_proto::{InspectionRequest, Message, Net};
+use dci_proto::{InspectionKind, InspectionRequest, Message, Net};
 
 const C: u8 = 1;
 const T0: u64 = 1_700_000_000_000;
@@ -29,7 +29,7 @@ fn step(at: u64, input: Input, outputs: &'static [&'static str], state: Option<S
 fn run(name: &str, steps: Vec<Step>) -> Indexer {
     let mut ix = Indexer::new(config());
     for (i, s) in steps.into_iter().enumerate() {
-        let outs = ix.handle(Timestamp(T0 + s.at), s.input);
+        let outs = ix.feed(Timestamp(T0 + s.at), s.input);
         assert_eq!(summary(&outs), s.outputs, "{name}: step {i}: {outs:#?}");
         assert_eq!(ix.container(&node(C)).map(|c| c.record.state), s.state, "{name}: step {i}");
         assert_eq!(ix.check_invariants(), Ok(()), "{name}: step {i}");
@@ -157,12 +157,12 @@ fn spec_changes_and_failed_verdicts() {
         "spec change",
         vec![
             step(0, register(c, reg()), NEW, Some(AwaitingInspection)),
-            // A failed registration validation.
+            // A failed registration validation; the agent registers again
+            // and gets a new inspection.
             step(1, verdict(CHECKER, c, false), &["persist", "send:state_changed"], Some(ReinspectionRequired)),
-            step(2, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
-            step(3, heartbeat(c, 0), &["persist", "reply:state_changed"], Some(Healthy)),
-            // A passed standby inspection changes only the reputation.
-            step(4, verdict(CHECKER, c, true), &["persist"], Some(Healthy)),
+            step(2, register(c, reg()), &["send:inspection_request"], Some(ReinspectionRequired)),
+            step(3, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
+            step(4, heartbeat(c, 0), &["persist", "reply:state_changed"], Some(Healthy)),
             // Price or services change: no re-inspection.
             step(5, register(c, registration(big_spec(), &["llm"], milli_ath(2500), 2)), &["persist"], Some(Healthy)),
             // Same registration again: nothing at all.
@@ -177,12 +177,15 @@ fn spec_changes_and_failed_verdicts() {
             step(8, register(c, cheaper.clone()), &["persist", "send:inspection_request"], Some(ReinspectionRequired)),
             // Failing again changes reputation, not the state.
             step(9, verdict(CHECKER, c, false), &["persist"], Some(ReinspectionRequired)),
-            step(10, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
+            // Nothing in flight: a verdict now is refused.
+            step(10, verdict(CHECKER, c, true), &["rejected"], Some(ReinspectionRequired)),
+            step(11, register(c, cheaper.clone()), &["send:inspection_request"], Some(ReinspectionRequired)),
+            step(12, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
         ],
     );
     let rec = &ix.container(&node(C)).unwrap().record;
     assert_eq!(rec.registration, cheaper);
-    assert_eq!(rec.reputation, REPUTATION_START + 3 * REPUTATION_PASS - 2 * REPUTATION_FAIL);
+    assert_eq!(rec.reputation, REPUTATION_START + 2 * REPUTATION_PASS - 2 * REPUTATION_FAIL);
     let spec = rec.transitions.iter().find(|t| t.reason == "spec changed").unwrap();
     assert_eq!((spec.from, spec.actor), (Healthy, Actor::Container));
 }
@@ -204,12 +207,12 @@ fn invalid_registrations_are_rejected_without_change() {
     ];
     for (r, want) in cases {
         let mut ix = Indexer::new(config());
-        let outs = ix.handle(Timestamp(T0), register(c, r));
+        let outs = ix.feed(Timestamp(T0), register(c, r));
         assert_eq!(outs, vec![Output::Rejected { from: c, reason: want }]);
         assert!(ix.is_empty());
     }
     let mut ix = Indexer::new(config());
-    let outs = ix.handle(Timestamp(T0), register(c, registration(bad_spec, &["llm"], milli_ath(1), 1)));
+    let outs = ix.feed(Timestamp(T0), register(c, registration(bad_spec, &["llm"], milli_ath(1), 1)));
     let [Output::Rejected { reason: Rejection::Spec(e), .. }] = outs.as_slice() else { panic!("{outs:?}") };
     assert!(e.to_string().contains("cpu_cores"), "{e}");
     assert!(ix.is_empty());
@@ -233,7 +236,7 @@ fn reregistration_cannot_drop_reserved_slots() {
         ],
     );
     assert_eq!(ix.container(&c).unwrap().record.registration.slots, 1);
-    let outs = ix.handle(Timestamp(T0 + 8), register(c, registration(big_spec(), &["llm"], milli_ath(1), 0)));
+    let outs = ix.feed(Timestamp(T0 + 8), register(c, registration(big_spec(), &["llm"], milli_ath(1), 0)));
     assert_eq!(summary(&outs), ["rejected"]);
 }
 
@@ -241,8 +244,12 @@ fn reregistration_cannot_drop_reserved_slots() {
 fn messages_carry_the_right_content() {
     let c = node(C);
     let mut ix = Indexer::new(config());
-    let outs = ix.handle(Timestamp(T0), register(c, reg()));
+    let outs = ix.feed(Timestamp(T0), register(c, reg()));
+    let (id, kind) = ix.inspection(&c).expect("an inspection in flight");
+    assert_eq!(kind, InspectionKind::Registration);
     let want_request = Message::InspectionRequest(InspectionRequest {
+        id,
+        kind,
         container: c,
         addr: reg().addr,
         spec: reg().spec,
@@ -252,24 +259,24 @@ fn messages_carry_the_right_content() {
     let Some(Output::Persist(rec)) = outs.first() else { panic!("{outs:?}") };
     assert_eq!((rec.id, rec.state, rec.reputation), (c, AwaitingInspection, REPUTATION_START));
 
-    let outs = ix.handle(Timestamp(T0 + 5), verdict(CHECKER, c, true));
+    let outs = ix.feed(Timestamp(T0 + 5), verdict(CHECKER, c, true));
     let Some(Output::Net(Net::Send { addr, msg: Message::StateChanged { transition } })) = outs.get(1) else {
         panic!("{outs:?}")
     };
     assert_eq!(addr, &reg().addr);
     assert_eq!((transition.from, transition.to, transition.at), (AwaitingInspection, Ready, Timestamp(T0 + 5)));
 
-    ix.handle(Timestamp(T0 + 6), heartbeat(c, 0));
+    ix.feed(Timestamp(T0 + 6), heartbeat(c, 0));
     let mut req = llm();
     req.near = Some(city("lisbon"));
-    let outs = ix.handle(Timestamp(T0 + 7), match_req(GATEWAY, session(9), req));
+    let outs = ix.feed(Timestamp(T0 + 7), match_req(GATEWAY, session(9), req));
     let [Output::Net(Net::Reply { msg: Message::Matched { request_id: 7, offer }, .. })] = outs.as_slice() else {
         panic!("{outs:?}")
     };
     assert_eq!((offer.container, offer.price, offer.estimated_rtt_ms), (c, milli_ath(2000), Some(19)));
     assert_eq!(offer.payout, reg().payout);
 
-    let outs = ix.handle(Timestamp(T0 + 8), net(GATEWAY, Message::ListContainers { request_id: 3 }));
+    let outs = ix.feed(Timestamp(T0 + 8), net(GATEWAY, Message::ListContainers { request_id: 3 }));
     let [Output::Net(Net::Reply { msg: Message::Containers { request_id: 3, containers }, .. })] = outs.as_slice()
     else {
         panic!("{outs:?}")
@@ -289,13 +296,13 @@ fn history_keeps_the_last_twenty_transitions() {
         t += 1;
         Timestamp(t)
     };
-    ix.handle(tick(), register(c, reg()));
+    ix.feed(tick(), register(c, reg()));
     for i in 0..15u32 {
-        ix.handle(tick(), verdict(CHECKER, c, true));
-        ix.handle(tick(), heartbeat(c, 0));
+        ix.feed(tick(), verdict(CHECKER, c, true));
+        ix.feed(tick(), heartbeat(c, 0));
         let mut spec = big_spec();
         spec.disk_gib = 1000 + i;
-        ix.handle(tick(), register(c, registration(spec, &["llm"], milli_ath(1), 2)));
+        ix.feed(tick(), register(c, registration(spec, &["llm"], milli_ath(1), 2)));
     }
     let rec = &ix.container(&c).unwrap().record;
     assert_eq!(rec.transitions.len(), dci_indexer::HISTORY_LEN);
@@ -326,12 +333,85 @@ fn a_lost_container_releases_its_sessions() {
     assert_eq!(ix.container(&c).unwrap().reserved, 0);
     assert_eq!((ix.reservation(&session(1)), ix.reservation(&session(2))), (None, None));
     let t = Timestamp(T0 + 30_004);
-    assert!(ix.handle(t, release(GATEWAY, session(1))).is_empty());
-    ix.handle(t, register(c, reg()));
-    ix.handle(t, verdict(CHECKER, c, true));
-    ix.handle(t, heartbeat(c, 0));
+    assert!(ix.feed(t, release(GATEWAY, session(1))).is_empty());
+    ix.feed(t, register(c, reg()));
+    ix.feed(t, verdict(CHECKER, c, true));
+    ix.feed(t, heartbeat(c, 0));
     for s in [3, 4] {
-        assert_eq!(summary(&ix.handle(t, match_req(GATEWAY, session(s), llm()))), ["reply:matched"]);
+        assert_eq!(summary(&ix.feed(t, match_req(GATEWAY, session(s), llm()))), ["reply:matched"]);
     }
     assert_eq!(ix.check_invariants(), Ok(()));
+}
+
+#[test]
+fn only_the_inspection_in_flight_is_answered() {
+    let c = node(C);
+    let mut ix = Indexer::new(config());
+    ix.feed(Timestamp(T0), register(c, reg()));
+    let (first, kind) = ix.inspection(&c).unwrap();
+    // Registering again while waiting asks for a new inspection: the first
+    // one's verdict is now stale.
+    ix.feed(Timestamp(T0 + 1), register(c, reg()));
+    let (second, _) = ix.inspection(&c).unwrap();
+    assert_ne!(first, second);
+    let cases = [
+        (verdict_for(CHECKER, c, first, kind, true), "inspection"),
+        (verdict_for(CHECKER, c, second, InspectionKind::Standby, true), "inspection"),
+        (verdict_for(CHECKER, c, second.wrapping_add(1), kind, true), "inspection"),
+    ];
+    for (input, word) in cases {
+        let outs = ix.feed(Timestamp(T0 + 2), input);
+        let [Output::Rejected { reason, .. }] = outs.as_slice() else { panic!("{outs:?}") };
+        assert!(reason.to_string().contains(word), "{reason}");
+        assert_eq!(ix.container(&c).unwrap().record.state, AwaitingInspection);
+    }
+    let outs = ix.feed(Timestamp(T0 + 3), verdict_for(CHECKER, c, second, kind, true));
+    assert_eq!(summary(&outs), ["persist", "send:state_changed"]);
+    // Answered: the same verdict again is stale.
+    let outs = ix.feed(Timestamp(T0 + 4), verdict_for(CHECKER, c, second, kind, true));
+    assert_eq!(summary(&outs), ["rejected"]);
+    let rec = &ix.container(&c).unwrap().record;
+    assert_eq!(rec.verdicts.len(), 1);
+    assert_eq!((rec.verdicts[0].checker, rec.verdicts[0].kind, rec.verdicts[0].passed), (CHECKER, kind, true));
+}
+
+#[test]
+fn idle_containers_get_random_standby_inspections_at_the_configured_rate() {
+    let mut cfg = config();
+    cfg.standby_every = Some(std::time::Duration::from_secs(50));
+    cfg.reinspect_after_missed = 1_000_000;
+    let mut ix = Indexer::new(cfg);
+    let n = 20u8;
+    for i in 1..=n {
+        let c = node(i);
+        ix.feed(Timestamp(T0), register(c, reg()));
+        ix.feed(Timestamp(T0), verdict(CHECKER, c, true));
+        ix.feed(Timestamp(T0), heartbeat(c, u32::from(i % 5 == 0))); // every fifth is serving
+    }
+    let mut per_container = std::collections::BTreeMap::new();
+    // 1,000 s of one-second ticks: each idle container expects 20 inspections.
+    for s in 0..1_000u64 {
+        let now = Timestamp(T0 + s * 1000);
+        if s % 2 == 0 {
+            for i in 1..=n {
+                ix.feed(now, heartbeat(node(i), u32::from(i % 5 == 0)));
+            }
+        }
+        for out in ix.feed(now, Input::Tick) {
+            if let Output::Net(Net::Send { msg: Message::InspectionRequest(r), .. }) = out {
+                assert_eq!(r.kind, InspectionKind::Standby);
+                *per_container.entry(r.container).or_insert(0u32) += 1;
+                // The checker answers at once; a pass changes no state.
+                let outs = ix.feed(now, verdict_for(CHECKER, r.container, r.id, r.kind, true));
+                assert_eq!(summary(&outs), ["persist"], "{outs:?}");
+            }
+        }
+    }
+    let serving: Vec<_> = (1..=n).filter(|i| i % 5 == 0).map(node).collect();
+    assert!(serving.iter().all(|c| !per_container.contains_key(c)), "a serving container was inspected");
+    let total: u32 = per_container.values().sum();
+    // 16 idle containers x 20 expected = 320; Poisson spread is about 18.
+    assert!((240..=400).contains(&total), "{total} standby inspections");
+    assert_eq!(per_container.len(), 16, "every idle container was inspected");
+    assert!(per_container.values().all(|&k| k <= 60), "{per_container:?}");
 }

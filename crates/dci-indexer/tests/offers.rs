@@ -29,6 +29,7 @@ fn fleet() -> Indexer {
             state,
             reputation,
             transitions: Vec::new(),
+            verdicts: Vec::new(),
         };
         ix.restore(vec![record], Timestamp(NOW));
     }
@@ -72,7 +73,7 @@ fn filters_and_sorts() {
 fn rows_show_what_a_consumer_needs() {
     let mut ix = fleet();
     let now = Timestamp(NOW + 1000);
-    ix.handle(now, heartbeat(node(2), 0));
+    ix.feed(now, heartbeat(node(2), 0));
     let filter = Filter::parse("gpu=h100 near=38.72,-9.14").unwrap();
     let rows = ix.offers(now, &filter, SortKey::Rtt, 1);
     let r = &rows[0];
@@ -83,7 +84,7 @@ fn rows_show_what_a_consumer_needs() {
     assert_eq!(ids(&ix.offers(later, &Filter::default(), SortKey::Price, 10)), Vec::<u8>::new());
     assert_eq!(ix.offers(later, &Filter::parse("state=any").unwrap(), SortKey::Price, 10).len(), 5);
     // A full container is not available.
-    ix.handle(now, match_req(GATEWAY, session(1), dci_model::MatchRequest::for_service(svc("llm"))));
+    ix.feed(now, match_req(GATEWAY, session(1), dci_model::MatchRequest::for_service(svc("llm"))));
     assert_eq!(ids(&ix.offers(now, &Filter::default(), SortKey::Price, 10)), [3, 2, 1]);
 }
 

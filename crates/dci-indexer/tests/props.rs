@@ -270,7 +270,7 @@ proptest! {
             let before: Vec<Container> = ix.iter().cloned().collect();
             let mut outs = Vec::new();
             for input in inputs(op) {
-                outs.extend(ix.handle(now, input));
+                outs.extend(ix.feed(now, input));
                 prop_assert_eq!(ix.check_invariants(), Ok(()));
             }
             match op {

@@ -18,7 +18,7 @@ fn fleet() -> (Indexer, BTreeMap<NodeId, ContainerRecord>) {
     let mut t = T0;
     let mut feed = |ix: &mut Indexer, input: Input| {
         t += 10;
-        for o in ix.handle(Timestamp(t), input) {
+        for o in ix.feed(Timestamp(t), input) {
             if let Output::Persist(r) = o {
                 store.insert(r.id, r);
             }
@@ -85,14 +85,14 @@ fn restored_containers_get_a_grace_period() {
     back.restore(store.into_values().collect(), later);
     let llm = || MatchRequest::for_service(svc("llm"));
     // Schedulable right away although the last heartbeat was an hour ago...
-    let outs = back.handle(Timestamp(later.0 + 3000), match_req(GATEWAY, session(2), llm()));
+    let outs = back.feed(Timestamp(later.0 + 3000), match_req(GATEWAY, session(2), llm()));
     assert_eq!(summary(&outs), ["reply:matched"]);
     // ...not once the grace window has passed without a heartbeat...
-    let outs = back.handle(Timestamp(later.0 + 3001), match_req(GATEWAY, session(3), llm()));
+    let outs = back.feed(Timestamp(later.0 + 3001), match_req(GATEWAY, session(3), llm()));
     assert_eq!(summary(&outs), ["reply:no_match"]);
     // ...and re-inspection is required after the long window.
-    assert!(back.handle(Timestamp(later.0 + 30_000), Input::Tick).is_empty());
-    let outs = back.handle(Timestamp(later.0 + 30_001), Input::Tick);
+    assert!(back.feed(Timestamp(later.0 + 30_000), Input::Tick).is_empty());
+    let outs = back.feed(Timestamp(later.0 + 30_001), Input::Tick);
     assert_eq!(summary(&outs), ["persist", "send:state_changed", "persist", "send:state_changed"]);
 }
 
@@ -103,11 +103,11 @@ fn reported_sessions_protect_slots_after_restart() {
     let mut back = Indexer::new(config());
     back.restore(store.into_values().collect(), now);
     // Container 1 is still serving two sessions the new indexer never reserved.
-    back.handle(now, heartbeat(node(1), 2));
+    back.feed(now, heartbeat(node(1), 2));
     let mut req = MatchRequest::for_service(svc("llm"));
     req.policy = dci_model::Policy::Cheapest;
     for s in 10..12 {
-        let outs = back.handle(now, match_req(GATEWAY, session(s), req.clone()));
+        let outs = back.feed(now, match_req(GATEWAY, session(s), req.clone()));
         let [Output::Net(Net::Reply { msg: Message::Matched { offer, .. }, .. })] = outs.as_slice() else {
             panic!("{outs:?}")
         };

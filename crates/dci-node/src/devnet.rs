@@ -156,8 +156,12 @@ impl Devnet {
         let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
         let checker_bound = Bound::bind(checker_id.clone(), "127.0.0.1:0").await?;
         let indexer_addr = indexer_bound.addr();
-        let indexer_cfg =
-            dci_indexer::Config::new(checker_bound.addr(), vec![checker_bound.id()], vec![gateway_id.id()]);
+        let indexer_cfg = dci_indexer::Config {
+            // Each idle container is inspected about once a minute, at random.
+            standby_every: Some(Duration::from_secs(60)),
+            seed: rand::random(),
+            ..dci_indexer::Config::new(checker_bound.addr(), vec![checker_bound.id()], vec![gateway_id.id()])
+        };
         let checker_cfg = dci_checker::Config {
             challenge_n: config.challenge_n,
             ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_bound.id()])

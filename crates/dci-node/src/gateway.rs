@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use dci_gateway::api::{
     ApiError, BalanceInfo, ContainerInfo, DeployRequest, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
-    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, ath,
+    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
 use dci_ledger::{EmbeddedLedger, LedgerError, StakeRole};
@@ -494,6 +494,18 @@ fn container_info(v: ContainerView) -> ContainerInfo {
                 actor: format!("{:?}", t.actor).to_lowercase(),
                 reason: t.reason,
                 at_ms: t.at.0,
+            })
+            .collect(),
+        verdicts: v
+            .verdicts
+            .into_iter()
+            .map(|r| VerdictInfo {
+                at_ms: r.at.0,
+                checker: r.checker.to_string(),
+                kind: r.kind.as_str().to_owned(),
+                passed: r.passed,
+                reason: r.reason,
+                compute_ms: r.compute_ms,
             })
             .collect(),
     }

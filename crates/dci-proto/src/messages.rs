@@ -3,7 +3,7 @@
 
 use dci_model::{
     AccountId, ContainerSpec, Eliminations, MatchRequest, NodeId, PricePerHour, ServiceName, SessionId, State,
-    Transition,
+    Timestamp, Transition,
 };
 use serde::{Deserialize, Serialize};
 
@@ -220,9 +220,41 @@ pub struct Heartbeat {
     pub sessions: u32,
 }
 
+/// Why a container is inspected (SPEC §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InspectionKind {
+    /// R-CK1: a (re-)registration is validated before the container may be
+    /// scheduled. Passing makes it `Ready`; failing, `ReinspectionRequired`.
+    Registration,
+    /// R-CK2: a random inspection of a schedulable container. Passing raises
+    /// its reputation; failing makes it `ReinspectionRequired`.
+    Standby,
+    /// R-CK3: an evaluation of a container while it serves (the checker acts
+    /// as a user of the running service). Failing moves it to
+    /// `QualityControl`.
+    InService,
+}
+
+impl InspectionKind {
+    /// The name used in logs, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InspectionKind::Registration => "registration",
+            InspectionKind::Standby => "standby",
+            InspectionKind::InService => "in-service",
+        }
+    }
+}
+
 /// A request to inspect a container.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InspectionRequest {
+    /// Chosen by the indexer; the verdict must carry it back, so a late
+    /// verdict of an earlier inspection is never taken for this one.
+    pub id: u64,
+    /// Why the container is inspected.
+    pub kind: InspectionKind,
     /// The container.
     pub container: NodeId,
     /// Where to reach it.
@@ -258,6 +290,10 @@ pub struct RowOpening {
 /// A checker's verdict on a container (signed by the envelope).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
+    /// The [`InspectionRequest::id`] this answers.
+    pub request: u64,
+    /// The kind of inspection.
+    pub kind: InspectionKind,
     /// The inspected container.
     pub container: NodeId,
     /// The challenge it answered.
@@ -312,8 +348,28 @@ pub struct ContainerView {
     pub last_heartbeat_ago_ms: Option<u64>,
     /// Most recent transitions, newest last.
     pub transitions: Vec<Transition>,
+    /// Most recent checker verdicts, newest last.
+    #[serde(default)]
+    pub verdicts: Vec<VerdictRecord>,
     /// Account that receives its earnings.
     pub payout: AccountId,
+}
+
+/// A verdict as the indexer recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    /// When the indexer accepted it.
+    pub at: Timestamp,
+    /// The checker that signed it.
+    pub checker: NodeId,
+    /// The kind of inspection.
+    pub kind: InspectionKind,
+    /// Passed or failed.
+    pub passed: bool,
+    /// The checker's reason.
+    pub reason: String,
+    /// Time from challenge to commitment, ms.
+    pub compute_ms: u64,
 }
 
 /// One offer: a container that passes a filter, as a consumer sees it.

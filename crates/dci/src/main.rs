@@ -632,5 +632,16 @@ fn print_containers(list: &[ContainerInfo]) {
             c.reputation,
             last
         );
+        for v in c.verdicts.iter().rev().take(3) {
+            let outcome = if v.passed { "passed" } else { "FAILED" };
+            println!(
+                "{:<10}{} {} inspection {outcome} in {} ms: {}",
+                "",
+                &v.checker[..8],
+                v.kind,
+                v.compute_ms,
+                v.reason
+            );
+        }
     }
 }

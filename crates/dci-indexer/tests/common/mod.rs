@@ -1,12 +1,12 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
-use dci_indexer::{Config, Container, ContainerRecord, Input, Output, REPUTATION_START};
+use dci_indexer::{Config, Container, ContainerRecord, Indexer, Input, Output, REPUTATION_START};
 use dci_model::{
     AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, MatchRequest, NodeId, PricePerHour, ServiceName, SessionId,
     State, Timestamp,
 };
-use dci_proto::{ConnId, Heartbeat, Inbound, Message, Net, Registration, Verdict};
+use dci_proto::{ConnId, Heartbeat, Inbound, InspectionKind, Message, Net, Registration, Verdict};
 
 pub const CHECKER: NodeId = NodeId([0xc0; 32]);
 pub const GATEWAY: NodeId = NodeId([0x9a; 32]);
@@ -84,9 +84,40 @@ pub fn heartbeat(from: NodeId, sessions: u32) -> Input {
     net(from, Message::Heartbeat(Heartbeat { seq: 0, sessions }))
 }
 
+/// A verdict placeholder: [`Feed::feed`] fills in the inspection in flight.
+pub const IN_FLIGHT: u64 = u64::MAX;
+
+/// A verdict on whatever inspection of `container` is in flight when it is
+/// fed (see [`Feed`]).
 pub fn verdict(from: NodeId, container: NodeId, passed: bool) -> Input {
+    verdict_for(from, container, IN_FLIGHT, InspectionKind::Registration, passed)
+}
+
+/// A verdict for inspection `request`.
+pub fn verdict_for(from: NodeId, container: NodeId, request: u64, kind: InspectionKind, passed: bool) -> Input {
     let reason = if passed { "capacity proof ok" } else { "capacity proof wrong" };
-    net(from, Message::Verdict(Verdict { container, challenge: 1, passed, reason: reason.into(), compute_ms: 10 }))
+    let v = Verdict { request, kind, container, challenge: 1, passed, reason: reason.into(), compute_ms: 10 };
+    net(from, Message::Verdict(v))
+}
+
+/// `handle`, with verdict placeholders answering the inspection in flight
+/// (as a checker does); without one in flight the placeholder stays, and the
+/// indexer refuses it as stale.
+pub trait Feed {
+    fn feed(&mut self, now: Timestamp, input: Input) -> Vec<Output>;
+}
+
+impl Feed for Indexer {
+    fn feed(&mut self, now: Timestamp, mut input: Input) -> Vec<Output> {
+        if let Input::Net(Inbound { msg: Message::Verdict(v), .. }) = &mut input
+            && v.request == IN_FLIGHT
+            && let Some((id, kind)) = self.inspection(&v.container)
+        {
+            v.request = id;
+            v.kind = kind;
+        }
+        self.handle(now, input)
+    }
 }
 
 pub fn match_req(from: NodeId, s: SessionId, request: MatchRequest) -> Input {
@@ -119,6 +150,7 @@ pub fn container(id: u8, spec: ContainerSpec, services: &[&str], price: PricePer
             state: State::Healthy,
             reputation: REPUTATION_START,
             transitions: Vec::new(),
+            verdicts: Vec::new(),
         },
         last_seen: now,
         last_heartbeat: Some(now),
