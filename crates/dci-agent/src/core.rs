@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dci_capacity::Solution;
+use dci_capacity::{Attempt, Behaviour, Solution};
 use dci_model::{
     AccountId, Activity, ContainerSpec, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp, Transition,
 };
@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub gateways: Vec<NodeId>,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// How it plays capacity challenges: honestly, except in tests and
+    /// devnets that show the checkers catching a cheat.
+    pub behaviour: Behaviour,
 }
 
 /// Inputs of the container core.
@@ -49,8 +52,8 @@ pub enum Input {
     Computed {
         /// The challenge.
         params: ChallengeParams,
-        /// Its result.
-        solution: Solution,
+        /// What was committed to, and the data to answer from.
+        attempt: Attempt,
     },
     /// The runtime started a session's service.
     ServiceStarted {
@@ -78,8 +81,16 @@ pub enum Input {
 pub enum Output {
     /// Network traffic.
     Net(Net),
-    /// Run a proof-of-capacity computation (off the core's thread).
-    Compute(ChallengeParams),
+    /// Run a proof-of-capacity computation (off the core's thread):
+    /// `behaviour.commit(&params, earlier)`.
+    Compute {
+        /// The challenge.
+        params: ChallengeParams,
+        /// How to play it.
+        behaviour: Behaviour,
+        /// The previous result (only for a replaying container).
+        earlier: Option<Solution>,
+    },
     /// Start the service for a session.
     StartService {
         /// The session.
@@ -135,7 +146,9 @@ pub struct Agent {
     state: Option<State>,
     heartbeat_seq: u64,
     last_heartbeat: Option<Timestamp>,
-    challenges: HashMap<u64, (ConnId, NodeId, Option<Solution>)>,
+    challenges: HashMap<u64, (ConnId, NodeId, Option<Attempt>)>,
+    /// The last result computed (what a replaying container answers with).
+    last_solution: Option<Solution>,
     sessions: HashMap<SessionId, Session>,
 }
 
@@ -149,6 +162,7 @@ impl Agent {
             heartbeat_seq: 0,
             last_heartbeat: None,
             challenges: HashMap::new(),
+            last_solution: None,
             sessions: HashMap::new(),
         }
     }
@@ -204,11 +218,14 @@ impl Agent {
                 if due { vec![self.heartbeat(now)] } else { vec![] }
             }
             Input::Net(inbound) => self.on_message(now, inbound),
-            Input::Computed { params, solution } => match self.challenges.get_mut(&params.id) {
+            Input::Computed { params, attempt } => match self.challenges.get_mut(&params.id) {
                 Some((conn, _, slot)) => {
                     let conn = *conn;
-                    let root = solution.root();
-                    *slot = Some(solution);
+                    let root = attempt.root();
+                    if self.config.behaviour == Behaviour::Replay {
+                        self.last_solution = Some(attempt.solution().clone());
+                    }
+                    *slot = Some(attempt);
                     vec![Output::Net(Net::Reply { conn, msg: Message::Commitment { challenge: params.id, root } })]
                 }
                 None => vec![],
@@ -290,25 +307,30 @@ impl Agent {
                 if self.challenges.len() >= MAX_CHALLENGES {
                     return reject(format!("already working on {MAX_CHALLENGES} challenges"));
                 }
-                if params.n == 0 || params.n > 8192 {
-                    return reject(format!("challenge size: expected 1..=8192, found {}", params.n));
+                if params.n == 0 || params.n > dci_capacity::MAX_N {
+                    return reject(format!("challenge size: expected 1..={}, found {}", dci_capacity::MAX_N, params.n));
                 }
                 self.challenges.insert(params.id, (conn, from, None));
-                vec![Output::Compute(params)]
+                let behaviour = self.config.behaviour;
+                let earlier = if behaviour == Behaviour::Replay { self.last_solution.clone() } else { None };
+                vec![Output::Compute { params, behaviour, earlier }]
             }
-            Message::OpenRows { challenge, rows } => match self.challenges.get(&challenge) {
-                Some((_, checker, Some(_))) if *checker == from => {
-                    let (_, _, solution) = self.challenges.remove(&challenge).expect("present");
-                    let solution = solution.expect("computed");
-                    match solution.open(&rows) {
-                        Ok(openings) => {
-                            vec![Output::Net(Net::Reply { conn, msg: Message::Openings { challenge, rows: openings } })]
+            Message::Reveal(reveal) => {
+                let challenge = reveal.challenge;
+                match self.challenges.get(&challenge) {
+                    Some((_, checker, Some(_))) if *checker == from => {
+                        let Some((_, _, Some(attempt))) = self.challenges.remove(&challenge) else {
+                            return reject(format!("reveal for unknown or unfinished challenge {challenge}"));
+                        };
+                        match attempt.respond(&reveal) {
+                            Ok(Some(answer)) => vec![Output::Net(Net::Reply { conn, msg: Message::Answer(answer) })],
+                            Ok(None) => vec![], // a container that went dark
+                            Err(e) => reject(format!("cannot answer the reveal: {e}")),
                         }
-                        Err(e) => reject(format!("cannot open rows: {e}")),
                     }
+                    _ => reject(format!("reveal for unknown or unfinished challenge {challenge}")),
                 }
-                _ => reject(format!("open rows for unknown or unfinished challenge {challenge}")),
-            },
+            }
             Message::StartSession { session, service, consumer, price } => {
                 if !self.config.gateways.contains(&from) {
                     return reject(format!("start session from {} which is not a trusted gateway", from.short()));

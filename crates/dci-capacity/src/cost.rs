@@ -60,3 +60,30 @@ pub fn cost(n: u32, rows: u32) -> Cost {
         },
     }
 }
+
+/// The work counts of the Freivalds protocol ([`crate::verify`]) for
+/// dimension `n`, `rounds` vectors and `rows` opened rows (capped at `n`).
+///
+/// Container: derive A and B (`2n²` words), multiply (`2n³`), hash every
+/// row and node, then `y_j = C·r_j` (`2kn²`). Checker: derive all of A and
+/// B (`2n²` words: Freivalds needs both whole, streamed), `B·R` and
+/// `A·(B·R)` (`2·2kn²`), the opened rows' products (`2sn²`), their
+/// consistency with `y` (`2skn`), the vectors' bits and the opened paths.
+pub fn freivalds_cost(n: u32, rounds: u32, rows: u32) -> Cost {
+    let n64 = u64::from(n);
+    let k = u64::from(rounds);
+    let s = u64::from(rows.min(n));
+    let base = cost(n, rows);
+    Cost {
+        container: Work {
+            flops: 2 * n64 * n64 * n64 + 2 * k * n64 * n64,
+            random_values: 2 * n64 * n64,
+            hashed_bytes: base.container.hashed_bytes,
+        },
+        checker: Work {
+            flops: 4 * k * n64 * n64 + 2 * s * n64 * n64 + 2 * s * k * n64,
+            random_values: 2 * n64 * n64 + s * n64 + k * n64.div_ceil(32),
+            hashed_bytes: base.checker.hashed_bytes,
+        },
+    }
+}

@@ -1,36 +1,69 @@
 //! Proof of compute capacity (R-CK5): the math the container and the checker
-//! share.
+//! share, and the tables and models around it.
 //!
 //! A challenge ([`dci_proto::ChallengeParams`]) is a fresh 32-byte seed and a
-//! dimension `n`. Both sides derive the same `n x n` matrices A and B from the
-//! seed ([`matrices`]). The container computes `C = A · B` with FP32
-//! accumulation on a [`Backend`] ([`solve`]) and commits to the Merkle root
-//! over C's rows ([`MerkleTree`]). Only then does the checker pick random rows
-//! ([`pick_rows`]); the container opens them ([`Solution::open`]) and the
-//! checker verifies each path against the root and recomputes each row from
-//! A's row and all of B, within a rigorous FP32 error bound ([`verify_rows`],
-//! [`tolerance`]). The checker's work is O(k·n²) against the container's
-//! O(n³) ([`cost`]).
+//! dimension `n`, sized to the claimed hardware ([`size_for`]). Both sides
+//! derive the same `n x n` matrices A and B from the seed ([`matrices`]). The
+//! container computes `C = A · B` with FP32 accumulation on a [`Backend`]
+//! ([`solve`]; [`CpuBackend`], or `CudaBackend` behind the `cuda` feature)
+//! and commits to the Merkle root over C's rows ([`MerkleTree`]). Only then
+//! does the checker reveal ([`Reveal`]) a fresh seed for `k` Freivalds
+//! vectors and the rows to open; the container answers `y_j = C · r_j` and
+//! the opened rows ([`respond`]); the checker verifies the paths, the
+//! opened rows against `y` and, at sampled elements, against `a_i · B`, and
+//! every `y_j` against `A · (B · r_j)`, all within rigorous FP32 error
+//! bounds ([`verify`], [`Violation`]), in one streaming pass over A and B. [`soundness_bits`] states what a cheat gets
+//! away with and [`freivalds_cost`] / [`mod@bench`] what verification costs
+//! against the container's work. The commit time is judged against a
+//! per-class table ([`TimingClass`], [`judge`], [`judge_silence`]).
+//! [`Behaviour`] plays dishonest containers for tests and the simulator.
 //!
-//! This crate is pure computation: no IO, no clock, and no randomness except
-//! the RNG the caller passes to [`pick_rows`]. It is not the checker's state
-//! machine (that is `dci-checker`) and not the container's agent. Only the
-//! CPU backend exists today; Freivalds' check and a GPU backend (behind a
-//! cargo feature) are to come and fit in beside [`verify_rows`] and
-//! [`CpuBackend`].
+//! The older row-only check ([`pick_rows`], [`verify_rows`]) remains for
+//! callers that open rows without Freivalds' round.
+//!
+//! This crate is pure computation: no IO, no clock (except inside
+//! [`bench::run`]), and no randomness except the RNGs callers pass in. It is
+//! not the checker's state machine (that is `dci-checker`), not the
+//! container's agent, and it defines no wire messages: [`Reveal`] and
+//! [`Response`] are serde types for `dci-proto` to carry.
 
 mod backend;
+mod behaviour;
+pub mod bench;
+mod chacha;
 mod cost;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod freivalds;
+mod gemm;
 mod matrix;
 mod merkle;
 mod solve;
+pub mod soundness;
+mod timing;
 mod verify;
 
 pub use backend::{Backend, CpuBackend};
-pub use cost::{Cost, Work, cost};
+pub use dci_proto::{Response, Reveal};
+pub use behaviour::{Attempt, Behaviour};
+pub use cost::{Cost, Work, cost, freivalds_cost};
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
+pub use freivalds::{
+    F64_UNIT_ROUNDOFF, FALSE_REJECT_BITS, MAX_ROUNDS, MAX_ROWS, Params, RevealExt, Violation,
+    consistency_tolerance, freivalds_lambda, gamma, product_tolerance, respond, verify,
+};
 pub use matrix::{MAX_N, a_row, b_matrix, check_dimension, matrices};
 pub use merkle::{MerkleTree, depth, leaf_hash, verify_opening};
 pub use solve::{Solution, solve, solve_with};
+pub use soundness::{
+    CERTAIN_BITS, DEFAULT_COLUMNS, DEFAULT_ROUNDS, DEFAULT_ROWS, MODEL_SKIPPED_FRACTION, Soundness, soundness,
+    soundness_bits,
+};
+pub use timing::{
+    ClassSpec, MARGIN, MIN_N, RESPONSE_FLOPS, SLACK_MS, Timing, TimingClass, TimingNoise, class_of_model, deadline_ms,
+    expected_ms, judge, judge_silence, response_deadline_ms, size_for,
+};
 pub use verify::{F32_UNIT_ROUNDOFF, pick_rows, tolerance, verify_rows};
 
 /// Why a challenge could not be solved, or its openings do not verify.
@@ -113,6 +146,42 @@ pub enum CapacityError {
         found: f32,
         /// The accepted error for this element.
         tolerance: f64,
+    },
+    /// A reveal or parameter set asks for no rounds or too many.
+    #[error("expected 1..={max} freivalds rounds, found {found}")]
+    Rounds {
+        /// The most accepted.
+        max: u32,
+        /// The number asked for.
+        found: u32,
+    },
+    /// A reveal or parameter set opens no rows or too many.
+    #[error("expected 1..={max} rows to open, found {found}")]
+    RowCount {
+        /// The most accepted.
+        max: u32,
+        /// The number asked for.
+        found: u32,
+    },
+    /// A reveal or parameter set checks no column of the opened rows.
+    #[error("expected at least 1 column checked per opened row, found {found}")]
+    ColumnCount {
+        /// The number asked for.
+        found: u32,
+    },
+    /// A reveal belongs to another challenge.
+    #[error("expected a reveal for challenge {expected}, found one for challenge {found}")]
+    WrongChallenge {
+        /// The challenge being verified.
+        expected: u64,
+        /// The reveal's challenge.
+        found: u64,
+    },
+    /// The GPU backend cannot run here.
+    #[error("expected a usable CUDA GPU, found none: {why}")]
+    NoGpu {
+        /// What is missing (driver library, cuBLAS, device) or failed.
+        why: String,
     },
     /// A backend failed to compute the product.
     #[error("matrix backend {backend} failed: {reason}")]

@@ -7,11 +7,8 @@
 //! one word, so row `i` starts at word `i * n` of its stream: the checker can
 //! derive any row of A alone, in O(n), without generating the rest.
 
-use rand::RngCore;
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-
 use crate::CapacityError;
+use crate::chacha::{Entry, Stream};
 
 /// The largest accepted matrix dimension: one 16384 x 16384 `f32` matrix is
 /// 1 GiB, and the bound keeps the FP32 error bound (`n * 2^-24 < 1`) valid.
@@ -47,15 +44,27 @@ pub fn a_row(seed: &[u8; 32], n: usize, i: usize) -> Vec<f32> {
 }
 
 fn fill(seed: &[u8; 32], stream: u64, word_pos: u128, len: usize) -> Vec<f32> {
-    let mut rng = ChaCha20Rng::from_seed(*seed);
-    rng.set_stream(stream);
-    rng.set_word_pos(word_pos);
-    (0..len).map(|_| entry(rng.next_u32())).collect()
+    let mut out = vec![0.0f32; len];
+    Stream::new(seed, stream).fill_entries(word_pos, &mut out);
+    out
 }
 
-/// Maps one random word to a matrix entry in `[-1, 1)`, exactly representable.
-fn entry(word: u32) -> f32 {
-    const HALF: i32 = 1 << 23;
-    let m = (word >> 8) as i32; // 0 ..= 2^24 - 1
-    (m - HALF) as f32 / HALF as f32
+/// Rows `first .. first + out.len() / n` of A (`Which::A`) or B, written
+/// into `out` (whose length is a multiple of `n`): the streaming form the
+/// checker uses so that it never holds a whole matrix.
+pub(crate) fn rows_into<T: Entry>(seed: &[u8; 32], which: Which, n: usize, first: usize, out: &mut [T]) {
+    let stream = match which {
+        Which::A => STREAM_A,
+        Which::B => STREAM_B,
+    };
+    Stream::new(seed, stream).fill_entries((first as u128) * (n as u128), out);
+}
+
+/// One of the two challenge matrices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// The left factor.
+    A,
+    /// The right factor.
+    B,
 }

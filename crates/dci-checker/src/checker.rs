@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use dci_capacity::{RevealExt, Timing, TimingClass};
+use dci_model::ContainerSpec;
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Inbound, InspectionKind, InspectionRequest, Message, Net, RowOpening, Verdict,
+    ChallengeParams, ConnId, Inbound, InspectionKind, InspectionRequest, Message, Net, Response, Reveal, Verdict,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -50,9 +52,9 @@ enum Rejection {
     WrongSender { challenge: u64, expected: NodeId, found: NodeId },
     #[error("expected one commitment for challenge {0}, found a second")]
     DuplicateCommitment(u64),
-    #[error("expected a commitment for challenge {0} before its openings, found openings first")]
-    OpeningsBeforeCommitment(u64),
-    #[error("expected an inspection_request, commitment or openings, found {0}")]
+    #[error("expected a commitment for challenge {0} before its answer, found the answer first")]
+    AnswerBeforeCommitment(u64),
+    #[error("expected an inspection_request, commitment or answer, found {0}")]
     UnexpectedMessage(&'static str),
 }
 
@@ -60,8 +62,8 @@ enum Rejection {
 enum Phase {
     /// Challenge sent; waiting for the Merkle root.
     AwaitingCommitment { deadline: Timestamp },
-    /// Root received, rows asked for; waiting for the openings.
-    AwaitingOpenings { root: [u8; 32], rows: Vec<u32>, compute_ms: u64, deadline: Timestamp },
+    /// Root received, vectors and rows revealed; waiting for the answer.
+    AwaitingAnswer { root: [u8; 32], reveal: Reveal, compute_ms: u64, deadline: Timestamp },
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +73,8 @@ struct Inspection {
     kind: InspectionKind,
     container: NodeId,
     params: ChallengeParams,
+    /// The timing class of what the container claims.
+    class: TimingClass,
     sent: Timestamp,
     phase: Phase,
 }
@@ -123,7 +127,7 @@ impl Checker {
                 let result = match msg {
                     Message::InspectionRequest(request) => self.on_request(now, from, request),
                     Message::Commitment { challenge, root } => self.on_commitment(now, conn, from, challenge, root),
-                    Message::Openings { challenge, rows } => self.on_openings(now, from, challenge, &rows),
+                    Message::Answer(response) => self.on_answer(now, from, &response),
                     other => Err(Rejection::UnexpectedMessage(other.kind())),
                 };
                 result.unwrap_or_else(|rejection| vec![Output::Rejected { from, reason: rejection.to_string() }])
@@ -146,8 +150,10 @@ impl Checker {
         let id = self.fresh_id();
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let params = ChallengeParams { id, seed, n: self.config.challenge_n };
-        let deadline = now.plus(self.config.commit_timeout);
+        let (class, memory) = claimed(&request.spec);
+        let n = dci_capacity::size_for(memory, class).min(self.config.challenge_n);
+        let params = ChallengeParams { id, seed, n };
+        let deadline = now.plus(self.deadline(dci_capacity::deadline_ms(class, n)));
         self.inspections.insert(
             id,
             Inspection {
@@ -155,6 +161,7 @@ impl Checker {
                 kind: request.kind,
                 container: request.container,
                 params: params.clone(),
+                class,
                 sent: now,
                 phase: Phase::AwaitingCommitment { deadline },
             },
@@ -172,41 +179,51 @@ impl Checker {
         root: [u8; 32],
     ) -> Result<Vec<Output>, Rejection> {
         let inspection = self.expect_from(from, challenge)?;
-        let deadline = match inspection.phase {
-            Phase::AwaitingCommitment { deadline } => deadline,
-            Phase::AwaitingOpenings { .. } => return Err(Rejection::DuplicateCommitment(challenge)),
-        };
-        if now > deadline {
-            return Ok(self.finish(now, challenge, false, "timed out waiting for commitment".into()));
+        if let Phase::AwaitingAnswer { .. } = inspection.phase {
+            return Err(Rejection::DuplicateCommitment(challenge));
         }
         let compute_ms = millis(now.since(inspection.sent));
-        let n = inspection.params.n;
-        let rows = dci_capacity::pick_rows(&mut self.rng, n, self.config.rows_to_open);
-        let deadline = now.plus(self.config.open_timeout);
-        if let Some(inspection) = self.inspections.get_mut(&challenge) {
-            inspection.phase = Phase::AwaitingOpenings { root, rows: rows.clone(), compute_ms, deadline };
+        let (class, n) = (inspection.class, inspection.params.n);
+        // Judged against the class it claims (with the configured floor).
+        let allowed = self.deadline(dci_capacity::deadline_ms(class, n));
+        if let Timing::Slow { expected_ms, .. } = dci_capacity::judge(class, n, compute_ms)
+            && compute_ms > millis(allowed)
+        {
+            let reason = format!(
+                "failed: slow: committed after {compute_ms} ms, a {class:?} needs about {expected_ms} ms for n={n} (allowed {} ms)",
+                millis(allowed)
+            );
+            return Ok(self.finish(now, challenge, false, reason));
         }
-        Ok(vec![Output::Net(Net::Reply { conn, msg: Message::OpenRows { challenge, rows } })])
+        let params = inspection.params.clone();
+        let reveal = Reveal::draw(&mut self.rng, &params, self.config.params);
+        let deadline = now.plus(self.deadline(dci_capacity::response_deadline_ms(n, reveal.rounds)));
+        if let Some(inspection) = self.inspections.get_mut(&challenge) {
+            inspection.phase = Phase::AwaitingAnswer { root, reveal: reveal.clone(), compute_ms, deadline };
+        }
+        Ok(vec![Output::Net(Net::Reply { conn, msg: Message::Reveal(reveal) })])
     }
 
-    fn on_openings(
-        &mut self,
-        now: Timestamp,
-        from: NodeId,
-        challenge: u64,
-        openings: &[RowOpening],
-    ) -> Result<Vec<Output>, Rejection> {
+    fn on_answer(&mut self, now: Timestamp, from: NodeId, response: &Response) -> Result<Vec<Output>, Rejection> {
+        let challenge = response.challenge;
         let inspection = self.expect_from(from, challenge)?;
-        let Phase::AwaitingOpenings { root, rows, deadline, .. } = &inspection.phase else {
-            return Err(Rejection::OpeningsBeforeCommitment(challenge));
+        let Phase::AwaitingAnswer { root, reveal, deadline, .. } = &inspection.phase else {
+            return Err(Rejection::AnswerBeforeCommitment(challenge));
         };
         if now > *deadline {
-            return Ok(self.finish(now, challenge, false, "timed out waiting for openings".into()));
+            return Ok(self.finish(now, challenge, false, "failed: dark: answered after the deadline".into()));
         }
         let n = inspection.params.n;
-        let (passed, reason) = match dci_capacity::verify_rows(&inspection.params, root, openings, rows) {
-            Ok(()) => (true, format!("passed: {} of {n} rows of a {n}x{n} fp32 product verified", rows.len())),
-            Err(e) => (false, format!("failed: {e}")),
+        let (passed, reason) = match dci_capacity::verify(&inspection.params, root, reveal, response) {
+            Ok(()) => (
+                true,
+                format!(
+                    "passed: {} Freivalds rounds and {} opened rows of a {n}x{n} fp32 product verified",
+                    reveal.rounds,
+                    reveal.rows.len()
+                ),
+            ),
+            Err(e) => (false, format!("failed: {}: {e}", e.kind())),
         };
         Ok(self.finish(now, challenge, passed, reason))
     }
@@ -217,10 +234,10 @@ impl Checker {
             .iter()
             .filter_map(|(&id, inspection)| match inspection.phase {
                 Phase::AwaitingCommitment { deadline } if now > deadline => {
-                    Some((id, "timed out waiting for commitment"))
+                    Some((id, "failed: dark: no commitment before the deadline"))
                 }
-                Phase::AwaitingOpenings { deadline, .. } if now > deadline => {
-                    Some((id, "timed out waiting for openings"))
+                Phase::AwaitingAnswer { deadline, .. } if now > deadline => {
+                    Some((id, "failed: dark: no answer to the reveal before the deadline"))
                 }
                 _ => None,
             })
@@ -244,7 +261,7 @@ impl Checker {
         };
         self.by_container.remove(&inspection.container);
         let compute_ms = match inspection.phase {
-            Phase::AwaitingOpenings { compute_ms, .. } => compute_ms,
+            Phase::AwaitingAnswer { compute_ms, .. } => compute_ms,
             // No commitment: report how long the checker waited.
             Phase::AwaitingCommitment { .. } => millis(now.since(inspection.sent)),
         };
@@ -263,6 +280,11 @@ impl Checker {
         ]
     }
 
+    /// A class's deadline, at least the configured floor.
+    fn deadline(&self, ms: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(ms).max(self.config.min_deadline)
+    }
+
     fn fresh_id(&mut self) -> u64 {
         while self.inspections.contains_key(&self.next_id) {
             self.next_id = self.next_id.wrapping_add(1);
@@ -270,6 +292,20 @@ impl Checker {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         id
+    }
+}
+
+/// The timing class and the memory a container claims: its GPUs' (all of
+/// their VRAM) or, without GPUs, its RAM. An unknown GPU model is timed as
+/// a CPU host, the most lenient class: the math still has to be right.
+fn claimed(spec: &ContainerSpec) -> (TimingClass, u64) {
+    const GIB: u64 = 1 << 30;
+    match &spec.gpu {
+        Some(g) => (
+            dci_capacity::class_of_model(&g.model).unwrap_or(TimingClass::Cpu),
+            u64::from(g.vram_gib) * u64::from(g.count.max(1)) * GIB,
+        ),
+        None => (TimingClass::Cpu, u64::from(spec.ram_gib) * GIB),
     }
 }
 

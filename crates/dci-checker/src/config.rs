@@ -12,26 +12,29 @@ pub struct Config {
     pub indexer_addr: String,
     /// Indexers trusted to send `InspectionRequest`; anyone else is rejected.
     pub indexers: Vec<NodeId>,
-    /// Challenge matrix dimension `n` (`n x n`); devnet default 256.
+    /// The largest challenge dimension `n`. A challenge is sized to the
+    /// memory the container claims ([`dci_capacity::size_for`]) and capped
+    /// here; the devnet uses a small cap so that inspections take
+    /// milliseconds.
     pub challenge_n: u32,
-    /// Rows opened per challenge; devnet default 8.
-    pub rows_to_open: u32,
-    /// How long a container has from the challenge to its commitment.
-    pub commit_timeout: Duration,
-    /// How long a container has from `OpenRows` to its openings.
-    pub open_timeout: Duration,
+    /// Freivalds rounds, rows opened and elements checked per row.
+    pub params: dci_capacity::Params,
+    /// No deadline is shorter than this, whatever the class's expected time:
+    /// on shared or loaded machines (the devnet, CI) a tiny challenge must
+    /// not fail on scheduling noise. Zero in production.
+    pub min_deadline: Duration,
 }
 
 impl Config {
-    /// The devnet defaults: n = 256, 8 rows, 30 s for each step.
+    /// The devnet defaults: n at most 256, the default Freivalds parameters,
+    /// deadlines of at least 10 s.
     pub fn devnet(indexer_addr: impl Into<String>, indexers: Vec<NodeId>) -> Self {
         Config {
             indexer_addr: indexer_addr.into(),
             indexers,
             challenge_n: 256,
-            rows_to_open: 8,
-            commit_timeout: Duration::from_secs(30),
-            open_timeout: Duration::from_secs(30),
+            params: dci_capacity::Params::DEFAULT,
+            min_deadline: Duration::from_secs(10),
         }
     }
 
@@ -45,29 +48,29 @@ impl Config {
         }
         dci_capacity::check_dimension(self.challenge_n)
             .map_err(|_| ConfigError::ChallengeN { max: dci_capacity::MAX_N, found: self.challenge_n })?;
-        if self.rows_to_open == 0 || self.rows_to_open > self.challenge_n {
-            return Err(ConfigError::RowsToOpen { n: self.challenge_n, found: self.rows_to_open });
+        let p = self.params;
+        if p.rounds == 0 || p.rounds > dci_capacity::MAX_ROUNDS {
+            return Err(ConfigError::Rounds { max: dci_capacity::MAX_ROUNDS, found: p.rounds });
         }
-        let bytes = openings_bytes(self.challenge_n, self.rows_to_open);
+        if p.rows == 0 || p.rows > dci_capacity::MAX_ROWS || p.columns == 0 {
+            return Err(ConfigError::Rows { max: dci_capacity::MAX_ROWS, rows: p.rows, columns: p.columns });
+        }
+        let bytes = answer_bytes(self.challenge_n, p.rounds, p.rows.min(self.challenge_n));
         if bytes > MAX_MESSAGE_BYTES as u64 {
-            return Err(ConfigError::OpeningsTooLarge { max: MAX_MESSAGE_BYTES, found: bytes });
-        }
-        for (field, d) in [("commit_timeout", self.commit_timeout), ("open_timeout", self.open_timeout)] {
-            if d.is_zero() {
-                return Err(ConfigError::Timeout { field });
-            }
+            return Err(ConfigError::AnswerTooLarge { max: MAX_MESSAGE_BYTES, found: bytes });
         }
         Ok(())
     }
 }
 
-/// An upper bound on the encoded size of an `Openings` message: per row the
-/// index, `n` f32 values and `depth(n)` hashes, each with a length prefix,
-/// plus the envelope's own fields.
-fn openings_bytes(n: u32, rows: u32) -> u64 {
+/// An upper bound on the encoded size of an `Answer`: per round `n` f32
+/// values, per row its index, `n` values and `depth(n)` hashes, each with a
+/// length prefix, plus the envelope's own fields.
+fn answer_bytes(n: u32, rounds: u32, rows: u32) -> u64 {
     const ENVELOPE: u64 = 256;
+    let products = u64::from(rounds) * (5 + 4 * u64::from(n));
     let per_row = 5 + 5 + 4 * u64::from(n) + 5 + 32 * dci_capacity::depth(n as usize) as u64;
-    ENVELOPE + u64::from(rows) * per_row
+    ENVELOPE + products + u64::from(rows) * per_row
 }
 
 /// Why a checker configuration is not usable.
@@ -87,26 +90,30 @@ pub enum ConfigError {
         /// What was configured.
         found: u32,
     },
-    /// Rows to open out of range.
-    #[error("rows_to_open: expected 1..={n} (at most challenge_n), found {found}")]
-    RowsToOpen {
-        /// challenge_n.
-        n: u32,
+    /// Freivalds rounds out of range.
+    #[error("params.rounds: expected 1..={max}, found {found}")]
+    Rounds {
+        /// The most rounds.
+        max: u32,
         /// What was configured.
         found: u32,
     },
-    /// The openings would not fit in one message.
-    #[error("rows_to_open x challenge_n: expected openings of at most {max} bytes, found up to {found}")]
-    OpeningsTooLarge {
+    /// Rows or columns out of range.
+    #[error("params: expected 1..={max} rows and at least 1 column, found {rows} rows and {columns} columns")]
+    Rows {
+        /// The most rows.
+        max: u32,
+        /// Rows configured.
+        rows: u32,
+        /// Columns configured.
+        columns: u32,
+    },
+    /// The answers would not fit in one message.
+    #[error("challenge_n x params: expected answers of at most {max} bytes, found up to {found}")]
+    AnswerTooLarge {
         /// `dci_proto::MAX_MESSAGE_BYTES`.
         max: usize,
-        /// The largest encoded openings.
+        /// The largest encoded answer.
         found: u64,
-    },
-    /// A zero timeout.
-    #[error("{field}: expected a positive duration, found zero")]
-    Timeout {
-        /// The field.
-        field: &'static str,
     },
 }

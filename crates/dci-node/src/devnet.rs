@@ -40,6 +40,9 @@ pub struct DevnetConfig {
     pub challenge_n: u32,
     /// Length of a reward epoch.
     pub epoch: Duration,
+    /// If set, the last container cheats at its capacity challenges this way
+    /// (to watch the checkers catch it).
+    pub dishonest: Option<dci_capacity::Behaviour>,
 }
 
 /// What a CLI on this machine needs to talk to the devnet; written to
@@ -207,11 +210,20 @@ impl Devnet {
                 checkers: vec![checker_id.id()],
                 gateways: vec![gateway_id.id()],
                 heartbeat_interval: Duration::from_secs(1),
+                behaviour: match config.dishonest {
+                    Some(b) if i + 1 == n => b,
+                    _ => dci_capacity::Behaviour::Honest,
+                },
+            };
+            let cheat = if agent_cfg.behaviour.is_honest() {
+                String::new()
+            } else {
+                format!("  DISHONEST: {}", agent_cfg.behaviour.name())
             };
             let id = identity.id();
             let h = spawn_agent(identity, "127.0.0.1:0", agent_cfg, runtime.clone(), shutdown.clone()).await?;
             containers.push(format!(
-                "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: render  at {}",
+                "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: render  at {}{cheat}",
                 id.short(),
                 gpu.model,
                 gpu.count,
@@ -236,12 +248,19 @@ impl Devnet {
 
     /// Waits until every container is schedulable, or `limit` passes.
     /// Returns (schedulable, total).
+    /// Waits until every container is schedulable or has failed an
+    /// inspection (at most `limit`); returns (schedulable, all).
     pub async fn wait_ready(&self, limit: Duration) -> (usize, usize) {
         let t0 = Instant::now();
         loop {
             let views = self.gateway.container_views().await.unwrap_or_default();
             let ready = views.iter().filter(|v| matches!(v.state, State::Healthy | State::Ready)).count();
-            if (ready == views.len() && !views.is_empty()) || t0.elapsed() > limit {
+            // A container that failed its inspection is decided too.
+            let failed = views
+                .iter()
+                .filter(|v| !v.state.is_schedulable() && v.verdicts.last().is_some_and(|x| !x.passed))
+                .count();
+            if (ready + failed == views.len() && !views.is_empty()) || t0.elapsed() > limit {
                 return (ready, views.len());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -197,11 +197,11 @@ pub async fn spawn_agent<R: Runtime>(
             for out in core.handle(clock::now(), input) {
                 match out {
                     Output::Net(net) => transport.dispatch(net).await,
-                    Output::Compute(params) => {
+                    Output::Compute { params, behaviour, earlier } => {
                         let events = events_tx.clone();
-                        tokio::task::spawn_blocking(move || match dci_capacity::solve(&params) {
-                            Ok(solution) => {
-                                let _ = events.blocking_send(Input::Computed { params, solution });
+                        tokio::task::spawn_blocking(move || match behaviour.commit(&params, earlier.as_ref()) {
+                            Ok(attempt) => {
+                                let _ = events.blocking_send(Input::Computed { params, attempt });
                             }
                             Err(e) => tracing::warn!(error = %e, "challenge computation failed"),
                         });

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::Message;
 
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 1;
-/// Largest sealed message accepted, in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub const VERSION: u16 = 2;
+/// Largest sealed message accepted, in bytes: room for a proof-of-capacity
+/// answer at the largest challenge (n = 16384, 40 rows: about 2.9 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Bytes of the length prefix of a frame.
 pub const FRAME_HEADER_LEN: usize = 4;
 /// Domain separation for message signatures.

@@ -32,13 +32,9 @@ pub enum Message {
     // --- checker -> container
     /// Proof-of-capacity challenge: compute and commit.
     Challenge(ChallengeParams),
-    /// Open these rows of the committed result.
-    OpenRows {
-        /// Challenge id.
-        challenge: u64,
-        /// Row indices to open (chosen after the commitment).
-        rows: Vec<u32>,
-    },
+    /// After the commitment: the Freivalds vectors' seed and the rows to
+    /// open (chosen only now, so the container could not know them).
+    Reveal(Reveal),
 
     // --- container -> checker
     /// Commitment to a challenge result.
@@ -48,13 +44,9 @@ pub enum Message {
         /// Merkle root over the result rows.
         root: [u8; 32],
     },
-    /// Rows opened against the commitment.
-    Openings {
-        /// Challenge id.
-        challenge: u64,
-        /// The opened rows with their Merkle paths.
-        rows: Vec<RowOpening>,
-    },
+    /// The answer to a reveal: the products with the Freivalds vectors and
+    /// the requested rows opened against the commitment.
+    Answer(Response),
 
     // --- checker -> indexer
     /// A signed inspection result.
@@ -173,9 +165,9 @@ impl Message {
             Message::StateChanged { .. } => "state_changed",
             Message::InspectionRequest(_) => "inspection_request",
             Message::Challenge(_) => "challenge",
-            Message::OpenRows { .. } => "open_rows",
+            Message::Reveal(_) => "reveal",
             Message::Commitment { .. } => "commitment",
-            Message::Openings { .. } => "openings",
+            Message::Answer(_) => "answer",
             Message::Verdict(_) => "verdict",
             Message::Match { .. } => "match",
             Message::Release { .. } => "release",
@@ -274,6 +266,35 @@ pub struct ChallengeParams {
     pub seed: [u8; 32],
     /// Matrix dimension (n x n).
     pub n: u32,
+}
+
+/// What the checker reveals once it holds the container's commitment:
+/// the Freivalds vectors' seed and the rows to open (R-CK5; the meaning is
+/// defined in `dci-capacity`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reveal {
+    /// The challenge this answers ([`ChallengeParams::id`]).
+    pub challenge: u64,
+    /// Fresh seed of the Freivalds vectors (ChaCha20 stream 0 of this key).
+    pub seed: [u8; 32],
+    /// Number of vectors `k`.
+    pub rounds: u32,
+    /// Rows to open, distinct, ascending.
+    pub rows: Vec<u32>,
+    /// Columns of each opened row the checker recomputes (all when `>= n`);
+    /// which ones derive from `seed` (`dci_capacity::RevealExt::checked_columns`).
+    pub columns: u32,
+}
+
+/// The container's answer to a [`Reveal`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The challenge this answers.
+    pub challenge: u64,
+    /// `y_j = Ĉ · r_j` for each round `j`, `n` values each.
+    pub products: Vec<Vec<f32>>,
+    /// The requested rows with their Merkle paths, in the reveal's order.
+    pub rows: Vec<RowOpening>,
 }
 
 /// One result row opened against a Merkle commitment.

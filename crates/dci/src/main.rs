@@ -144,6 +144,16 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Proof-of-capacity verification cost and soundness, and the epoch
+    /// committee's sortition time and fairness (R-PF3, R-PF4).
+    Checker {
+        /// A small run (seconds): smaller challenges, candidates and epochs.
+        #[arg(long)]
+        quick: bool,
+        /// Print JSON (the output is JSON either way).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +186,16 @@ struct DevnetArgs {
     /// Length of a reward epoch in seconds (a production network uses 900).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     epoch_secs: u64,
+    /// Make the last container cheat at its capacity challenges, to watch the
+    /// checker catch it: wrong-product, replay, change-rows-after-commit or dark.
+    #[arg(long, value_parser = parse_behaviour)]
+    dishonest: Option<dci_capacity::Behaviour>,
+}
+
+fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
+    let cheats = dci_capacity::Behaviour::ALL.into_iter().filter(|b| !b.is_honest());
+    let names: Vec<&str> = cheats.clone().map(|b| b.name()).collect();
+    cheats.into_iter().find(|b| b.name() == s).ok_or_else(|| format!("expected one of {}, found {s:?}", names.join(", ")))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -318,6 +338,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// `dci bench checker`: the figures the issue names first, then the details.
+#[derive(serde::Serialize)]
+struct CheckerBench {
+    verify_cost_ratio: f64,
+    soundness_bits: f64,
+    sortition_ms_1m: f64,
+    max_rate_deviation: f64,
+    history_spread_ratio: f64,
+    capacity: dci_capacity::bench::CapacityBench,
+    committee: dci_committee::bench::CommitteeBench,
+}
+
 /// `dci bench …`: prints the report as JSON.
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
     init_logs("warn");
@@ -336,6 +368,28 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 ..dci_ledger::bench::BenchConfig::default()
             };
             serde_json::to_string_pretty(&dci_ledger::bench::run(&config)?)?
+        }
+        BenchCommand::Checker { quick, json: _ } => {
+            use dci_capacity::bench::BenchConfig as CapacityConfig;
+            use dci_committee::bench::BenchConfig as CommitteeConfig;
+            let (capacity, committee) = if quick {
+                let mut committee = CommitteeConfig { candidates: 20_000, committee: 100, runs: 1, ..Default::default() };
+                committee.fairness.epochs = 2_000;
+                (CapacityConfig::quick(), committee)
+            } else {
+                (CapacityConfig::standard(), CommitteeConfig::default())
+            };
+            let capacity = dci_capacity::bench::run(&capacity)?;
+            let committee = dci_committee::bench::run(&committee)?;
+            serde_json::to_string_pretty(&CheckerBench {
+                verify_cost_ratio: capacity.verify_cost_ratio,
+                soundness_bits: capacity.soundness_bits,
+                sortition_ms_1m: committee.sortition_ms_1m,
+                max_rate_deviation: committee.max_rate_deviation,
+                history_spread_ratio: committee.history_spread_ratio,
+                capacity,
+                committee,
+            })?
         }
     };
     println!("{json}");
@@ -549,6 +603,7 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         service_program: std::env::current_exe().context("locating the dci binary")?,
         challenge_n: a.challenge_n,
         epoch: Duration::from_secs(a.epoch_secs),
+        dishonest: a.dishonest,
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");
@@ -564,6 +619,9 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         "ready: {ready}/{total} containers inspected and schedulable in {} ms; Ctrl-C stops",
         t0.elapsed().as_millis()
     );
+    if ready < total {
+        println!("       {} failed inspection (see: dci containers)", total - ready);
+    }
     println!("try:   dci deploy render && dci sessions");
     wait_for_signal().await;
     println!("stopping: settling running sessions...");

@@ -27,6 +27,12 @@ impl Devnet {
     }
 
     fn start_with(dir: &Path, port: u16, extra: &[&str]) -> Devnet {
+        Devnet::start_expecting(dir, port, extra, "3/3")
+    }
+
+    /// Starts a devnet and returns once it says every container is decided,
+    /// checking how many are schedulable (`ready`, e.g. "2/3").
+    fn start_expecting(dir: &Path, port: u16, extra: &[&str], ready: &str) -> Devnet {
         let mut child = Command::new(DCI)
             .args(["devnet", "--containers", "3", "--api-port", &port.to_string(), "--challenge-n", "64"])
             .args(extra)
@@ -42,7 +48,7 @@ impl Devnet {
         loop {
             let line = lines.next().expect("devnet exited before it was ready").unwrap();
             if let Some(rest) = line.strip_prefix("ready: ") {
-                assert!(rest.starts_with("3/3"), "not every container became schedulable: {line}");
+                assert!(rest.starts_with(ready), "expected {ready} containers schedulable: {line}");
                 break;
             }
         }
@@ -297,4 +303,47 @@ fn openapi_metrics_transfers_staking_and_rewards() {
     let sum: u128 = ["balances", "escrowed", "staked", "unbonding", "rewards"].iter().map(|k| part(k)).sum();
     assert_eq!(sum, part("expected"), "{report}");
     assert!(part("rewards") > 0 && part("staked") > 0, "{report}");
+}
+
+/// Each way of cheating at the proof of capacity is caught in a running
+/// devnet: the cheat fails its registration inspection, says why, and is
+/// never schedulable, while the honest containers are.
+#[test]
+fn dishonest_containers_are_caught() {
+    let cases = [
+        ("wrong-product", "row_mismatch"),
+        ("replay", "row_mismatch"),
+        ("change-rows-after-commit", "bad_path"),
+        ("dark", "dark"),
+    ];
+    for (cheat, why) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let net = Devnet::start_expecting(dir, free_port(), &["--dishonest", cheat], "2/3");
+        let containers: Vec<dci_gateway::api::ContainerInfo> = cli_json(dir, &["containers"]);
+        let (bad, good): (Vec<_>, Vec<_>) = containers.iter().partition(|c| c.state == "reinspection-required");
+        assert_eq!((bad.len(), good.len()), (1, 2), "{cheat}: {containers:#?}");
+        assert!(good.iter().all(|c| c.state == "healthy" || c.state == "ready"), "{cheat}: {good:#?}");
+        assert!(good.iter().all(|c| c.verdicts.iter().all(|v| v.passed)), "{cheat}: {good:#?}");
+        let v = bad[0].verdicts.last().expect("a verdict");
+        assert!(!v.passed && v.kind == "registration" && v.reason.contains(why), "{cheat}: {v:?}");
+        assert!(bad[0].reputation < good[0].reputation, "{cheat}: reputation did not drop");
+        // The table shows the failed verdict too.
+        let (ok, text, err) = cli(dir, &["containers"]);
+        assert!(ok && text.contains("FAILED"), "{err}{text}");
+        drop(net);
+    }
+}
+
+/// `dci bench checker --quick` runs and reports the figures the issue names.
+#[test]
+fn bench_checker_reports_its_figures() {
+    let out = Command::new(DCI).args(["bench", "checker", "--quick", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["verify_cost_ratio", "soundness_bits", "sortition_ms_1m", "max_rate_deviation", "history_spread_ratio"]
+    {
+        assert!(v[field].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0), "{field}: {}", v[field]);
+    }
+    assert_eq!(v["committee"]["committee_selected"], v["committee"]["committee_size"], "{v}");
 }

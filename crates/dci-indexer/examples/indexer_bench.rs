@@ -1,4 +1,4 @@
-//! `cargo run --release -p dci-indexer --example bench -- [CONTAINERS] [MATCHES]`
+//! `cargo run --release -p dci-indexer --example indexer_bench -- [CONTAINERS] [MATCHES] [HEARTBEATS_PER_MATCH] [NAIVE]`
 //!
 //! Runs [`dci_indexer::bench::run`] and prints the report as JSON (what
 //! `dci bench indexer --json` prints).

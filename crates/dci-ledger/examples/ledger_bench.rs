@@ -1,5 +1,5 @@
 //! Runs the ledger benchmark ([`dci_ledger::bench`]) and prints its report as
-//! JSON: `cargo run --release -p dci-ledger --example bench [-- --transfers N
+//! JSON: `cargo run --release -p dci-ledger --example ledger_bench [-- --transfers N
 //! --accounts N --batch N --check-accounts N]`.
 
 use dci_ledger::bench::{BenchConfig, run};
