@@ -1,29 +1,43 @@
-//! The checker core driven by hand, the test playing indexer and container:
-//! an honest container passes; wrong results, wrong roots, wrong senders,
-//! late or out-of-order answers never do.
+//! The checker core driven by hand, the test playing indexer and container
+//! through the whole protocol: request, challenge, commitment (judged against
+//! the claimed class's deadline), reveal, answer (verified by Freivalds'
+//! check and row openings), verdict. An honest container passes; every
+//! dishonest behaviour, tampered answer, slow or silent container fails with
+//! the right reason; wrong senders and out-of-order messages are rejected and
+//! change nothing.
 
 use std::time::Duration;
 
-use dci_capacity::{Solution, solve};
+use dci_capacity::{
+    Attempt, Behaviour, DEFAULT_COLUMNS, DEFAULT_ROUNDS, DEFAULT_ROWS, MAX_N, MAX_ROUNDS, MAX_ROWS, Params, RevealExt,
+    Solution, TimingClass, TimingNoise,
+};
 use dci_checker::{Checker, Config, ConfigError, Input, Output};
-use dci_model::{ContainerSpec, GeoPoint, NodeId, Timestamp};
+use dci_model::{ContainerSpec, GeoPoint, GpuSpec, NodeId, Timestamp};
 use dci_proto::{
     ChallengeParams, ConnId, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest, MAX_MESSAGE_BYTES,
-    Message, Net, RowOpening, Verdict, seal,
+    Message, Net, Response, Reveal, RowOpening, Verdict, seal,
 };
 use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 
 const INDEXER: NodeId = NodeId([1; 32]);
 const CONTAINER: NodeId = NodeId([2; 32]);
 const STRANGER: NodeId = NodeId([3; 32]);
 const OTHER_CONTAINER: NodeId = NodeId([4; 32]);
+const SECOND_INDEXER: NodeId = NodeId([5; 32]);
 const INDEXER_ADDR: &str = "127.0.0.1:7000";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
+/// The devnet config capped at this size: every row is opened, all columns checked.
 const N: u32 = 32;
-const ROWS: u32 = 4;
+const REQUEST_ID: u64 = 77;
+const GIB: u64 = 1 << 30;
+
+// --- the test's indexer and containers
 
 fn config() -> Config {
-    Config { challenge_n: N, rows_to_open: ROWS, ..Config::devnet(INDEXER_ADDR, vec![INDEXER]) }
+    Config { challenge_n: N, ..Config::devnet(INDEXER_ADDR, vec![INDEXER, SECOND_INDEXER]) }
 }
 
 fn checker(seed: u8) -> Checker {
@@ -46,50 +60,78 @@ fn addr_of(container: NodeId) -> String {
     format!("10.0.0.{}:9000", container.0[0])
 }
 
-fn request(container: NodeId) -> Message {
-    request_with(container, 77)
+fn gpu(model: &str, count: u32, vram_gib: u32) -> Option<GpuSpec> {
+    Some(GpuSpec { model: model.into(), count, vram_gib, simulated: false })
 }
 
-/// An inspection request with the indexer's id `id`.
-fn request_with(container: NodeId, id: u64) -> Message {
+fn spec(gpu: Option<GpuSpec>, ram_gib: u32) -> ContainerSpec {
+    ContainerSpec {
+        gpu,
+        cpu_cores: 2,
+        ram_gib,
+        disk_gib: 10,
+        bandwidth_up_mbps: 100,
+        bandwidth_down_mbps: 100,
+        location: GeoPoint::new(48.85, 2.35).unwrap(),
+    }
+}
+
+/// A CPU host claiming 4 GiB of RAM (sized to `N` by the config's cap).
+fn cpu_host() -> ContainerSpec {
+    spec(None, 4)
+}
+
+fn h100() -> ContainerSpec {
+    spec(gpu("NVIDIA H100", 1, 80), 256)
+}
+
+fn request_for(container: NodeId, id: u64, kind: InspectionKind, spec: ContainerSpec) -> Message {
     Message::InspectionRequest(InspectionRequest {
         id,
-        kind: InspectionKind::Registration,
+        kind,
         container,
         addr: addr_of(container),
-        spec: ContainerSpec {
-            gpu: None,
-            cpu_cores: 2,
-            ram_gib: 4,
-            disk_gib: 10,
-            bandwidth_up_mbps: 100,
-            bandwidth_down_mbps: 100,
-            location: GeoPoint::new(48.85, 2.35).unwrap(),
-        },
-        reason: "registration".into(),
+        spec,
+        reason: kind.as_str().into(),
     })
 }
 
-/// The indexer asks for an inspection; the checker must send one challenge.
-fn start(c: &mut Checker, now: Timestamp, container: NodeId) -> ChallengeParams {
-    let out = c.handle(now, from(INDEXER, request(container)));
-    match out.as_slice() {
+fn request(container: NodeId) -> Message {
+    request_for(container, REQUEST_ID, InspectionKind::Registration, cpu_host())
+}
+
+/// The single challenge in `out`, sent to `container`.
+fn challenge(out: &[Output], container: NodeId) -> ChallengeParams {
+    match out {
         [Output::Net(Net::Send { addr, msg: Message::Challenge(p) })] if *addr == addr_of(container) => p.clone(),
         other => panic!("expected one challenge to {}, found {other:?}", addr_of(container)),
     }
 }
 
-/// The container commits; the checker must reply with the rows to open.
-fn commit(c: &mut Checker, now: Timestamp, node: NodeId, challenge: u64, root: [u8; 32]) -> Vec<u32> {
-    let out = c.handle(now, from(node, Message::Commitment { challenge, root }));
-    match out.as_slice() {
-        [Output::Net(Net::Reply { conn, msg: Message::OpenRows { challenge: ch, rows } })]
-            if *conn == conn_of(node) && *ch == challenge =>
+/// The indexer asks for an inspection; the checker must send one challenge.
+fn start(c: &mut Checker, now: Timestamp, container: NodeId) -> ChallengeParams {
+    challenge(&c.handle(now, from(INDEXER, request(container))), container)
+}
+
+/// The single reveal in `out`, replied on `node`'s connection for `challenge`.
+fn reveal(out: &[Output], node: NodeId, challenge: u64) -> Reveal {
+    match out {
+        [Output::Net(Net::Reply { conn, msg: Message::Reveal(r) })]
+            if *conn == conn_of(node) && r.challenge == challenge =>
         {
-            rows.clone()
+            r.clone()
         }
-        other => panic!("expected open_rows on the commitment's connection, found {other:?}"),
+        other => panic!("expected a reveal of challenge {challenge} on the commitment's connection, found {other:?}"),
     }
+}
+
+/// The container commits; the checker must reveal vectors and rows.
+fn commit(c: &mut Checker, now: Timestamp, node: NodeId, challenge: u64, root: [u8; 32]) -> Reveal {
+    reveal(&c.handle(now, from(node, Message::Commitment { challenge, root })), node, challenge)
+}
+
+fn answer(c: &mut Checker, now: Timestamp, node: NodeId, response: Response) -> Vec<Output> {
+    c.handle(now, from(node, Message::Answer(response)))
 }
 
 /// The single verdict in `out`: sent to the indexer and reported, identical.
@@ -111,239 +153,407 @@ fn rejected(out: &[Output], sender: NodeId, words: &str) {
     }
 }
 
-fn open(c: &mut Checker, now: Timestamp, node: NodeId, challenge: u64, rows: Vec<RowOpening>) -> Vec<Output> {
-    c.handle(now, from(node, Message::Openings { challenge, rows }))
+/// Milliseconds the checker waits for a commitment: the class's deadline,
+/// at least the configured floor.
+fn commit_window(config: &Config, class: TimingClass, n: u32) -> u64 {
+    dci_capacity::deadline_ms(class, n).max(config.min_deadline.as_millis() as u64)
 }
 
-/// One full round with an honest container, from request to verdict.
-fn honest_round(c: &mut Checker, container: NodeId) -> Verdict {
-    let p = start(c, T0, container);
-    let solution = solve(&p).unwrap();
-    let rows = commit(c, ms(1234), container, p.id, solution.root());
-    verdict(&open(c, ms(1500), container, p.id, solution.open(&rows).unwrap()))
+/// Milliseconds the checker waits for the answer after its reveal.
+fn answer_window(config: &Config, n: u32, rounds: u32) -> u64 {
+    dci_capacity::response_deadline_ms(n, rounds).max(config.min_deadline.as_millis() as u64)
 }
+
+const COMMIT_AT: u64 = 1234;
+const ANSWER_AT: u64 = 1500;
+
+/// One inspection of a CPU host played end to end by a container behaving
+/// as `behaviour`: it commits at `COMMIT_AT` and answers at `ANSWER_AT`, or
+/// never (then ticks run past the answer deadline).
+fn play(c: &mut Checker, container: NodeId, behaviour: Behaviour, earlier: Option<&Solution>) -> (Verdict, Attempt) {
+    let p = start(c, T0, container);
+    let attempt = behaviour.commit(&p, earlier).unwrap();
+    let r = commit(c, ms(COMMIT_AT), container, p.id, attempt.root());
+    let out = match attempt.respond(&r).unwrap() {
+        Some(response) => answer(c, ms(ANSWER_AT), container, response),
+        None => {
+            let deadline = COMMIT_AT + answer_window(c.config(), p.n, r.rounds);
+            assert_eq!(c.handle(ms(deadline), Input::Tick), vec![], "the answer deadline itself is still in time");
+            c.handle(ms(deadline + 1), Input::Tick)
+        }
+    };
+    let v = verdict(&out);
+    assert_eq!((v.container, v.challenge, v.compute_ms), (container, p.id, COMMIT_AT), "{v:?}");
+    (v, attempt)
+}
+
+// --- honest containers
 
 #[test]
 fn an_honest_container_passes() {
     let mut c = checker(1);
     let p = start(&mut c, T0, CONTAINER);
     assert_eq!((p.n, c.in_flight()), (N, 1));
-    let solution = solve(&p).unwrap();
-    let rows = commit(&mut c, ms(1234), CONTAINER, p.id, solution.root());
-    assert_eq!(rows.len() as u32, ROWS);
-    assert!(rows.windows(2).all(|w| w[0] < w[1]) && rows.iter().all(|&r| r < N), "{rows:?}");
-    let v = verdict(&open(&mut c, ms(1500), CONTAINER, p.id, solution.open(&rows).unwrap()));
-    assert_eq!((v.container, v.challenge, v.passed, v.compute_ms), (CONTAINER, p.id, true, 1234), "{v:?}");
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
+    assert_eq!((r.rounds, r.rows.len() as u32, r.columns), (DEFAULT_ROUNDS, DEFAULT_ROWS.min(N), DEFAULT_COLUMNS));
+    assert!(r.rows.windows(2).all(|w| w[0] < w[1]) && r.rows.iter().all(|&row| row < N), "{:?}", r.rows);
+    assert_eq!(c.in_flight(), 1, "still in flight until the answer");
+    let response = attempt.respond(&r).unwrap().unwrap();
+    let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, response));
+    assert_eq!(
+        v,
+        Verdict {
+            request: REQUEST_ID,
+            kind: InspectionKind::Registration,
+            container: CONTAINER,
+            challenge: p.id,
+            passed: true,
+            reason: v.reason.clone(),
+            compute_ms: COMMIT_AT,
+        }
+    );
     assert!(v.reason.starts_with("passed"), "{}", v.reason);
     assert_eq!(c.in_flight(), 0);
+    rejected(
+        &c.handle(ms(ANSWER_AT + 1), from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() })),
+        CONTAINER,
+        "no challenge",
+    );
 }
 
-/// How a dishonest container opens rows, given its solution and the rows asked.
-type Answer = Box<dyn Fn(&Solution, &[u32]) -> Vec<RowOpening>>;
-
-/// What a dishonest container commits to for a challenge, and how it opens.
-type Cheat = fn(&ChallengeParams) -> (Solution, Answer);
-
-fn honest_openings() -> Answer {
-    Box::new(|s, rows| s.open(rows).unwrap())
-}
-
+/// Honest containers of every size up to the cap, claiming anything, pass
+/// whatever the checker's randomness; the verdict echoes the request.
 #[test]
-fn dishonest_containers_never_pass() {
-    let cases: Vec<(&str, Cheat, &str)> = vec![
-        (
-            "commits to zeros",
-            |p| (Solution::from_result(p.n as usize, vec![0.0; (p.n * p.n) as usize]).unwrap(), honest_openings()),
-            "failed: row",
-        ),
-        (
-            "commits to a wrong value in every row",
-            |p| {
-                let mut c = solve(p).unwrap().c;
-                let n = p.n as usize;
-                for row in 0..n {
-                    c[row * n + row] += 0.25;
-                }
-                (Solution::from_result(n, c).unwrap(), honest_openings())
-            },
-            "failed: row",
-        ),
-        (
-            "changes values after committing",
-            |p| {
-                let s = solve(p).unwrap();
-                (
-                    s,
-                    Box::new(|s: &Solution, rows: &[u32]| {
-                        let mut o = s.open(rows).unwrap();
-                        o[0].values[0] += 1.0;
-                        o
-                    }),
-                )
-            },
-            "merkle path",
-        ),
-        (
-            "replays a solution of another seed",
-            |p| (solve(&ChallengeParams { seed: [0xee; 32], ..p.clone() }).unwrap(), honest_openings()),
-            "failed: row",
-        ),
-        (
-            "opens against a root it did not commit",
-            |p| {
-                let honest = solve(p).unwrap();
-                let other = solve(&ChallengeParams { seed: [0xdd; 32], ..p.clone() }).unwrap();
-                (other, Box::new(move |_: &Solution, rows: &[u32]| honest.open(rows).unwrap()))
-            },
-            "merkle path",
-        ),
-        (
-            "solves a smaller problem",
-            |p| {
-                (
-                    solve(&ChallengeParams { n: p.n / 2, ..p.clone() }).unwrap(),
-                    Box::new(|s: &Solution, rows: &[u32]| {
-                        s.open(&rows.iter().map(|r| r % s.n as u32).collect::<Vec<_>>()).unwrap()
-                    }),
-                )
-            },
-            "values in row",
-        ),
-        (
-            "opens other rows",
-            |p| {
-                (
-                    solve(p).unwrap(),
-                    Box::new(|s: &Solution, rows: &[u32]| {
-                        let other: Vec<u32> = (0..s.n as u32).filter(|r| !rows.contains(r)).take(rows.len()).collect();
-                        s.open(&other).unwrap()
-                    }),
-                )
-            },
-            "only the requested rows",
-        ),
-        (
-            "omits a row",
-            |p| (solve(p).unwrap(), Box::new(|s: &Solution, rows: &[u32]| s.open(&rows[1..]).unwrap())),
-            "expected an opening of row",
-        ),
-        (
-            "opens a row twice",
-            |p| {
-                (
-                    solve(p).unwrap(),
-                    Box::new(|s: &Solution, rows: &[u32]| {
-                        let mut twice = rows.to_vec();
-                        twice[0] = twice[1];
-                        s.open(&twice).unwrap()
-                    }),
-                )
-            },
-            "opened twice",
-        ),
-        (
-            "opens nothing",
-            |p| (solve(p).unwrap(), Box::new(|_: &Solution, _: &[u32]| Vec::new())),
-            "expected an opening of row",
-        ),
+fn honest_rounds_pass_at_every_size() {
+    for n in [1, 2, 3, 7, 16, 31, 33, 40, 41, 64, 100, 256] {
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, [n as u8; 32]).unwrap();
+        for round in 0..2u8 {
+            let (v, _) = play(&mut c, CONTAINER, Behaviour::Honest, None);
+            assert!(v.passed, "n={n} round {round}: {v:?}");
+            assert!(v.reason.contains(&format!("{n}x{n}")), "n={n}: {}", v.reason);
+        }
+    }
+}
+
+// --- dishonest containers
+
+/// Every dishonest behaviour of `dci_capacity`, played through the checker,
+/// ends in a failed verdict naming the violation; the honest one passes.
+#[test]
+fn every_behaviour_ends_in_the_verdict_it_deserves() {
+    let cases: [(Behaviour, &str); 5] = [
+        (Behaviour::Honest, "passed"),
+        (Behaviour::WrongProduct, "failed: row_mismatch:"),
+        (Behaviour::Replay, "failed: row_mismatch:"),
+        (Behaviour::ChangeRowsAfterCommit, "failed: bad_path:"),
+        (Behaviour::Dark, "failed: dark: no answer to the reveal before the deadline"),
     ];
-    for (name, cheat, reason) in cases {
-        let mut c = checker(2);
+    for n in [2, 17, N, 64] {
+        for (behaviour, expected) in cases {
+            let mut c = Checker::new(Config { challenge_n: n, ..config() }, [7; 32]).unwrap();
+            // An earlier honest round gives the replay a real old solution of the same size.
+            let (first, earlier) = play(&mut c, CONTAINER, Behaviour::Honest, None);
+            assert!(first.passed, "{first:?}");
+            let (v, _) = play(&mut c, CONTAINER, behaviour, Some(earlier.solution()));
+            assert_eq!(v.passed, behaviour.is_honest(), "n={n} {}: {v:?}", behaviour.name());
+            assert!(
+                v.reason.starts_with(expected),
+                "n={n} {}: expected {expected:?}, found {:?}",
+                behaviour.name(),
+                v.reason
+            );
+            assert_eq!(c.in_flight(), 0);
+        }
+    }
+}
+
+/// A replay without an old solution (the neighbouring seed's product) fails too.
+#[test]
+fn a_replay_of_another_seed_fails() {
+    let mut c = checker(8);
+    let (v, _) = play(&mut c, CONTAINER, Behaviour::Replay, None);
+    assert!(!v.passed && v.reason.starts_with("failed: row_mismatch:"), "{v:?}");
+}
+
+/// What an honest answer turned into by a tampering container.
+type Tamper = fn(&mut Response, &Reveal, u32);
+
+/// Answers tampered after an honest commitment fail with the violation's kind.
+#[test]
+fn tampered_answers_fail_with_the_violation_kind() {
+    const SIZE: u32 = 64;
+    fn unopened(r: &Reveal, n: u32) -> u32 {
+        (0..n).find(|i| !r.rows.contains(i)).unwrap()
+    }
+    let cases: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "a round missing",
+            |a, _, _| {
+                a.products.pop();
+            },
+            "product_count",
+        ),
+        ("a round too many", |a, _, _| a.products.push(a.products[0].clone()), "product_count"),
+        (
+            "a short product",
+            |a, _, _| {
+                a.products[0].pop();
+            },
+            "product_length",
+        ),
+        ("a NaN in a product", |a, _, _| a.products[1][3] = f32::NAN, "product_not_finite"),
+        ("a row not asked for", |a, r, n| a.rows[0].index = unopened(r, n), "unexpected_row"),
+        ("a row opened twice", |a, _, _| a.rows[1] = a.rows[0].clone(), "duplicate_row"),
+        (
+            "a row missing",
+            |a, _, _| {
+                a.rows.pop();
+            },
+            "missing_row",
+        ),
+        ("no rows", |a, _, _| a.rows.clear(), "missing_row"),
+        (
+            "a short row",
+            |a, _, _| {
+                a.rows[0].values.pop();
+            },
+            "row_length",
+        ),
+        ("an infinite value", |a, _, _| a.rows[2].values[5] = f32::INFINITY, "row_not_finite"),
+        ("a value changed after committing", |a, _, _| a.rows[0].values[0] += 1.0, "bad_path"),
+        ("a forged merkle path", |a, _, _| a.rows[0].proof[0][0] ^= 1, "bad_path"),
+        ("a product off at an opened row", |a, r, _| a.products[0][r.rows[0] as usize] += 1.0, "inconsistent"),
+        ("a product off elsewhere", |a, r, n| a.products[2][unopened(r, n) as usize] += 1000.0, "product_mismatch"),
+    ];
+    for (name, tamper, kind) in cases {
+        let mut c = Checker::new(Config { challenge_n: SIZE, ..config() }, [9; 32]).unwrap();
         let p = start(&mut c, T0, CONTAINER);
-        let (committed, openings) = cheat(&p);
-        let rows = commit(&mut c, ms(100), CONTAINER, p.id, committed.root());
-        let v = verdict(&open(&mut c, ms(200), CONTAINER, p.id, openings(&committed, &rows)));
+        let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+        let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
+        let mut response = attempt.respond(&r).unwrap().unwrap();
+        tamper(&mut response, &r, SIZE);
+        let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, response));
         assert!(!v.passed, "{name}: {v:?}");
-        assert!(v.reason.contains(reason), "{name}: expected {reason:?} in {:?}", v.reason);
+        assert!(v.reason.starts_with(&format!("failed: {kind}: ")), "{name}: expected {kind}, found {:?}", v.reason);
         assert_eq!(c.in_flight(), 0, "{name}");
     }
 }
 
+// --- timing
+
+/// An H100 claim at n=64 without a floor: a commitment later than the
+/// class's deadline fails as slow; one in time is answered with a reveal and
+/// passes.
 #[test]
-fn answers_from_anyone_but_the_challenged_container_are_rejected_and_change_nothing() {
-    let mut c = checker(3);
-    let p = start(&mut c, T0, CONTAINER);
-    let s = solve(&p).unwrap();
-    let forged = solve(&ChallengeParams { seed: [9; 32], ..p.clone() }).unwrap();
-
-    let out = c.handle(ms(10), from(STRANGER, Message::Commitment { challenge: p.id, root: forged.root() }));
-    rejected(&out, STRANGER, "answered by container");
-    let rows = commit(&mut c, ms(20), CONTAINER, p.id, s.root());
-
-    let out = open(&mut c, ms(30), STRANGER, p.id, forged.open(&rows).unwrap());
-    rejected(&out, STRANGER, "answered by container");
-    assert_eq!(c.in_flight(), 1);
-    let v = verdict(&open(&mut c, ms(40), CONTAINER, p.id, s.open(&rows).unwrap()));
-    assert!(v.passed, "{v:?}");
-}
-
-#[test]
-fn a_commitment_after_the_deadline_fails() {
-    let timeout = config().commit_timeout.as_millis() as u64;
-    // Found by a tick.
-    let mut c = checker(4);
-    let p = start(&mut c, T0, CONTAINER);
-    assert_eq!(c.handle(ms(timeout), Input::Tick), vec![], "the deadline itself is still in time");
-    let v = verdict(&c.handle(ms(timeout + 1), Input::Tick));
-    assert_eq!((v.passed, v.reason.as_str(), v.compute_ms), (false, "timed out waiting for commitment", timeout + 1));
-    let late = solve(&p).unwrap();
-    rejected(
-        &c.handle(ms(timeout + 2), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() })),
-        CONTAINER,
-        "no challenge",
-    );
-
-    // Arriving late before any tick noticed.
-    let mut c = checker(4);
-    let p = start(&mut c, T0, CONTAINER);
-    let out = c.handle(ms(timeout + 5), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() }));
-    let v = verdict(&out);
-    assert_eq!((v.passed, v.reason.as_str()), (false, "timed out waiting for commitment"));
-    assert_eq!(c.in_flight(), 0);
-}
-
-#[test]
-fn openings_after_the_deadline_fail() {
-    let timeout = config().open_timeout.as_millis() as u64;
-    for by_tick in [true, false] {
-        let mut c = checker(5);
-        let p = start(&mut c, T0, CONTAINER);
-        let s = solve(&p).unwrap();
-        let rows = commit(&mut c, ms(700), CONTAINER, p.id, s.root());
-        assert_eq!(c.handle(ms(700 + timeout), Input::Tick), vec![]);
-        let late = ms(700 + timeout + 1);
-        let out = if by_tick {
-            c.handle(late, Input::Tick)
-        } else {
-            open(&mut c, late, CONTAINER, p.id, s.open(&rows).unwrap())
-        };
-        let v = verdict(&out);
-        assert_eq!(
-            (v.passed, v.reason.as_str(), v.compute_ms),
-            (false, "timed out waiting for openings", 700),
-            "by_tick={by_tick}"
+fn a_commitment_slower_than_the_claimed_class_fails() {
+    const SIZE: u32 = 64;
+    let config = Config { challenge_n: SIZE, min_deadline: Duration::ZERO, ..config() };
+    let deadline = dci_capacity::deadline_ms(TimingClass::H100, SIZE);
+    for (took, slow) in [(0, false), (1, false), (deadline, false), (deadline + 1, true), (10 * deadline, true)] {
+        let mut c = Checker::new(config.clone(), [10; 32]).unwrap();
+        let p = challenge(
+            &c.handle(T0, from(INDEXER, request_for(CONTAINER, 5, InspectionKind::Standby, h100()))),
+            CONTAINER,
         );
+        assert_eq!(p.n, SIZE);
+        let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+        let out = c.handle(ms(took), from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() }));
+        let v = if slow {
+            verdict(&out)
+        } else {
+            let r = reveal(&out, CONTAINER, p.id);
+            let response = attempt.respond(&r).unwrap().unwrap();
+            verdict(&answer(&mut c, ms(took + 1), CONTAINER, response))
+        };
+        assert_eq!(
+            (v.passed, v.compute_ms, v.request, v.kind, v.challenge),
+            (!slow, took, 5, InspectionKind::Standby, p.id),
+            "took {took} ms of {deadline}: {v:?}"
+        );
+        if slow {
+            assert!(
+                v.reason.starts_with("failed: slow:") && v.reason.contains("H100"),
+                "took {took} ms of {deadline}: {}",
+                v.reason
+            );
+        }
+        assert_eq!(c.in_flight(), 0);
+    }
+}
+
+/// At full size the classes' deadlines differ: each claimed model is judged
+/// against its own class (unknown models and GPU-less hosts as CPUs), and
+/// the simulated commit time of an honest device of the claimed class is in
+/// time while a CPU host claiming a GPU is slow. Nothing is solved here: the
+/// timing is judged before the answer.
+#[test]
+fn commitments_are_judged_against_the_claimed_class() {
+    let config = Config { challenge_n: MAX_N, min_deadline: Duration::ZERO, ..config() };
+    let cases = [
+        (gpu("NVIDIA H100 80GB HBM3", 1, 80), TimingClass::H100),
+        (gpu("NVIDIA GeForce RTX 4090", 1, 24), TimingClass::ConsumerAda),
+        (gpu("NVIDIA GeForce RTX 3060", 1, 12), TimingClass::ConsumerAmpere),
+        (gpu("NVIDIA A100-SXM4-40GB", 8, 40), TimingClass::A100),
+        (gpu("NVIDIA L4", 1, 24), TimingClass::A10L4),
+        (gpu("NVIDIA L40S", 1, 48), TimingClass::L40s),
+        (gpu("NVIDIA H200", 1, 141), TimingClass::H200),
+        (gpu("AMD Instinct MI300X", 1, 192), TimingClass::Mi300x),
+        (gpu("3dfx Voodoo5 5500", 1, 64), TimingClass::Cpu),
+        (None, TimingClass::Cpu),
+    ];
+    let mut noise_rng = ChaCha20Rng::seed_from_u64(11);
+    for (gpu, class) in cases {
+        let deadline = dci_capacity::deadline_ms(class, MAX_N);
+        let honest = Behaviour::Honest.commit_ms(class, MAX_N, &TimingNoise::REALISTIC, &mut noise_rng);
+        let cpu_claiming = Behaviour::SlowerClass { real: TimingClass::Cpu };
+        let slower = cpu_claiming.commit_ms(class, MAX_N, &TimingNoise::REALISTIC, &mut noise_rng);
+        let mut times = vec![(deadline, false), (deadline + 1, true), (honest, false)];
+        if class != TimingClass::Cpu {
+            times.push((slower, true));
+        }
+        for (took, slow) in times {
+            let what = format!("{gpu:?} ({class:?}) committing after {took} ms of {deadline}");
+            let mut c = Checker::new(config.clone(), [12; 32]).unwrap();
+            let request = request_for(CONTAINER, 6, InspectionKind::Registration, spec(gpu.clone(), 64));
+            let p = challenge(&c.handle(T0, from(INDEXER, request)), CONTAINER);
+            assert_eq!(p.n, MAX_N, "{what}");
+            let out = c.handle(ms(took), from(CONTAINER, Message::Commitment { challenge: p.id, root: [0xab; 32] }));
+            if slow {
+                let v = verdict(&out);
+                assert!(!v.passed && v.reason.starts_with("failed: slow:"), "{what}: {v:?}");
+                assert!(v.reason.contains(&format!("{class:?}")), "{what}: {}", v.reason);
+            } else {
+                let r = reveal(&out, CONTAINER, p.id);
+                assert_eq!(r.validate(MAX_N), Ok(()), "{what}");
+                assert_eq!(c.in_flight(), 1, "{what}");
+            }
+        }
+    }
+}
+
+/// The challenge is sized to the claimed memory (the GPUs' if any, else the
+/// RAM) and capped by the config.
+#[test]
+fn challenges_are_sized_to_the_claim_and_capped() {
+    let cases = [
+        (h100(), MAX_N, 16_384),
+        (h100(), 64, 64),
+        (spec(gpu("NVIDIA GeForce RTX 3060", 2, 1), 64), MAX_N, 9_216),
+        (spec(gpu("NVIDIA GeForce RTX 3060", 0, 4), 64), MAX_N, 13_312),
+        (spec(None, 4), MAX_N, 13_312),
+        (spec(None, 1), MAX_N, 6_144),
+        (spec(None, 1), 2_000, 2_000),
+        (spec(None, 0), MAX_N, dci_capacity::MIN_N),
+    ];
+    for (spec, cap, n) in cases {
+        let class = spec.gpu.as_ref().and_then(|g| dci_capacity::class_of_model(&g.model)).unwrap_or(TimingClass::Cpu);
+        let memory = spec
+            .gpu
+            .as_ref()
+            .map_or(u64::from(spec.ram_gib) * GIB, |g| u64::from(g.vram_gib) * u64::from(g.count.max(1)) * GIB);
+        assert_eq!(dci_capacity::size_for(memory, class).min(cap), n, "oracle for {spec:?}");
+        let mut c = Checker::new(Config { challenge_n: cap, ..config() }, [13; 32]).unwrap();
+        let request = request_for(CONTAINER, 1, InspectionKind::Registration, spec.clone());
+        let p = challenge(&c.handle(T0, from(INDEXER, request)), CONTAINER);
+        assert_eq!(p.n, n, "{spec:?} capped at {cap}");
     }
 }
 
 #[test]
-fn out_of_order_answers_are_rejected_and_change_nothing() {
-    let mut c = checker(6);
+fn a_commitment_after_the_deadline_fails() {
+    let window = commit_window(&config(), TimingClass::Cpu, N);
+    assert_eq!(window, 10_000, "the devnet floor");
+    // Found by a tick.
+    let mut c = checker(4);
     let p = start(&mut c, T0, CONTAINER);
-    let s = solve(&p).unwrap();
-    let early = s.open(&[0, 1, 2, 3]).unwrap();
-    rejected(&open(&mut c, ms(5), CONTAINER, p.id, early), CONTAINER, "before its openings");
-    let rows = commit(&mut c, ms(10), CONTAINER, p.id, s.root());
-    let other = solve(&ChallengeParams { seed: [8; 32], ..p.clone() }).unwrap();
-    let out = c.handle(ms(11), from(CONTAINER, Message::Commitment { challenge: p.id, root: other.root() }));
-    rejected(&out, CONTAINER, "found a second");
-    rejected(&open(&mut c, ms(12), CONTAINER, p.id + 1, s.open(&rows).unwrap()), CONTAINER, "no challenge");
-    let out = c.handle(ms(13), from(CONTAINER, Message::Heartbeat(Heartbeat { seq: 1, sessions: 0 })));
-    rejected(&out, CONTAINER, "found heartbeat");
-    // The first commitment still stands.
-    let v = verdict(&open(&mut c, ms(20), CONTAINER, p.id, s.open(&rows).unwrap()));
-    assert!(v.passed, "{v:?}");
+    assert_eq!(c.handle(ms(window), Input::Tick), vec![], "the deadline itself is still in time");
+    let v = verdict(&c.handle(ms(window + 1), Input::Tick));
+    assert_eq!(
+        (v.passed, v.reason.as_str(), v.compute_ms, v.request),
+        (false, "failed: dark: no commitment before the deadline", window + 1, REQUEST_ID)
+    );
+    let late = Behaviour::Honest.commit(&p, None).unwrap();
+    rejected(
+        &c.handle(ms(window + 2), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() })),
+        CONTAINER,
+        "no challenge",
+    );
+
+    // Arriving late before any tick noticed: too slow for the claim.
+    let mut c = checker(4);
+    let p = start(&mut c, T0, CONTAINER);
+    let out = c.handle(ms(window + 5), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() }));
+    let v = verdict(&out);
+    assert_eq!((v.passed, v.compute_ms), (false, window + 5));
+    assert!(v.reason.starts_with("failed: slow: committed after"), "{}", v.reason);
+    assert_eq!(c.in_flight(), 0);
 }
+
+#[test]
+fn an_answer_after_the_deadline_fails() {
+    for by_tick in [true, false] {
+        let mut c = checker(5);
+        let p = start(&mut c, T0, CONTAINER);
+        let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+        let r = commit(&mut c, ms(700), CONTAINER, p.id, attempt.root());
+        let window = answer_window(c.config(), N, r.rounds);
+        assert_eq!(c.handle(ms(700 + window), Input::Tick), vec![]);
+        let late = ms(700 + window + 1);
+        let response = attempt.respond(&r).unwrap().unwrap();
+        let out = if by_tick { c.handle(late, Input::Tick) } else { answer(&mut c, late, CONTAINER, response.clone()) };
+        let v = verdict(&out);
+        let reason = if by_tick {
+            "failed: dark: no answer to the reveal before the deadline"
+        } else {
+            "failed: dark: answered after the deadline"
+        };
+        assert_eq!((v.passed, v.reason.as_str(), v.compute_ms), (false, reason, 700), "by_tick={by_tick}");
+        assert_eq!(c.in_flight(), 0);
+        rejected(&answer(&mut c, late, CONTAINER, response), CONTAINER, "no challenge");
+    }
+}
+
+// --- verdicts
+
+/// Every verdict, whatever the outcome, carries the indexer's request id
+/// and inspection kind.
+#[test]
+fn verdicts_echo_the_request_id_and_kind() {
+    let kinds = [InspectionKind::Registration, InspectionKind::Standby, InspectionKind::InService];
+    let outcomes =
+        ["passed", "failed: row_mismatch", "failed: slow", "failed: dark: no commitment", "failed: dark: no answer"];
+    for (i, kind) in kinds.into_iter().enumerate() {
+        for (j, outcome) in outcomes.into_iter().enumerate() {
+            let id = 1_000 * i as u64 + j as u64 + u64::MAX / 2;
+            let mut c = checker(14);
+            let p = challenge(&c.handle(T0, from(INDEXER, request_for(CONTAINER, id, kind, cpu_host()))), CONTAINER);
+            let behaviour = if outcome == "failed: row_mismatch" { Behaviour::WrongProduct } else { Behaviour::Honest };
+            let attempt = behaviour.commit(&p, None).unwrap();
+            let window = commit_window(c.config(), TimingClass::Cpu, N);
+            let out = match outcome {
+                "failed: slow" => c.handle(
+                    ms(window + 1),
+                    from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() }),
+                ),
+                "failed: dark: no commitment" => c.handle(ms(window + 1), Input::Tick),
+                _ => {
+                    let r = commit(&mut c, ms(10), CONTAINER, p.id, attempt.root());
+                    if outcome == "failed: dark: no answer" {
+                        c.handle(ms(10 + answer_window(c.config(), N, r.rounds) + 1), Input::Tick)
+                    } else {
+                        answer(&mut c, ms(20), CONTAINER, attempt.respond(&r).unwrap().unwrap())
+                    }
+                }
+            };
+            let v = verdict(&out);
+            assert_eq!((v.request, v.kind, v.container, v.challenge), (id, kind, CONTAINER, p.id), "{outcome}");
+            assert!(v.reason.starts_with(outcome), "{kind:?}: expected {outcome:?}, found {:?}", v.reason);
+        }
+    }
+}
+
+// --- rejections
 
 #[test]
 fn only_trusted_indexers_start_inspections() {
@@ -352,18 +562,93 @@ fn only_trusted_indexers_start_inspections() {
     rejected(&c.handle(T0, from(CONTAINER, request(CONTAINER))), CONTAINER, "trusted indexer");
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.handle(ms(100_000), Input::Tick), vec![]);
+    // Any configured indexer may ask; verdicts go to the configured address.
+    let p = challenge(&c.handle(T0, from(SECOND_INDEXER, request(CONTAINER))), CONTAINER);
+    let v = verdict(&c.handle(ms(100_000), Input::Tick));
+    assert_eq!((v.challenge, v.passed), (p.id, false));
 }
 
 #[test]
-fn one_inspection_per_container_is_in_flight() {
+fn answers_from_anyone_but_the_challenged_container_are_rejected_and_change_nothing() {
+    let mut c = checker(3);
+    let p = start(&mut c, T0, CONTAINER);
+    let honest = Behaviour::Honest.commit(&p, None).unwrap();
+    let forged = Behaviour::Honest.commit(&ChallengeParams { seed: [9; 32], ..p.clone() }, None).unwrap();
+
+    let out = c.handle(ms(10), from(STRANGER, Message::Commitment { challenge: p.id, root: forged.root() }));
+    rejected(&out, STRANGER, "answered by container");
+    let r = commit(&mut c, ms(20), CONTAINER, p.id, honest.root());
+
+    let out = answer(&mut c, ms(30), STRANGER, forged.respond(&r).unwrap().unwrap());
+    rejected(&out, STRANGER, "answered by container");
+    assert_eq!(c.in_flight(), 1);
+    let v = verdict(&answer(&mut c, ms(40), CONTAINER, honest.respond(&r).unwrap().unwrap()));
+    assert!(v.passed, "{v:?}");
+}
+
+#[test]
+fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
+    let mut c = checker(6);
+    let p = start(&mut c, T0, CONTAINER);
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    // An answer to a reveal the checker has not made yet.
+    let guessed = Reveal::draw(&mut ChaCha20Rng::seed_from_u64(1), &p, Params::DEFAULT);
+    let early = attempt.respond(&guessed).unwrap().unwrap();
+    rejected(&answer(&mut c, ms(5), CONTAINER, early), CONTAINER, "before its answer");
+    rejected(
+        &c.handle(ms(6), from(CONTAINER, Message::Commitment { challenge: p.id.wrapping_add(1), root: [0; 32] })),
+        CONTAINER,
+        "no challenge",
+    );
+
+    let r = commit(&mut c, ms(10), CONTAINER, p.id, attempt.root());
+    let other = Behaviour::WrongProduct.commit(&p, None).unwrap();
+    let out = c.handle(ms(11), from(CONTAINER, Message::Commitment { challenge: p.id, root: other.root() }));
+    rejected(&out, CONTAINER, "found a second");
+    let mut elsewhere = attempt.respond(&r).unwrap().unwrap();
+    elsewhere.challenge = p.id.wrapping_add(1);
+    rejected(&answer(&mut c, ms(12), CONTAINER, elsewhere), CONTAINER, "no challenge");
+
+    let unexpected = [
+        (Message::Heartbeat(Heartbeat { seq: 1, sessions: 0 }), "found heartbeat"),
+        (Message::Challenge(p.clone()), "found challenge"),
+        (Message::Reveal(r.clone()), "found reveal"),
+        (
+            Message::Verdict(Verdict {
+                request: 1,
+                kind: InspectionKind::Standby,
+                container: CONTAINER,
+                challenge: p.id,
+                passed: true,
+                reason: "passed".into(),
+                compute_ms: 1,
+            }),
+            "found verdict",
+        ),
+    ];
+    for (msg, words) in unexpected {
+        for sender in [CONTAINER, INDEXER, STRANGER] {
+            rejected(&c.handle(ms(13), from(sender, msg.clone())), sender, words);
+        }
+    }
+    assert_eq!(c.in_flight(), 1);
+    // The first commitment still stands.
+    let v = verdict(&answer(&mut c, ms(20), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+    assert!(v.passed, "{v:?}");
+}
+
+// --- one inspection per container
+
+#[test]
+fn a_new_request_replaces_the_inspection_in_flight() {
     let mut c = checker(8);
     let old = start(&mut c, T0, CONTAINER);
     // A new request replaces the running inspection: the old challenge is
     // forgotten (no verdict), the new one answered with the new request id.
-    let out = c.handle(ms(1), from(INDEXER, request_with(CONTAINER, 78)));
-    let [Output::Net(Net::Send { msg: Message::Challenge(p), .. })] = out.as_slice() else { panic!("{out:?}") };
-    let p = p.clone();
-    assert_ne!(p.id, old.id);
+    let out = c.handle(ms(1), from(INDEXER, request_for(CONTAINER, 78, InspectionKind::Standby, cpu_host())));
+    let p = challenge(&out, CONTAINER);
+    assert_ne!((p.id, p.seed), (old.id, old.seed));
+    assert_eq!(c.in_flight(), 1);
     rejected(
         &c.handle(ms(1), from(CONTAINER, Message::Commitment { challenge: old.id, root: [0; 32] })),
         CONTAINER,
@@ -373,21 +658,52 @@ fn one_inspection_per_container_is_in_flight() {
     assert_ne!((p.id, p.seed), (q.id, q.seed));
     assert_eq!(c.in_flight(), 2);
     // A container cannot answer another container's challenge.
-    let s = solve(&q).unwrap();
+    let theirs = Behaviour::Honest.commit(&q, None).unwrap();
     rejected(
-        &c.handle(ms(3), from(CONTAINER, Message::Commitment { challenge: q.id, root: s.root() })),
+        &c.handle(ms(3), from(CONTAINER, Message::Commitment { challenge: q.id, root: theirs.root() })),
         CONTAINER,
         "answered by container",
     );
-    // Both time out independently; then the container can be inspected again.
+    // Both time out independently, each with its own request's id and kind.
     let out = c.handle(ms(60_000), Input::Tick);
+    let verdicts: Vec<(NodeId, u64, InspectionKind, bool)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Verdict(v) => Some((v.container, v.request, v.kind, v.passed)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(out.len(), 4, "{out:?}");
-    assert!(
-        out.iter().any(|o| matches!(o, Output::Verdict(v) if v.container == CONTAINER && v.request == 78 && !v.passed)),
-        "{out:?}"
-    );
+    assert_eq!(verdicts.len(), 2, "{out:?}");
+    assert!(verdicts.contains(&(CONTAINER, 78, InspectionKind::Standby, false)), "{verdicts:?}");
+    assert!(verdicts.contains(&(OTHER_CONTAINER, REQUEST_ID, InspectionKind::Registration, false)), "{verdicts:?}");
     assert_eq!(c.in_flight(), 0);
-    assert!(honest_round(&mut c, CONTAINER).passed);
+    // Then the container can be inspected again.
+    assert!(play(&mut c, CONTAINER, Behaviour::Honest, None).0.passed);
+}
+
+/// Replacing an inspection that already revealed: its answer is refused
+/// and only the new inspection ends in a verdict.
+#[test]
+fn a_replaced_inspection_awaiting_its_answer_gets_no_verdict() {
+    let mut c = checker(15);
+    let old = start(&mut c, T0, CONTAINER);
+    let old_attempt = Behaviour::Honest.commit(&old, None).unwrap();
+    let old_reveal = commit(&mut c, ms(10), CONTAINER, old.id, old_attempt.root());
+    let p = challenge(
+        &c.handle(ms(20), from(INDEXER, request_for(CONTAINER, 79, InspectionKind::InService, cpu_host()))),
+        CONTAINER,
+    );
+    let stale = old_attempt.respond(&old_reveal).unwrap().unwrap();
+    rejected(&answer(&mut c, ms(30), CONTAINER, stale), CONTAINER, "no challenge");
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(40), CONTAINER, p.id, attempt.root());
+    let v = verdict(&answer(&mut c, ms(50), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+    assert_eq!(
+        (v.request, v.kind, v.challenge, v.passed, v.compute_ms),
+        (79, InspectionKind::InService, p.id, true, 20)
+    );
+    assert_eq!(c.handle(ms(1_000_000), Input::Tick), vec![], "nothing left to time out");
 }
 
 #[test]
@@ -397,95 +713,177 @@ fn the_same_seed_gives_the_same_challenges() {
         let mut log = Vec::new();
         for container in [CONTAINER, OTHER_CONTAINER] {
             let p = start(&mut c, T0, container);
-            let s = solve(&p).unwrap();
-            let rows = commit(&mut c, ms(10), container, p.id, s.root());
-            let v = verdict(&open(&mut c, ms(20), container, p.id, s.open(&rows).unwrap()));
-            log.push((p, rows, v));
+            let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+            let r = commit(&mut c, ms(10), container, p.id, attempt.root());
+            let v = verdict(&answer(&mut c, ms(20), container, attempt.respond(&r).unwrap().unwrap()));
+            log.push((p, r, v));
         }
         log
     };
     assert_eq!(script(9), script(9));
     let (a, b) = (script(9), script(10));
     assert_ne!(a[0].0.seed, b[0].0.seed);
+    assert_ne!(a[0].1.seed, b[0].1.seed, "reveals come from the checker's seed too");
     assert_ne!(a[0].0.seed, a[1].0.seed, "every challenge has a fresh seed");
+    assert_ne!(a[0].1.seed, a[1].1.seed, "every reveal has a fresh seed");
     assert!(a.iter().chain(&b).all(|(_, _, v)| v.passed));
 }
+
+// --- configuration
 
 #[test]
 fn bad_configurations_are_refused() {
     let base = config();
+    let with = |params: Params| Config { params, ..base.clone() };
+    let d = Params::DEFAULT;
     let cases: Vec<(Config, ConfigError)> = vec![
         (Config { indexers: vec![], ..base.clone() }, ConfigError::NoIndexers),
         (Config { indexer_addr: String::new(), ..base.clone() }, ConfigError::IndexerAddr),
-        (Config { challenge_n: 0, ..base.clone() }, ConfigError::ChallengeN { max: dci_capacity::MAX_N, found: 0 }),
-        (Config { rows_to_open: 0, ..base.clone() }, ConfigError::RowsToOpen { n: N, found: 0 }),
-        (Config { rows_to_open: N + 1, ..base.clone() }, ConfigError::RowsToOpen { n: N, found: N + 1 }),
-        (Config { open_timeout: Duration::ZERO, ..base.clone() }, ConfigError::Timeout { field: "open_timeout" }),
+        (Config { challenge_n: 0, ..base.clone() }, ConfigError::ChallengeN { max: MAX_N, found: 0 }),
+        (Config { challenge_n: MAX_N + 1, ..base.clone() }, ConfigError::ChallengeN { max: MAX_N, found: MAX_N + 1 }),
+        (with(Params { rounds: 0, ..d }), ConfigError::Rounds { max: MAX_ROUNDS, found: 0 }),
+        (with(Params { rounds: MAX_ROUNDS + 1, ..d }), ConfigError::Rounds { max: MAX_ROUNDS, found: MAX_ROUNDS + 1 }),
+        (with(Params { rows: 0, ..d }), ConfigError::Rows { max: MAX_ROWS, rows: 0, columns: d.columns }),
+        (
+            with(Params { rows: MAX_ROWS + 1, ..d }),
+            ConfigError::Rows { max: MAX_ROWS, rows: MAX_ROWS + 1, columns: d.columns },
+        ),
+        (with(Params { columns: 0, ..d }), ConfigError::Rows { max: MAX_ROWS, rows: d.rows, columns: 0 }),
     ];
     for (config, error) in cases {
+        let message = error.to_string();
+        assert!(message.contains("expected") && message.contains("found"), "{message}");
+        assert_eq!(config.validate(), Err(error.clone()));
         assert_eq!(Checker::new(config, [0; 32]).err(), Some(error));
     }
-    let huge = Config { challenge_n: 16_384, rows_to_open: 64, ..base };
-    assert!(matches!(huge.validate(), Err(ConfigError::OpeningsTooLarge { .. })));
-    assert_eq!(Config::devnet(INDEXER_ADDR, vec![INDEXER]).validate(), Ok(()));
+    let too_large = [
+        Config { challenge_n: MAX_N, params: Params { rows: MAX_ROWS, ..d }, ..base.clone() },
+        Config { challenge_n: MAX_N, params: Params { rounds: MAX_ROUNDS, ..d }, ..base.clone() },
+    ];
+    for config in too_large {
+        assert!(
+            matches!(config.validate(), Err(ConfigError::AnswerTooLarge { max: MAX_MESSAGE_BYTES, .. })),
+            "{config:?}"
+        );
+    }
+    // The extremes that do fit: every row of a small matrix, the default
+    // parameters at the largest size, and the devnet.
+    let fine = [
+        Config {
+            challenge_n: 256,
+            params: Params { rows: MAX_ROWS, rounds: MAX_ROUNDS, columns: u32::MAX },
+            ..base.clone()
+        },
+        Config { challenge_n: MAX_N, ..base.clone() },
+        Config::devnet(INDEXER_ADDR, vec![INDEXER]),
+    ];
+    for config in fine {
+        assert_eq!(config.validate(), Ok(()), "{config:?}");
+    }
 }
 
-/// Every configuration that validates gives openings that fit in one sealed
-/// message; one row more is refused as too large.
+/// The largest answer a configuration that validates can call for, sealed
+/// by the driver, fits in one message; a row or a round more is refused as
+/// too large.
 #[test]
-fn accepted_configurations_give_openings_that_fit_in_a_message() {
+fn accepted_configurations_give_answers_that_fit_in_a_message() {
     let id = Identity::from_secret([5; 32]);
-    for n in [256u32, 4096, 16_384] {
-        let accepts = |rows: u32| Config { challenge_n: n, rows_to_open: rows, ..config() }.validate().is_ok();
-        let most = (1..=n).take_while(|&r| accepts(r)).last().unwrap();
-        assert!(most >= 8, "n={n}: only {most} rows accepted");
-        // The largest openings such a configuration can ask for.
-        let rows = (0..most)
-            .map(|i| RowOpening {
-                index: n - 1 - i,
-                values: vec![f32::MAX; n as usize],
-                proof: vec![[0xff; 32]; dci_capacity::depth(n as usize)],
-            })
-            .collect();
-        let msg = Message::Openings { challenge: u64::MAX, rows };
-        let sealed = seal(&id, u64::MAX, Timestamp(u64::MAX), &msg);
-        assert!(sealed.len() <= MAX_MESSAGE_BYTES, "n={n} rows={most}: {} bytes", sealed.len());
-        if most < n {
-            assert!(
-                matches!(
-                    Config { challenge_n: n, rows_to_open: most + 1, ..config() }.validate(),
-                    Err(ConfigError::OpeningsTooLarge { .. })
-                ),
-                "n={n}"
-            );
+    let accepts = |n: u32, rounds: u32, rows: u32| {
+        Config { challenge_n: n, params: Params { rounds, rows, columns: 1 }, ..config() }.validate()
+    };
+    for n in [256u32, 4096, MAX_N] {
+        let most_rounds = (1..=MAX_ROUNDS).take_while(|&k| accepts(n, k, DEFAULT_ROWS).is_ok()).last().unwrap();
+        assert!(most_rounds >= DEFAULT_ROUNDS, "n={n}: only {most_rounds} rounds accepted");
+        if most_rounds < MAX_ROUNDS {
+            let refused = accepts(n, most_rounds + 1, DEFAULT_ROWS);
+            assert!(matches!(refused, Err(ConfigError::AnswerTooLarge { .. })), "n={n}: {refused:?}");
+        }
+        for rounds in [1, DEFAULT_ROUNDS, most_rounds] {
+            let most_rows = (1..=MAX_ROWS).take_while(|&s| accepts(n, rounds, s).is_ok()).last().unwrap();
+            assert!(most_rows >= DEFAULT_ROWS.min(n), "n={n} rounds={rounds}: only {most_rows} rows accepted");
+            if most_rows < MAX_ROWS {
+                let refused = accepts(n, rounds, most_rows + 1);
+                assert!(
+                    matches!(refused, Err(ConfigError::AnswerTooLarge { .. })),
+                    "n={n} rounds={rounds}: {refused:?}"
+                );
+            }
+            // The largest answer such a configuration can call for: rows
+            // are capped at n, every value and index at its widest.
+            let rows = most_rows.min(n);
+            let response = Response {
+                challenge: u64::MAX,
+                products: vec![vec![f32::MAX; n as usize]; rounds as usize],
+                rows: (0..rows)
+                    .map(|i| RowOpening {
+                        index: n - 1 - i,
+                        values: vec![f32::MAX; n as usize],
+                        proof: vec![[0xff; 32]; dci_capacity::depth(n as usize)],
+                    })
+                    .collect(),
+            };
+            let sealed = seal(&id, u64::MAX, Timestamp(u64::MAX), &Message::Answer(response));
+            assert!(sealed.len() <= MAX_MESSAGE_BYTES, "n={n} rounds={rounds} rows={rows}: {} bytes", sealed.len());
         }
     }
 }
 
+// --- properties
+
+fn any_kind() -> impl Strategy<Value = InspectionKind> {
+    prop_oneof![Just(InspectionKind::Registration), Just(InspectionKind::Standby), Just(InspectionKind::InService)]
+}
+
+fn any_claim() -> impl Strategy<Value = ContainerSpec> {
+    prop_oneof![
+        (0u32..512).prop_map(|ram| spec(None, ram)),
+        (0u32..9, 1u32..200).prop_map(|(count, vram)| spec(gpu("NVIDIA H100 80GB HBM3", count, vram), 16)),
+        (1u32..9, 1u32..48).prop_map(|(count, vram)| spec(gpu("NVIDIA GeForce RTX 4090", count, vram), 16)),
+        "[a-zA-Z0-9 ]{0,24}".prop_map(|model| spec(gpu(&model, 1, 24), 16)),
+    ]
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// Whatever the checker's seed: honest passes, and a container that
-    /// committed to anything else than the product never does.
+    /// Whatever the checker's seed, the size, the claim and the request: an
+    /// honest container that commits and answers in time passes, and the
+    /// verdict answers that request.
     #[test]
-    fn only_the_true_product_passes(
+    fn honest_containers_always_pass(
         rng_seed: [u8; 32],
-        noise in prop::collection::vec(-2.0f32..2.0, (N * N) as usize),
-        at in 0..(N * N) as usize,
+        n in 1u32..=48,
+        claim in any_claim(),
+        kind in any_kind(),
+        id: u64,
     ) {
-        let mut c = Checker::new(config(), rng_seed).unwrap();
-        prop_assert!(honest_round(&mut c, CONTAINER).passed);
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed).unwrap();
+        let p = challenge(&c.handle(T0, from(INDEXER, request_for(CONTAINER, id, kind, claim))), CONTAINER);
+        prop_assert_eq!(p.n, n);
+        let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+        let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
+        let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+        prop_assert!(v.passed, "{:?}", v);
+        prop_assert_eq!((v.request, v.kind, v.challenge), (id, kind, p.id));
+    }
 
-        let p = start(&mut c, T0, CONTAINER);
-        let honest = solve(&p).unwrap();
-        // A cheat that got every row but one element right would pass only
-        // when that row is not opened; the test makes it wrong everywhere but
-        // `at`, so some opened row is always wrong.
-        let mut guess = noise;
-        guess[at] = honest.c[at];
-        let cheat = Solution::from_result(N as usize, guess).unwrap();
-        let rows = commit(&mut c, ms(10), CONTAINER, p.id, cheat.root());
-        let v = verdict(&open(&mut c, ms(20), CONTAINER, p.id, cheat.open(&rows).unwrap()));
+    /// Whatever the checker's seed and the size, a dishonest container never
+    /// passes, and the verdict names its violation.
+    #[test]
+    fn dishonest_containers_never_pass(
+        rng_seed: [u8; 32],
+        n in 2u32..=48,
+        which in 0usize..4,
+    ) {
+        let (behaviour, kind) = [
+            (Behaviour::WrongProduct, "row_mismatch"),
+            (Behaviour::Replay, "row_mismatch"),
+            (Behaviour::ChangeRowsAfterCommit, "bad_path"),
+            (Behaviour::Dark, "dark"),
+        ][which];
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed).unwrap();
+        let (v, _) = play(&mut c, CONTAINER, behaviour, None);
         prop_assert!(!v.passed, "{:?}", v);
+        prop_assert!(v.reason.starts_with(&format!("failed: {kind}: ")), "{}: {}", behaviour.name(), v.reason);
     }
 }
