@@ -22,6 +22,18 @@ pub trait Backend {
     fn matmul(&self, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<(), CapacityError>;
 }
 
+/// Checks that `a`, `b` and `c` each hold `n·n` values; `true` when there
+/// is nothing to multiply (`n` = 0).
+pub(crate) fn check_operands(n: usize, a: &[f32], b: &[f32], c: &[f32]) -> Result<bool, CapacityError> {
+    let expected = n.checked_mul(n).ok_or(CapacityError::ResultLength { expected: usize::MAX, found: 0 })?;
+    for len in [a.len(), b.len(), c.len()] {
+        if len != expected {
+            return Err(CapacityError::ResultLength { expected, found: len });
+        }
+    }
+    Ok(n == 0)
+}
+
 /// The CPU backend: `matrixmultiply::sgemm` (blocked, SIMD, one thread).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -32,13 +44,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<(), CapacityError> {
-        let expected = n.checked_mul(n).ok_or(CapacityError::ResultLength { expected: usize::MAX, found: 0 })?;
-        for len in [a.len(), b.len(), c.len()] {
-            if len != expected {
-                return Err(CapacityError::ResultLength { expected, found: len });
-            }
-        }
-        if n == 0 {
+        if crate::backend::check_operands(n, a, b, c)? {
             return Ok(());
         }
         let stride = n as isize;

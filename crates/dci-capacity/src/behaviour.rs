@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::CapacityError;
 use crate::freivalds::respond;
-use dci_proto::{Response, Reveal};
 use crate::matrix::check_dimension;
 use crate::solve::{Solution, solve};
 use crate::timing::{TimingClass, TimingNoise};
+use dci_proto::{Response, Reveal};
 
 /// How a container plays a capacity challenge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,12 +29,12 @@ use crate::CapacityError;
 use crate::backend::{Backend, CpuBackend};
 use crate::cost::freivalds_cost;
 use crate::freivalds::{Params, Pass, RevealExt, respond, verify};
-use dci_proto::{Response, Reveal};
 use crate::gemm::{Shape, sgemm};
 use crate::matrix::{MAX_N, Which, check_dimension, matrices, rows_into};
 use crate::merkle::{MerkleTree, leaf_hash};
 use crate::soundness::{MODEL_SKIPPED_FRACTION, soundness};
 use crate::timing::{TimingClass, size_for};
+use dci_proto::{Response, Reveal};
 
 /// What to measure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

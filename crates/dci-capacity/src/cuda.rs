@@ -104,19 +104,13 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<(), CapacityError> {
-        let expected = n.checked_mul(n).ok_or(CapacityError::ResultLength { expected: usize::MAX, found: 0 })?;
-        for len in [a.len(), b.len(), c.len()] {
-            if len != expected {
-                return Err(CapacityError::ResultLength { expected, found: len });
-            }
-        }
-        if n == 0 {
+        if crate::backend::check_operands(n, a, b, c)? {
             return Ok(());
         }
         let dim = i32::try_from(n).map_err(|_| failed(format!("dimension {n} does not fit cuBLAS's int")))?;
         let da = self.stream.clone_htod(a).map_err(failed)?;
         let db = self.stream.clone_htod(b).map_err(failed)?;
-        let mut dc = self.stream.alloc_zeros::<f32>(expected).map_err(failed)?;
+        let mut dc = self.stream.alloc_zeros::<f32>(n * n).map_err(failed)?;
         let cfg = GemmConfig {
             transa: cublasOperation_t::CUBLAS_OP_N,
             transb: cublasOperation_t::CUBLAS_OP_N,
@@ -146,7 +140,7 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     use super::*;
-    use crate::{CpuBackend, Params, Reveal, matrices, respond, solve_with, tolerance, verify, verify_rows};
+    use crate::{CpuBackend, Params, Reveal, RevealExt, matrices, respond, solve_with, tolerance, verify, verify_rows};
 
     #[test]
     fn without_a_gpu_new_is_an_error_not_a_panic() {

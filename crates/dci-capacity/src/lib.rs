@@ -44,14 +44,14 @@ mod timing;
 mod verify;
 
 pub use backend::{Backend, CpuBackend};
-pub use dci_proto::{Response, Reveal};
 pub use behaviour::{Attempt, Behaviour};
 pub use cost::{Cost, Work, cost, freivalds_cost};
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
+pub use dci_proto::{Response, Reveal};
 pub use freivalds::{
-    F64_UNIT_ROUNDOFF, FALSE_REJECT_BITS, MAX_ROUNDS, MAX_ROWS, Params, RevealExt, Violation,
-    consistency_tolerance, freivalds_lambda, gamma, product_tolerance, respond, verify,
+    F64_UNIT_ROUNDOFF, FALSE_REJECT_BITS, MAX_ROUNDS, MAX_ROWS, Params, RevealExt, Violation, consistency_tolerance,
+    freivalds_lambda, gamma, product_tolerance, respond, verify,
 };
 pub use matrix::{MAX_N, a_row, b_matrix, check_dimension, matrices};
 pub use merkle::{MerkleTree, depth, leaf_hash, verify_opening};

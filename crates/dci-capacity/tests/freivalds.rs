@@ -3,9 +3,10 @@
 //! answers are errors, never panics; no honest container is penalized over
 //! 10,000 simulated inspections with realistic timing noise.
 
-use dci_capacity::{RevealExt, 
-    Attempt, Behaviour, CapacityError, MAX_N, MAX_ROUNDS, Params, Response, Reveal, Solution, Timing, TimingClass,
-    TimingNoise, Violation, deadline_ms, judge, judge_silence, matrices, respond, response_deadline_ms, solve, verify,
+use dci_capacity::{
+    Attempt, Behaviour, CapacityError, MAX_N, MAX_ROUNDS, Params, Response, Reveal, RevealExt, Solution, Timing,
+    TimingClass, TimingNoise, Violation, deadline_ms, judge, judge_silence, matrices, respond, response_deadline_ms,
+    solve, verify,
 };
 use dci_proto::ChallengeParams;
 use proptest::prelude::*;
