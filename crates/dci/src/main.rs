@@ -195,7 +195,10 @@ struct DevnetArgs {
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
     let cheats = dci_capacity::Behaviour::ALL.into_iter().filter(|b| !b.is_honest());
     let names: Vec<&str> = cheats.clone().map(|b| b.name()).collect();
-    cheats.into_iter().find(|b| b.name() == s).ok_or_else(|| format!("expected one of {}, found {s:?}", names.join(", ")))
+    cheats
+        .into_iter()
+        .find(|b| b.name() == s)
+        .ok_or_else(|| format!("expected one of {}, found {s:?}", names.join(", ")))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -373,7 +376,8 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             use dci_capacity::bench::BenchConfig as CapacityConfig;
             use dci_committee::bench::BenchConfig as CommitteeConfig;
             let (capacity, committee) = if quick {
-                let mut committee = CommitteeConfig { candidates: 20_000, committee: 100, runs: 1, ..Default::default() };
+                let mut committee =
+                    CommitteeConfig { candidates: 20_000, committee: 100, runs: 1, ..Default::default() };
                 committee.fairness.epochs = 2_000;
                 (CapacityConfig::quick(), committee)
             } else {

@@ -341,7 +341,8 @@ fn bench_checker_reports_its_figures() {
     let out = Command::new(DCI).args(["bench", "checker", "--quick", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in ["verify_cost_ratio", "soundness_bits", "sortition_ms_1m", "max_rate_deviation", "history_spread_ratio"]
+    for field in
+        ["verify_cost_ratio", "soundness_bits", "sortition_ms_1m", "max_rate_deviation", "history_spread_ratio"]
     {
         assert!(v[field].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0), "{field}: {}", v[field]);
     }
