@@ -89,9 +89,12 @@ enum Command {
     /// Measure a part of DCI on this machine (build with --release for real figures).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Run a built-in service in the foreground (containers start these).
+    /// Run a service in the foreground (containers start these): a built-in
+    /// one (`render`) or a model of the catalogue (`all-minilm-l6-v2`, served
+    /// with an OpenAI-compatible API; its files are fetched into the model
+    /// store, `$DCI_MODEL_STORE` or `~/.cache/dci/models`, if missing).
     Service {
-        /// Service name, e.g. `render`.
+        /// Service name, e.g. `render` or `all-minilm-l6-v2`.
         name: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -408,6 +411,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Service { name, listen } => {
             init_logs("warn");
+            let catalogue = dci_models::Catalogue::builtin();
+            if catalogue.get(&name).is_ok() {
+                let store = dci_models::Store::open_default()?;
+                return Ok(
+                    dci_models::run(&store, &catalogue, &name, listen, dci_models::ServeOptions::default()).await?
+                );
+            }
             let name = ServiceName::new(name)?;
             Ok(dci_services::run(&name, listen).await?)
         }
