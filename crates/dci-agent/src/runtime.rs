@@ -64,7 +64,7 @@ pub trait Runtime: Send + Sync + 'static {
     fn exited(&self) -> Vec<SessionId>;
 }
 
-/// Runs each session as a child process: `<program> <args…> service <name> --listen 127.0.0.1:0`.
+/// Runs each session as a child process: `<program> <args…> service <name> --listen 127.0.0.1:0 --exit-with-stdin`, with a pipe as its standard input.
 /// The child must print `listening on <url>` as its first line of stdout.
 pub struct ProcessRuntime {
     program: PathBuf,
@@ -89,8 +89,11 @@ impl Runtime for ProcessRuntime {
     async fn start(&self, session: SessionId, service: &ServiceName) -> Result<String, RuntimeError> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
-            .args(["service", service.as_str(), "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
+            .args(["service", service.as_str(), "--listen", "127.0.0.1:0", "--exit-with-stdin"])
+            // The pipe stays open while this process lives (the handle is
+            // kept with the child); when the agent dies, even by SIGKILL, the
+            // service sees end of input and exits instead of lingering.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

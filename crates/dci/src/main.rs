@@ -96,6 +96,10 @@ enum Command {
     Service {
         /// Service name, e.g. `render` or `all-minilm-l6-v2`.
         name: String,
+        /// Exit when standard input closes (a container's runtime passes a
+        /// pipe, so the service ends with the agent that started it).
+        #[arg(long)]
+        exit_with_stdin: bool,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -409,8 +413,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logs("info");
             devnet(a).await
         }
-        Command::Service { name, listen } => {
+        Command::Service { name, listen, exit_with_stdin } => {
             init_logs("warn");
+            if exit_with_stdin {
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                    std::process::exit(0);
+                });
+            }
             let catalogue = dci_models::Catalogue::builtin();
             if catalogue.get(&name).is_ok() {
                 let store = dci_models::Store::open_default()?;

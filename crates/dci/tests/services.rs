@@ -47,3 +47,31 @@ fn a_catalogue_model_serves_embeddings() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A service started by a container's runtime ends with it: when its
+/// standard input closes (the agent died, even by SIGKILL), it exits.
+#[test]
+fn a_service_exits_when_its_starter_goes_away() {
+    let mut child = Command::new(DCI)
+        .args(["service", "render", "--listen", "127.0.0.1:0", "--exit-with-stdin"])
+        .env("DCI_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning dci service");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("the service exited before listening").unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    assert!(child.try_wait().unwrap().is_none(), "the service stopped while its input was open");
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the service outlived its closed input");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
