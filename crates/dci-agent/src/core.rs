@@ -7,7 +7,9 @@ use dci_capacity::{Attempt, Behaviour, Solution};
 use dci_model::{
     AccountId, Activity, ContainerSpec, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp, Transition,
 };
-use dci_proto::{ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, UsageReceipt};
+use dci_proto::{
+    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, UsageReceipt, sign_transcript,
+};
 
 /// What the container offers and whom it trusts.
 #[derive(Clone, Debug)]
@@ -136,6 +138,9 @@ pub struct SessionView {
     pub endpoint: Option<String>,
 }
 
+/// A challenge computed and committed to: what the answer to its reveal needs.
+type Computed = (ChallengeParams, Attempt);
+
 /// At most this many challenges are worked on at once; more are refused.
 const MAX_CHALLENGES: usize = 2;
 
@@ -146,7 +151,7 @@ pub struct Agent {
     state: Option<State>,
     heartbeat_seq: u64,
     last_heartbeat: Option<Timestamp>,
-    challenges: HashMap<u64, (ConnId, NodeId, Option<Attempt>)>,
+    challenges: HashMap<u64, (ConnId, NodeId, Option<Computed>)>,
     /// The last result computed (what a replaying container answers with).
     last_solution: Option<Solution>,
     sessions: HashMap<SessionId, Session>,
@@ -225,8 +230,9 @@ impl Agent {
                     if self.config.behaviour == Behaviour::Replay {
                         self.last_solution = Some(attempt.solution().clone());
                     }
-                    *slot = Some(attempt);
-                    vec![Output::Net(Net::Reply { conn, msg: Message::Commitment { challenge: params.id, root } })]
+                    let challenge = params.id;
+                    *slot = Some((params, attempt));
+                    vec![Output::Net(Net::Reply { conn, msg: Message::Commitment { challenge, root } })]
                 }
                 None => vec![],
             },
@@ -319,11 +325,17 @@ impl Agent {
                 let challenge = reveal.challenge;
                 match self.challenges.get(&challenge) {
                     Some((_, checker, Some(_))) if *checker == from => {
-                        let Some((_, _, Some(attempt))) = self.challenges.remove(&challenge) else {
+                        let Some((_, _, Some((params, attempt)))) = self.challenges.remove(&challenge) else {
                             return reject(format!("reveal for unknown or unfinished challenge {challenge}"));
                         };
                         match attempt.respond(&reveal) {
-                            Ok(Some(answer)) => vec![Output::Net(Net::Reply { conn, msg: Message::Answer(answer) })],
+                            Ok(Some(response)) => {
+                                // Signed whatever it says: an honest answer always
+                                // verifies, a cheat's becomes evidence against it.
+                                let signature =
+                                    sign_transcript(&self.identity, &params, &attempt.root(), &reveal, &response);
+                                vec![Output::Net(Net::Reply { conn, msg: Message::Answer { response, signature } })]
+                            }
                             Ok(None) => vec![], // a container that went dark
                             Err(e) => reject(format!("cannot answer the reveal: {e}")),
                         }

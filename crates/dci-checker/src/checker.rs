@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 
 use dci_capacity::{RevealExt, Timing, TimingClass};
-use dci_model::ContainerSpec;
+use dci_committee::CommitteeKey;
+use dci_ledger::{SlashReport, StakeRole};
+use dci_model::{AccountId, Amount, ContainerSpec};
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Inbound, InspectionKind, InspectionRequest, Message, Net, Response, Reveal, Verdict,
+    ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net, Response,
+    Reveal, SortitionProof, Verdict,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -54,8 +57,12 @@ enum Rejection {
     DuplicateCommitment(u64),
     #[error("expected a commitment for challenge {0} before its answer, found the answer first")]
     AnswerBeforeCommitment(u64),
-    #[error("expected an inspection_request, commitment or answer, found {0}")]
+    #[error("expected an inspection_request, commitment, answer, epoch_open or penalty_proposal, found {0}")]
     UnexpectedMessage(&'static str),
+    #[error("expected {0} from the epoch coordinator, found one from {1}")]
+    NotCoordinator(&'static str, NodeId),
+    #[error("refusing to vote for a penalty on {container}: {why}")]
+    NoPenalty { container: NodeId, why: String },
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +98,8 @@ struct Inspection {
 #[derive(Debug)]
 pub struct Checker {
     config: Config,
+    identity: Identity,
+    vrf: CommitteeKey,
     rng: ChaCha20Rng,
     next_id: u64,
     inspections: BTreeMap<u64, Inspection>,
@@ -100,13 +109,21 @@ pub struct Checker {
 impl Checker {
     /// A checker with no inspection in flight. All its randomness (challenge
     /// seeds and ids, rows to open) comes from `rng_seed`: the driver passes
-    /// fresh OS randomness, tests and the simulator a fixed seed.
-    pub fn new(config: Config, rng_seed: [u8; 32]) -> Result<Self, ConfigError> {
+    /// fresh OS randomness, tests and the simulator a fixed seed. `identity`
+    /// is the checker's node key: its VRF key derives from it, and it signs
+    /// penalty votes (never logged).
+    pub fn new(config: Config, rng_seed: [u8; 32], identity: Identity) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut rng = ChaCha20Rng::from_seed(rng_seed);
         // Random start, so a restarted checker does not reuse recent ids.
         let next_id = rng.next_u64();
-        Ok(Checker { config, rng, next_id, inspections: BTreeMap::new(), by_container: BTreeMap::new() })
+        let vrf = CommitteeKey::from_identity(&identity);
+        Ok(Checker { config, identity, vrf, rng, next_id, inspections: BTreeMap::new(), by_container: BTreeMap::new() })
+    }
+
+    /// The VRF public key to register as a committee candidate.
+    pub fn vrf_public(&self) -> [u8; 32] {
+        self.vrf.public()
     }
 
     /// The configuration in force.
@@ -127,7 +144,11 @@ impl Checker {
                 let result = match msg {
                     Message::InspectionRequest(request) => self.on_request(now, from, request),
                     Message::Commitment { challenge, root } => self.on_commitment(now, conn, from, challenge, root),
-                    Message::Answer(response) => self.on_answer(now, from, &response),
+                    Message::Answer { response, signature } => self.on_answer(now, from, response, signature),
+                    Message::EpochOpen { epoch, seed } => self.on_epoch_open(conn, from, epoch, seed),
+                    Message::PenaltyProposal { epoch, amount, evidence } => {
+                        self.on_penalty_proposal(conn, from, epoch, amount, &evidence)
+                    }
                     other => Err(Rejection::UnexpectedMessage(other.kind())),
                 };
                 result.unwrap_or_else(|rejection| vec![Output::Rejected { from, reason: rejection.to_string() }])
@@ -204,7 +225,13 @@ impl Checker {
         Ok(vec![Output::Net(Net::Reply { conn, msg: Message::Reveal(reveal) })])
     }
 
-    fn on_answer(&mut self, now: Timestamp, from: NodeId, response: &Response) -> Result<Vec<Output>, Rejection> {
+    fn on_answer(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        response: Response,
+        signature: Vec<u8>,
+    ) -> Result<Vec<Output>, Rejection> {
         let challenge = response.challenge;
         let inspection = self.expect_from(from, challenge)?;
         let Phase::AwaitingAnswer { root, reveal, deadline, .. } = &inspection.phase else {
@@ -214,18 +241,94 @@ impl Checker {
             return Ok(self.finish(now, challenge, false, "failed: dark: answered after the deadline".into()));
         }
         let n = inspection.params.n;
-        let (passed, reason) = match dci_capacity::verify(&inspection.params, root, reveal, response) {
-            Ok(()) => (
-                true,
-                format!(
-                    "passed: {} Freivalds rounds and {} opened rows of a {n}x{n} fp32 product verified",
-                    reveal.rounds,
-                    reveal.rows.len()
-                ),
-            ),
-            Err(e) => (false, format!("failed: {}: {e}", e.kind())),
+        let evidence = Evidence {
+            container: from,
+            params: inspection.params.clone(),
+            root: *root,
+            reveal: reveal.clone(),
+            response,
+            signature,
         };
-        Ok(self.finish(now, challenge, passed, reason))
+        if !evidence.signed_by_container() {
+            let reason = "failed: bad_signature: the answer is not signed by the container over its transcript";
+            return Ok(self.finish(now, challenge, false, reason.into()));
+        }
+        let rounds = evidence.reveal.rounds;
+        let opened = evidence.reveal.rows.len();
+        let (passed, reason) =
+            match dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response) {
+                Ok(()) => (
+                    true,
+                    format!(
+                        "passed: {rounds} Freivalds rounds and {opened} opened rows of a {n}x{n} fp32 product verified"
+                    ),
+                ),
+                Err(e) => (false, format!("failed: {}: {e}", e.kind())),
+            };
+        let mut out = self.finish(now, challenge, passed, reason);
+        // A wrong answer signed by the container is evidence: the committee
+        // re-verifies it and may penalize (R-CK6). Timeouts are not: nobody
+        // else can check that a message did not arrive.
+        if !passed && let Some(c) = &self.config.coordinator {
+            out.push(Output::Net(Net::Send { addr: c.addr.clone(), msg: Message::Evidence(evidence) }));
+        }
+        Ok(out)
+    }
+
+    fn coordinator(&self, what: &'static str, from: NodeId) -> Result<(), Rejection> {
+        match &self.config.coordinator {
+            Some(c) if c.id == from => Ok(()),
+            _ => Err(Rejection::NotCoordinator(what, from)),
+        }
+    }
+
+    /// A new epoch: answer with this checker's VRF proof. Every checker
+    /// answers; the coordinator selects (see `dci_committee`).
+    fn on_epoch_open(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        epoch: u64,
+        seed: [u8; 32],
+    ) -> Result<Vec<Output>, Rejection> {
+        self.coordinator("epoch_open", from)?;
+        let p = dci_committee::prove(&self.vrf, &dci_committee::EpochSeed(seed), epoch);
+        let proof = SortitionProof { node: p.node, output: p.output, proof: p.proof.to_vec() };
+        Ok(vec![Output::Net(Net::Reply { conn, msg: Message::EpochProof { epoch, proof } })])
+    }
+
+    /// Votes for a penalty only when the container signed the transcript and
+    /// the failure reproduces here.
+    fn on_penalty_proposal(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        epoch: u64,
+        amount: Amount,
+        evidence: &Evidence,
+    ) -> Result<Vec<Output>, Rejection> {
+        self.coordinator("penalty_proposal", from)?;
+        let refuse = |why: String| Rejection::NoPenalty { container: evidence.container, why };
+        if !evidence.signed_by_container() {
+            return Err(refuse("the transcript is not signed by the container".into()));
+        }
+        if evidence.reveal.challenge != evidence.params.id || evidence.response.challenge != evidence.params.id {
+            return Err(refuse("the reveal or answer belongs to another challenge".into()));
+        }
+        if dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response).is_ok() {
+            return Err(refuse("the answer verifies: nothing to punish".into()));
+        }
+        let report = SlashReport {
+            offender: AccountId::for_node(&evidence.container),
+            role: StakeRole::Container,
+            epoch,
+            evidence_hash: evidence.hash(),
+            amount,
+            signatures: Vec::new(),
+        };
+        let (_, signature) = report.signature(&self.identity);
+        let vote = Message::PenaltyVote { evidence_hash: report.evidence_hash, signature };
+        Ok(vec![Output::Net(Net::Reply { conn, msg: vote })])
     }
 
     fn tick(&mut self, now: Timestamp) -> Vec<Output> {

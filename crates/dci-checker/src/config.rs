@@ -23,6 +23,19 @@ pub struct Config {
     /// on shared or loaded machines (the devnet, CI) a tiny challenge must
     /// not fail on scheduling noise. Zero in production.
     pub min_deadline: Duration,
+    /// The epoch coordinator (R-CK6, R-CK7): it asks for sortition proofs,
+    /// receives evidence of failed challenges and proposes penalties. Without
+    /// one the checker inspects but never sits on a committee.
+    pub coordinator: Option<Coordinator>,
+}
+
+/// Who runs the epoch clock and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coordinator {
+    /// Its node id: `EpochOpen` and `PenaltyProposal` are accepted only from it.
+    pub id: NodeId,
+    /// Where evidence goes (`host:port`).
+    pub addr: String,
 }
 
 impl Config {
@@ -35,6 +48,7 @@ impl Config {
             challenge_n: 256,
             params: dci_capacity::Params::DEFAULT,
             min_deadline: Duration::from_secs(10),
+            coordinator: None,
         }
     }
 

@@ -20,4 +20,4 @@ mod checker;
 mod config;
 
 pub use checker::{Checker, Input, Output};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Coordinator};

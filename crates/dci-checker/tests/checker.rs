@@ -6,26 +6,29 @@
 //! the right reason; wrong senders and out-of-order messages are rejected and
 //! change nothing.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use dci_capacity::{
     Attempt, Behaviour, DEFAULT_COLUMNS, DEFAULT_ROUNDS, DEFAULT_ROWS, MAX_N, MAX_ROUNDS, MAX_ROWS, Params, RevealExt,
     Solution, TimingClass, TimingNoise,
 };
-use dci_checker::{Checker, Config, ConfigError, Input, Output};
-use dci_model::{ContainerSpec, GeoPoint, GpuSpec, NodeId, Timestamp};
+use dci_checker::{Checker, Config, ConfigError, Coordinator, Input, Output};
+use dci_committee::{CommitteeKey, EpochCoordinator, EpochSeed, Registered};
+use dci_ledger::{SlashReport, StakeRole};
+use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest, MAX_MESSAGE_BYTES,
-    Message, Net, Response, Reveal, RowOpening, Verdict, seal,
+    ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
+    MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, seal, sign_transcript,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 const INDEXER: NodeId = NodeId([1; 32]);
-const CONTAINER: NodeId = NodeId([2; 32]);
 const STRANGER: NodeId = NodeId([3; 32]);
-const OTHER_CONTAINER: NodeId = NodeId([4; 32]);
 const SECOND_INDEXER: NodeId = NodeId([5; 32]);
 const INDEXER_ADDR: &str = "127.0.0.1:7000";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -36,12 +39,36 @@ const GIB: u64 = 1 << 30;
 
 // --- the test's indexer and containers
 
+/// Node keys the test's containers sign with, by the first byte of their seed.
+static KEYS: LazyLock<Vec<Identity>> = LazyLock::new(|| (0..=255u8).map(|i| Identity::from_secret([i; 32])).collect());
+
+fn container() -> NodeId {
+    KEYS[2].id()
+}
+
+fn other_container() -> NodeId {
+    KEYS[4].id()
+}
+
+fn key_of(node: NodeId) -> Option<&'static Identity> {
+    KEYS.iter().find(|k| k.id() == node)
+}
+
+/// A challenge, and its commitment and reveal once they happened.
+type Seen = (ChallengeParams, Option<([u8; 32], Reveal)>);
+
+thread_local! {
+    /// Every challenge seen in this test (by id), with the commitment and reveal once they happen:
+    /// what a container signs when it answers.
+    static SEEN: RefCell<HashMap<u64, Seen>> = RefCell::new(HashMap::new());
+}
+
 fn config() -> Config {
     Config { challenge_n: N, ..Config::devnet(INDEXER_ADDR, vec![INDEXER, SECOND_INDEXER]) }
 }
 
 fn checker(seed: u8) -> Checker {
-    Checker::new(config(), [seed; 32]).unwrap()
+    Checker::new(config(), [seed; 32], checker_key()).unwrap()
 }
 
 fn ms(t: u64) -> Timestamp {
@@ -103,7 +130,10 @@ fn request(container: NodeId) -> Message {
 /// The single challenge in `out`, sent to `container`.
 fn challenge(out: &[Output], container: NodeId) -> ChallengeParams {
     match out {
-        [Output::Net(Net::Send { addr, msg: Message::Challenge(p) })] if *addr == addr_of(container) => p.clone(),
+        [Output::Net(Net::Send { addr, msg: Message::Challenge(p) })] if *addr == addr_of(container) => {
+            SEEN.with(|s| s.borrow_mut().insert(p.id, (p.clone(), None)));
+            p.clone()
+        }
         other => panic!("expected one challenge to {}, found {other:?}", addr_of(container)),
     }
 }
@@ -127,11 +157,33 @@ fn reveal(out: &[Output], node: NodeId, challenge: u64) -> Reveal {
 
 /// The container commits; the checker must reveal vectors and rows.
 fn commit(c: &mut Checker, now: Timestamp, node: NodeId, challenge: u64, root: [u8; 32]) -> Reveal {
-    reveal(&c.handle(now, from(node, Message::Commitment { challenge, root })), node, challenge)
+    let r = reveal(&c.handle(now, from(node, Message::Commitment { challenge, root })), node, challenge);
+    note_commitment(root, &r);
+    r
 }
 
+/// Remembers what the container committed and was revealed, for its signature.
+fn note_commitment(root: [u8; 32], r: &Reveal) {
+    SEEN.with(|s| s.borrow_mut().get_mut(&r.challenge).map(|e| e.1 = Some((root, r.clone()))));
+}
+
+/// `node` answers, signing the transcript as the container would (an empty
+/// signature when the test never showed it the challenge).
 fn answer(c: &mut Checker, now: Timestamp, node: NodeId, response: Response) -> Vec<Output> {
-    c.handle(now, from(node, Message::Answer(response)))
+    let signature = signed(node, &response);
+    c.handle(now, from(node, Message::Answer { response, signature }))
+}
+
+fn signed(node: NodeId, response: &Response) -> Vec<u8> {
+    let seen = SEEN.with(|s| s.borrow().get(&response.challenge).cloned());
+    match (key_of(node), seen) {
+        (Some(key), Some((params, Some((root, reveal))))) => sign_transcript(key, &params, &root, &reveal, response),
+        _ => Vec::new(),
+    }
+}
+
+fn checker_key() -> Identity {
+    KEYS[200].clone()
 }
 
 /// The single verdict in `out`: sent to the indexer and reported, identical.
@@ -192,21 +244,21 @@ fn play(c: &mut Checker, container: NodeId, behaviour: Behaviour, earlier: Optio
 #[test]
 fn an_honest_container_passes() {
     let mut c = checker(1);
-    let p = start(&mut c, T0, CONTAINER);
+    let p = start(&mut c, T0, container());
     assert_eq!((p.n, c.in_flight()), (N, 1));
     let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-    let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
+    let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
     assert_eq!((r.rounds, r.rows.len() as u32, r.columns), (DEFAULT_ROUNDS, DEFAULT_ROWS.min(N), DEFAULT_COLUMNS));
     assert!(r.rows.windows(2).all(|w| w[0] < w[1]) && r.rows.iter().all(|&row| row < N), "{:?}", r.rows);
     assert_eq!(c.in_flight(), 1, "still in flight until the answer");
     let response = attempt.respond(&r).unwrap().unwrap();
-    let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, response));
+    let v = verdict(&answer(&mut c, ms(ANSWER_AT), container(), response));
     assert_eq!(
         v,
         Verdict {
             request: REQUEST_ID,
             kind: InspectionKind::Registration,
-            container: CONTAINER,
+            container: container(),
             challenge: p.id,
             passed: true,
             reason: v.reason.clone(),
@@ -216,8 +268,8 @@ fn an_honest_container_passes() {
     assert!(v.reason.starts_with("passed"), "{}", v.reason);
     assert_eq!(c.in_flight(), 0);
     rejected(
-        &c.handle(ms(ANSWER_AT + 1), from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() })),
-        CONTAINER,
+        &c.handle(ms(ANSWER_AT + 1), from(container(), Message::Commitment { challenge: p.id, root: attempt.root() })),
+        container(),
         "no challenge",
     );
 }
@@ -227,9 +279,9 @@ fn an_honest_container_passes() {
 #[test]
 fn honest_rounds_pass_at_every_size() {
     for n in [1, 2, 3, 7, 16, 31, 33, 40, 41, 64, 100, 256] {
-        let mut c = Checker::new(Config { challenge_n: n, ..config() }, [n as u8; 32]).unwrap();
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, [n as u8; 32], checker_key()).unwrap();
         for round in 0..2u8 {
-            let (v, _) = play(&mut c, CONTAINER, Behaviour::Honest, None);
+            let (v, _) = play(&mut c, container(), Behaviour::Honest, None);
             assert!(v.passed, "n={n} round {round}: {v:?}");
             assert!(v.reason.contains(&format!("{n}x{n}")), "n={n}: {}", v.reason);
         }
@@ -251,11 +303,11 @@ fn every_behaviour_ends_in_the_verdict_it_deserves() {
     ];
     for n in [2, 17, N, 64] {
         for (behaviour, expected) in cases {
-            let mut c = Checker::new(Config { challenge_n: n, ..config() }, [7; 32]).unwrap();
+            let mut c = Checker::new(Config { challenge_n: n, ..config() }, [7; 32], checker_key()).unwrap();
             // An earlier honest round gives the replay a real old solution of the same size.
-            let (first, earlier) = play(&mut c, CONTAINER, Behaviour::Honest, None);
+            let (first, earlier) = play(&mut c, container(), Behaviour::Honest, None);
             assert!(first.passed, "{first:?}");
-            let (v, _) = play(&mut c, CONTAINER, behaviour, Some(earlier.solution()));
+            let (v, _) = play(&mut c, container(), behaviour, Some(earlier.solution()));
             assert_eq!(v.passed, behaviour.is_honest(), "n={n} {}: {v:?}", behaviour.name());
             assert!(
                 v.reason.starts_with(expected),
@@ -272,7 +324,7 @@ fn every_behaviour_ends_in_the_verdict_it_deserves() {
 #[test]
 fn a_replay_of_another_seed_fails() {
     let mut c = checker(8);
-    let (v, _) = play(&mut c, CONTAINER, Behaviour::Replay, None);
+    let (v, _) = play(&mut c, container(), Behaviour::Replay, None);
     assert!(!v.passed && v.reason.starts_with("failed: row_mismatch:"), "{v:?}");
 }
 
@@ -327,13 +379,13 @@ fn tampered_answers_fail_with_the_violation_kind() {
         ("a product off elsewhere", |a, r, n| a.products[2][unopened(r, n) as usize] += 1000.0, "product_mismatch"),
     ];
     for (name, tamper, kind) in cases {
-        let mut c = Checker::new(Config { challenge_n: SIZE, ..config() }, [9; 32]).unwrap();
-        let p = start(&mut c, T0, CONTAINER);
+        let mut c = Checker::new(Config { challenge_n: SIZE, ..config() }, [9; 32], checker_key()).unwrap();
+        let p = start(&mut c, T0, container());
         let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-        let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
+        let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
         let mut response = attempt.respond(&r).unwrap().unwrap();
         tamper(&mut response, &r, SIZE);
-        let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, response));
+        let v = verdict(&answer(&mut c, ms(ANSWER_AT), container(), response));
         assert!(!v.passed, "{name}: {v:?}");
         assert!(v.reason.starts_with(&format!("failed: {kind}: ")), "{name}: expected {kind}, found {:?}", v.reason);
         assert_eq!(c.in_flight(), 0, "{name}");
@@ -351,20 +403,21 @@ fn a_commitment_slower_than_the_claimed_class_fails() {
     let config = Config { challenge_n: SIZE, min_deadline: Duration::ZERO, ..config() };
     let deadline = dci_capacity::deadline_ms(TimingClass::H100, SIZE);
     for (took, slow) in [(0, false), (1, false), (deadline, false), (deadline + 1, true), (10 * deadline, true)] {
-        let mut c = Checker::new(config.clone(), [10; 32]).unwrap();
+        let mut c = Checker::new(config.clone(), [10; 32], checker_key()).unwrap();
         let p = challenge(
-            &c.handle(T0, from(INDEXER, request_for(CONTAINER, 5, InspectionKind::Standby, h100()))),
-            CONTAINER,
+            &c.handle(T0, from(INDEXER, request_for(container(), 5, InspectionKind::Standby, h100()))),
+            container(),
         );
         assert_eq!(p.n, SIZE);
         let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-        let out = c.handle(ms(took), from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() }));
+        let out = c.handle(ms(took), from(container(), Message::Commitment { challenge: p.id, root: attempt.root() }));
         let v = if slow {
             verdict(&out)
         } else {
-            let r = reveal(&out, CONTAINER, p.id);
+            let r = reveal(&out, container(), p.id);
+            note_commitment(attempt.root(), &r);
             let response = attempt.respond(&r).unwrap().unwrap();
-            verdict(&answer(&mut c, ms(took + 1), CONTAINER, response))
+            verdict(&answer(&mut c, ms(took + 1), container(), response))
         };
         assert_eq!(
             (v.passed, v.compute_ms, v.request, v.kind, v.challenge),
@@ -414,17 +467,17 @@ fn commitments_are_judged_against_the_claimed_class() {
         }
         for (took, slow) in times {
             let what = format!("{gpu:?} ({class:?}) committing after {took} ms of {deadline}");
-            let mut c = Checker::new(config.clone(), [12; 32]).unwrap();
-            let request = request_for(CONTAINER, 6, InspectionKind::Registration, spec(gpu.clone(), 64));
-            let p = challenge(&c.handle(T0, from(INDEXER, request)), CONTAINER);
+            let mut c = Checker::new(config.clone(), [12; 32], checker_key()).unwrap();
+            let request = request_for(container(), 6, InspectionKind::Registration, spec(gpu.clone(), 64));
+            let p = challenge(&c.handle(T0, from(INDEXER, request)), container());
             assert_eq!(p.n, MAX_N, "{what}");
-            let out = c.handle(ms(took), from(CONTAINER, Message::Commitment { challenge: p.id, root: [0xab; 32] }));
+            let out = c.handle(ms(took), from(container(), Message::Commitment { challenge: p.id, root: [0xab; 32] }));
             if slow {
                 let v = verdict(&out);
                 assert!(!v.passed && v.reason.starts_with("failed: slow:"), "{what}: {v:?}");
                 assert!(v.reason.contains(&format!("{class:?}")), "{what}: {}", v.reason);
             } else {
-                let r = reveal(&out, CONTAINER, p.id);
+                let r = reveal(&out, container(), p.id);
                 assert_eq!(r.validate(MAX_N), Ok(()), "{what}");
                 assert_eq!(c.in_flight(), 1, "{what}");
             }
@@ -453,9 +506,9 @@ fn challenges_are_sized_to_the_claim_and_capped() {
             .as_ref()
             .map_or(u64::from(spec.ram_gib) * GIB, |g| u64::from(g.vram_gib) * u64::from(g.count.max(1)) * GIB);
         assert_eq!(dci_capacity::size_for(memory, class).min(cap), n, "oracle for {spec:?}");
-        let mut c = Checker::new(Config { challenge_n: cap, ..config() }, [13; 32]).unwrap();
-        let request = request_for(CONTAINER, 1, InspectionKind::Registration, spec.clone());
-        let p = challenge(&c.handle(T0, from(INDEXER, request)), CONTAINER);
+        let mut c = Checker::new(Config { challenge_n: cap, ..config() }, [13; 32], checker_key()).unwrap();
+        let request = request_for(container(), 1, InspectionKind::Registration, spec.clone());
+        let p = challenge(&c.handle(T0, from(INDEXER, request)), container());
         assert_eq!(p.n, n, "{spec:?} capped at {cap}");
     }
 }
@@ -466,7 +519,7 @@ fn a_commitment_after_the_deadline_fails() {
     assert_eq!(window, 10_000, "the devnet floor");
     // Found by a tick.
     let mut c = checker(4);
-    let p = start(&mut c, T0, CONTAINER);
+    let p = start(&mut c, T0, container());
     assert_eq!(c.handle(ms(window), Input::Tick), vec![], "the deadline itself is still in time");
     let v = verdict(&c.handle(ms(window + 1), Input::Tick));
     assert_eq!(
@@ -475,15 +528,15 @@ fn a_commitment_after_the_deadline_fails() {
     );
     let late = Behaviour::Honest.commit(&p, None).unwrap();
     rejected(
-        &c.handle(ms(window + 2), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() })),
-        CONTAINER,
+        &c.handle(ms(window + 2), from(container(), Message::Commitment { challenge: p.id, root: late.root() })),
+        container(),
         "no challenge",
     );
 
     // Arriving late before any tick noticed: too slow for the claim.
     let mut c = checker(4);
-    let p = start(&mut c, T0, CONTAINER);
-    let out = c.handle(ms(window + 5), from(CONTAINER, Message::Commitment { challenge: p.id, root: late.root() }));
+    let p = start(&mut c, T0, container());
+    let out = c.handle(ms(window + 5), from(container(), Message::Commitment { challenge: p.id, root: late.root() }));
     let v = verdict(&out);
     assert_eq!((v.passed, v.compute_ms), (false, window + 5));
     assert!(v.reason.starts_with("failed: slow: committed after"), "{}", v.reason);
@@ -494,14 +547,15 @@ fn a_commitment_after_the_deadline_fails() {
 fn an_answer_after_the_deadline_fails() {
     for by_tick in [true, false] {
         let mut c = checker(5);
-        let p = start(&mut c, T0, CONTAINER);
+        let p = start(&mut c, T0, container());
         let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-        let r = commit(&mut c, ms(700), CONTAINER, p.id, attempt.root());
+        let r = commit(&mut c, ms(700), container(), p.id, attempt.root());
         let window = answer_window(c.config(), N, r.rounds);
         assert_eq!(c.handle(ms(700 + window), Input::Tick), vec![]);
         let late = ms(700 + window + 1);
         let response = attempt.respond(&r).unwrap().unwrap();
-        let out = if by_tick { c.handle(late, Input::Tick) } else { answer(&mut c, late, CONTAINER, response.clone()) };
+        let out =
+            if by_tick { c.handle(late, Input::Tick) } else { answer(&mut c, late, container(), response.clone()) };
         let v = verdict(&out);
         let reason = if by_tick {
             "failed: dark: no answer to the reveal before the deadline"
@@ -510,7 +564,7 @@ fn an_answer_after_the_deadline_fails() {
         };
         assert_eq!((v.passed, v.reason.as_str(), v.compute_ms), (false, reason, 700), "by_tick={by_tick}");
         assert_eq!(c.in_flight(), 0);
-        rejected(&answer(&mut c, late, CONTAINER, response), CONTAINER, "no challenge");
+        rejected(&answer(&mut c, late, container(), response), container(), "no challenge");
     }
 }
 
@@ -527,27 +581,28 @@ fn verdicts_echo_the_request_id_and_kind() {
         for (j, outcome) in outcomes.into_iter().enumerate() {
             let id = 1_000 * i as u64 + j as u64 + u64::MAX / 2;
             let mut c = checker(14);
-            let p = challenge(&c.handle(T0, from(INDEXER, request_for(CONTAINER, id, kind, cpu_host()))), CONTAINER);
+            let p =
+                challenge(&c.handle(T0, from(INDEXER, request_for(container(), id, kind, cpu_host()))), container());
             let behaviour = if outcome == "failed: row_mismatch" { Behaviour::WrongProduct } else { Behaviour::Honest };
             let attempt = behaviour.commit(&p, None).unwrap();
             let window = commit_window(c.config(), TimingClass::Cpu, N);
             let out = match outcome {
                 "failed: slow" => c.handle(
                     ms(window + 1),
-                    from(CONTAINER, Message::Commitment { challenge: p.id, root: attempt.root() }),
+                    from(container(), Message::Commitment { challenge: p.id, root: attempt.root() }),
                 ),
                 "failed: dark: no commitment" => c.handle(ms(window + 1), Input::Tick),
                 _ => {
-                    let r = commit(&mut c, ms(10), CONTAINER, p.id, attempt.root());
+                    let r = commit(&mut c, ms(10), container(), p.id, attempt.root());
                     if outcome == "failed: dark: no answer" {
                         c.handle(ms(10 + answer_window(c.config(), N, r.rounds) + 1), Input::Tick)
                     } else {
-                        answer(&mut c, ms(20), CONTAINER, attempt.respond(&r).unwrap().unwrap())
+                        answer(&mut c, ms(20), container(), attempt.respond(&r).unwrap().unwrap())
                     }
                 }
             };
             let v = verdict(&out);
-            assert_eq!((v.request, v.kind, v.container, v.challenge), (id, kind, CONTAINER, p.id), "{outcome}");
+            assert_eq!((v.request, v.kind, v.container, v.challenge), (id, kind, container(), p.id), "{outcome}");
             assert!(v.reason.starts_with(outcome), "{kind:?}: expected {outcome:?}, found {:?}", v.reason);
         }
     }
@@ -558,12 +613,12 @@ fn verdicts_echo_the_request_id_and_kind() {
 #[test]
 fn only_trusted_indexers_start_inspections() {
     let mut c = checker(7);
-    rejected(&c.handle(T0, from(STRANGER, request(CONTAINER))), STRANGER, "trusted indexer");
-    rejected(&c.handle(T0, from(CONTAINER, request(CONTAINER))), CONTAINER, "trusted indexer");
+    rejected(&c.handle(T0, from(STRANGER, request(container()))), STRANGER, "trusted indexer");
+    rejected(&c.handle(T0, from(container(), request(container()))), container(), "trusted indexer");
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.handle(ms(100_000), Input::Tick), vec![]);
     // Any configured indexer may ask; verdicts go to the configured address.
-    let p = challenge(&c.handle(T0, from(SECOND_INDEXER, request(CONTAINER))), CONTAINER);
+    let p = challenge(&c.handle(T0, from(SECOND_INDEXER, request(container()))), container());
     let v = verdict(&c.handle(ms(100_000), Input::Tick));
     assert_eq!((v.challenge, v.passed), (p.id, false));
 }
@@ -571,43 +626,43 @@ fn only_trusted_indexers_start_inspections() {
 #[test]
 fn answers_from_anyone_but_the_challenged_container_are_rejected_and_change_nothing() {
     let mut c = checker(3);
-    let p = start(&mut c, T0, CONTAINER);
+    let p = start(&mut c, T0, container());
     let honest = Behaviour::Honest.commit(&p, None).unwrap();
     let forged = Behaviour::Honest.commit(&ChallengeParams { seed: [9; 32], ..p.clone() }, None).unwrap();
 
     let out = c.handle(ms(10), from(STRANGER, Message::Commitment { challenge: p.id, root: forged.root() }));
     rejected(&out, STRANGER, "answered by container");
-    let r = commit(&mut c, ms(20), CONTAINER, p.id, honest.root());
+    let r = commit(&mut c, ms(20), container(), p.id, honest.root());
 
     let out = answer(&mut c, ms(30), STRANGER, forged.respond(&r).unwrap().unwrap());
     rejected(&out, STRANGER, "answered by container");
     assert_eq!(c.in_flight(), 1);
-    let v = verdict(&answer(&mut c, ms(40), CONTAINER, honest.respond(&r).unwrap().unwrap()));
+    let v = verdict(&answer(&mut c, ms(40), container(), honest.respond(&r).unwrap().unwrap()));
     assert!(v.passed, "{v:?}");
 }
 
 #[test]
 fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
     let mut c = checker(6);
-    let p = start(&mut c, T0, CONTAINER);
+    let p = start(&mut c, T0, container());
     let attempt = Behaviour::Honest.commit(&p, None).unwrap();
     // An answer to a reveal the checker has not made yet.
     let guessed = Reveal::draw(&mut ChaCha20Rng::seed_from_u64(1), &p, Params::DEFAULT);
     let early = attempt.respond(&guessed).unwrap().unwrap();
-    rejected(&answer(&mut c, ms(5), CONTAINER, early), CONTAINER, "before its answer");
+    rejected(&answer(&mut c, ms(5), container(), early), container(), "before its answer");
     rejected(
-        &c.handle(ms(6), from(CONTAINER, Message::Commitment { challenge: p.id.wrapping_add(1), root: [0; 32] })),
-        CONTAINER,
+        &c.handle(ms(6), from(container(), Message::Commitment { challenge: p.id.wrapping_add(1), root: [0; 32] })),
+        container(),
         "no challenge",
     );
 
-    let r = commit(&mut c, ms(10), CONTAINER, p.id, attempt.root());
+    let r = commit(&mut c, ms(10), container(), p.id, attempt.root());
     let other = Behaviour::WrongProduct.commit(&p, None).unwrap();
-    let out = c.handle(ms(11), from(CONTAINER, Message::Commitment { challenge: p.id, root: other.root() }));
-    rejected(&out, CONTAINER, "found a second");
+    let out = c.handle(ms(11), from(container(), Message::Commitment { challenge: p.id, root: other.root() }));
+    rejected(&out, container(), "found a second");
     let mut elsewhere = attempt.respond(&r).unwrap().unwrap();
     elsewhere.challenge = p.id.wrapping_add(1);
-    rejected(&answer(&mut c, ms(12), CONTAINER, elsewhere), CONTAINER, "no challenge");
+    rejected(&answer(&mut c, ms(12), container(), elsewhere), container(), "no challenge");
 
     let unexpected = [
         (Message::Heartbeat(Heartbeat { seq: 1, sessions: 0 }), "found heartbeat"),
@@ -617,7 +672,7 @@ fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
             Message::Verdict(Verdict {
                 request: 1,
                 kind: InspectionKind::Standby,
-                container: CONTAINER,
+                container: container(),
                 challenge: p.id,
                 passed: true,
                 reason: "passed".into(),
@@ -627,13 +682,13 @@ fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
         ),
     ];
     for (msg, words) in unexpected {
-        for sender in [CONTAINER, INDEXER, STRANGER] {
+        for sender in [container(), INDEXER, STRANGER] {
             rejected(&c.handle(ms(13), from(sender, msg.clone())), sender, words);
         }
     }
     assert_eq!(c.in_flight(), 1);
     // The first commitment still stands.
-    let v = verdict(&answer(&mut c, ms(20), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+    let v = verdict(&answer(&mut c, ms(20), container(), attempt.respond(&r).unwrap().unwrap()));
     assert!(v.passed, "{v:?}");
 }
 
@@ -642,26 +697,26 @@ fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
 #[test]
 fn a_new_request_replaces_the_inspection_in_flight() {
     let mut c = checker(8);
-    let old = start(&mut c, T0, CONTAINER);
+    let old = start(&mut c, T0, container());
     // A new request replaces the running inspection: the old challenge is
     // forgotten (no verdict), the new one answered with the new request id.
-    let out = c.handle(ms(1), from(INDEXER, request_for(CONTAINER, 78, InspectionKind::Standby, cpu_host())));
-    let p = challenge(&out, CONTAINER);
+    let out = c.handle(ms(1), from(INDEXER, request_for(container(), 78, InspectionKind::Standby, cpu_host())));
+    let p = challenge(&out, container());
     assert_ne!((p.id, p.seed), (old.id, old.seed));
     assert_eq!(c.in_flight(), 1);
     rejected(
-        &c.handle(ms(1), from(CONTAINER, Message::Commitment { challenge: old.id, root: [0; 32] })),
-        CONTAINER,
+        &c.handle(ms(1), from(container(), Message::Commitment { challenge: old.id, root: [0; 32] })),
+        container(),
         "no challenge",
     );
-    let q = start(&mut c, ms(2), OTHER_CONTAINER);
+    let q = start(&mut c, ms(2), other_container());
     assert_ne!((p.id, p.seed), (q.id, q.seed));
     assert_eq!(c.in_flight(), 2);
     // A container cannot answer another container's challenge.
     let theirs = Behaviour::Honest.commit(&q, None).unwrap();
     rejected(
-        &c.handle(ms(3), from(CONTAINER, Message::Commitment { challenge: q.id, root: theirs.root() })),
-        CONTAINER,
+        &c.handle(ms(3), from(container(), Message::Commitment { challenge: q.id, root: theirs.root() })),
+        container(),
         "answered by container",
     );
     // Both time out independently, each with its own request's id and kind.
@@ -675,11 +730,11 @@ fn a_new_request_replaces_the_inspection_in_flight() {
         .collect();
     assert_eq!(out.len(), 4, "{out:?}");
     assert_eq!(verdicts.len(), 2, "{out:?}");
-    assert!(verdicts.contains(&(CONTAINER, 78, InspectionKind::Standby, false)), "{verdicts:?}");
-    assert!(verdicts.contains(&(OTHER_CONTAINER, REQUEST_ID, InspectionKind::Registration, false)), "{verdicts:?}");
+    assert!(verdicts.contains(&(container(), 78, InspectionKind::Standby, false)), "{verdicts:?}");
+    assert!(verdicts.contains(&(other_container(), REQUEST_ID, InspectionKind::Registration, false)), "{verdicts:?}");
     assert_eq!(c.in_flight(), 0);
     // Then the container can be inspected again.
-    assert!(play(&mut c, CONTAINER, Behaviour::Honest, None).0.passed);
+    assert!(play(&mut c, container(), Behaviour::Honest, None).0.passed);
 }
 
 /// Replacing an inspection that already revealed: its answer is refused
@@ -687,18 +742,18 @@ fn a_new_request_replaces_the_inspection_in_flight() {
 #[test]
 fn a_replaced_inspection_awaiting_its_answer_gets_no_verdict() {
     let mut c = checker(15);
-    let old = start(&mut c, T0, CONTAINER);
+    let old = start(&mut c, T0, container());
     let old_attempt = Behaviour::Honest.commit(&old, None).unwrap();
-    let old_reveal = commit(&mut c, ms(10), CONTAINER, old.id, old_attempt.root());
+    let old_reveal = commit(&mut c, ms(10), container(), old.id, old_attempt.root());
     let p = challenge(
-        &c.handle(ms(20), from(INDEXER, request_for(CONTAINER, 79, InspectionKind::InService, cpu_host()))),
-        CONTAINER,
+        &c.handle(ms(20), from(INDEXER, request_for(container(), 79, InspectionKind::InService, cpu_host()))),
+        container(),
     );
     let stale = old_attempt.respond(&old_reveal).unwrap().unwrap();
-    rejected(&answer(&mut c, ms(30), CONTAINER, stale), CONTAINER, "no challenge");
+    rejected(&answer(&mut c, ms(30), container(), stale), container(), "no challenge");
     let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-    let r = commit(&mut c, ms(40), CONTAINER, p.id, attempt.root());
-    let v = verdict(&answer(&mut c, ms(50), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+    let r = commit(&mut c, ms(40), container(), p.id, attempt.root());
+    let v = verdict(&answer(&mut c, ms(50), container(), attempt.respond(&r).unwrap().unwrap()));
     assert_eq!(
         (v.request, v.kind, v.challenge, v.passed, v.compute_ms),
         (79, InspectionKind::InService, p.id, true, 20)
@@ -711,7 +766,7 @@ fn the_same_seed_gives_the_same_challenges() {
     let script = |seed: u8| {
         let mut c = checker(seed);
         let mut log = Vec::new();
-        for container in [CONTAINER, OTHER_CONTAINER] {
+        for container in [container(), other_container()] {
             let p = start(&mut c, T0, container);
             let attempt = Behaviour::Honest.commit(&p, None).unwrap();
             let r = commit(&mut c, ms(10), container, p.id, attempt.root());
@@ -754,7 +809,7 @@ fn bad_configurations_are_refused() {
         let message = error.to_string();
         assert!(message.contains("expected") && message.contains("found"), "{message}");
         assert_eq!(config.validate(), Err(error.clone()));
-        assert_eq!(Checker::new(config, [0; 32]).err(), Some(error));
+        assert_eq!(Checker::new(config, [0; 32], checker_key()).err(), Some(error));
     }
     let too_large = [
         Config { challenge_n: MAX_N, params: Params { rows: MAX_ROWS, ..d }, ..base.clone() },
@@ -822,10 +877,145 @@ fn accepted_configurations_give_answers_that_fit_in_a_message() {
                     })
                     .collect(),
             };
-            let sealed = seal(&id, u64::MAX, Timestamp(u64::MAX), &Message::Answer(response));
+            let sealed =
+                seal(&id, u64::MAX, Timestamp(u64::MAX), &Message::Answer { response, signature: vec![0xff; 64] });
             assert!(sealed.len() <= MAX_MESSAGE_BYTES, "n={n} rounds={rounds} rows={rows}: {} bytes", sealed.len());
         }
     }
+}
+
+// --- committee duties (R-CK6, R-CK7)
+
+const COORDINATOR: NodeId = NodeId([6; 32]);
+const COORDINATOR_ADDR: &str = "127.0.0.1:7100";
+
+fn on_committee(seed: u8, key: Identity) -> Checker {
+    let coordinator = Some(Coordinator { id: COORDINATOR, addr: COORDINATOR_ADDR.into() });
+    Checker::new(Config { coordinator, ..config() }, [seed; 32], key).unwrap()
+}
+
+/// Plays one inspection of `behaviour`; returns the outputs of the answer.
+fn inspect(c: &mut Checker, behaviour: Behaviour) -> Vec<Output> {
+    let p = start(c, T0, container());
+    let attempt = behaviour.commit(&p, None).unwrap();
+    let r = commit(c, ms(COMMIT_AT), container(), p.id, attempt.root());
+    answer(c, ms(ANSWER_AT), container(), attempt.respond(&r).unwrap().unwrap())
+}
+
+fn evidence_in(out: &[Output]) -> Option<Evidence> {
+    out.iter().find_map(|o| match o {
+        Output::Net(Net::Send { addr, msg: Message::Evidence(e) }) if addr == COORDINATOR_ADDR => Some(e.clone()),
+        _ => None,
+    })
+}
+
+fn proposal(epoch: u64, evidence: Evidence) -> Input {
+    from(COORDINATOR, Message::PenaltyProposal { epoch, amount: Amount::ath(50), evidence })
+}
+
+#[test]
+fn a_checker_proves_its_sortition_ticket_for_the_coordinator_only() {
+    let key = KEYS[201].clone();
+    let mut c = on_committee(1, key.clone());
+    assert_eq!(c.vrf_public(), CommitteeKey::from_identity(&key).public());
+    let seed = EpochSeed::genesis("checker-test");
+    let out = c.handle(T0, from(COORDINATOR, Message::EpochOpen { epoch: 4, seed: seed.0 }));
+    let proof = match out.as_slice() {
+        [Output::Net(Net::Reply { conn, msg: Message::EpochProof { epoch: 4, proof } })]
+            if *conn == conn_of(COORDINATOR) =>
+        {
+            proof.clone()
+        }
+        other => panic!("expected an epoch proof reply, found {other:?}"),
+    };
+    let mut coordinator = EpochCoordinator::new("checker-test", 1).unwrap();
+    let me = Registered { id: key.id(), addr: "x:1".into(), vrf_public: c.vrf_public(), stake: Amount::ath(10) };
+    assert_eq!(coordinator.open(4, &[me]).unwrap(), seed);
+    assert_eq!(coordinator.proof(key.id(), 4, &proof), Ok(0), "the proof verifies");
+    assert_eq!(coordinator.close().unwrap().1.ids(), vec![key.id()]);
+    rejected(&c.handle(T0, from(STRANGER, Message::EpochOpen { epoch: 4, seed: seed.0 })), STRANGER, "coordinator");
+    let mut lone = checker(1);
+    rejected(
+        &lone.handle(T0, from(COORDINATOR, Message::EpochOpen { epoch: 4, seed: seed.0 })),
+        COORDINATOR,
+        "coordinator",
+    );
+}
+
+/// A wrong product signed by the container goes to the coordinator as
+/// evidence; another checker re-verifies it and votes with a signature the
+/// ledger accepts; honest or tampered transcripts get no vote.
+#[test]
+fn signed_failures_become_evidence_that_other_members_vote_on() {
+    let mut reporter = on_committee(2, KEYS[201].clone());
+    let out = inspect(&mut reporter, Behaviour::WrongProduct);
+    assert!(!verdict(&out[..2]).passed);
+    let evidence = evidence_in(&out).expect("a signed wrong answer is reported as evidence");
+    assert!(evidence.signed_by_container());
+
+    let voter_key = KEYS[202].clone();
+    let mut voter = on_committee(3, voter_key.clone());
+    let out = voter.handle(T0, proposal(9, evidence.clone()));
+    let signature = match out.as_slice() {
+        [Output::Net(Net::Reply { msg: Message::PenaltyVote { evidence_hash, signature }, .. })] => {
+            assert_eq!(*evidence_hash, evidence.hash());
+            signature.clone()
+        }
+        other => panic!("expected a penalty vote, found {other:?}"),
+    };
+    let mut report = SlashReport {
+        offender: AccountId::for_node(&container()),
+        role: StakeRole::Container,
+        epoch: 9,
+        evidence_hash: evidence.hash(),
+        amount: Amount::ath(50),
+        signatures: vec![(voter_key.id(), signature)],
+    };
+    assert!(report.verifies(&voter_key.id(), &report.signatures[0].1));
+    assert_eq!(report.verify_quorum(&[voter_key.id()]), Ok(1));
+    report.epoch = 10;
+    assert!(report.verify_quorum(&[voter_key.id()]).is_err(), "a vote is for one epoch's report");
+
+    // Tampered evidence: the container's signature no longer covers it.
+    let mut forged = evidence.clone();
+    forged.response.products[0][0] += 1.0;
+    rejected(&voter.handle(T0, proposal(9, forged)), COORDINATOR, "not signed by the container");
+    let mut forged = evidence.clone();
+    forged.params.seed[0] ^= 1;
+    rejected(&voter.handle(T0, proposal(9, forged)), COORDINATOR, "not signed by the container");
+    // Only the coordinator proposes.
+    rejected(
+        &voter.handle(T0, from(STRANGER, Message::PenaltyProposal { epoch: 9, amount: Amount::ath(1), evidence })),
+        STRANGER,
+        "coordinator",
+    );
+}
+
+#[test]
+fn honest_or_unsigned_answers_are_never_evidence() {
+    let mut c = on_committee(4, KEYS[201].clone());
+    let out = inspect(&mut c, Behaviour::Honest);
+    assert!(verdict(&out).passed && evidence_in(&out).is_none());
+
+    // An honest transcript, signed, proposed anyway: no vote.
+    let p = start(&mut c, T0, container());
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
+    let response = attempt.respond(&r).unwrap().unwrap();
+    let signature = signed(container(), &response);
+    let honest = Evidence { container: container(), params: p, root: attempt.root(), reveal: r, response, signature };
+    assert!(honest.signed_by_container());
+    let mut voter = on_committee(5, KEYS[202].clone());
+    rejected(&voter.handle(T0, proposal(1, honest)), COORDINATOR, "the answer verifies");
+
+    // A wrong answer without the container's signature fails, but is no evidence.
+    let p = start(&mut c, T0, container());
+    let attempt = Behaviour::WrongProduct.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
+    let response = attempt.respond(&r).unwrap().unwrap();
+    let out = c.handle(ms(ANSWER_AT), from(container(), Message::Answer { response, signature: vec![7; 64] }));
+    let v = verdict(&out);
+    assert!(!v.passed && v.reason.starts_with("failed: bad_signature"), "{v:?}");
 }
 
 // --- properties
@@ -857,12 +1047,12 @@ proptest! {
         kind in any_kind(),
         id: u64,
     ) {
-        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed).unwrap();
-        let p = challenge(&c.handle(T0, from(INDEXER, request_for(CONTAINER, id, kind, claim))), CONTAINER);
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed, checker_key()).unwrap();
+        let p = challenge(&c.handle(T0, from(INDEXER, request_for(container(), id, kind, claim))), container());
         prop_assert_eq!(p.n, n);
         let attempt = Behaviour::Honest.commit(&p, None).unwrap();
-        let r = commit(&mut c, ms(COMMIT_AT), CONTAINER, p.id, attempt.root());
-        let v = verdict(&answer(&mut c, ms(ANSWER_AT), CONTAINER, attempt.respond(&r).unwrap().unwrap()));
+        let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
+        let v = verdict(&answer(&mut c, ms(ANSWER_AT), container(), attempt.respond(&r).unwrap().unwrap()));
         prop_assert!(v.passed, "{:?}", v);
         prop_assert_eq!((v.request, v.kind, v.challenge), (id, kind, p.id));
     }
@@ -881,8 +1071,8 @@ proptest! {
             (Behaviour::ChangeRowsAfterCommit, "bad_path"),
             (Behaviour::Dark, "dark"),
         ][which];
-        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed).unwrap();
-        let (v, _) = play(&mut c, CONTAINER, behaviour, None);
+        let mut c = Checker::new(Config { challenge_n: n, ..config() }, rng_seed, checker_key()).unwrap();
+        let (v, _) = play(&mut c, container(), behaviour, None);
         prop_assert!(!v.passed, "{:?}", v);
         prop_assert!(v.reason.starts_with(&format!("failed: {kind}: ")), "{}: {}", behaviour.name(), v.reason);
     }

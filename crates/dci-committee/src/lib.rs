@@ -85,6 +85,7 @@
 pub mod assign;
 pub mod bench;
 pub mod candidates;
+pub mod epoch;
 pub mod fairness;
 mod hexser;
 pub mod history;
@@ -96,6 +97,7 @@ pub mod vrf;
 
 pub use assign::{Assignment, assign_targets};
 pub use candidates::{Candidate, CandidateSet, Threshold};
+pub use epoch::{EpochCoordinator, Registered, assign_one, recompute};
 pub use fairness::{Fairness, FairnessConfig, fairness};
 pub use history::{History, HistoryRule};
 pub use quorum::{QuorumError, check_evidence_quorum, check_quorum, evidence_message, quorum, sign_evidence};

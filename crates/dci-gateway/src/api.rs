@@ -225,6 +225,68 @@ pub struct TransitionInfo {
     pub at_ms: u64,
 }
 
+/// The epoch committee in force (R-CK7) and the penalties it voted (R-CK6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CommitteeInfo {
+    /// The epoch.
+    pub epoch: u64,
+    /// The epoch's seed, hex.
+    pub seed: String,
+    /// Seats asked for.
+    pub size: u32,
+    /// Signatures a penalty needs.
+    pub quorum: u32,
+    /// Members, best ticket first.
+    pub members: Vec<String>,
+    /// Every candidate of the epoch.
+    pub candidates: Vec<CandidateInfo>,
+    /// The announcement (postcard, hex): anyone recomputes the committee from
+    /// it with `dci_committee::recompute` (`dci committee` does).
+    pub announcement: String,
+    /// Penalties decided or pending, oldest first.
+    pub penalties: Vec<PenaltyInfo>,
+}
+
+/// A committee candidate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CandidateInfo {
+    /// Checker id.
+    pub id: String,
+    /// Bonded checker stake, ATH.
+    pub stake: String,
+    /// Committees it sat on before this epoch.
+    pub selected_before: u64,
+    /// Selected this epoch?
+    pub member: bool,
+    /// Its sortition weight, when a member.
+    pub weight: Option<u64>,
+}
+
+/// A penalty proposed to the committee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PenaltyInfo {
+    /// When it was decided or proposed, ms since the epoch.
+    pub at_ms: u64,
+    /// The container.
+    pub container: String,
+    /// The committee's epoch.
+    pub epoch: u64,
+    /// Hash of the signed transcript, hex.
+    pub evidence_hash: String,
+    /// The checker that reported it.
+    pub reporter: String,
+    /// Members whose signatures were counted.
+    pub signers: Vec<String>,
+    /// Signatures needed.
+    pub quorum: u32,
+    /// Penalty asked, ATH.
+    pub asked: String,
+    /// What the ledger took, ATH.
+    pub taken: String,
+    /// `slashed`, `pending`, or why nothing was taken.
+    pub outcome: String,
+}
+
 /// A checker verdict on a container, as the indexer recorded it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VerdictInfo {

@@ -4,8 +4,8 @@ use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo, StakeRequest,
-    TransferRequest,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo,
+    StakeRequest, TransferRequest,
 };
 
 /// Why a call failed.
@@ -100,6 +100,11 @@ impl Client {
     /// `GET /v1/containers`.
     pub async fn containers(&self) -> Result<Vec<ContainerInfo>, ClientError> {
         self.send("/v1/containers", self.request(Method::GET, "/v1/containers")).await
+    }
+
+    /// `GET /v1/committee`.
+    pub async fn committee(&self) -> Result<CommitteeInfo, ClientError> {
+        self.send("/v1/committee", self.request(Method::GET, "/v1/committee")).await
     }
 
     /// `POST /v1/transfers`.

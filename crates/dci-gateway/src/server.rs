@@ -14,8 +14,9 @@ use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
-    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo,
+    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo,
+    PenaltyInfo, RewardsInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
+    VerdictInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -42,6 +43,8 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn offers(&self, filter: String, sort: String, limit: u32) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>>;
     /// Every known container.
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>>;
+    /// The epoch committee in force and its penalties.
+    fn committee(&self) -> BoxFuture<'_, Result<CommitteeInfo, ApiError>>;
     /// Moves ATH from the account to another; returns the new balance.
     fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
     /// Bonds (`unstake == false`) or starts unbonding stake for a role.
@@ -89,6 +92,7 @@ impl IntoResponse for ApiError {
         get_session,
         stop_session,
         list_containers,
+        committee,
         balance,
         transfer,
         stake,
@@ -104,6 +108,9 @@ impl IntoResponse for ApiError {
         ContainerInfo,
         TransitionInfo,
         VerdictInfo,
+        CommitteeInfo,
+        CandidateInfo,
+        PenaltyInfo,
         OfferInfo,
         TransferRequest,
         StakeRequest,
@@ -120,6 +127,7 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/sessions", get(list_sessions).post(deploy))
         .route("/v1/sessions/{id}", get(get_session).delete(stop_session))
         .route("/v1/containers", get(list_containers))
+        .route("/v1/committee", get(committee))
         .route("/v1/offers", get(list_offers))
         .route("/v1/balance", get(balance))
         .route("/v1/transfers", post(transfer))
@@ -211,6 +219,12 @@ async fn stop_session(
 #[utoipa::path(get, path = "/v1/containers", responses((status = 200, body = Vec<ContainerInfo>)))]
 async fn list_containers(State(s): State<AppState>) -> Result<Json<Vec<ContainerInfo>>, ApiError> {
     s.api.containers().await.map(Json)
+}
+
+/// The epoch committee in force, its announcement and the penalties it voted.
+#[utoipa::path(get, path = "/v1/committee", responses((status = 200, body = CommitteeInfo), (status = 404, body = ErrorBody)))]
+async fn committee(State(s): State<AppState>) -> Result<Json<CommitteeInfo>, ApiError> {
+    s.api.committee().await.map(Json)
 }
 
 /// The caller's balance and escrow.

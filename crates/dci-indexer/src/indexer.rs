@@ -86,6 +86,20 @@ pub enum Rejection {
         /// The inspection the verdict names.
         found: u64,
     },
+    /// A verdict from a checker other than the one the inspection was
+    /// assigned to.
+    #[error(
+        "expected the verdict from checker {expected}, the member assigned to this inspection, found one from {found}"
+    )]
+    WrongChecker {
+        /// The assigned member.
+        expected: NodeId,
+        /// The sender.
+        found: NodeId,
+    },
+    /// A committee announcement that does not recompute.
+    #[error("expected a committee announcement that recomputes, found one that does not: {0}")]
+    Committee(String),
     /// A message the indexer does not handle.
     #[error("expected a message for the indexer, found {0}")]
     Unexpected(&'static str),
@@ -244,8 +258,11 @@ pub struct Indexer {
     /// `timer_due[slot]` equals its due time.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     timer_due: Vec<u64>,
-    /// Per slot, the inspection in flight: (request id, kind).
-    inspecting: HashMap<u32, (u64, InspectionKind)>,
+    /// Per slot, the inspection in flight: (request id, kind, the committee
+    /// member it was assigned to, if a committee was in force).
+    inspecting: HashMap<u32, (u64, InspectionKind, Option<NodeId>)>,
+    /// The epoch committee in force and its members' addresses (R-CK7).
+    committee: Option<(dci_committee::Committee, HashMap<NodeId, String>)>,
     /// The next inspection id (random start: a restarted indexer does not
     /// reuse recent ids, so no earlier verdict can answer a new request).
     next_inspection: u64,
@@ -264,6 +281,7 @@ impl Indexer {
         let next_inspection = rng.next_u64();
         Indexer {
             inspecting: HashMap::new(),
+            committee: None,
             next_inspection,
             rng,
             standby_credit: 0.0,
@@ -398,7 +416,12 @@ impl Indexer {
 
     /// The inspection of a container in flight: its request id and kind.
     pub fn inspection(&self, id: &NodeId) -> Option<(u64, InspectionKind)> {
-        self.slots.get(id).and_then(|slot| self.inspecting.get(slot)).copied()
+        self.slots.get(id).and_then(|slot| self.inspecting.get(slot)).map(|&(id, kind, _)| (id, kind))
+    }
+
+    /// The epoch committee in force, if one was announced.
+    pub fn committee(&self) -> Option<&dci_committee::Committee> {
+        self.committee.as_ref().map(|(c, _)| c)
     }
 
     /// Sizes of the match index.
@@ -572,8 +595,22 @@ impl Indexer {
             Message::Register(reg) => self.on_register(now, conn, from, reg, out),
             Message::Heartbeat(hb) => self.on_heartbeat(now, conn, from, hb, out),
             Message::Verdict(v) => {
-                self.require(&self.config.checkers, from, "checker")?;
+                if !self.committee().is_some_and(|c| c.contains(&from)) {
+                    self.require(&self.config.checkers, from, "checker")?;
+                }
                 self.on_verdict(now, from, v, out)
+            }
+            Message::Committee(announcement) => {
+                self.require(&self.config.gateways, from, "gateway")?;
+                // Recomputed here from the proofs: the coordinator's word is not taken.
+                let committee =
+                    dci_committee::recompute(&announcement).map_err(|e| Rejection::Committee(e.to_string()))?;
+                if self.committee().is_some_and(|c| c.epoch >= committee.epoch) {
+                    return Err(Rejection::Committee(format!("epoch {} is not newer", committee.epoch)));
+                }
+                let addrs = announcement.candidates.into_iter().map(|c| (c.id, c.addr)).collect();
+                self.committee = Some((committee, addrs));
+                Ok(())
             }
             Message::Match { request_id, session, request } => {
                 self.require(&self.config.gateways, from, "gateway")?;
@@ -694,7 +731,10 @@ impl Indexer {
     ) -> Result<(), Rejection> {
         let slot = *self.slots.get(&v.container).ok_or(Rejection::UnknownContainer(v.container))?;
         match self.inspecting.get(&slot) {
-            Some(&(id, kind)) if id == v.request && kind == v.kind => {
+            Some(&(id, _, Some(member))) if id == v.request && member != checker => {
+                return Err(Rejection::WrongChecker { expected: member, found: checker });
+            }
+            Some(&(id, kind, _)) if id == v.request && kind == v.kind => {
                 self.inspecting.remove(&slot);
             }
             other => return Err(Rejection::StaleVerdict { expected: InFlight(other.map(|o| o.0)), found: v.request }),
@@ -776,10 +816,17 @@ impl Indexer {
     fn request_inspection(&mut self, slot: u32, kind: InspectionKind, why: &str) -> Output {
         let id = self.next_inspection;
         self.next_inspection = self.next_inspection.wrapping_add(1);
-        self.inspecting.insert(slot, (id, kind));
         let record = &self.containers[slot as usize].record;
+        // The epoch committee's member for this container (R-CK7), else the
+        // configured checker.
+        let member = self.committee.as_ref().and_then(|(c, addrs)| {
+            let m = dci_committee::assign_one(c, &record.id)?;
+            Some((m, addrs.get(&m)?.clone()))
+        });
+        let addr = member.as_ref().map_or(self.config.checker_addr.as_str(), |(_, a)| a.as_str());
+        self.inspecting.insert(slot, (id, kind, member.as_ref().map(|(m, _)| *m)));
         send(
-            &self.config.checker_addr,
+            addr,
             Message::InspectionRequest(InspectionRequest {
                 id,
                 kind,

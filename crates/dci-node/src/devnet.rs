@@ -1,7 +1,9 @@
 //! `dci devnet`: a whole DCI network on loopback in one command (R-UX2).
 //!
-//! An embedded ledger, one indexer, one checker, a gateway with its HTTP API
-//! and N containers with simulated GPU profiles (always labelled simulated),
+//! An embedded ledger, one indexer, several staked checkers (an epoch
+//! committee is drawn from them), a gateway with its HTTP API that also
+//! coordinates the committee, and N staked containers with simulated GPU
+//! profiles (always labelled simulated),
 //! each role on its own TCP port talking signed messages, exactly as separate
 //! machines would (R-SC1). State lives in the data directory: node keys
 //! (0600), the ledger, the indexer's registry and the gateway's sessions, so a
@@ -15,11 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dci_agent::AgentConfig;
 use dci_agent::runtime::ProcessRuntime;
-use dci_ledger::{EmbeddedLedger, Genesis};
+use dci_ledger::{EmbeddedLedger, Genesis, StakeRole};
 use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, PricePerHour, ServiceName, State};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::committee::{CheckerSeat, Duties};
 use crate::gateway::Gateway;
 use crate::keys;
 use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
@@ -43,6 +46,29 @@ pub struct DevnetConfig {
     /// If set, the last container cheats at its capacity challenges this way
     /// (to watch the checkers catch it).
     pub dishonest: Option<dci_capacity::Behaviour>,
+    /// Checkers to run (each stakes a different amount; at least 1).
+    pub checkers: usize,
+    /// Seats of the epoch committee.
+    pub committee_size: usize,
+}
+
+/// What each devnet container bonds at creation (slashable by the committee).
+pub const CONTAINER_STAKE: Amount = Amount::ath(1_000);
+/// What devnet checker `i` bonds at creation: 1,000 × (i + 1) ATH, so the
+/// sortition has unequal stakes to weigh.
+pub fn checker_stake(i: usize) -> Amount {
+    Amount::ath(1_000 * (i as u64 + 1))
+}
+
+/// Funds `node`'s account from the liquidity pool and bonds `stake` in
+/// `role`, once: a restarted devnet finds the stake already there.
+fn bond(ledger: &mut EmbeddedLedger, node: &dci_model::NodeId, role: StakeRole, stake: Amount) -> anyhow::Result<()> {
+    let account = AccountId::for_node(node);
+    if ledger.staked(&account, role)? == Amount::ZERO {
+        ledger.transfer(&dci_ledger::accounts::liquidity(), &account, stake)?;
+        ledger.stake(&account, role, stake)?;
+    }
+    Ok(())
 }
 
 /// What a CLI on this machine needs to talk to the devnet; written to
@@ -135,7 +161,11 @@ impl Devnet {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         let shutdown = CancellationToken::new();
         let key = |name: &str| keys::load_or_create(&dir.join("keys").join(format!("{name}.key")));
-        let (indexer_id, checker_id, gateway_id) = (key("indexer")?, key("checker")?, key("gateway")?);
+        let (indexer_id, gateway_id) = (key("indexer")?, key("gateway")?);
+        // The first checker keeps the historical key name, so old data directories resume.
+        let checker_ids = (0..config.checkers.max(1))
+            .map(|i| key(&if i == 0 { "checker".to_owned() } else { format!("checker-{i}") }))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         // Ledger and the devnet consumer.
         let mut ledger = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default())
@@ -155,32 +185,57 @@ impl Devnet {
         };
         write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
 
-        // Indexer and checker: bind both first so each knows the other's address.
+        // Indexer and checkers: bind all first so each knows the others' addresses.
         let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
-        let checker_bound = Bound::bind(checker_id.clone(), "127.0.0.1:0").await?;
+        let mut checker_bounds = Vec::new();
+        for (i, id) in checker_ids.iter().enumerate() {
+            bond(&mut ledger, &id.id(), StakeRole::Checker, checker_stake(i))?;
+            checker_bounds.push(Bound::bind(id.clone(), "127.0.0.1:0").await?);
+        }
+        let checker_nodes: Vec<_> = checker_bounds.iter().map(|b| b.id()).collect();
         let indexer_addr = indexer_bound.addr();
         let indexer_cfg = dci_indexer::Config {
             // Each idle container is inspected about once a minute, at random.
             standby_every: Some(Duration::from_secs(60)),
             seed: rand::random(),
-            ..dci_indexer::Config::new(checker_bound.addr(), vec![checker_bound.id()], vec![gateway_id.id()])
-        };
-        let checker_cfg = dci_checker::Config {
-            challenge_n: config.challenge_n,
-            ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_bound.id()])
+            // Before the first committee, inspections go to the first checker.
+            ..dci_indexer::Config::new(checker_bounds[0].addr(), checker_nodes.clone(), vec![gateway_id.id()])
         };
         let registry = Arc::new(RecordStore::open(&dir.join("indexer.db"), "containers")?);
         let indexer_node = indexer_bound.id();
-        let mut roles = vec![
-            spawn_indexer(indexer_bound, indexer_cfg, registry, shutdown.clone())?,
-            spawn_checker(checker_bound, checker_cfg, shutdown.clone())?,
-        ];
+        let mut roles = vec![spawn_indexer(indexer_bound, indexer_cfg, registry, shutdown.clone())?];
 
-        // Gateway.
+        // Gateway: it also coordinates the epoch committee.
+        let seats = checker_ids
+            .iter()
+            .zip(&checker_bounds)
+            .map(|(id, b)| CheckerSeat {
+                id: id.id(),
+                addr: b.addr(),
+                vrf_public: dci_committee::CommitteeKey::from_identity(id).public(),
+            })
+            .collect();
+        let duties = Duties::new("devnet", config.committee_size.max(1), seats)?;
         let sessions = RecordStore::open(&dir.join("gateway.db"), "sessions")?;
-        let gateway =
-            Gateway::start(gateway_id.clone(), "127.0.0.1:0", indexer_addr.clone(), ledger, sessions, shutdown.clone())
-                .await?;
+        let gateway = Gateway::start(
+            gateway_id.clone(),
+            "127.0.0.1:0",
+            indexer_addr.clone(),
+            ledger,
+            sessions,
+            Some(duties),
+            shutdown.clone(),
+        )
+        .await?;
+        let coordinator = dci_checker::Coordinator { id: gateway_id.id(), addr: gateway.addr() };
+        for (bound, identity) in checker_bounds.into_iter().zip(&checker_ids) {
+            let checker_cfg = dci_checker::Config {
+                challenge_n: config.challenge_n,
+                coordinator: Some(coordinator.clone()),
+                ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_node])
+            };
+            roles.push(spawn_checker(bound, checker_cfg, identity.clone(), shutdown.clone())?);
+        }
         let interrupted = gateway.recover_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "sessions from the previous run were refunded (their containers restarted)");
@@ -196,6 +251,7 @@ impl Devnet {
         let mut containers = Vec::new();
         for i in 0..n {
             let identity = key(&format!("container-{i}"))?;
+            gateway.with_ledger(|l| bond(l, &identity.id(), StakeRole::Container, CONTAINER_STAKE))?;
             let (spec, price, city) = spec_for(i);
             let gpu = spec.gpu.clone().expect("profiles have GPUs");
             let agent_cfg = AgentConfig {
@@ -207,7 +263,7 @@ impl Devnet {
                 slots: 2,
                 payout: AccountId::for_node(&identity.id()),
                 indexers: vec![indexer_node],
-                checkers: vec![checker_id.id()],
+                checkers: checker_nodes.clone(),
                 gateways: vec![gateway_id.id()],
                 heartbeat_interval: Duration::from_secs(1),
                 behaviour: match config.dishonest {
@@ -238,7 +294,7 @@ impl Devnet {
         // HTTP API.
         let metrics = crate::metrics::install();
         let router = dci_gateway::server::router(gateway.clone(), metrics);
-        tokio::spawn(crate::epochs::run(gateway.clone(), config.epoch, checker_id.id(), shutdown.clone()));
+        tokio::spawn(crate::epochs::run(gateway.clone(), config.epoch, shutdown.clone()));
         let stop = shutdown.clone();
         let http = tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;

@@ -1,12 +1,15 @@
-//! The epoch clock of a single-ledger network (R-LG3): it samples the
-//! network during each epoch and, at the epoch's end, asks the ledger to
-//! release that epoch's mining rewards, shared by
+//! The epoch clock of a single-ledger network (R-LG3, R-CK7). At each
+//! epoch's start it opens the committee sortition (the checkers answer with
+//! their proofs during the first sampling interval, then the committee is
+//! selected and announced: [`crate::committee`]). It samples the network
+//! during the epoch and, at the epoch's end, asks the ledger to release that
+//! epoch's mining rewards, shared by
 //!
 //! - containers: verified capacity (total GPU memory in GiB, or CPU cores for a
 //!   CPU-only host) × uptime (the share of samples in which the container was
 //!   schedulable with a fresh heartbeat);
-//! - checkers: inspections they completed in the epoch (lifecycle transitions
-//!   caused by a checker's verdict);
+//! - checkers: inspections they completed in the epoch (the verdicts the
+//!   indexer accepted from each);
 //! - indexers: matches they served to this gateway.
 //!
 //! The arithmetic, and the explanation of every account's share, belong to
@@ -17,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dci_ledger::{CheckerWork, ContainerWork, EpochInput, IndexerWork};
-use dci_model::{AccountId, Actor, NodeId, State};
+use dci_model::{AccountId, NodeId, State};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
@@ -34,17 +37,20 @@ struct Tally {
     samples: u64,
 }
 
-/// Runs epochs of `period` until `shutdown`. `checker` is the account that
-/// earns the inspections of the (single) devnet checker.
-pub async fn run(gateway: Arc<Gateway>, period: Duration, checker: NodeId, shutdown: CancellationToken) {
+/// Runs epochs of `period` until `shutdown`.
+pub async fn run(gateway: Arc<Gateway>, period: Duration, shutdown: CancellationToken) {
     let sample_every = period / SAMPLES_PER_EPOCH;
     loop {
         let start = clock::now();
+        gateway.open_committee(gateway.next_epoch());
         let mut tally: BTreeMap<NodeId, Tally> = BTreeMap::new();
-        for _ in 0..SAMPLES_PER_EPOCH {
+        for sample in 0..SAMPLES_PER_EPOCH {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(sample_every) => {}
+            }
+            if sample == 0 {
+                gateway.close_committee();
             }
             let Ok(views) = gateway.container_views().await else { continue };
             let fresh = 3 * 1000; // three heartbeat intervals, as the indexer judges freshness
@@ -63,16 +69,14 @@ pub async fn run(gateway: Arc<Gateway>, period: Duration, checker: NodeId, shutd
             }
         }
         let end = clock::now();
-        // Inspections completed in this epoch, read from the containers' transitions.
-        let inspections = match gateway.container_views().await {
-            Ok(views) => views
-                .iter()
-                .flat_map(|v| v.transitions.iter())
-                .filter(|t| t.actor == Actor::Checker && t.at >= start && t.at < end)
-                .count() as u64,
-            Err(_) => 0,
-        };
-        let input = epoch_input(&tally, inspections, checker, gateway.take_served_matches());
+        // Inspections completed in this epoch, per checker, from the verdicts the indexer accepted.
+        let mut inspections: BTreeMap<NodeId, u64> = BTreeMap::new();
+        if let Ok(views) = gateway.container_views().await {
+            for v in views.iter().flat_map(|v| v.verdicts.iter()).filter(|v| v.at >= start && v.at < end) {
+                *inspections.entry(v.checker).or_default() += 1;
+            }
+        }
+        let input = epoch_input(&tally, &inspections, gateway.take_served_matches());
         match gateway.distribute_next_epoch(&input) {
             Ok((epoch, total)) => tracing::info!(epoch, released = %total, "epoch rewards distributed"),
             Err(e) => tracing::warn!(error = %e, "epoch rewards not distributed"),
@@ -82,8 +86,7 @@ pub async fn run(gateway: Arc<Gateway>, period: Duration, checker: NodeId, shutd
 
 fn epoch_input(
     tally: &BTreeMap<NodeId, Tally>,
-    inspections: u64,
-    checker: NodeId,
+    inspections: &BTreeMap<NodeId, u64>,
     served: std::collections::HashMap<NodeId, u64>,
 ) -> EpochInput {
     let containers = tally
@@ -97,11 +100,10 @@ fn epoch_input(
             })
         })
         .collect();
-    let checkers = if inspections > 0 {
-        vec![CheckerWork { account: AccountId::for_node(&checker), correct_inspections: inspections }]
-    } else {
-        vec![]
-    };
+    let checkers = inspections
+        .iter()
+        .map(|(id, n)| CheckerWork { account: AccountId::for_node(id), correct_inspections: *n })
+        .collect();
     let mut indexers: Vec<IndexerWork> = served
         .into_iter()
         .filter(|(_, n)| *n > 0)

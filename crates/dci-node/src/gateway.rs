@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dci_gateway::api::{
-    ApiError, BalanceInfo, ContainerInfo, DeployRequest, OfferInfo, RewardsInfo, SessionInfo, SessionStatus,
-    StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo, ath,
+    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, OfferInfo, PenaltyInfo,
+    RewardsInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo,
+    ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
 use dci_ledger::{EmbeddedLedger, LedgerError, StakeRole};
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock;
+use crate::committee::Duties;
 use crate::store::RecordStore;
 use crate::transport::Transport;
 
@@ -96,6 +98,8 @@ pub struct Gateway {
     next_request: AtomicU64,
     /// Matches served per indexer since the last epoch (for indexer rewards).
     served: Mutex<HashMap<NodeId, u64>>,
+    /// The epoch committee and penalty votes, when this gateway coordinates them.
+    duties: Mutex<Option<Duties>>,
 }
 
 impl Gateway {
@@ -106,6 +110,7 @@ impl Gateway {
         indexer_addr: String,
         ledger: EmbeddedLedger,
         sessions: RecordStore,
+        duties: Option<Duties>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Gateway>> {
         let (tx, mut inbox) = mpsc::channel::<Inbound>(1024);
@@ -119,6 +124,7 @@ impl Gateway {
             waiting: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
             served: Mutex::new(HashMap::new()),
+            duties: Mutex::new(duties),
         });
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
@@ -139,8 +145,52 @@ impl Gateway {
         self.identity.id()
     }
 
-    /// Routes a reply to whoever waits for it; anything else is refused.
+    /// Where it receives node messages.
+    pub fn addr(&self) -> String {
+        self.transport.local_addr().to_string()
+    }
+
+    /// Routes a reply to whoever waits for it, committee traffic to the
+    /// duties; anything else is refused.
     fn deliver(&self, Inbound { from, msg, .. }: Inbound) {
+        let msg = match msg {
+            Message::EpochProof { epoch, proof } => {
+                if let Some(d) = self.duties.lock().expect("duties lock").as_mut()
+                    && let Err(e) = d.proof(from, epoch, &proof)
+                {
+                    tracing::warn!(from = %from.short(), error = %e, "sortition proof refused");
+                }
+                return;
+            }
+            Message::Evidence(evidence) => {
+                let stake_of = |id: &NodeId| self.staked(id, StakeRole::Container);
+                let sends = match self.duties.lock().expect("duties lock").as_mut() {
+                    Some(d) => d.evidence(clock::now(), from, evidence, &stake_of),
+                    None => Vec::new(),
+                };
+                self.send_all(sends);
+                return;
+            }
+            Message::PenaltyVote { evidence_hash, signature } => {
+                let ready = self
+                    .duties
+                    .lock()
+                    .expect("duties lock")
+                    .as_mut()
+                    .and_then(|d| d.vote(from, evidence_hash, signature));
+                if let Some((report, committee)) = ready {
+                    let result = self
+                        .with_ledger(|l| l.slash(&report, &committee))
+                        .map(|s| Amount(s.from_rewards.0 + s.from_stake.0 + s.from_unbonding.0))
+                        .map_err(|e| e.to_string());
+                    if let Some(d) = self.duties.lock().expect("duties lock").as_mut() {
+                        d.applied(evidence_hash, result);
+                    }
+                }
+                return;
+            }
+            other => other,
+        };
         if matches!(msg, Message::Matched { .. }) {
             *self.served.lock().expect("served lock").entry(from).or_default() += 1;
         }
@@ -413,6 +463,105 @@ impl Gateway {
         Ok(n)
     }
 
+    /// The stake `node`'s account holds in `role` (zero if unknown).
+    fn staked(&self, node: &NodeId, role: StakeRole) -> Amount {
+        self.with_ledger(|l| l.staked(&AccountId::for_node(node), role)).unwrap_or(Amount::ZERO)
+    }
+
+    fn send_all(&self, sends: Vec<(String, Message)>) {
+        for (addr, msg) in sends {
+            let t = self.transport.clone();
+            tokio::spawn(async move { t.dispatch(dci_proto::Net::Send { addr, msg }).await });
+        }
+    }
+
+    /// The epoch whose rewards come next (the committee serves the same epoch).
+    pub fn next_epoch(&self) -> u64 {
+        self.with_ledger(|l| l.last_epoch()).ok().flatten().map_or(0, |e| e + 1)
+    }
+
+    /// Opens `epoch`'s committee sortition: asks every staked checker for its proof.
+    pub fn open_committee(&self, epoch: u64) {
+        let stake_of = |id: &NodeId| self.staked(id, StakeRole::Checker);
+        let sends = match self.duties.lock().expect("duties lock").as_mut() {
+            Some(d) => d.open(epoch, stake_of),
+            None => return,
+        };
+        match sends {
+            Ok(sends) => self.send_all(sends),
+            Err(e) => tracing::warn!(epoch, error = %e, "committee sortition not opened"),
+        }
+    }
+
+    /// Closes the open sortition: announces the committee to the indexer
+    /// and proposes the penalties that waited for it.
+    pub fn close_committee(&self) {
+        let stake_of = |id: &NodeId| self.staked(id, StakeRole::Container);
+        let closed = match self.duties.lock().expect("duties lock").as_mut() {
+            Some(d) => d.close(clock::now(), stake_of),
+            None => return,
+        };
+        match closed {
+            Ok((announcement, sends)) => {
+                let members = dci_committee::recompute(&announcement).map(|c| c.len()).unwrap_or(0);
+                tracing::info!(
+                    epoch = announcement.epoch,
+                    members,
+                    candidates = announcement.candidates.len(),
+                    "committee selected"
+                );
+                let mut all = vec![(self.indexer_addr.clone(), Message::Committee(announcement))];
+                all.extend(sends);
+                self.send_all(all);
+            }
+            Err(e) => tracing::warn!(error = %e, "no committee this epoch"),
+        }
+    }
+
+    /// The committee in force and the penalties, for the API.
+    pub fn committee_info(&self) -> Result<CommitteeInfo, ApiError> {
+        let duties = self.duties.lock().expect("duties lock");
+        let d = duties.as_ref().ok_or_else(|| ApiError::not_found("this gateway coordinates no committee"))?;
+        let (a, c) = d.current().ok_or_else(|| ApiError::not_found("no committee has been selected yet"))?;
+        let candidates = a
+            .candidates
+            .iter()
+            .map(|x| CandidateInfo {
+                id: x.id.to_string(),
+                stake: ath(x.stake),
+                selected_before: x.selected,
+                member: c.contains(&x.id),
+                weight: c.member(&x.id).map(|m| m.weight),
+            })
+            .collect();
+        let penalties = d
+            .penalties()
+            .into_iter()
+            .map(|p| PenaltyInfo {
+                at_ms: p.at.0,
+                container: p.container.to_string(),
+                epoch: p.epoch,
+                evidence_hash: hex::encode(p.evidence_hash),
+                reporter: p.reporter.to_string(),
+                signers: p.signers.iter().map(|s| s.to_string()).collect(),
+                quorum: p.quorum as u32,
+                asked: ath(p.asked),
+                taken: ath(p.taken),
+                outcome: p.outcome,
+            })
+            .collect();
+        Ok(CommitteeInfo {
+            epoch: c.epoch,
+            seed: hex::encode(c.seed.0),
+            size: a.size,
+            quorum: c.quorum() as u32,
+            members: c.members.iter().map(|m| m.id.to_string()).collect(),
+            candidates,
+            announcement: hex::encode(postcard::to_stdvec(a).map_err(|e| ApiError::internal(e.to_string()))?),
+            penalties,
+        })
+    }
+
     /// Releases the next epoch's rewards for `input`; returns (epoch, paid).
     pub fn distribute_next_epoch(&self, input: &dci_ledger::EpochInput) -> Result<(u64, Amount), ApiError> {
         self.ledger(|l| {
@@ -552,6 +701,10 @@ impl ConsumerApi for Gateway {
                 other => Err(ApiError::internal(format!("indexer answered {}", other.kind()))),
             }
         })
+    }
+
+    fn committee(&self) -> BoxFuture<'_, Result<CommitteeInfo, ApiError>> {
+        Box::pin(async move { self.committee_info() })
     }
 
     fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {

@@ -7,13 +7,17 @@
 //!   behind the HTTP API of `dci-gateway`.
 //! - [`store`], [`keys`], [`clock`], [`metrics`]: durable records, keys at rest,
 //!   the wall clock, the Prometheus recorder.
-//! - [`epochs`]: the epoch clock that releases mining rewards (R-LG3).
+//! - [`epochs`]: the epoch clock that releases mining rewards (R-LG3) and
+//!   opens each epoch's committee sortition.
+//! - [`committee`]: the gateway's committee duties: epoch coordinator and
+//!   penalty votes (R-CK6, R-CK7).
 //! - [`devnet`]: the whole network on loopback in one call.
 //!
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
 //! spawns processes and writes files.
 
 pub mod clock;
+pub mod committee;
 pub mod devnet;
 pub mod epochs;
 pub mod gateway;

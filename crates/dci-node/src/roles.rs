@@ -143,12 +143,13 @@ fn offers(core: &dci_indexer::Indexer, filter: &str, sort: &str, limit: u32) -> 
 pub fn spawn_checker(
     bound: Bound,
     config: dci_checker::Config,
+    identity: Identity,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RoleHandle> {
     use dci_checker::{Checker, Input, Output};
     let (addr, id) = (bound.addr(), bound.id());
     let Bound { transport, mut inbox } = bound;
-    let mut core = Checker::new(config, rand::random()).context("checker configuration")?;
+    let mut core = Checker::new(config, rand::random(), identity).context("checker configuration")?;
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         loop {

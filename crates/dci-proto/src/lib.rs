@@ -10,11 +10,16 @@
 //! This crate is the only one that defines bytes on the wire. It does no IO:
 //! the transport (`dci-node`) moves frames, the roles handle messages.
 
+mod committee;
 mod envelope;
 mod messages;
 mod receipt;
 mod route;
 
+pub use committee::{
+    CommitteeAnnouncement, CommitteeCandidate, Evidence, SortitionProof, TRANSCRIPT_DOMAIN, sign_transcript,
+    transcript_bytes,
+};
 pub use envelope::{
     FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, Opened, Opener, ProtoError, VERSION, frame, frame_len, seal,
 };

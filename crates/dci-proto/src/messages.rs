@@ -7,6 +7,7 @@ use dci_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::committee::{CommitteeAnnouncement, Evidence, SortitionProof};
 use crate::receipt::SignedReceipt;
 
 /// A node-to-node message. The sender is authenticated by the envelope.
@@ -45,12 +46,61 @@ pub enum Message {
         root: [u8; 32],
     },
     /// The answer to a reveal: the products with the Freivalds vectors and
-    /// the requested rows opened against the commitment.
-    Answer(Response),
+    /// the requested rows opened against the commitment, with the
+    /// container's signature over the whole transcript
+    /// ([`crate::sign_transcript`]), which makes a failure evidence.
+    Answer {
+        /// The answer.
+        response: Response,
+        /// The container's transcript signature.
+        signature: Vec<u8>,
+    },
 
     // --- checker -> indexer
     /// A signed inspection result.
     Verdict(Verdict),
+
+    // --- epoch coordinator -> checkers
+    /// A new epoch began: publish your sortition proof for it.
+    EpochOpen {
+        /// The epoch.
+        epoch: u64,
+        /// Its seed.
+        seed: [u8; 32],
+    },
+    /// A failed capacity challenge is proposed for a penalty: re-verify the
+    /// evidence and, if the failure reproduces, vote with a signature.
+    PenaltyProposal {
+        /// The epoch whose committee decides.
+        epoch: u64,
+        /// The penalty asked (the ledger caps it by the slash fraction).
+        amount: dci_model::Amount,
+        /// The signed transcript.
+        evidence: Evidence,
+    },
+
+    // --- checkers -> epoch coordinator
+    /// A checker's sortition proof.
+    EpochProof {
+        /// The epoch.
+        epoch: u64,
+        /// The proof.
+        proof: SortitionProof,
+    },
+    /// A container failed a challenge in a way anyone can re-verify.
+    Evidence(Evidence),
+    /// A committee member's vote for a penalty: its signature over the
+    /// ledger's slash report for this evidence.
+    PenaltyVote {
+        /// Which evidence.
+        evidence_hash: [u8; 32],
+        /// The member's signature.
+        signature: Vec<u8>,
+    },
+
+    // --- epoch coordinator -> indexers
+    /// The epoch's committee, as anyone can recompute it.
+    Committee(CommitteeAnnouncement),
 
     // --- gateway -> indexer
     /// Find and reserve a slot for a session.
@@ -167,7 +217,13 @@ impl Message {
             Message::Challenge(_) => "challenge",
             Message::Reveal(_) => "reveal",
             Message::Commitment { .. } => "commitment",
-            Message::Answer(_) => "answer",
+            Message::Answer { .. } => "answer",
+            Message::EpochOpen { .. } => "epoch_open",
+            Message::PenaltyProposal { .. } => "penalty_proposal",
+            Message::EpochProof { .. } => "epoch_proof",
+            Message::Evidence(_) => "evidence",
+            Message::PenaltyVote { .. } => "penalty_vote",
+            Message::Committee(_) => "committee",
             Message::Verdict(_) => "verdict",
             Message::Match { .. } => "match",
             Message::Release { .. } => "release",

@@ -54,6 +54,9 @@ enum Command {
     },
     /// List the network's containers with their state and recent transitions.
     Containers(ClientArgs),
+    /// Show the epoch's checker committee, recomputed here from its published
+    /// proofs, and the penalties it voted.
+    Committee(ClientArgs),
     /// Show your balance and escrow.
     Balance(ClientArgs),
     /// Send ATH from your account to another account.
@@ -197,6 +200,12 @@ struct DevnetArgs {
     /// checker catch it: wrong-product, replay, change-rows-after-commit or dark.
     #[arg(long, value_parser = parse_behaviour)]
     dishonest: Option<dci_capacity::Behaviour>,
+    /// Number of checkers (checker i stakes 1,000 × (i + 1) ATH).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    checkers: u16,
+    /// Seats of the epoch committee drawn from the checkers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    committee_size: u16,
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -537,6 +546,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Committee(c) => {
+            init_logs("warn");
+            let info = c.client()?.committee().await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_committee(&info)?;
+            }
+            Ok(())
+        }
         Command::Transfer { to, amount, client } => {
             init_logs("warn");
             let b = client.client()?.transfer(&TransferRequest { to, amount_ath: amount }).await?;
@@ -628,6 +647,8 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         challenge_n: a.challenge_n,
         epoch: Duration::from_secs(a.epoch_secs),
         dishonest: a.dishonest,
+        checkers: a.checkers as usize,
+        committee_size: a.committee_size as usize,
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");
@@ -683,6 +704,60 @@ fn print_sessions(list: &[SessionInfo]) {
             s.endpoint
         );
     }
+}
+
+/// Prints the committee after recomputing it from the announcement: the
+/// members shown are the ones this machine derived from the proofs.
+fn print_committee(info: &dci_gateway::api::CommitteeInfo) -> anyhow::Result<()> {
+    let bytes = hex::decode(&info.announcement).context("the announcement is not hex")?;
+    let announcement: dci_proto::CommitteeAnnouncement =
+        postcard::from_bytes(&bytes).context("the announcement does not decode")?;
+    let recomputed = dci_committee::recompute(&announcement).context("recomputing the committee from its proofs")?;
+    let ours: Vec<String> = recomputed.members.iter().map(|m| m.id.to_string()).collect();
+    let verdict = if ours == info.members {
+        "recomputed here from the VRF proofs: same members"
+    } else {
+        "MISMATCH: the gateway's members differ from the proofs"
+    };
+    println!(
+        "epoch {}  seed {}…  {} of {} seats, penalties need {} signatures",
+        info.epoch,
+        &info.seed[..16],
+        info.members.len(),
+        info.size,
+        info.quorum
+    );
+    println!("{verdict}");
+    println!("{:<8}  {:>12}  {:>8}  {:>6}  MEMBER", "CHECKER", "STAKE ATH", "BEFORE", "WEIGHT");
+    for c in &info.candidates {
+        let weight = c.weight.map(|w| w.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<8}  {:>12}  {:>8}  {:>6}  {}",
+            &c.id[..8],
+            c.stake,
+            c.selected_before,
+            weight,
+            if c.member { "yes" } else { "" }
+        );
+    }
+    if info.penalties.is_empty() {
+        println!("no penalties");
+    }
+    for p in &info.penalties {
+        println!(
+            "penalty on {} (epoch {}, reported by {}): {} — {}/{} signatures, asked {} ATH, took {} ATH",
+            &p.container[..8],
+            p.epoch,
+            &p.reporter[..8],
+            p.outcome,
+            p.signers.len(),
+            p.quorum,
+            p.asked,
+            p.taken
+        );
+    }
+    anyhow::ensure!(ours == info.members, "the committee does not recompute from its proofs");
+    Ok(())
 }
 
 fn print_containers(list: &[ContainerInfo]) {

@@ -331,8 +331,62 @@ fn dishonest_containers_are_caught() {
         // The table shows the failed verdict too.
         let (ok, text, err) = cli(dir, &["containers"]);
         assert!(ok && text.contains("FAILED"), "{err}{text}");
+        // A signed wrong answer is evidence: the epoch committee re-verifies it
+        // and the ledger slashes with >= 2/3 of its signatures. A silent
+        // container leaves no evidence and is not slashed.
+        let committee = penalties_settled(dir, cheat != "dark");
+        let bad_penalties: Vec<_> = committee.penalties.iter().filter(|p| p.container == bad[0].id).collect();
+        assert!(committee.penalties.iter().all(|p| p.container == bad[0].id), "{cheat}: {committee:#?}");
+        if cheat == "dark" {
+            assert!(bad_penalties.is_empty(), "{cheat}: {committee:#?}");
+        } else {
+            let p = bad_penalties.iter().find(|p| p.outcome != "pending").unwrap();
+            assert_eq!(p.outcome, "slashed", "{cheat}: {p:#?}");
+            assert!(p.signers.len() as u32 >= p.quorum && p.quorum >= 2, "{cheat}: {p:#?}");
+            // At most 10% of the bonded stake (1000 ATH) per report.
+            let taken: f64 = p.taken.parse().unwrap();
+            assert!(taken > 0.0 && taken <= 100.0, "{cheat}: {p:#?}");
+            assert!(p.signers.iter().all(|s| committee.members.contains(s)), "{cheat}: {p:#?}");
+        }
+        let (ok, text, err) = cli(dir, &["committee"]);
+        assert!(ok && text.contains("recomputed here from the VRF proofs: same members"), "{err}{text}");
         drop(net);
     }
+}
+
+/// Polls `dci committee` until a committee exists and, if `expect_penalty`,
+/// until a penalty is decided (a minute at most).
+fn penalties_settled(dir: &Path, expect_penalty: bool) -> dci_gateway::api::CommitteeInfo {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (ok, out, err) = cli(dir, &["committee", "--json"]);
+        if ok {
+            let info: dci_gateway::api::CommitteeInfo = serde_json::from_str(&out).unwrap();
+            if !expect_penalty || info.penalties.iter().any(|p| p.outcome != "pending") {
+                return info;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no committee decision within 60 s: {err}{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The devnet runs an epoch committee drawn from its staked checkers: the
+/// CLI recomputes it from the published VRF proofs.
+#[test]
+fn the_epoch_committee_is_drawn_from_staked_checkers_and_recomputes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _net = Devnet::start_expecting(dir, free_port(), &["--checkers", "5", "--committee-size", "3"], "3/3");
+    let info = penalties_settled(dir, false);
+    assert_eq!((info.members.len(), info.size, info.quorum, info.candidates.len()), (3, 3, 2, 5), "{info:#?}");
+    let stakes: Vec<&str> = info.candidates.iter().map(|c| c.stake.as_str()).collect();
+    for s in ["1000", "2000", "3000", "4000", "5000"] {
+        assert!(stakes.contains(&s), "{stakes:?}");
+    }
+    assert!(info.penalties.is_empty(), "{info:#?}");
+    let (ok, text, err) = cli(dir, &["committee"]);
+    assert!(ok && text.contains("same members"), "{err}{text}");
 }
 
 /// `dci bench checker --quick` runs and reports the figures the issue names.
