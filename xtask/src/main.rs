@@ -2,7 +2,8 @@
 //!
 //! `cargo xtask test` is the one test command of the README and of `.ci/run`:
 //! it installs what the tests need (idempotently), then runs the format check,
-//! clippy with warnings denied, and every test of the workspace. Each step is
+//! clippy with warnings denied, the Solidity tests (`forge test`) and every
+//! test of the workspace. Each step is
 //! timed so a slow CI run says where its time went.
 
 mod browser;
@@ -95,6 +96,7 @@ fn test() -> Result<(), String> {
         "cargo",
         &["clippy", "-p", "dci-capacity", "--features", "cuda", "--all-targets", "--locked", "--", "-D", "warnings"],
     )?;
+    evm::test()?;
     step("tests", "cargo", &["test", "--workspace", "--locked"])?;
     eprintln!("==> all checks passed in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())

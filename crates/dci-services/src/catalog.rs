@@ -5,7 +5,7 @@ use dci_model::ServiceName;
 /// A service that DCI ships with and containers can keep warm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Builtin {
-    /// Cloud rendering of a 3D scene for given camera parameters (PNG frames).
+    /// Cloud rendering of a 3D scene: PNG frames and a live interactive stream.
     Render,
 }
 
@@ -23,7 +23,9 @@ impl Builtin {
     /// One line saying what the service does.
     pub const fn description(self) -> &'static str {
         match self {
-            Builtin::Render => "cloud rendering: ray-traces a 3D scene for the given camera and returns a PNG frame",
+            Builtin::Render => {
+                "cloud rendering: ray-traces a 3D scene; PNG frames for a given camera, and a live JPEG stream over WebSocket that follows mouse and key input"
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use dci_model::ServiceName;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -54,7 +55,7 @@ pub fn router(service: &ServiceName) -> Result<Router, ServeError> {
 /// Serves `service` on an already bound listener until the process ends.
 pub async fn serve(service: &ServiceName, listener: TcpListener) -> Result<(), ServeError> {
     let app = router(service)?;
-    axum::serve(listener, app).await?;
+    axum::serve(listener.tap_io(tune), app).await?;
     Ok(())
 }
 
@@ -66,8 +67,27 @@ pub async fn run(service: &ServiceName, listen: SocketAddr) -> Result<(), ServeE
     let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind { addr: listen, source })?;
     announce(&mut io::stdout(), listener.local_addr()?)?;
     tracing::info!(%service, addr = %listener.local_addr()?, "serving");
-    axum::serve(listener, app).await?;
+    axum::serve(listener.tap_io(tune), app).await?;
     Ok(())
+}
+
+/// Unsent bytes the kernel may hold for one connection before writes wait.
+///
+/// Without a limit the kernel's send buffer grows to megabytes, and a slow
+/// viewer of a live stream would receive frames seconds old; with it, writes
+/// wait early, so the stream's one-frame slot drops stale frames instead.
+pub const UNSENT_LIMIT: u32 = 16 * 1024;
+
+/// Tunes an accepted connection for interactive use: no Nagle delay, and at
+/// most [`UNSENT_LIMIT`] unsent bytes queued in the kernel (Linux).
+fn tune(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_notsent_lowat(UNSENT_LIMIT) {
+        tracing::debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
+    }
 }
 
 /// Writes the line a parent process waits for, and flushes it.

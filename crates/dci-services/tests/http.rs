@@ -2,62 +2,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
+use common::{get, start};
 use dci_model::ServiceName;
 use dci_services::render::{Camera, Scene, encode_png, render};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> anyhow::Result<Value> {
-        anyhow::ensure!(self.header("content-type") == Some("application/json"), "not json: {:?}", self.headers);
-        Ok(serde_json::from_slice(&self.body)?)
-    }
-}
-
-/// One HTTP/1.1 GET on a fresh connection.
-async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split])?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).context("no status")?.parse()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = raw[split + 4..].to_vec();
-    let response = Response { status, headers, body };
-    anyhow::ensure!(response.header("transfer-encoding").is_none(), "chunked bodies are not supported here");
-    if let Some(len) = response.header("content-length") {
-        anyhow::ensure!(len.parse::<usize>()? == response.body.len(), "body length differs from content-length");
-    }
-    Ok(response)
-}
-
-async fn start(service: &str) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let name = ServiceName::new(service)?;
-    tokio::spawn(async move { dci_services::serve(&name, listener).await });
-    Ok(addr)
-}
+use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn frame_returns_the_rendered_png() -> anyhow::Result<()> {
@@ -112,7 +61,7 @@ async fn index_health_and_unknown_paths() -> anyhow::Result<()> {
     assert_eq!(doc["service"], "render");
     let paths: Vec<&str> =
         doc["endpoints"].as_array().context("endpoints")?.iter().filter_map(|e| e["path"].as_str()).collect();
-    assert_eq!(paths, ["/", "/health", "/frame"]);
+    assert_eq!(paths, ["/", "/client", "/health", "/frame", "/stream", "/metrics"]);
     for name in ["yaw", "pitch", "distance", "fov", "width", "height"] {
         assert!(doc["params"][name]["default"].is_number(), "{name} in {doc}");
     }

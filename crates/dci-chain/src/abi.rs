@@ -1,0 +1,149 @@
+//! The contracts' interfaces as alloy types. They mirror `contracts/src`;
+//! the end-to-end tests deploy the real bytecode and call through them, so a
+//! drift fails there.
+
+#![allow(missing_docs, clippy::too_many_arguments)]
+
+use alloy::sol;
+
+sol! {
+    #[sol(rpc, all_derives)]
+    contract AthToken {
+        constructor(address[] holders, uint256[] amounts);
+        function bindCustodian(address ledger) external;
+        function balanceOf(address account) external view returns (uint256);
+        function totalSupply() external view returns (uint256);
+        function transfer(address to, uint256 amount) external returns (bool);
+        function custodian() external view returns (address);
+        event Transfer(address indexed from, address indexed to, uint256 value);
+        error AllocationMismatch(uint256 holders, uint256 amounts);
+        error SupplyMismatch(uint256 expected, uint256 found);
+        error NotDeployer(address caller);
+        error CustodianAlreadyBound(address custodian);
+        error NotCustodian(address caller);
+        error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed);
+    }
+}
+
+sol! {
+    #[sol(rpc, all_derives)]
+    contract DciLedger {
+        struct Params {
+            uint64 unbondingSecs;
+            uint64 epochSecs;
+            uint32 emissionYears;
+            uint32 decayBps;
+            uint32 containerSlashBps;
+            uint32 checkerSlashBps;
+            uint32 feeProviderBps;
+            uint32 feeCheckersBps;
+            uint32 feeIndexersBps;
+            uint32 feeTreasuryBps;
+            uint32 rewardContainersBps;
+            uint32 rewardCheckersBps;
+            uint32 rewardIndexersBps;
+        }
+        struct Pools {
+            address mining;
+            address checkerFees;
+            address indexerFees;
+            address treasury;
+            address slashed;
+        }
+        struct Lock {
+            bytes16 session;
+            address consumer;
+            uint256 amount;
+        }
+        struct Debit {
+            address consumer;
+            uint256 released;
+            uint256 refunded;
+        }
+        struct Credit {
+            address to;
+            uint256 amount;
+        }
+        struct Unbonding {
+            uint8 role;
+            uint64 releaseAtMs;
+            uint256 amount;
+        }
+        struct AccountRow {
+            uint256 balance;
+            uint256 escrowed;
+            uint256 stakedContainer;
+            uint256 stakedChecker;
+            uint256 unbonding;
+            uint256 pending;
+        }
+
+        constructor(address token, address settler, Params params, Pools pools, uint256 miningGenesis);
+
+        function batch(bytes32 id, bytes[] calls) external;
+        function move(address from, address to, uint256 amount) external;
+        function lockEscrows(uint64 firstIndex, Lock[] locks) external;
+        function settleNetted(bytes32 recordsHash, uint256[] closeWords, uint256[] refundWords, Debit[] debits, Credit[] credits) external;
+        function stake(address account, uint8 role, uint256 amount) external;
+        function unstake(address account, uint8 role, uint256 amount, uint64 nowMs) external;
+        function withdrawUnbonded(address account, uint64 nowMs) external;
+        function claimRewards(address account) external;
+        function distributeEpoch(uint64 epoch, uint256 mining, uint256 checkerFees, uint256 indexerFees, address[] accounts, uint256[] amounts) external;
+        function setCommittee(uint64 epoch, address[] members) external;
+        function slash(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount, bytes[] signatures) external;
+
+        function applied(bytes32 id) external view returns (bool);
+        function params() external view returns (Params);
+        function pools() external view returns (address mining, address checkerFees, address indexerFees, address treasury, address slashed);
+        function token() external view returns (address);
+        function settler() external view returns (address);
+        function miningGenesis() external view returns (uint256);
+        function deployedAt() external view returns (uint256);
+        function nextSession() external view returns (uint64);
+        function closed(uint256 word) external view returns (uint256);
+        function refunded(uint256 word) external view returns (uint256);
+        function distributed(uint64 epoch) external view returns (bool);
+        function slashApplied(bytes32 key) external view returns (bool);
+        function slashDigest(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount) external view returns (bytes32);
+        function emission(uint64 epoch) external view returns (uint256);
+        function unbondingOf(address account) external view returns (Unbonding[]);
+        function accountRows(address[] accounts) external view returns (AccountRow[] rows);
+        function totalEscrowed() external view returns (uint256);
+        function totalStaked() external view returns (uint256);
+        function totalUnbonding() external view returns (uint256);
+        function totalPending() external view returns (uint256);
+        function checkHoldings() external view;
+
+        event EscrowLocked(bytes16 indexed session, address indexed consumer, uint256 amount, uint64 index);
+        event BatchApplied(bytes32 indexed id, uint256 calls);
+
+        error NotSettler(address caller);
+        error ZeroAmount();
+        error TimeSkew(uint256 givenMs, uint256 chainMs);
+        error InvalidRole(uint8 role);
+        error InsufficientStake(address account, uint8 role, uint256 have, uint256 need);
+        error NothingToWithdraw(address account, uint64 nowMs);
+        error CommitteeAlreadySet(uint64 epoch);
+        error NoCommittee(uint64 epoch);
+        error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
+        error SlashAlreadyApplied(bytes32 key);
+        error NothingToSlash(address offender, uint8 role);
+        error StaleSessionIndex(uint64 expected, uint64 found);
+        error SessionAlreadyClosed(uint256 word, uint256 bits);
+        error RefundOfOpenSession(uint256 word, uint256 bits);
+        error UnknownSession(uint256 word, uint256 bits);
+        error InsufficientEscrow(address consumer, uint256 have, uint256 need);
+        error NotConserved(uint256 released, uint256 paidOut);
+        error BadWords(uint256 length);
+        error EpochAlreadyDistributed(uint64 epoch);
+        error EmissionExceeded(uint64 epoch, uint256 allowed, uint256 found);
+        error LinesMismatch(uint256 expected, uint256 found);
+        error NoPendingRewards(address account);
+        error BatchAlreadyApplied(bytes32 id);
+        error BatchCallFailed(uint256 index, bytes reason);
+        error HoldingsMismatch(uint256 held, uint256 owed);
+        error SelfTransfer(address account);
+        error NotCustodian(address caller);
+        error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed);
+    }
+}

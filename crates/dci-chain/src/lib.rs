@@ -1,0 +1,167 @@
+//! The `evm` settlement backend (SPEC R-LG6): the ATH token and the DCI
+//! ledger as Solidity contracts (`contracts/`), deployed to an EVM chain — a
+//! local anvil in tests and on devnet, Arbitrum One in production — and
+//! [`EvmLedger`], which implements [`dci_ledger::Settlement`] on them, so a
+//! node switches backends with one config line and users keep the same CLI.
+//!
+//! Entry points: [`deploy`] (`dci chain deploy`), [`EvmLedger::connect`]
+//! (`dci devnet --settlement evm`), [`bench::run`] (`dci bench settlement`),
+//! [`Anvil`] (a local chain on a free port, killed on drop).
+//!
+//! # Why settlement is netted per batch (R-PF6)
+//!
+//! One ERC-20 transfer costs ~21,000 gas of transaction overhead plus
+//! ~5,000–22,000 per balance written: paying each receipt on chain would cost
+//! 40,000–60,000 gas per receipt. A batch instead pays for what changed, not
+//! for how many receipts changed it:
+//!
+//! - the node verifies receipts off chain (ed25519; the EVM has no cheap
+//!   ed25519), buffers them, and settles them with one `apply` — one
+//!   transaction — per epoch or per flush;
+//! - inside it, all settles are **netted**: one debit per consumer (escrow
+//!   released, and the unused part returned), one credit per payee
+//!   (providers, the fee pools, the treasury). Storage writes grow with the
+//!   number of accounts, not receipts;
+//! - each session is closed by one bit in a bitmap (sessions get sequential
+//!   indices when their escrow is locked, so sessions of one epoch share
+//!   256-bit words): "paid at most once" is enforced on chain for ~100 gas a
+//!   session instead of ~5,000 for a per-session record;
+//! - the per-session records (receipt, charge, payout) are committed as one
+//!   hash in the batch's event; the settler keeps and publishes them for
+//!   audits and disputes.
+//!
+//! We chose netting over a Merkle root of receipts with claims: with claims,
+//! every provider still sends (and pays for) one claim transaction per epoch
+//! and the consumer side still needs netting; netting settles both sides in
+//! the same transaction, needs no claim step, and keeps balances final after
+//! every batch, so `balance()` means the same as on the embedded ledger. The
+//! price is trust: the contract cannot check each receipt's signature or
+//! split, only that the batch conserves value, charges no consumer beyond
+//! its escrow and closes each session once. A claims design would not remove
+//! that trust either (the root is also the settler's), only move it.
+//!
+//! Measured by [`bench::run`] on anvil (receipts spread over 100 consumers
+//! and 50 containers): a plain ERC-20 transfer of ATH costs 51,591 gas;
+//! settling costs 209,123 gas for a batch of 1 receipt, 25,155 per receipt
+//! for 100 (every account is touched once per batch) and **261 per receipt
+//! for 10,000** (target ≤ 500). Locking the sessions' escrows at their start
+//! is a separate cost, ~7,100 gas per session in batches of 500.
+//!
+//! Settlement, staking and the other ops are batched the same way: one
+//! [`dci_ledger::Settlement::apply`] is one transaction. The node should
+//! buffer verified receipts and `apply` them per epoch (or per flush); the
+//! provided one-op methods (`settle`, ...) send one transaction each.
+//!
+//! The API is blocking (it runs its own small tokio runtime): call it from a
+//! blocking thread (`tokio::task::spawn_blocking`), never from inside an
+//! async task.
+//!
+//! # Trust assumptions
+//!
+//! DCI accounts are custodial: an account id maps to an address nobody holds
+//! a key for ([`account_address`]), whose tokens only the DciLedger contract
+//! moves, on the instructions of one settler key (the operator's node). The
+//! contracts guarantee conservation, escrow bounds, paid-once sessions,
+//! idempotent atomic batches, unbonding delays (against the chain's clock),
+//! the emission schedule's cap, and that slashing needs ECDSA signatures of
+//! two thirds of the epoch's committee (published by the settler). Each
+//! contract states its assumptions at its top.
+//!
+//! # What is not supported on chain
+//!
+//! `refund_undelivered` (settled sessions keep no per-session record),
+//! `set_params` (parameters are fixed at deployment), and
+//! `reward_breakdown` of epochs distributed by another process: these return
+//! [`dci_ledger::LedgerError::InvalidInput`] saying so. An account whose
+//! holdings are all zero is reported as unknown.
+//!
+//! This crate is not: the ledger rules' reference (dci-ledger), the CLI,
+//! nor a wallet: it never holds users' keys, only the settler's.
+
+mod abi;
+mod anvil;
+pub mod bench;
+mod client;
+mod deploy;
+mod error;
+mod ledger;
+mod rewards;
+
+pub use alloy::primitives::Address;
+pub use anvil::{ANVIL_ENV, Anvil, AnvilOptions, CAST_ENV, DEV_KEYS, contracts_dir, tool_path};
+pub use deploy::{ARTIFACTS_ENV, Deployment, bytecode, deploy};
+pub use error::ChainError;
+pub use ledger::{EvmLedger, LastBatch, Resolution};
+
+use alloy::primitives::{B256, U256, keccak256};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolValue;
+use dci_ledger::{LedgerError, SlashReport, StakeRole};
+use dci_model::{AccountId, Amount, AmountError, NodeId};
+use dci_proto::Identity;
+
+/// The address standing for a DCI account on chain: the last 20 bytes of
+/// keccak256("dci/account/v1\0" ‖ id). Nobody holds its key; the ledger
+/// contract moves its tokens.
+pub fn account_address(id: &AccountId) -> Address {
+    deploy::account_address_of(id)
+}
+
+/// An amount as a uint256.
+pub fn amount_u256(a: Amount) -> U256 {
+    U256::from(a.0)
+}
+
+/// A uint256 as an amount; an error above 128 bits.
+pub fn u256_amount(v: U256) -> Result<Amount, LedgerError> {
+    u128::try_from(v).map(Amount).map_err(|_| LedgerError::Amount(AmountError::Overflow))
+}
+
+/// A node's EVM signing key, derived from its DCI identity:
+/// keccak256("dci/evm-signer/v1\0" ‖ ed25519 secret). Committee members sign
+/// slash reports for the chain with it.
+pub fn node_signer(identity: &Identity) -> PrivateKeySigner {
+    let mut b = b"dci/evm-signer/v1\0".to_vec();
+    b.extend_from_slice(&identity.secret_bytes());
+    let key = keccak256(&b);
+    // A keccak output is a valid secp256k1 scalar except with probability
+    // ~2^-128; then hash again.
+    PrivateKeySigner::from_bytes(&key).unwrap_or_else(|_| {
+        PrivateKeySigner::from_bytes(&keccak256(key)).unwrap_or_else(|e| unreachable!("two invalid keys in a row: {e}"))
+    })
+}
+
+/// What the DciLedger contract of `deployment` verifies for `report`
+/// (before the EIP-191 prefix): keccak256(abi.encode(typehash, chain id,
+/// ledger, offender address, role, epoch, evidence, amount)).
+pub fn slash_digest(deployment: &Deployment, report: &SlashReport) -> B256 {
+    let role: u8 = match report.role {
+        StakeRole::Container => 0,
+        StakeRole::Checker => 1,
+    };
+    keccak256(
+        (
+            keccak256(b"dci/slash-report/v1"),
+            U256::from(deployment.chain_id),
+            deployment.ledger,
+            account_address(&report.offender),
+            U256::from(role),
+            report.epoch,
+            B256::from(report.evidence_hash),
+            amount_u256(report.amount),
+        )
+            .abi_encode(),
+    )
+}
+
+/// `identity`'s chain signature of `report` (65 bytes, r ‖ s ‖ v), to add to
+/// `report.signatures` next to its ed25519 one: the embedded ledger ignores
+/// it (not 64 bytes), the EVM backend forwards it to the contract.
+pub fn chain_slash_signature(deployment: &Deployment, report: &SlashReport, identity: &Identity) -> (NodeId, Vec<u8>) {
+    let digest = slash_digest(deployment, report);
+    let sig = node_signer(identity)
+        .sign_message_sync(digest.as_slice())
+        .unwrap_or_else(|e| unreachable!("signing a 32-byte message with a local key cannot fail: {e}"));
+    (identity.id(), sig.as_bytes().to_vec())
+}
