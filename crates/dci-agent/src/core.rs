@@ -143,6 +143,26 @@ type Computed = (ChallengeParams, Attempt);
 
 /// At most this many challenges are worked on at once; more are refused.
 const MAX_CHALLENGES: usize = 2;
+/// At most this many in-service evaluation sessions run at once.
+const MAX_EVALUATIONS: usize = 2;
+
+/// A checker's evaluation session (R-CK3, R-CK4): unbilled, outside the slots.
+struct Evaluation {
+    conn: ConnId,
+    id: u64,
+    started: bool,
+    /// The checker is done with it (possibly before it started).
+    done: bool,
+}
+
+/// The session id of `checker`'s evaluation `id`: distinct from consumer
+/// sessions' random ids and the same on every retry.
+fn evaluation_session(checker: &NodeId, id: u64) -> SessionId {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&checker.0[..8]);
+    b[8..].copy_from_slice(&id.to_be_bytes());
+    SessionId(b)
+}
 
 /// The container core. See the crate docs.
 pub struct Agent {
@@ -155,6 +175,7 @@ pub struct Agent {
     /// The last result computed (what a replaying container answers with).
     last_solution: Option<Solution>,
     sessions: HashMap<SessionId, Session>,
+    evaluations: HashMap<SessionId, Evaluation>,
 }
 
 impl Agent {
@@ -169,6 +190,7 @@ impl Agent {
             challenges: HashMap::new(),
             last_solution: None,
             sessions: HashMap::new(),
+            evaluations: HashMap::new(),
         }
     }
 
@@ -237,6 +259,14 @@ impl Agent {
                 None => vec![],
             },
             Input::ServiceStarted { session, endpoint } => {
+                if let Some(e) = self.evaluations.get_mut(&session) {
+                    e.started = true;
+                    if e.done {
+                        return vec![Output::StopService { session }];
+                    }
+                    let msg = Message::EvaluationReady { id: e.id, endpoint };
+                    return vec![Output::Net(Net::Reply { conn: e.conn, msg })];
+                }
                 let Some(s) = self.sessions.get_mut(&session) else { return vec![] };
                 s.started_at = Some(now);
                 s.endpoint = Some(endpoint.clone());
@@ -251,6 +281,12 @@ impl Agent {
                 out
             }
             Input::ServiceFailed { session, reason } => {
+                if let Some(e) = self.evaluations.remove(&session) {
+                    return vec![Output::Net(Net::Reply {
+                        conn: e.conn,
+                        msg: Message::EvaluationFailed { id: e.id, reason },
+                    })];
+                }
                 let Some(s) = self.sessions.remove(&session) else { return vec![] };
                 vec![
                     Output::Net(Net::Reply { conn: s.start_conn, msg: Message::SessionFailed { session, reason } }),
@@ -258,6 +294,9 @@ impl Agent {
                 ]
             }
             Input::ServiceStopped { session } => {
+                if self.evaluations.remove(&session).is_some() {
+                    return vec![];
+                }
                 let Some(s) = self.sessions.remove(&session) else { return vec![] };
                 let Some((conn, requested)) = s.stop else {
                     // The service ended on its own: nobody asked; the receipt
@@ -388,6 +427,34 @@ impl Agent {
                 }
                 s.stop = Some((conn, now));
                 if s.started_at.is_some() { vec![Output::StopService { session }] } else { vec![] }
+            }
+            Message::EvaluationRequest { id, service } => {
+                if !self.config.checkers.contains(&from) {
+                    return reject(format!("evaluation request from {} which is not a trusted checker", from.short()));
+                }
+                let session = evaluation_session(&from, id);
+                let fail = |reason: String| {
+                    vec![Output::Net(Net::Reply { conn, msg: Message::EvaluationFailed { id, reason } })]
+                };
+                if !self.config.services.contains(&service) {
+                    return fail(format!("service {service} is not installed on this container"));
+                }
+                if self.evaluations.contains_key(&session) {
+                    return reject(format!("evaluation {id} already runs"));
+                }
+                if self.evaluations.len() >= MAX_EVALUATIONS {
+                    return fail(format!("already running {MAX_EVALUATIONS} evaluations"));
+                }
+                self.evaluations.insert(session, Evaluation { conn, id, started: false, done: false });
+                vec![Output::StartService { session, service }]
+            }
+            Message::EvaluationDone { id } => {
+                let session = evaluation_session(&from, id);
+                let Some(e) = self.evaluations.get_mut(&session) else {
+                    return reject(format!("no evaluation {id} of this checker"));
+                };
+                e.done = true;
+                if e.started { vec![Output::StopService { session }] } else { vec![] }
             }
             other => reject(format!("a container does not handle {} messages", other.kind())),
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use dci_capacity::{RevealExt, Timing, TimingClass};
 use dci_committee::CommitteeKey;
 use dci_ledger::{SlashReport, StakeRole};
-use dci_model::{AccountId, Amount, ContainerSpec};
+use dci_model::{AccountId, Amount, ContainerSpec, ServiceName};
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
     ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net, Response,
@@ -25,6 +25,31 @@ pub enum Input {
     /// Time passed: fail inspections past their deadline. Drive it at least
     /// every second or so; deadlines are only as precise as the ticks.
     Tick,
+    /// The simulated user of an in-service evaluation finished (answer to
+    /// [`Output::Evaluate`]): what it measured, or why it could not run.
+    Evaluated {
+        /// The evaluation id.
+        id: u64,
+        /// The measurements, or the failure.
+        result: Result<ServiceReport, String>,
+    },
+}
+
+/// What a scripted simulated user measured on a service (R-CK4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceReport {
+    /// Frames per second received.
+    pub fps: f64,
+    /// 99th percentile of input-to-frame latency, ms (None: no input answered).
+    pub input_to_frame_p99_ms: Option<f64>,
+    /// Inputs sent.
+    pub inputs: u32,
+    /// Inputs whose effect arrived.
+    pub answered: u32,
+    /// Inputs that changed the picture.
+    pub changed: u32,
+    /// Why the stream stalled, if it did.
+    pub stalled: Option<String>,
 }
 
 /// Everything the checker core asks its driver to do or to record.
@@ -42,6 +67,16 @@ pub enum Output {
     /// An inspection ended. The same verdict also goes to the indexer in a
     /// `Net` output; this copy is for logs and metrics.
     Verdict(Verdict),
+    /// Run the scripted simulated user against `endpoint` (a running
+    /// session of `service`) and answer with [`Input::Evaluated`].
+    Evaluate {
+        /// The evaluation id.
+        id: u64,
+        /// The service.
+        service: ServiceName,
+        /// Its endpoint URL.
+        endpoint: String,
+    },
 }
 
 /// Why a message was rejected (becomes `Output::Rejected::reason`).
@@ -67,10 +102,15 @@ enum Rejection {
 
 #[derive(Clone, Debug)]
 enum Phase {
-    /// Challenge sent; waiting for the Merkle root.
-    AwaitingCommitment { deadline: Timestamp },
+    /// Challenge sent; waiting for the Merkle root. `class` is the timing
+    /// class of what the container claims.
+    AwaitingCommitment { params: ChallengeParams, class: TimingClass, deadline: Timestamp },
     /// Root received, vectors and rows revealed; waiting for the answer.
-    AwaitingAnswer { root: [u8; 32], reveal: Reveal, compute_ms: u64, deadline: Timestamp },
+    AwaitingAnswer { params: ChallengeParams, root: [u8; 32], reveal: Reveal, compute_ms: u64, deadline: Timestamp },
+    /// Evaluation session asked for; waiting for its endpoint.
+    AwaitingService { service: ServiceName, deadline: Timestamp },
+    /// The simulated user runs against the session.
+    Evaluating { deadline: Timestamp },
 }
 
 #[derive(Clone, Debug)]
@@ -79,9 +119,8 @@ struct Inspection {
     request: u64,
     kind: InspectionKind,
     container: NodeId,
-    params: ChallengeParams,
-    /// The timing class of what the container claims.
-    class: TimingClass,
+    /// Where the container receives node messages.
+    addr: String,
     sent: Timestamp,
     phase: Phase,
 }
@@ -140,12 +179,18 @@ impl Checker {
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
         match input {
             Input::Tick => self.tick(now),
+            Input::Evaluated { id, result } => self.on_evaluated(now, id, result),
             Input::Net(Inbound { conn, from, msg }) => {
                 let result = match msg {
                     Message::InspectionRequest(request) => self.on_request(now, from, request),
                     Message::Commitment { challenge, root } => self.on_commitment(now, conn, from, challenge, root),
                     Message::Answer { response, signature } => self.on_answer(now, from, response, signature),
                     Message::EpochOpen { epoch, seed } => self.on_epoch_open(conn, from, epoch, seed),
+                    Message::EvaluationReady { id, endpoint } => self.on_evaluation_ready(now, from, id, endpoint),
+                    Message::EvaluationFailed { id, reason } => match self.expect_from(from, id) {
+                        Ok(_) => Ok(self.finish(now, id, false, format!("failed: no_session: {reason}"))),
+                        Err(e) => Err(e),
+                    },
                     Message::PenaltyProposal { epoch, amount, evidence } => {
                         self.on_penalty_proposal(conn, from, epoch, amount, &evidence)
                     }
@@ -169,26 +214,71 @@ impl Checker {
             self.inspections.remove(&replaced);
         }
         let id = self.fresh_id();
+        if request.kind == InspectionKind::InService
+            && let Some(service) = request.service.clone()
+        {
+            let deadline = now.plus(self.deadline(self.config.evaluation.session_start_ms));
+            let phase = Phase::AwaitingService { service: service.clone(), deadline };
+            self.begin(id, &request, now, phase);
+            let msg = Message::EvaluationRequest { id, service };
+            return Ok(vec![Output::Net(Net::Send { addr: request.addr, msg })]);
+        }
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let (class, memory) = claimed(&request.spec);
         let n = dci_capacity::size_for(memory, class).min(self.config.challenge_n);
         let params = ChallengeParams { id, seed, n };
         let deadline = now.plus(self.deadline(dci_capacity::deadline_ms(class, n)));
-        self.inspections.insert(
-            id,
-            Inspection {
-                request: request.id,
-                kind: request.kind,
-                container: request.container,
-                params: params.clone(),
-                class,
-                sent: now,
-                phase: Phase::AwaitingCommitment { deadline },
-            },
-        );
-        self.by_container.insert(request.container, id);
+        self.begin(id, &request, now, Phase::AwaitingCommitment { params: params.clone(), class, deadline });
         Ok(vec![Output::Net(Net::Send { addr: request.addr, msg: Message::Challenge(params) })])
+    }
+
+    fn begin(&mut self, id: u64, request: &InspectionRequest, now: Timestamp, phase: Phase) {
+        let inspection = Inspection {
+            request: request.id,
+            kind: request.kind,
+            container: request.container,
+            addr: request.addr.clone(),
+            sent: now,
+            phase,
+        };
+        self.inspections.insert(id, inspection);
+        self.by_container.insert(request.container, id);
+    }
+
+    fn on_evaluation_ready(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        id: u64,
+        endpoint: String,
+    ) -> Result<Vec<Output>, Rejection> {
+        let inspection = self.expect_from(from, id)?;
+        let Phase::AwaitingService { service, .. } = &inspection.phase else {
+            return Err(Rejection::UnexpectedMessage("evaluation_ready"));
+        };
+        let service = service.clone();
+        let deadline = now.plus(self.deadline(self.config.evaluation.run_ms));
+        if let Some(i) = self.inspections.get_mut(&id) {
+            i.phase = Phase::Evaluating { deadline };
+        }
+        Ok(vec![Output::Evaluate { id, service, endpoint }])
+    }
+
+    /// Judges what the simulated user saw against the configured floor.
+    fn on_evaluated(&mut self, now: Timestamp, id: u64, result: Result<ServiceReport, String>) -> Vec<Output> {
+        let Some(inspection) = self.inspections.get(&id) else { return Vec::new() };
+        if !matches!(inspection.phase, Phase::Evaluating { .. }) {
+            return Vec::new();
+        }
+        let addr = inspection.addr.clone();
+        let (passed, reason) = match result {
+            Err(e) => (false, format!("failed: unusable: the simulated user could not use the service: {e}")),
+            Ok(r) => self.config.evaluation.judge(&r),
+        };
+        let mut out = self.finish(now, id, passed, reason);
+        out.push(Output::Net(Net::Send { addr, msg: Message::EvaluationDone { id } }));
+        out
     }
 
     fn on_commitment(
@@ -200,11 +290,13 @@ impl Checker {
         root: [u8; 32],
     ) -> Result<Vec<Output>, Rejection> {
         let inspection = self.expect_from(from, challenge)?;
-        if let Phase::AwaitingAnswer { .. } = inspection.phase {
-            return Err(Rejection::DuplicateCommitment(challenge));
-        }
+        let (params, class) = match &inspection.phase {
+            Phase::AwaitingCommitment { params, class, .. } => (params.clone(), *class),
+            Phase::AwaitingAnswer { .. } => return Err(Rejection::DuplicateCommitment(challenge)),
+            _ => return Err(Rejection::UnexpectedMessage("commitment")),
+        };
         let compute_ms = millis(now.since(inspection.sent));
-        let (class, n) = (inspection.class, inspection.params.n);
+        let n = params.n;
         // Judged against the class it claims (with the configured floor).
         let allowed = self.deadline(dci_capacity::deadline_ms(class, n));
         if let Timing::Slow { expected_ms, .. } = dci_capacity::judge(class, n, compute_ms)
@@ -216,11 +308,10 @@ impl Checker {
             );
             return Ok(self.finish(now, challenge, false, reason));
         }
-        let params = inspection.params.clone();
         let reveal = Reveal::draw(&mut self.rng, &params, self.config.params);
         let deadline = now.plus(self.deadline(dci_capacity::response_deadline_ms(n, reveal.rounds)));
         if let Some(inspection) = self.inspections.get_mut(&challenge) {
-            inspection.phase = Phase::AwaitingAnswer { root, reveal: reveal.clone(), compute_ms, deadline };
+            inspection.phase = Phase::AwaitingAnswer { params, root, reveal: reveal.clone(), compute_ms, deadline };
         }
         Ok(vec![Output::Net(Net::Reply { conn, msg: Message::Reveal(reveal) })])
     }
@@ -234,16 +325,16 @@ impl Checker {
     ) -> Result<Vec<Output>, Rejection> {
         let challenge = response.challenge;
         let inspection = self.expect_from(from, challenge)?;
-        let Phase::AwaitingAnswer { root, reveal, deadline, .. } = &inspection.phase else {
+        let Phase::AwaitingAnswer { params, root, reveal, deadline, .. } = &inspection.phase else {
             return Err(Rejection::AnswerBeforeCommitment(challenge));
         };
         if now > *deadline {
             return Ok(self.finish(now, challenge, false, "failed: dark: answered after the deadline".into()));
         }
-        let n = inspection.params.n;
+        let n = params.n;
         let evidence = Evidence {
             container: from,
-            params: inspection.params.clone(),
+            params: params.clone(),
             root: *root,
             reveal: reveal.clone(),
             response,
@@ -336,11 +427,17 @@ impl Checker {
             .inspections
             .iter()
             .filter_map(|(&id, inspection)| match inspection.phase {
-                Phase::AwaitingCommitment { deadline } if now > deadline => {
+                Phase::AwaitingCommitment { deadline, .. } if now > deadline => {
                     Some((id, "failed: dark: no commitment before the deadline"))
                 }
                 Phase::AwaitingAnswer { deadline, .. } if now > deadline => {
                     Some((id, "failed: dark: no answer to the reveal before the deadline"))
+                }
+                Phase::AwaitingService { deadline, .. } if now > deadline => {
+                    Some((id, "failed: dark: the evaluation session did not start before the deadline"))
+                }
+                Phase::Evaluating { deadline } if now > deadline => {
+                    Some((id, "failed: dark: the simulated user did not finish before the deadline"))
                 }
                 _ => None,
             })
@@ -365,8 +462,8 @@ impl Checker {
         self.by_container.remove(&inspection.container);
         let compute_ms = match inspection.phase {
             Phase::AwaitingAnswer { compute_ms, .. } => compute_ms,
-            // No commitment: report how long the checker waited.
-            Phase::AwaitingCommitment { .. } => millis(now.since(inspection.sent)),
+            // No commitment, or an evaluation: how long the checker waited.
+            _ => millis(now.since(inspection.sent)),
         };
         let verdict = Verdict {
             request: inspection.request,

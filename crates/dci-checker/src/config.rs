@@ -6,7 +6,7 @@ use dci_model::NodeId;
 use dci_proto::MAX_MESSAGE_BYTES;
 
 /// What the checker core needs to run. The node maps its file config to this.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where verdicts are sent (`host:port` of the indexer).
     pub indexer_addr: String,
@@ -27,6 +27,76 @@ pub struct Config {
     /// receives evidence of failed challenges and proposes penalties. Without
     /// one the checker inspects but never sits on a committee.
     pub coordinator: Option<Coordinator>,
+    /// How in-service evaluations are run and judged (R-CK3, R-CK4).
+    pub evaluation: EvaluationFloor,
+}
+
+/// The service an in-service evaluation must deliver to pass, as the
+/// checker's scripted simulated user measures it, and how long it may take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvaluationFloor {
+    /// Fewest frames per second.
+    pub min_fps: f64,
+    /// Largest 99th-percentile input-to-frame latency, ms.
+    pub max_input_p99_ms: f64,
+    /// Least share of inputs that must change the picture, percent.
+    pub min_changed_pct: u32,
+    /// How long the container may take to start the evaluation session, ms.
+    pub session_start_ms: u64,
+    /// How long the simulated user may run, ms.
+    pub run_ms: u64,
+}
+
+impl EvaluationFloor {
+    /// What an interactive stream must sustain in production: 24 frames/s
+    /// and 150 ms input-to-frame at the 99th percentile.
+    pub const PRODUCTION: EvaluationFloor = EvaluationFloor {
+        min_fps: 24.0,
+        max_input_p99_ms: 150.0,
+        min_changed_pct: 90,
+        session_start_ms: 30_000,
+        run_ms: 60_000,
+    };
+    /// The devnet's floor: its services are CPU renderers sharing a small
+    /// machine with every other role (and debug builds in tests), so only a
+    /// stream that barely moves or ignores input fails.
+    pub const DEVNET: EvaluationFloor = EvaluationFloor {
+        min_fps: 3.0,
+        max_input_p99_ms: 2_000.0,
+        min_changed_pct: 50,
+        session_start_ms: 30_000,
+        run_ms: 60_000,
+    };
+
+    /// Passed or failed, with the reason in words.
+    pub fn judge(&self, r: &crate::ServiceReport) -> (bool, String) {
+        let p99 = r.input_to_frame_p99_ms;
+        let measured = format!(
+            "{:.1} frames/s, input-to-frame p99 {}, {}/{} inputs answered, {} changed the picture",
+            r.fps,
+            p99.map_or("n/a".to_owned(), |p| format!("{p:.0} ms")),
+            r.answered,
+            r.inputs,
+            r.changed
+        );
+        let why = if let Some(s) = &r.stalled {
+            Some(format!("stalled: {s}"))
+        } else if r.fps < self.min_fps {
+            Some(format!("slow_stream: expected at least {} frames/s", self.min_fps))
+        } else if r.answered < r.inputs || r.inputs == 0 {
+            Some("unresponsive: not every input was answered".to_owned())
+        } else if p99.is_none_or(|p| p > self.max_input_p99_ms) {
+            Some(format!("laggy: expected input-to-frame p99 at most {} ms", self.max_input_p99_ms))
+        } else if u64::from(r.changed) * 100 < u64::from(self.min_changed_pct) * u64::from(r.inputs) {
+            Some(format!("frozen: expected at least {}% of inputs to change the picture", self.min_changed_pct))
+        } else {
+            None
+        };
+        match why {
+            None => (true, format!("passed: in-service evaluation: {measured}")),
+            Some(w) => (false, format!("failed: {w}: {measured}")),
+        }
+    }
 }
 
 /// Who runs the epoch clock and where to reach it.
@@ -49,6 +119,7 @@ impl Config {
             params: dci_capacity::Params::DEFAULT,
             min_deadline: Duration::from_secs(10),
             coordinator: None,
+            evaluation: EvaluationFloor::DEVNET,
         }
     }
 

@@ -19,5 +19,5 @@
 mod checker;
 mod config;
 
-pub use checker::{Checker, Input, Output};
-pub use config::{Config, ConfigError, Coordinator};
+pub use checker::{Checker, Input, Output, ServiceReport};
+pub use config::{Config, ConfigError, Coordinator, EvaluationFloor};

@@ -15,10 +15,10 @@ use dci_capacity::{
     Attempt, Behaviour, DEFAULT_COLUMNS, DEFAULT_ROUNDS, DEFAULT_ROWS, MAX_N, MAX_ROUNDS, MAX_ROWS, Params, RevealExt,
     Solution, TimingClass, TimingNoise,
 };
-use dci_checker::{Checker, Config, ConfigError, Coordinator, Input, Output};
+use dci_checker::{Checker, Config, ConfigError, Coordinator, EvaluationFloor, Input, Output, ServiceReport};
 use dci_committee::{CommitteeKey, EpochCoordinator, EpochSeed, Registered};
 use dci_ledger::{SlashReport, StakeRole};
-use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, Timestamp};
+use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, ServiceName, Timestamp};
 use dci_proto::{
     ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
     MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, seal, sign_transcript,
@@ -120,6 +120,7 @@ fn request_for(container: NodeId, id: u64, kind: InspectionKind, spec: Container
         addr: addr_of(container),
         spec,
         reason: kind.as_str().into(),
+        service: None,
     })
 }
 
@@ -882,6 +883,127 @@ fn accepted_configurations_give_answers_that_fit_in_a_message() {
             assert!(sealed.len() <= MAX_MESSAGE_BYTES, "n={n} rounds={rounds} rows={rows}: {} bytes", sealed.len());
         }
     }
+}
+
+// --- in-service evaluation (R-CK3, R-CK4)
+
+fn render() -> ServiceName {
+    ServiceName::new("render").unwrap()
+}
+
+fn evaluation_request(id: u64) -> Message {
+    match request_for(container(), id, InspectionKind::InService, cpu_host()) {
+        Message::InspectionRequest(r) => Message::InspectionRequest(InspectionRequest { service: Some(render()), ..r }),
+        _ => unreachable!(),
+    }
+}
+
+fn good_report() -> ServiceReport {
+    ServiceReport { fps: 29.5, input_to_frame_p99_ms: Some(48.0), inputs: 20, answered: 20, changed: 20, stalled: None }
+}
+
+/// Starts an evaluation and brings it to the point where the simulated user runs; returns its id.
+fn evaluating(c: &mut Checker) -> u64 {
+    let out = c.handle(T0, from(INDEXER, evaluation_request(31)));
+    let id = match out.as_slice() {
+        [Output::Net(Net::Send { addr, msg: Message::EvaluationRequest { id, service } })]
+            if *addr == addr_of(container()) && *service == render() =>
+        {
+            *id
+        }
+        other => panic!("expected an evaluation request to the container, found {other:?}"),
+    };
+    let out =
+        c.handle(ms(100), from(container(), Message::EvaluationReady { id, endpoint: "http://127.0.0.1:9/".into() }));
+    assert_eq!(out, vec![Output::Evaluate { id, service: render(), endpoint: "http://127.0.0.1:9/".into() }]);
+    id
+}
+
+#[test]
+fn an_in_service_evaluation_is_judged_on_what_the_simulated_user_saw() {
+    type Spoil = fn(&mut ServiceReport);
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        ("a good stream", |_| {}, "passed: in-service evaluation"),
+        ("a stalled stream", |r| r.stalled = Some("no frame for 5 s".into()), "failed: stalled"),
+        ("too few frames", |r| r.fps = 1.0, "failed: slow_stream"),
+        ("an input never answered", |r| r.answered = 19, "failed: unresponsive"),
+        (
+            "no inputs at all",
+            |r| {
+                r.inputs = 0;
+                r.answered = 0;
+                r.changed = 0
+            },
+            "failed: unresponsive",
+        ),
+        ("laggy answers", |r| r.input_to_frame_p99_ms = Some(5_000.0), "failed: laggy"),
+        ("a frozen picture", |r| r.changed = 3, "failed: frozen"),
+    ];
+    for (name, spoil, expected) in cases {
+        let mut c = checker(40);
+        let id = evaluating(&mut c);
+        let mut report = good_report();
+        spoil(&mut report);
+        let out = c.handle(ms(5_000), Input::Evaluated { id, result: Ok(report) });
+        let v = verdict(&out[..2]);
+        assert_eq!(
+            (v.kind, v.request, v.container, v.passed),
+            (InspectionKind::InService, 31, container(), expected.starts_with("passed")),
+            "{name}: {v:?}"
+        );
+        assert!(v.reason.starts_with(expected), "{name}: {}", v.reason);
+        assert!(v.reason.contains("frames/s"), "{name}: the reason shows what was measured: {}", v.reason);
+        assert_eq!(
+            out[2],
+            Output::Net(Net::Send { addr: addr_of(container()), msg: Message::EvaluationDone { id } }),
+            "{name}"
+        );
+        assert_eq!(c.in_flight(), 0);
+    }
+}
+
+#[test]
+fn evaluations_that_cannot_run_fail_and_strangers_change_nothing() {
+    // The container could not start the session.
+    let mut c = checker(41);
+    let out = c.handle(T0, from(INDEXER, evaluation_request(5)));
+    let Output::Net(Net::Send { msg: Message::EvaluationRequest { id, .. }, .. }) = &out[0] else { panic!("{out:?}") };
+    let id = *id;
+    rejected(&c.handle(ms(1), from(STRANGER, Message::EvaluationReady { id, endpoint: "x".into() })), STRANGER, "");
+    assert_eq!(c.in_flight(), 1);
+    let v = verdict(
+        &c.handle(ms(2), from(container(), Message::EvaluationFailed { id, reason: "render not installed".into() })),
+    );
+    assert!(!v.passed && v.reason.starts_with("failed: no_session: render not installed"), "{v:?}");
+
+    // The session never starts, or the simulated user never reports.
+    let floor = EvaluationFloor::DEVNET;
+    let mut c = checker(42);
+    c.handle(T0, from(INDEXER, evaluation_request(6)));
+    assert_eq!(c.handle(ms(floor.session_start_ms), Input::Tick), vec![]);
+    let v = verdict(&c.handle(ms(floor.session_start_ms + 1), Input::Tick));
+    assert!(!v.passed && v.reason.contains("did not start"), "{v:?}");
+    let mut c = checker(43);
+    let id = evaluating(&mut c);
+    let v = verdict(&c.handle(ms(100 + floor.run_ms + 1), Input::Tick));
+    assert!(!v.passed && v.reason.contains("did not finish"), "{v:?}");
+    // A late report of a finished evaluation changes nothing.
+    assert_eq!(c.handle(ms(200_000), Input::Evaluated { id, result: Ok(good_report()) }), vec![]);
+
+    // The user could not connect at all.
+    let mut c = checker(44);
+    let id = evaluating(&mut c);
+    let out = c.handle(ms(300), Input::Evaluated { id, result: Err("connection refused".into()) });
+    let v = verdict(&out[..2]);
+    assert!(!v.passed && v.reason.starts_with("failed: unusable") && v.reason.contains("connection refused"), "{v:?}");
+
+    // Without a service named, an in-service request is a capacity challenge.
+    let mut c = checker(45);
+    let p = challenge(
+        &c.handle(T0, from(INDEXER, request_for(container(), 7, InspectionKind::InService, cpu_host()))),
+        container(),
+    );
+    assert_eq!(p.n, N);
 }
 
 // --- committee duties (R-CK6, R-CK7)

@@ -1,6 +1,6 @@
 //! The indexer core's configuration.
 
-use dci_model::NodeId;
+use dci_model::{NodeId, ServiceName};
 use std::time::Duration;
 
 /// How the indexer core behaves and whom it trusts.
@@ -28,6 +28,12 @@ pub struct Config {
     /// container is inspected once per this interval, at unpredictable
     /// times. `None`: no standby inspections.
     pub standby_every: Option<Duration>,
+    /// The service the checkers' scripted simulated user exercises (R-CK4).
+    /// A container drawn for a random inspection while it serves sessions,
+    /// and offering this service, gets an in-service evaluation of it
+    /// (R-CK3) instead of a standby inspection. `None`: serving containers
+    /// are not evaluated.
+    pub evaluated_service: Option<ServiceName>,
     /// Seeds the indexer's randomness (which containers a standby inspection
     /// picks, inspection ids). The node passes fresh OS randomness; tests a
     /// fixed value.
@@ -54,6 +60,7 @@ impl Config {
             checkers,
             gateways,
             standby_every: Some(DEFAULT_STANDBY_EVERY),
+            evaluated_service: ServiceName::new("render").ok(),
             seed: 0,
         }
     }

@@ -814,6 +814,10 @@ impl Indexer {
     /// replaces any inspection of it in flight (whose verdict will then be
     /// refused as stale).
     fn request_inspection(&mut self, slot: u32, kind: InspectionKind, why: &str) -> Output {
+        let service = match kind {
+            InspectionKind::InService => self.config.evaluated_service.clone(),
+            _ => None,
+        };
         let id = self.next_inspection;
         self.next_inspection = self.next_inspection.wrapping_add(1);
         let record = &self.containers[slot as usize].record;
@@ -834,16 +838,20 @@ impl Indexer {
                 addr: record.registration.addr.clone(),
                 spec: record.registration.spec.clone(),
                 reason: why.to_owned(),
+                service,
             }),
         )
     }
 
-    /// Random standby inspections (R-CK2): each schedulable, idle container
-    /// not already being inspected is picked with the same small chance, so
-    /// that each is inspected about once per [`Config::standby_every`], at
-    /// times it cannot predict. Draws slots uniformly (with replacement);
-    /// a draw that lands on a busy or unschedulable container is dropped,
-    /// so the rate per idle container does not depend on the others.
+    /// Random inspections: each schedulable container not already being
+    /// inspected is picked with the same small chance, so that each is
+    /// inspected about once per [`Config::standby_every`], at times it cannot
+    /// predict. An idle container gets a standby inspection (R-CK2); one
+    /// serving sessions an in-service evaluation of
+    /// [`Config::evaluated_service`] if it offers it (R-CK3, R-CK4). Draws
+    /// slots uniformly (with replacement); a draw that lands on an
+    /// unschedulable container, or a busy one without the service, is
+    /// dropped, so the rate per container does not depend on the others.
     fn standby_inspections(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         const MAX_PER_TICK: f64 = 10_000.0;
         let (Some(every), Some(last)) = (self.config.standby_every, self.last_tick) else { return };
@@ -859,8 +867,14 @@ impl Indexer {
             let c = &self.containers[slot as usize];
             let idle = c.reserved == 0 && c.reported_sessions == 0;
             let fresh = now.since(c.last_seen) <= self.config.fresh_window();
-            if c.record.state.is_schedulable() && idle && fresh && !self.inspecting.contains_key(&slot) {
+            if !c.record.state.is_schedulable() || !fresh || self.inspecting.contains_key(&slot) {
+                continue;
+            }
+            if idle {
                 out.push(self.request_inspection(slot, InspectionKind::Standby, "random standby inspection"));
+            } else if self.config.evaluated_service.as_ref().is_some_and(|s| c.record.registration.services.contains(s))
+            {
+                out.push(self.request_inspection(slot, InspectionKind::InService, "random in-service evaluation"));
             }
         }
     }

@@ -254,6 +254,7 @@ fn messages_carry_the_right_content() {
         addr: reg().addr,
         spec: reg().spec,
         reason: "registration".into(),
+        service: None,
     });
     assert!(outs.contains(&Output::Net(Net::Send { addr: CHECKER_ADDR.into(), msg: want_request })), "{outs:#?}");
     let Some(Output::Persist(rec)) = outs.first() else { panic!("{outs:?}") };
@@ -376,7 +377,7 @@ fn only_the_inspection_in_flight_is_answered() {
 }
 
 #[test]
-fn idle_containers_get_random_standby_inspections_at_the_configured_rate() {
+fn idle_containers_get_standby_inspections_and_serving_ones_in_service_evaluations_at_the_configured_rate() {
     let mut cfg = config();
     cfg.standby_every = Some(std::time::Duration::from_secs(50));
     cfg.reinspect_after_missed = 1_000_000;
@@ -389,7 +390,8 @@ fn idle_containers_get_random_standby_inspections_at_the_configured_rate() {
         ix.feed(Timestamp(T0), heartbeat(c, u32::from(i % 5 == 0))); // every fifth is serving
     }
     let mut per_container = std::collections::BTreeMap::new();
-    // 1,000 s of one-second ticks: each idle container expects 20 inspections.
+    let mut evaluations = std::collections::BTreeMap::new();
+    // 1,000 s of one-second ticks: each container expects 20 inspections.
     for s in 0..1_000u64 {
         let now = Timestamp(T0 + s * 1000);
         if s % 2 == 0 {
@@ -399,8 +401,17 @@ fn idle_containers_get_random_standby_inspections_at_the_configured_rate() {
         }
         for out in ix.feed(now, Input::Tick) {
             if let Output::Net(Net::Send { msg: Message::InspectionRequest(r), .. }) = out {
-                assert_eq!(r.kind, InspectionKind::Standby);
-                *per_container.entry(r.container).or_insert(0u32) += 1;
+                let serving = r.container.0[0] % 5 == 0;
+                if serving {
+                    assert_eq!(
+                        (r.kind, r.service.as_ref().map(|s| s.as_str())),
+                        (InspectionKind::InService, Some("render"))
+                    );
+                    *evaluations.entry(r.container).or_insert(0u32) += 1;
+                } else {
+                    assert_eq!((r.kind, r.service.as_ref()), (InspectionKind::Standby, None));
+                    *per_container.entry(r.container).or_insert(0u32) += 1;
+                }
                 // The checker answers at once; a pass changes no state.
                 let outs = ix.feed(now, verdict_for(CHECKER, r.container, r.id, r.kind, true));
                 assert_eq!(summary(&outs), ["persist"], "{outs:?}");
@@ -408,7 +419,11 @@ fn idle_containers_get_random_standby_inspections_at_the_configured_rate() {
         }
     }
     let serving: Vec<_> = (1..=n).filter(|i| i % 5 == 0).map(node).collect();
-    assert!(serving.iter().all(|c| !per_container.contains_key(c)), "a serving container was inspected");
+    assert!(serving.iter().all(|c| !per_container.contains_key(c)), "a serving container got a standby inspection");
+    assert_eq!(evaluations.len(), serving.len(), "every serving container was evaluated: {evaluations:?}");
+    // 4 serving containers x 20 expected = 80; Poisson spread about 9.
+    let evaluated: u32 = evaluations.values().sum();
+    assert!((45..=115).contains(&evaluated), "{evaluated} in-service evaluations");
     let total: u32 = per_container.values().sum();
     // 16 idle containers x 20 expected = 320; Poisson spread is about 18.
     assert!((240..=400).contains(&total), "{total} standby inspections");

@@ -50,6 +50,10 @@ pub struct DevnetConfig {
     pub checkers: usize,
     /// Seats of the epoch committee.
     pub committee_size: usize,
+    /// Each container is inspected at random about once per this interval:
+    /// a standby inspection when idle, an in-service evaluation by the
+    /// checkers' simulated user when it serves a session.
+    pub inspect_every: Duration,
 }
 
 /// What each devnet container bonds at creation (slashable by the committee).
@@ -195,8 +199,7 @@ impl Devnet {
         let checker_nodes: Vec<_> = checker_bounds.iter().map(|b| b.id()).collect();
         let indexer_addr = indexer_bound.addr();
         let indexer_cfg = dci_indexer::Config {
-            // Each idle container is inspected about once a minute, at random.
-            standby_every: Some(Duration::from_secs(60)),
+            standby_every: Some(config.inspect_every),
             seed: rand::random(),
             // Before the first committee, inspections go to the first checker.
             ..dci_indexer::Config::new(checker_bounds[0].addr(), checker_nodes.clone(), vec![gateway_id.id()])

@@ -150,17 +150,26 @@ pub fn spawn_checker(
     let (addr, id) = (bound.addr(), bound.id());
     let Bound { transport, mut inbox } = bound;
     let mut core = Checker::new(config, rand::random(), identity).context("checker configuration")?;
+    let (evaluated_tx, mut evaluated) = mpsc::channel::<Input>(16);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         loop {
             let input = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
+                Some(done) = evaluated.recv() => done,
                 _ = tick.tick() => Input::Tick,
             };
             for out in core.handle(clock::now(), input) {
                 match out {
                     Output::Net(net) => transport.dispatch(net).await,
+                    Output::Evaluate { id, service, endpoint } => {
+                        let tx = evaluated_tx.clone();
+                        tokio::spawn(async move {
+                            let result = simulated_user(&service, &endpoint).await;
+                            let _ = tx.send(Input::Evaluated { id, result }).await;
+                        });
+                    }
                     Output::Verdict(v) => {
                         let result = if v.passed { "passed" } else { "failed" };
                         metrics::counter!("dci_checker_verdicts_total", "result" => result).increment(1);
@@ -175,6 +184,34 @@ pub fn spawn_checker(
         }
     });
     Ok(RoleHandle { addr, id, task })
+}
+
+/// The checker's scripted simulated user (R-CK4): plays a short scripted
+/// session against a running service and reports what a person would have
+/// seen. Only the built-in `render` service has a script.
+async fn simulated_user(
+    service: &dci_model::ServiceName,
+    endpoint: &str,
+) -> Result<dci_checker::ServiceReport, String> {
+    use dci_services::render::{UserScript, simulate_user};
+    if service.as_str() != "render" {
+        return Err(format!("no simulated user for service {service}"));
+    }
+    let host = endpoint
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("expected an http:// endpoint, found {endpoint:?}"))?;
+    // A small picture: the evaluation measures responsiveness, not resolution.
+    let url = format!("ws://{host}/stream?width=160&height=90&fps=15");
+    let r = simulate_user(&url, &UserScript::standard(8)).await.map_err(|e| e.to_string())?;
+    Ok(dci_checker::ServiceReport {
+        fps: r.fps,
+        input_to_frame_p99_ms: r.input_to_frame.map(|s| s.p99_ms),
+        inputs: r.inputs.len() as u32,
+        answered: r.inputs_answered as u32,
+        changed: r.inputs_changed_view as u32,
+        stalled: r.stalled,
+    })
 }
 
 /// Starts a container agent listening on `listen`, running sessions with `runtime`.

@@ -37,7 +37,36 @@ pub enum Message {
     /// open (chosen only now, so the container could not know them).
     Reveal(Reveal),
 
+    /// In-service evaluation (R-CK3, R-CK4): start a short session of
+    /// `service` for the checker's simulated user. Unbilled, outside the
+    /// container's slots.
+    EvaluationRequest {
+        /// The checker's evaluation id.
+        id: u64,
+        /// The service to evaluate.
+        service: ServiceName,
+    },
+    /// The evaluation is over: stop its session.
+    EvaluationDone {
+        /// The evaluation id.
+        id: u64,
+    },
+
     // --- container -> checker
+    /// The evaluation session runs and is reachable here.
+    EvaluationReady {
+        /// The evaluation id.
+        id: u64,
+        /// URL of the service endpoint.
+        endpoint: String,
+    },
+    /// The evaluation session could not start.
+    EvaluationFailed {
+        /// The evaluation id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
     /// Commitment to a challenge result.
     Commitment {
         /// Challenge id.
@@ -217,6 +246,10 @@ impl Message {
             Message::Challenge(_) => "challenge",
             Message::Reveal(_) => "reveal",
             Message::Commitment { .. } => "commitment",
+            Message::EvaluationRequest { .. } => "evaluation_request",
+            Message::EvaluationDone { .. } => "evaluation_done",
+            Message::EvaluationReady { .. } => "evaluation_ready",
+            Message::EvaluationFailed { .. } => "evaluation_failed",
             Message::Answer { .. } => "answer",
             Message::EpochOpen { .. } => "epoch_open",
             Message::PenaltyProposal { .. } => "penalty_proposal",
@@ -311,6 +344,9 @@ pub struct InspectionRequest {
     pub spec: ContainerSpec,
     /// Why (registration, standby, re-inspection).
     pub reason: String,
+    /// For an in-service evaluation: the service the checker's simulated
+    /// user exercises.
+    pub service: Option<ServiceName>,
 }
 
 /// Parameters of a proof-of-capacity challenge (R-CK5).

@@ -206,6 +206,10 @@ struct DevnetArgs {
     /// Seats of the epoch committee drawn from the checkers.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     committee_size: u16,
+    /// Mean seconds between random inspections of one container: standby
+    /// inspections when idle, in-service evaluations while it serves.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    inspect_every_secs: u64,
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -649,6 +653,7 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         dishonest: a.dishonest,
         checkers: a.checkers as usize,
         committee_size: a.committee_size as usize,
+        inspect_every: Duration::from_secs(a.inspect_every_secs),
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");

@@ -354,6 +354,36 @@ fn dishonest_containers_are_caught() {
     }
 }
 
+/// A container serving a session is evaluated in service (R-CK3, R-CK4):
+/// a committee member's scripted simulated user opens its own stream of the
+/// render service on it, moves the camera, and the verdict reports frames/s
+/// and input-to-frame latency.
+#[test]
+fn serving_containers_get_in_service_evaluations_by_a_simulated_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _net = Devnet::start_expecting(dir, free_port(), &["--inspect-every-secs", "4"], "3/3");
+    let (ok, out, err) = cli(dir, &["deploy", "render", "--hours", "1"]);
+    assert!(ok, "deploy failed: {err}");
+    let container = out
+        .lines()
+        .find_map(|l| l.strip_prefix("container"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no container in {out}"));
+    let t0 = std::time::Instant::now();
+    let verdict = loop {
+        let list: Vec<dci_gateway::api::ContainerInfo> = cli_json(dir, &["containers"]);
+        let c = list.iter().find(|c| c.id.starts_with(&container) || container.starts_with(&c.id[..8])).unwrap();
+        if let Some(v) = c.verdicts.iter().find(|v| v.kind == "in-service") {
+            break v.clone();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "no in-service evaluation within 90 s: {list:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(verdict.passed, "{verdict:?}");
+    assert!(verdict.reason.contains("frames/s") && verdict.reason.contains("input-to-frame p99"), "{verdict:?}");
+}
+
 /// Polls `dci committee` until a committee exists and, if `expect_penalty`,
 /// until a penalty is decided (a minute at most).
 fn penalties_settled(dir: &Path, expect_penalty: bool) -> dci_gateway::api::CommitteeInfo {
