@@ -1,6 +1,66 @@
-//! Installs what the docker tests need (idempotently). Filled in with its tests.
+//! Installs what the docker runtime's tests need (idempotently): Debian's
+//! `docker.io` (dockerd, containerd, runc) and `ldd` for packing images.
+//!
+//! The daemon is not started here: `dci-docker`'s tests start a private one
+//! themselves (`dci_docker::LocalDaemon::ensure`, files under
+//! `~/.cache/dci-docker`, its own process group, a lock file so parallel test
+//! binaries start it once) and leave it running for the next run; a dead
+//! daemon's pid file and socket are cleaned up on the next start. Set
+//! `DCI_DOCKER_HOST=unix:///…` to test against another engine instead.
 
-/// Makes sure the docker tools are installed.
+use std::process::Command;
+
+/// The programs the tests run, and the Debian package that provides each.
+const TOOLS: [(&str, &str, &str); 4] = [
+    ("dockerd", "--version", "docker.io"),
+    ("containerd", "--version", "docker.io"),
+    ("runc", "--version", "docker.io"),
+    ("ldd", "--version", "libc-bin"),
+];
+
+fn works(program: &str, arg: &str) -> bool {
+    Command::new(program).arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+fn missing() -> Vec<(&'static str, &'static str)> {
+    TOOLS.iter().filter(|(p, a, _)| !works(p, a)).map(|(p, _, pkg)| (*p, *pkg)).collect()
+}
+
+/// Makes sure the docker engine's programs are installed, installing
+/// `docker.io` with apt-get (as root) when one is missing.
 pub fn ensure() -> Result<(), String> {
-    Ok(())
+    let absent = missing();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let mut packages: Vec<&str> = absent.iter().map(|(_, pkg)| *pkg).collect();
+    packages.dedup();
+    let names: Vec<&str> = absent.iter().map(|(p, _)| *p).collect();
+    eprintln!("==> deps: {} missing; installing {} with apt-get", names.join(", "), packages.join(" "));
+    let mut install = vec!["install", "-y", "-q"];
+    install.extend(&packages);
+    for args in [vec!["update", "-q"], install] {
+        let ok = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "apt-get {} failed: install {} (as root) so the docker runtime tests can start dockerd",
+                args.join(" "),
+                packages.join(" ")
+            ));
+        }
+    }
+    let still: Vec<&str> = missing().into_iter().map(|(p, _)| p).collect();
+    if still.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected {} to run after installing {}, found them still missing",
+            still.join(", "),
+            packages.join(" ")
+        ))
+    }
 }

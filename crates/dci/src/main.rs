@@ -89,6 +89,9 @@ enum Command {
     /// Ledger administration on this machine.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Container host commands (for GPU providers).
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Measure a part of DCI on this machine (build with --release for real figures).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -161,6 +164,17 @@ enum BenchCommand {
         #[arg(long)]
         quick: bool,
         /// Print JSON (the output is JSON either way).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// Show the hardware this host would offer: CPU, memory, disks, network
+    /// interfaces and NVIDIA GPUs (through NVML), or why no GPU was found.
+    Probe {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -584,6 +598,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!("{}", r.explanation);
+            }
+            Ok(())
+        }
+        Command::Container(ContainerCommand::Probe { json }) => {
+            init_logs("warn");
+            let probe = dci_probe::Probe::collect(&dci_probe::NvmlProbe::new());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&probe)?);
+            } else {
+                print!("{probe}");
             }
             Ok(())
         }

@@ -432,3 +432,19 @@ fn bench_checker_reports_its_figures() {
     }
     assert_eq!(v["committee"]["committee_selected"], v["committee"]["committee_size"], "{v}");
 }
+
+/// `dci container probe` on this GPU-less machine says that no GPU was found
+/// and why, next to the hardware it did find.
+#[test]
+fn container_probe_explains_a_missing_gpu() {
+    let out = Command::new(DCI).args(["container", "probe"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("cpu ")), "{text}");
+    let gpu = text.lines().find(|l| l.starts_with("gpu ")).unwrap_or_else(|| panic!("no gpu line: {text}"));
+    // Whatever this host has, the line says what was found or exactly why not.
+    assert!(gpu.contains("none: no NVIDIA driver found") || gpu.contains("NVIDIA"), "{gpu}");
+    let out = Command::new(DCI).args(["container", "probe", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["host"]["hostname"].is_string(), "{v}");
+}
