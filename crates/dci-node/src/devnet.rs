@@ -26,6 +26,7 @@ use crate::committee::{CheckerSeat, Duties};
 use crate::gateway::Gateway;
 use crate::keys;
 use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
+use crate::runtime::{AnyRuntime, RuntimeKind};
 use crate::store::RecordStore;
 
 /// How to start a devnet.
@@ -54,6 +55,8 @@ pub struct DevnetConfig {
     /// a standby inspection when idle, an in-service evaluation by the
     /// checkers' simulated user when it serves a session.
     pub inspect_every: Duration,
+    /// Where sessions run: child processes or Docker containers.
+    pub runtime: RuntimeKind,
 }
 
 /// What each devnet container bonds at creation (slashable by the committee).
@@ -250,7 +253,13 @@ impl Devnet {
             .filter(|e| e.file_name().to_string_lossy().starts_with("container-"))
             .count();
         let n = config.containers.max(existing);
-        let runtime = Arc::new(ProcessRuntime::new(config.service_program.clone(), vec![]));
+        let runtime = Arc::new(match config.runtime {
+            RuntimeKind::Process => AnyRuntime::Process(ProcessRuntime::new(config.service_program.clone(), vec![])),
+            RuntimeKind::Docker => {
+                let agent = format!("devnet-{}", gateway_id.id().short());
+                AnyRuntime::Docker(crate::runtime::devnet_docker(&config.service_program, &agent).await?)
+            }
+        });
         let mut containers = Vec::new();
         for i in 0..n {
             let identity = key(&format!("container-{i}"))?;

@@ -3,6 +3,7 @@
 //! - [`transport`]: signed, length-prefixed frames over TCP; every inbound
 //!   frame is authenticated and replay-checked before a core sees it.
 //! - [`roles`]: tokio drivers for the indexer, checker and container cores.
+//! - [`runtime`]: the workload runtime chosen at start-up (process or docker).
 //! - [`gateway`]: the gateway role (match → escrow → start → receipt → settle)
 //!   behind the HTTP API of `dci-gateway`.
 //! - [`store`], [`keys`], [`clock`], [`metrics`]: durable records, keys at rest,
@@ -24,5 +25,6 @@ pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod roles;
+pub mod runtime;
 pub mod store;
 pub mod transport;

@@ -224,6 +224,11 @@ struct DevnetArgs {
     /// inspections when idle, in-service evaluations while it serves.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     inspect_every_secs: u64,
+    /// Where sessions run: `process` (child processes) or `docker` (containers
+    /// on a private Docker engine with CPU, memory and pids limits; needs root
+    /// and the engine `cargo xtask deps` installs).
+    #[arg(long, default_value = "process")]
+    runtime: dci_node::runtime::RuntimeKind,
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -678,6 +683,7 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         checkers: a.checkers as usize,
         committee_size: a.committee_size as usize,
         inspect_every: Duration::from_secs(a.inspect_every_secs),
+        runtime: a.runtime,
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");

@@ -448,3 +448,43 @@ fn container_probe_explains_a_missing_gpu() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["host"]["hostname"].is_string(), "{v}");
 }
+
+/// `dci devnet --runtime docker` runs sessions as containers on a real
+/// Docker engine (started by the devnet on first use): the service answers,
+/// the engine shows the session's CPU, memory and pids limits, and stopping
+/// the session removes its container.
+#[test]
+fn a_session_runs_in_the_docker_runtime_with_its_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _net = Devnet::start_expecting(dir, free_port(), &["--runtime", "docker"], "3/3");
+    let (ok, out, err) = cli(dir, &["deploy", "render"]);
+    assert!(ok, "deploy failed: {err}");
+    let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap();
+    let (session, endpoint) = (field("session"), field("endpoint"));
+    let png = reqwest::blocking::get(format!("{endpoint}/frame?width=64&height=48")).unwrap();
+    assert_eq!(png.status(), 200);
+
+    let dir_docker =
+        std::env::var_os("DCI_DOCKER_DIR").map_or_else(dci_docker::LocalDaemon::default_dir, std::path::PathBuf::from);
+    let host = format!("unix://{}", dir_docker.join("docker.sock").display());
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").arg("-H").arg(&host).args(args).output().expect("the docker CLI");
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let label = format!("label=dci.session={session}");
+    let id = docker(&["ps", "-q", "--filter", &label]);
+    assert!(!id.is_empty(), "no container for session {session}");
+    let limits = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+        &id,
+    ]);
+    assert_eq!(limits, format!("1000000000 {} 512", 1024u64 << 20), "limits of {id}");
+
+    let (ok, _, err) = cli(dir, &["stop", &session]);
+    assert!(ok, "stop failed: {err}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "the session's container was not removed");
+}
