@@ -56,6 +56,11 @@ pub struct AnvilOptions {
     pub gas_limit: Option<u64>,
     /// Listen on this port instead of a free one.
     pub port: Option<u16>,
+    /// Start anvil in a process group of its own, so a Ctrl-C at the
+    /// terminal reaches only the parent, which then stops anvil itself
+    /// (after settling what it must settle on it). The parent must stop it:
+    /// if the parent is killed, anvil keeps running.
+    pub own_process_group: bool,
 }
 
 /// A running anvil; killed on drop.
@@ -79,6 +84,10 @@ impl Anvil {
         cmd.args(["--host", "127.0.0.1", "--port", &port, "--chain-id", "31337"]);
         if let Some(s) = &opts.state {
             cmd.arg("--state").arg(s);
+        }
+        if opts.own_process_group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
         }
         if opts.no_mining {
             cmd.arg("--no-mining");

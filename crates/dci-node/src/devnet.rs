@@ -1,6 +1,7 @@
 //! `dci devnet`: a whole DCI network on loopback in one command (R-UX2).
 //!
-//! An embedded ledger, one indexer, several staked checkers (an epoch
+//! A ledger (the embedded one, or the DCI contracts on an anvil it starts on a
+//! free port with `--settlement evm`: [`crate::settlement`]), one indexer, several staked checkers (an epoch
 //! committee is drawn from them), a gateway with its HTTP API that also
 //! coordinates the committee, and N staked containers with simulated GPU
 //! profiles (always labelled simulated),
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dci_agent::AgentConfig;
 use dci_agent::runtime::ProcessRuntime;
-use dci_ledger::{EmbeddedLedger, Genesis, StakeRole};
+use dci_chain::{Anvil, AnvilOptions, Deployment, EvmLedger};
+use dci_ledger::{EmbeddedLedger, Genesis, LedgerOp, Params, Settlement, StakeRole, Transfer};
 use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, PricePerHour, ServiceName, State};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,7 @@ use crate::gateway::Gateway;
 use crate::keys;
 use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
 use crate::runtime::{AnyRuntime, RuntimeKind};
+use crate::settlement::{ANVIL_STATE_FILE, Backend, EvmConfig, NodeLedger, OnThread, SettlementConfig};
 use crate::store::RecordStore;
 
 /// How to start a devnet.
@@ -57,6 +60,9 @@ pub struct DevnetConfig {
     pub inspect_every: Duration,
     /// Where sessions run: child processes or Docker containers.
     pub runtime: RuntimeKind,
+    /// The ledger backend; `None`: the data directory's `settlement.toml`,
+    /// or embedded if there is none. The choice is written back there.
+    pub settlement: Option<Backend>,
 }
 
 /// What each devnet container bonds at creation (slashable by the committee).
@@ -68,14 +74,75 @@ pub fn checker_stake(i: usize) -> Amount {
 }
 
 /// Funds `node`'s account from the liquidity pool and bonds `stake` in
-/// `role`, once: a restarted devnet finds the stake already there.
-fn bond(ledger: &mut EmbeddedLedger, node: &dci_model::NodeId, role: StakeRole, stake: Amount) -> anyhow::Result<()> {
+/// `role`, once (one batch): a restarted devnet finds the stake already there.
+fn bond(ledger: &mut NodeLedger, node: &dci_model::NodeId, role: StakeRole, stake: Amount) -> anyhow::Result<()> {
     let account = AccountId::for_node(node);
     if ledger.staked(&account, role)? == Amount::ZERO {
-        ledger.transfer(&dci_ledger::accounts::liquidity(), &account, stake)?;
-        ledger.stake(&account, role, stake)?;
+        let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
+        ledger.apply(&[LedgerOp::Transfer(fund), LedgerOp::Stake { account, role, amount: stake }])?;
     }
     Ok(())
+}
+
+/// Where a devnet on the evm backend settles.
+#[derive(Clone, Debug)]
+pub struct ChainInfo {
+    /// The chain's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The contracts.
+    pub deployment: Deployment,
+    /// Whether the devnet started this anvil (and stops it).
+    pub own_anvil: bool,
+}
+
+/// The evm backend, ready: its anvil (if the devnet runs one), the node
+/// ledger (chain on its thread, API keys in the books), the config to write back, and whether the contracts were
+/// just deployed (a fresh chain: the devnet consumer needs funding).
+struct StartedChain {
+    anvil: Option<Anvil>,
+    ledger: NodeLedger,
+    config: EvmConfig,
+    fresh: bool,
+}
+
+/// Starts anvil if the config says so, connects to the deployment or
+/// deploys the contracts (blocking: call it from a blocking thread).
+fn start_chain(mut evm: EvmConfig, state: PathBuf, books: EmbeddedLedger) -> anyhow::Result<StartedChain> {
+    let anvil = if evm.anvil {
+        let opts = AnvilOptions { state: Some(state), own_process_group: true, ..AnvilOptions::default() };
+        let a = Anvil::start_with(&opts).context("starting anvil")?;
+        evm.rpc_url = a.url();
+        Some(a)
+    } else {
+        None
+    };
+    let connect = |dep: Deployment, evm: &EvmConfig| {
+        let (url, key) = (evm.rpc_url.clone(), evm.settler_key.clone());
+        OnThread::spawn("dci-chain", move || Ok(EvmLedger::connect(&url, &key, &dep)?))
+    };
+    let existing = match evm.deployment.clone() {
+        Some(dep) => match connect(dep, &evm) {
+            Ok(l) => Some(l),
+            // The devnet's own chain was lost (anvil killed before it wrote its state).
+            Err(e) if evm.anvil => {
+                tracing::warn!(error = %e, "the devnet's chain lost its contracts; deploying them again");
+                None
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to the dci ledger at {}", evm.rpc_url)),
+        },
+        None => None,
+    };
+    let (ledger, fresh) = match existing {
+        Some(l) => (l, false),
+        None => {
+            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::default(), &Params::default())
+                .with_context(|| format!("deploying the dci contracts to {}", evm.rpc_url))?;
+            evm.deployment = Some(dep.clone());
+            (connect(dep, &evm)?, true)
+        }
+    };
+    let ledger = NodeLedger::on_chain(books, Box::new(ledger))?;
+    Ok(StartedChain { anvil, ledger, config: evm, fresh })
 }
 
 /// What a CLI on this machine needs to talk to the devnet; written to
@@ -127,6 +194,9 @@ pub struct Devnet {
     pub gateway: Arc<Gateway>,
     /// Container summaries (printed at start).
     pub containers: Vec<String>,
+    /// The chain, on the evm backend.
+    pub chain: Option<ChainInfo>,
+    anvil: Option<Anvil>,
     roles: Vec<RoleHandle>,
     http: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
@@ -146,7 +216,8 @@ fn spec_for(i: usize) -> (ContainerSpec, PricePerHour, &'static str) {
     (spec, p.price.parse().expect("profile prices are valid"), p.city)
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Writes `text` to `path` atomically, readable by the owner only.
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -174,29 +245,56 @@ impl Devnet {
             .map(|i| key(&if i == 0 { "checker".to_owned() } else { format!("checker-{i}") }))
             .collect::<anyhow::Result<Vec<_>>>()?;
 
-        // Ledger and the devnet consumer.
-        let mut ledger = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default())
+        // Ledger and the devnet consumer. The embedded ledger always opens:
+        // on the evm backend it keeps the API keys.
+        let mut settings = SettlementConfig::load(dir)?;
+        if let Some(b) = config.settlement {
+            settings.backend = b;
+        }
+        let books = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default())
             .with_context(|| format!("opening the ledger in {}", dir.display()))?;
         let client_path = dir.join(CLIENT_FILE);
+        let new_client = !client_path.exists();
+        let (mut ledger, fund_consumer, anvil, chain) = match settings.backend {
+            Backend::Embedded => (NodeLedger::embedded(books), new_client, None, None),
+            Backend::Evm => {
+                let evm = settings.evm.take().unwrap_or_else(EvmConfig::devnet_anvil);
+                let state = dir.join(ANVIL_STATE_FILE);
+                let started = tokio::task::spawn_blocking(move || start_chain(evm, state, books)).await??;
+                let chain = ChainInfo {
+                    rpc_url: started.config.rpc_url.clone(),
+                    deployment: started.config.deployment.clone().context("a started chain has a deployment")?,
+                    own_anvil: started.anvil.is_some(),
+                };
+                settings.evm = Some(started.config);
+                (started.ledger, started.fresh || new_client, started.anvil, Some(chain))
+            }
+        };
+        settings.save(dir)?;
         let api_url = format!("http://{}", config.api_listen);
-        let client = if client_path.exists() {
+        let client = if new_client {
+            let consumer = AccountId::new(CONSUMER).expect("valid account name");
+            let api_key = ledger.create_api_key(&consumer, rand::random())?;
+            ClientFile { api: api_url.clone(), api_key, account: consumer.to_string() }
+        } else {
             let mut c: ClientFile = serde_json::from_str(&std::fs::read_to_string(&client_path)?)
                 .with_context(|| format!("reading {}", client_path.display()))?;
             c.api = api_url.clone();
             c
-        } else {
-            let consumer = AccountId::new(CONSUMER).expect("valid account name");
-            ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)?;
-            let api_key = ledger.create_api_key(&consumer, rand::random())?;
-            ClientFile { api: api_url.clone(), api_key, account: consumer.to_string() }
         };
+        if fund_consumer {
+            let consumer = AccountId::new(&client.account).context("the client file's account")?;
+            crate::settlement::blocking(|| {
+                ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)
+            })?;
+        }
         write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
 
         // Indexer and checkers: bind all first so each knows the others' addresses.
         let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
         let mut checker_bounds = Vec::new();
         for (i, id) in checker_ids.iter().enumerate() {
-            bond(&mut ledger, &id.id(), StakeRole::Checker, checker_stake(i))?;
+            crate::settlement::blocking(|| bond(&mut ledger, &id.id(), StakeRole::Checker, checker_stake(i)))?;
             checker_bounds.push(Bound::bind(id.clone(), "127.0.0.1:0").await?);
         }
         let checker_nodes: Vec<_> = checker_bounds.iter().map(|b| b.id()).collect();
@@ -311,7 +409,7 @@ impl Devnet {
         let http = tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         });
-        Ok(Devnet { api_url, client, gateway, containers, roles, http, shutdown })
+        Ok(Devnet { api_url, client, gateway, containers, chain, anvil, roles, http, shutdown })
     }
 
     /// Waits until every container is schedulable, or `limit` passes.
@@ -349,6 +447,14 @@ impl Devnet {
                 tracing::info!(balances = %r.balances, escrowed = %r.escrowed, "supply invariant holds at shutdown")
             }
             Err(e) => tracing::error!(error = %e, "supply invariant broken at shutdown"),
+        }
+        // Stop anvil last (cleanly: it writes its state for the next start).
+        if let Some(a) = self.anvil {
+            match tokio::task::spawn_blocking(move || a.stop()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "anvil did not stop cleanly"),
+                Err(e) => tracing::warn!(error = %e, "stopping anvil"),
+            }
         }
     }
 }

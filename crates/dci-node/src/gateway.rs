@@ -18,7 +18,7 @@ use dci_gateway::api::{
     ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
-use dci_ledger::{EmbeddedLedger, LedgerError, StakeRole};
+use dci_ledger::{LedgerError, Settlement, StakeRole};
 use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
 use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::committee::Duties;
+use crate::settlement::{NodeLedger, blocking};
 use crate::store::RecordStore;
 use crate::transport::Transport;
 
@@ -92,7 +93,7 @@ pub struct Gateway {
     transport: Arc<Transport>,
     identity: Identity,
     indexer_addr: String,
-    ledger: Mutex<EmbeddedLedger>,
+    ledger: Mutex<NodeLedger>,
     sessions: RecordStore,
     waiting: Mutex<HashMap<Waiting, Waiter>>,
     next_request: AtomicU64,
@@ -108,7 +109,7 @@ impl Gateway {
         identity: Identity,
         listen: &str,
         indexer_addr: String,
-        ledger: EmbeddedLedger,
+        ledger: NodeLedger,
         sessions: RecordStore,
         duties: Option<Duties>,
         shutdown: CancellationToken,
@@ -258,9 +259,8 @@ impl Gateway {
             .map_err(|e| ApiError::internal(format!("cannot record the session: {e}")))
     }
 
-    fn ledger<T>(&self, f: impl FnOnce(&mut EmbeddedLedger) -> Result<T, LedgerError>) -> Result<T, ApiError> {
-        let mut l = self.ledger.lock().expect("ledger lock");
-        f(&mut l).map_err(|e| match e {
+    fn ledger<T>(&self, f: impl FnOnce(&mut NodeLedger) -> Result<T, LedgerError>) -> Result<T, ApiError> {
+        self.with_ledger(f).map_err(|e| match e {
             LedgerError::InsufficientFunds { .. } | LedgerError::InsufficientStake { .. } => {
                 ApiError::insufficient_funds(e.to_string())
             }
@@ -277,8 +277,14 @@ impl Gateway {
     }
 
     /// Direct access to the ledger (devnet set-up and `dci` ledger commands).
-    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut EmbeddedLedger) -> T) -> T {
-        f(&mut self.ledger.lock().expect("ledger lock"))
+    /// A chain backend may block on the network: its calls leave the async
+    /// worker first ([`blocking`]); the embedded one is called in place.
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut NodeLedger) -> T) -> T {
+        let mut l = self.ledger.lock().expect("ledger lock");
+        match l.backend() {
+            crate::settlement::Backend::Embedded => f(&mut l),
+            crate::settlement::Backend::Evm => blocking(|| f(&mut l)),
+        }
     }
 
     async fn do_deploy(&self, account: AccountId, req: DeployRequest) -> Result<SessionInfo, ApiError> {
@@ -397,6 +403,11 @@ impl Gateway {
         match reply {
             Ok(Message::SessionStopped { mut receipt }) => {
                 receipt.acknowledge(&self.identity);
+                // One settle, one ledger batch: on the evm backend that is one
+                // transaction per receipt (fine for a devnet). R-PF6's netting
+                // pays off when verified receipts are buffered and applied as
+                // one `Settlement::apply` per epoch; the session would then
+                // report its charge once the epoch's batch lands.
                 let settled = match self.ledger(|l| l.settle(&receipt, &self.identity.id(), &record.payout)) {
                     Ok(s) => s,
                     Err(e) => {

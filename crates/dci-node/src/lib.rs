@@ -12,6 +12,8 @@
 //!   opens each epoch's committee sortition.
 //! - [`committee`]: the gateway's committee duties: epoch coordinator and
 //!   penalty votes (R-CK6, R-CK7).
+//! - [`settlement`]: the ledger backend a node settles on (embedded or evm,
+//!   one config line) and the gateway's [`settlement::NodeLedger`].
 //! - [`devnet`]: the whole network on loopback in one call.
 //!
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
@@ -26,5 +28,6 @@ pub mod keys;
 pub mod metrics;
 pub mod roles;
 pub mod runtime;
+pub mod settlement;
 pub mod store;
 pub mod transport;

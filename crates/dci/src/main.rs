@@ -12,8 +12,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use dci_gateway::api::{BalanceInfo, ContainerInfo, DeployRequest, SessionInfo, StakeRequest, TransferRequest};
 use dci_gateway::client::Client;
+use dci_ledger::Settlement as _;
 use dci_model::{GeoPoint, Policy, PricePerHour, ServiceName};
 use dci_node::devnet::{CLIENT_FILE, ClientFile, Devnet, DevnetConfig};
+use dci_node::settlement::{Backend, EvmConfig, SettlementConfig};
 
 /// DCI: a decentralized GPU cloud.
 #[derive(Parser, Debug)]
@@ -92,6 +94,9 @@ enum Command {
     /// Container host commands (for GPU providers).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// The evm settlement backend's contracts.
+    #[command(subcommand)]
+    Chain(ChainCommand),
     /// Measure a part of DCI on this machine (build with --release for real figures).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -157,6 +162,14 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Gas per usage receipt of netted on-chain settlement for batches of
+    /// 1, 100 and 10,000 receipts, and of one plain ERC-20 transfer, on a
+    /// fresh anvil (R-PF6).
+    Settlement {
+        /// Print JSON (the output is JSON either way).
+        #[arg(long)]
+        json: bool,
+    },
     /// Proof-of-capacity verification cost and soundness, and the epoch
     /// committee's sortition time and fairness (R-PF3, R-PF4).
     Checker {
@@ -177,6 +190,34 @@ enum ContainerCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ChainCommand {
+    /// Deploy the ATH token and the DCI ledger contract to an EVM chain and
+    /// write their addresses to the node config (`<data-dir>/settlement.toml`,
+    /// backend = "evm"); `dci devnet` then settles on that chain.
+    Deploy {
+        /// The chain's JSON-RPC endpoint, e.g. http://127.0.0.1:8545 (anvil).
+        #[arg(long)]
+        rpc_url: String,
+        /// The deployer's private key (hex); it becomes the ledger's settler.
+        /// Default: anvil's first dev key (public: never use it on a real chain).
+        #[arg(long, env = "DCI_SETTLER_KEY", hide_env_values = true)]
+        settler_key: Option<String>,
+        /// Data directory whose settlement.toml receives the addresses.
+        #[arg(long, env = "DCI_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the on-chain address standing for a DCI account (custodial:
+    /// nobody holds its key), to read it with any Ethereum tool.
+    Address {
+        /// The account, e.g. consumer:devnet or node:<id>.
+        account: String,
     },
 }
 
@@ -229,6 +270,11 @@ struct DevnetArgs {
     /// and the engine `cargo xtask deps` installs).
     #[arg(long, default_value = "process")]
     runtime: dci_node::runtime::RuntimeKind,
+    /// Ledger backend: embedded (SQLite) or evm (the contracts on an anvil
+    /// started on a free port, or on the chain `dci chain deploy` wrote to
+    /// settlement.toml). Default: the data directory's settlement.toml, or embedded.
+    #[arg(long)]
+    settlement: Option<Backend>,
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -410,6 +456,10 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 ..dci_ledger::bench::BenchConfig::default()
             };
             serde_json::to_string_pretty(&dci_ledger::bench::run(&config)?)?
+        }
+        BenchCommand::Settlement { json: _ } => {
+            let report = dci_chain::bench::run(&dci_chain::bench::BenchOptions::default())?;
+            serde_json::to_string_pretty(&report)?
         }
         BenchCommand::Checker { quick, json: _ } => {
             use dci_capacity::bench::BenchConfig as CapacityConfig;
@@ -616,13 +666,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Chain(ChainCommand::Deploy { rpc_url, settler_key, data_dir, json }) => {
+            init_logs("warn");
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let key = settler_key.unwrap_or_else(|| dci_chain::DEV_KEYS[0].to_owned());
+            let (url, k) = (rpc_url.clone(), key.clone());
+            let dep = tokio::task::spawn_blocking(move || {
+                dci_chain::deploy(&url, &k, &dci_ledger::Genesis::default(), &dci_ledger::Params::default())
+            })
+            .await??;
+            let config = SettlementConfig {
+                backend: Backend::Evm,
+                evm: Some(EvmConfig { rpc_url, anvil: false, settler_key: key, deployment: Some(dep.clone()) }),
+            };
+            config.save(&dir)?;
+            let path = SettlementConfig::path(&dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&dep)?);
+            } else {
+                println!("deployed on chain {}", dep.chain_id);
+                println!("  token    {}", dep.token);
+                println!("  ledger   {}", dep.ledger);
+                println!("  settler  {}", dep.settler);
+                println!("written to {} (backend = \"evm\")", path.display());
+            }
+            Ok(())
+        }
+        Command::Chain(ChainCommand::Address { account }) => {
+            let account = dci_model::AccountId::new(&account)?;
+            println!("{}", dci_chain::account_address(&account));
+            Ok(())
+        }
         Command::Ledger(LedgerCommand::Check { data_dir, json }) => {
             init_logs("warn");
-            let path = data_dir.unwrap_or_else(default_data_dir).join("ledger.db");
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let path = dir.join("ledger.db");
             anyhow::ensure!(path.exists(), "no ledger at {}: start `dci devnet` or pass --data-dir", path.display());
-            let ledger = dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::default())?;
+            let settings = SettlementConfig::load(&dir)?;
             let t0 = Instant::now();
-            let report = ledger.check_invariant()?;
+            let report = match (settings.backend, settings.evm) {
+                (Backend::Evm, Some(EvmConfig { rpc_url, settler_key, deployment: Some(dep), .. })) => {
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                        let l = dci_chain::EvmLedger::connect(&rpc_url, &settler_key, &dep).with_context(|| {
+                            format!("connecting to the dci ledger at {rpc_url} (is the devnet running?)")
+                        })?;
+                        Ok(l.check_invariant()?)
+                    })
+                    .await??
+                }
+                (Backend::Evm, _) => {
+                    anyhow::bail!("{}: backend evm but no deployment yet", SettlementConfig::path(&dir).display())
+                }
+                (Backend::Embedded, _) => {
+                    dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::default())?.check_invariant()?
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -684,11 +783,22 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         committee_size: a.committee_size as usize,
         inspect_every: Duration::from_secs(a.inspect_every_secs),
         runtime: a.runtime,
+        settlement: a.settlement,
     };
     let net = Devnet::start(config).await?;
     println!("DCI devnet");
     println!("  API        {}  (OpenAPI: {}/openapi.json, metrics: {}/metrics)", net.api_url, net.api_url, net.api_url);
     println!("  data dir   {}", data_dir.display());
+    match &net.chain {
+        None => println!("  ledger     embedded ({})", data_dir.join("ledger.db").display()),
+        Some(c) => println!(
+            "  ledger     evm on {}{}  token {}  ledger {}",
+            c.rpc_url,
+            if c.own_anvil { " (anvil)" } else { "" },
+            c.deployment.token,
+            c.deployment.ledger
+        ),
+    }
     println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
     println!("  containers");
     for c in &net.containers {
