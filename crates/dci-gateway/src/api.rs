@@ -135,6 +135,26 @@ pub struct SessionInfo {
     pub charged_ath: Option<String>,
     /// ATH returned to the consumer (after stop).
     pub refunded_ath: Option<String>,
+    /// Requests relayed to the service through the gateway's OpenAI-compatible relay.
+    #[serde(default)]
+    pub requests: u64,
+    /// Tokens those requests used, from the `usage` the model server returned.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Model sessions: price per 1,000 tokens, ATH (billed at stop, besides the seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_price_ath_per_1k: Option<String>,
+    /// Model sessions: ATH charged for the tokens (after stop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_charged_ath: Option<String>,
+    /// Model sessions: the OpenAI-compatible base path on the gateway,
+    /// `/openai/<session>/v1` (give `<gateway URL>` + this to an OpenAI client
+    /// as `base_url`, with your API key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_path: Option<String>,
+    /// Render sessions: the viewer page on the gateway, `/view/<session>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_path: Option<String>,
 }
 
 /// Move ATH from the caller's account to another account.

@@ -46,6 +46,11 @@ impl Client {
         Client { base: base.into().trim_end_matches('/').to_owned(), api_key, http: reqwest::Client::new() }
     }
 
+    /// The gateway's base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         match &self.api_key {

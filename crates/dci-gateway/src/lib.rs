@@ -10,6 +10,12 @@
 //!   start, settle) lives behind that trait in `dci-node`.
 //! - [`client`]: the typed HTTP client used by the `dci` CLI.
 //!
+//! Two routes face services rather than the API: `/openai/<session>/v1/…`
+//! relays OpenAI-style requests to a model session's container (the caller's
+//! API key, the session's owner, tokens metered from the answer's `usage`),
+//! and `/view/<session>` serves the render viewer page
+//! (`dci_services::render::CLIENT_PAGE`) pointed at the session's stream.
+//!
 //! Not here: matching, billing, or anything about node-to-node messages.
 
 pub mod api;

@@ -164,6 +164,12 @@ pub const CONSUMER: &str = "consumer:devnet";
 /// What the devnet consumer is given at creation.
 pub const CONSUMER_FUNDS: Amount = Amount::ath(10_000);
 
+/// The services every devnet container offers pre-installed: the built-in
+/// render service and the catalogue's all-MiniLM-L6-v2 (its runtime runs
+/// `dci service <name>`; a model's files are fetched into the model store on
+/// first start).
+pub const DEVNET_SERVICES: [&str; 2] = ["render", "all-minilm-l6-v2"];
+
 /// A simulated host profile: GPU, place, price.
 struct Profile {
     gpu: &'static str,
@@ -368,7 +374,7 @@ impl Devnet {
                 indexer_addr: indexer_addr.clone(),
                 listen_addr: String::new(),
                 spec,
-                services: vec![ServiceName::new("render").expect("valid")],
+                services: DEVNET_SERVICES.iter().map(|s| ServiceName::new(*s).expect("valid")).collect(),
                 price,
                 slots: 2,
                 payout: AccountId::for_node(&identity.id()),
@@ -389,13 +395,14 @@ impl Devnet {
             let id = identity.id();
             let h = spawn_agent(identity, "127.0.0.1:0", agent_cfg, runtime.clone(), shutdown.clone()).await?;
             containers.push(format!(
-                "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: render  at {}{cheat}",
+                "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: {}  at {}{cheat}",
                 id.short(),
                 gpu.model,
                 gpu.count,
                 gpu.vram_gib,
                 city,
                 price.0,
+                DEVNET_SERVICES.join(","),
                 h.addr
             ));
             roles.push(h);

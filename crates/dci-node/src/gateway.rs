@@ -18,7 +18,7 @@ use dci_gateway::api::{
     ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
-use dci_ledger::{LedgerError, Settlement, StakeRole};
+use dci_ledger::{LedgerError, LedgerOp, OpOutcome, Settlement, StakeRole};
 use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
 use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,17 @@ use crate::transport::Transport;
 const INDEXER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the gateway waits for a container to start or stop a service.
 const CONTAINER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a model session pays per 1,000 tokens relayed through the gateway,
+/// besides its seconds: 0.0001 ATH (10^14 base units). The charge is
+/// `floor(tokens × price / 1000)` base units, settled with the session's
+/// receipt in one ledger batch and split like any fee.
+pub const PRICE_PER_1K_TOKENS: Amount = Amount(100_000_000_000_000);
+
+/// The token charge for `tokens` at `per_1k` per 1,000 tokens, rounded down.
+pub fn token_charge(tokens: u64, per_1k: Amount) -> Amount {
+    Amount(per_1k.0.saturating_mul(u128::from(tokens)) / 1000)
+}
 
 /// A session as the gateway stores it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +66,18 @@ pub struct SessionRecord {
     billed_seconds: Option<u64>,
     charged: Option<Amount>,
     refunded: Option<Amount>,
+    /// Requests relayed through the gateway.
+    #[serde(default)]
+    requests: u64,
+    /// Tokens those requests used.
+    #[serde(default)]
+    tokens: u64,
+    /// Set for model sessions: what 1,000 tokens cost.
+    #[serde(default)]
+    token_price: Option<Amount>,
+    /// What the tokens were charged at stop.
+    #[serde(default)]
+    token_charged: Option<Amount>,
 }
 
 impl SessionRecord {
@@ -73,6 +96,12 @@ impl SessionRecord {
             billed_seconds: self.billed_seconds,
             charged_ath: self.charged.map(ath),
             refunded_ath: self.refunded.map(ath),
+            requests: self.requests,
+            tokens: self.tokens,
+            token_price_ath_per_1k: self.token_price.map(ath),
+            token_charged_ath: self.token_charged.map(ath),
+            openai_path: self.token_price.map(|_| format!("/openai/{}/v1", self.id)),
+            view_path: (self.service.as_str() == "render").then(|| format!("/view/{}", self.id)),
         }
     }
 }
@@ -101,6 +130,8 @@ pub struct Gateway {
     served: Mutex<HashMap<NodeId, u64>>,
     /// The epoch committee and penalty votes, when this gateway coordinates them.
     duties: Mutex<Option<Duties>>,
+    /// Serializes the read-modify-write of a session's meter and its settlement.
+    metering: Mutex<()>,
 }
 
 impl Gateway {
@@ -126,6 +157,7 @@ impl Gateway {
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
             served: Mutex::new(HashMap::new()),
             duties: Mutex::new(duties),
+            metering: Mutex::new(()),
         });
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
@@ -288,7 +320,16 @@ impl Gateway {
     }
 
     async fn do_deploy(&self, account: AccountId, req: DeployRequest) -> Result<SessionInfo, ApiError> {
-        let (request, hours) = req.to_match()?;
+        let (mut request, hours) = req.to_match()?;
+        // A catalogue model needs a container with the memory to serve it,
+        // and is billed per token as well as per second.
+        let catalogue = dci_models::Catalogue::builtin();
+        let model = catalogue.get(request.service.as_str()).ok();
+        if let Some(m) = model {
+            let gib = u32::try_from(m.memory_mib.div_ceil(1024)).unwrap_or(u32::MAX);
+            request.min_ram_gib = request.min_ram_gib.max(gib);
+        }
+        let token_price = model.map(|_| PRICE_PER_1K_TOKENS);
         let session = SessionId(rand::random());
         let request_id = self.request_id();
         let service = request.service.clone();
@@ -336,6 +377,10 @@ impl Gateway {
             billed_seconds: None,
             charged: None,
             refunded: None,
+            requests: 0,
+            tokens: 0,
+            token_price,
+            token_charged: None,
         };
         self.save(&record)?;
         let start = Message::StartSession { session, service, consumer: account, price: offer.price };
@@ -403,12 +448,7 @@ impl Gateway {
         match reply {
             Ok(Message::SessionStopped { mut receipt }) => {
                 receipt.acknowledge(&self.identity);
-                // One settle, one ledger batch: on the evm backend that is one
-                // transaction per receipt (fine for a devnet). R-PF6's netting
-                // pays off when verified receipts are buffered and applied as
-                // one `Settlement::apply` per epoch; the session would then
-                // report its charge once the epoch's batch lands.
-                let settled = match self.ledger(|l| l.settle(&receipt, &self.identity.id(), &record.payout)) {
+                let settled = match self.settle(record, &receipt) {
                     Ok(s) => s,
                     Err(e) => {
                         // A receipt the ledger refuses pays nothing: refund the consumer.
@@ -437,6 +477,63 @@ impl Gateway {
         }
         self.release(id);
         self.save(record)
+    }
+
+    /// Settles `record`'s receipt and, for a model session, its tokens, in
+    /// one ledger batch: the receipt pays the seconds from the escrow (the
+    /// rest returns to the consumer), then the token charge moves from the
+    /// consumer's balance, split by the fee split like the seconds. If the
+    /// consumer cannot pay the tokens, the seconds are settled alone and the
+    /// tokens recorded as unpaid (`token_charged` 0, with a warning).
+    fn settle(
+        &self,
+        record: &mut SessionRecord,
+        receipt: &dci_proto::SignedReceipt,
+    ) -> Result<dci_ledger::Settled, ApiError> {
+        let _meter = self.metering.lock().expect("metering lock");
+        // Requests metered while the stop was under way count too.
+        if let Ok(Some(latest)) = self.sessions.get::<SessionRecord>(&record.id.to_string()) {
+            record.requests = latest.requests;
+            record.tokens = latest.tokens;
+        }
+        let due = record.token_price.map_or(Amount::ZERO, |p| token_charge(record.tokens, p));
+        let settle_op =
+            LedgerOp::Settle { receipt: receipt.clone(), acker: self.identity.id(), payout: record.payout.clone() };
+        let mut ops = vec![settle_op.clone()];
+        if !due.is_zero() {
+            let split = self.ledger(|l| l.params())?.fees.split(due).map_err(|e| ApiError::internal(e.to_string()))?;
+            let shares = [
+                (record.payout.clone(), split.provider),
+                (dci_ledger::accounts::checker_fees(), split.checkers),
+                (dci_ledger::accounts::indexer_fees(), split.indexers),
+                (dci_ledger::accounts::treasury(), split.treasury),
+            ];
+            ops.extend(shares.into_iter().filter(|(_, a)| !a.is_zero()).map(|(to, amount)| {
+                LedgerOp::Transfer(dci_ledger::Transfer { from: record.account.clone(), to, amount })
+            }));
+        }
+        let (outcomes, charged) = match self.ledger(|l| l.apply(&ops)) {
+            Ok(o) => (o, due),
+            Err(e) if ops.len() > 1 && e.body.code == "insufficient_funds" => {
+                tracing::warn!(session = %record.id, tokens = record.tokens, due = %due, "the consumer cannot pay its tokens; settling the seconds alone");
+                (self.ledger(|l| l.apply(&[settle_op]))?, Amount::ZERO)
+            }
+            Err(e) => return Err(e),
+        };
+        record.token_charged = record.token_price.map(|_| charged);
+        match outcomes.into_iter().next() {
+            Some(OpOutcome::Settled(s)) => Ok(s),
+            other => Err(ApiError::internal(format!("the ledger settled with {other:?}"))),
+        }
+    }
+
+    /// One of the account's running sessions.
+    fn running(&self, account: &AccountId, id: SessionId) -> Result<SessionRecord, ApiError> {
+        let r = self.owned(account, id)?;
+        if r.status != SessionStatus::Running {
+            return Err(ApiError::new(409, "not_running", format!("session {id} is {:?}, not running", r.status)));
+        }
+        Ok(r)
     }
 
     fn interrupt(&self, record: &mut SessionRecord) -> Result<(), ApiError> {
@@ -795,6 +892,42 @@ impl ConsumerApi for Gateway {
                 explanation: explanation.to_string(),
                 details: serde_json::to_value(&explanation).map_err(|e| ApiError::internal(e.to_string()))?,
             })
+        })
+    }
+
+    fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>> {
+        Box::pin(async move {
+            let r = self.running(&account, id)?;
+            if r.token_price.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "session {id} runs {}, not a catalogue model: it has no OpenAI-compatible API",
+                    r.service
+                )));
+            }
+            Ok(r.endpoint)
+        })
+    }
+
+    fn meter(&self, account: AccountId, id: SessionId, tokens: u64) -> BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            let _meter = self.metering.lock().expect("metering lock");
+            let mut r = self.running(&account, id)?;
+            r.requests += 1;
+            r.tokens = r.tokens.saturating_add(tokens);
+            self.save(&r)?;
+            metrics::counter!("dci_gateway_relayed_requests_total").increment(1);
+            metrics::counter!("dci_gateway_relayed_tokens_total").increment(tokens);
+            Ok(())
+        })
+    }
+
+    fn view_target(&self, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>> {
+        Box::pin(async move {
+            let r: Option<SessionRecord> =
+                self.sessions.get(&id.to_string()).map_err(|e| ApiError::internal(e.to_string()))?;
+            r.filter(|r| r.status == SessionStatus::Running && r.service.as_str() == "render")
+                .map(|r| r.endpoint)
+                .ok_or_else(|| ApiError::not_found(format!("no running render session {id}")))
         })
     }
 

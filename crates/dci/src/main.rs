@@ -29,7 +29,10 @@ struct Cli {
 enum Command {
     /// Run a complete network on this machine (ledger, indexer, checker, gateway, containers).
     Devnet(DevnetArgs),
-    /// Deploy a service on the best matching container.
+    /// Deploy a service on the best matching container: `dci deploy render`,
+    /// or `dci deploy model all-minilm-l6-v2` for a catalogue model (placed on a
+    /// container with the memory it needs, served with an OpenAI-compatible
+    /// API through the gateway).
     Deploy(DeployArgs),
     /// List your sessions.
     Sessions(ClientArgs),
@@ -170,6 +173,10 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The services containers sell (R-SV1, R-SV2): embeddings/s and request
+    /// latency of all-MiniLM-L6-v2 over HTTP, frames/s and input-to-frame
+    /// latency of the render stream as a scripted user sees it.
+    Services(ServicesBenchArgs),
     /// Proof-of-capacity verification cost and soundness, and the epoch
     /// committee's sortition time and fairness (R-PF3, R-PF4).
     Checker {
@@ -180,6 +187,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Benchmark shapes: the default run and the `--quick` smoke run.
+#[derive(Args, Debug)]
+struct ServicesBenchArgs {
+    /// A small run (seconds): fewer embedding requests and render inputs.
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON (the output is JSON either way).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -304,8 +322,10 @@ struct ClientArgs {
 
 #[derive(Args, Debug)]
 struct DeployArgs {
-    /// Service to run, e.g. `render`.
+    /// Service to run, e.g. `render`; or `model`, followed by the model's name.
     service: ServiceName,
+    /// After `model`: a model of the catalogue, e.g. `all-minilm-l6-v2`.
+    model: Option<String>,
     /// GPU model (substring, case-insensitive), e.g. 4090 or H100.
     #[arg(long)]
     gpu: Option<String>,
@@ -438,6 +458,101 @@ struct CheckerBench {
     committee: dci_committee::bench::CommitteeBench,
 }
 
+/// `dci bench services`: the figures the issue names first, then each part's report.
+#[derive(serde::Serialize)]
+struct ServicesBench {
+    /// What the two workloads mimic.
+    workload: String,
+    embeddings_per_s: f64,
+    embed_p50_ms: f64,
+    embed_p99_ms: f64,
+    render_fps: f64,
+    render_input_to_frame_p50_ms: f64,
+    render_input_to_frame_p99_ms: f64,
+    model: dci_models::ModelBench,
+    render: RenderBench,
+}
+
+/// The render half of `dci bench services`: the simulated user's report
+/// without its per-input list.
+#[derive(serde::Serialize)]
+struct RenderBench {
+    workload: String,
+    url: String,
+    width: u16,
+    height: u16,
+    inputs: usize,
+    frames: u64,
+    seconds: f64,
+    fps: f64,
+    frame_interval: Option<dci_services::render::Summary>,
+    input_to_frame: Option<dci_services::render::Summary>,
+    server_frame_time: Option<dci_services::render::Summary>,
+    inputs_answered: usize,
+    inputs_changed_view: usize,
+    stalled: Option<String>,
+}
+
+/// Measures the model server (in-process, over loopback HTTP, weights from
+/// the model store) and the render stream (in-process, over a loopback
+/// WebSocket, driven by the scripted simulated user).
+fn bench_services(quick: bool) -> anyhow::Result<ServicesBench> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let entry = dci_models::Catalogue::builtin().get("all-minilm-l6-v2")?.clone();
+        let dir = dci_models::Store::open_default()?.ensure(&entry)?;
+        let encoder = std::sync::Arc::new(dci_models::Encoder::load(&dir, &entry, dci_models::DeviceChoice::Cpu)?);
+        let config = if quick {
+            dci_models::BenchConfig { requests: 20, ..dci_models::BenchConfig::default() }
+        } else {
+            dci_models::BenchConfig::default()
+        };
+        let model = dci_models::bench_local(encoder, dci_models::ServeOptions::default(), &config).await?;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let name = ServiceName::new("render")?;
+        let server = tokio::spawn(async move { dci_services::serve(&name, listener).await });
+        let inputs = if quick { 10 } else { 100 };
+        let url = format!("ws://{addr}/stream");
+        let user =
+            dci_services::render::simulate_user(&url, &dci_services::render::UserScript::standard(inputs)).await?;
+        server.abort();
+        let render = RenderBench {
+            workload: format!(
+                "one viewer of the render stream at its defaults ({}x{}, up to 30 fps), {inputs} inputs \
+                 (drags, keys, zooms), each sent after the frame answering the previous one",
+                user.width, user.height
+            ),
+            url: user.url,
+            width: user.width,
+            height: user.height,
+            inputs,
+            frames: user.frames,
+            seconds: user.seconds,
+            fps: user.fps,
+            frame_interval: user.frame_interval,
+            input_to_frame: user.input_to_frame,
+            server_frame_time: user.server_frame_time,
+            inputs_answered: user.inputs_answered,
+            inputs_changed_view: user.inputs_changed_view,
+            stalled: user.stalled,
+        };
+        let nan = f64::NAN;
+        Ok(ServicesBench {
+            workload: format!("embeddings: {}; render: {}", model.workload, render.workload),
+            embeddings_per_s: model.embeddings_per_s,
+            embed_p50_ms: model.p50_ms,
+            embed_p99_ms: model.p99_ms,
+            render_fps: render.fps,
+            render_input_to_frame_p50_ms: render.input_to_frame.map_or(nan, |s| s.p50_ms),
+            render_input_to_frame_p99_ms: render.input_to_frame.map_or(nan, |s| s.p99_ms),
+            model,
+            render,
+        })
+    })
+}
+
 /// `dci bench …`: prints the report as JSON.
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
     init_logs("warn");
@@ -461,6 +576,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             let report = dci_chain::bench::run(&dci_chain::bench::BenchOptions::default())?;
             serde_json::to_string_pretty(&report)?
         }
+        BenchCommand::Services(a) => serde_json::to_string_pretty(&bench_services(a.quick)?)?,
         BenchCommand::Checker { quick, json: _ } => {
             use dci_capacity::bench::BenchConfig as CapacityConfig;
             use dci_committee::bench::BenchConfig as CommitteeConfig;
@@ -515,8 +631,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Deploy(a) => {
             init_logs("warn");
+            let service = match (a.service.as_str(), &a.model) {
+                ("model", Some(name)) => {
+                    let catalogue = dci_models::Catalogue::builtin();
+                    let entry = catalogue.get(name).map_err(|e| {
+                        let names: Vec<&str> = catalogue.models().iter().map(|m| m.name.as_str()).collect();
+                        anyhow::anyhow!("{e} (the catalogue has: {})", names.join(", "))
+                    })?;
+                    entry.name.to_string()
+                }
+                ("model", None) => {
+                    anyhow::bail!("expected a model name after `model`, e.g. `dci deploy model all-minilm-l6-v2`")
+                }
+                (_, Some(extra)) => {
+                    anyhow::bail!("unexpected {extra:?} after the service name (only `model` takes a name)")
+                }
+                (s, None) => s.to_owned(),
+            };
             let req = DeployRequest {
-                service: a.service.to_string(),
+                service,
                 gpu: a.gpu,
                 gpu_count: a.gpu_count,
                 vram_gib: a.vram,
@@ -530,14 +663,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hours: Some(a.hours),
             };
             let t0 = Instant::now();
-            let s = a.client.client()?.deploy(&req).await?;
+            let client = a.client.client()?;
+            let s = client.deploy(&req).await?;
             if a.client.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 println!("session    {}", s.id);
                 println!("container  {}", s.container);
                 println!("endpoint   {}", s.endpoint);
+                if let Some(path) = &s.openai_path {
+                    println!("openai     {}{path}  (base_url for OpenAI clients, with your API key)", client.base());
+                }
+                if let Some(path) = &s.view_path {
+                    println!("view       {}{path}  (open in a browser)", client.base());
+                }
                 println!("price      {} ATH/h (escrow {} ATH)", s.price_ath_per_hour, s.escrow_ath);
+                if let Some(p) = &s.token_price_ath_per_1k {
+                    println!("tokens     {p} ATH per 1,000, billed at stop");
+                }
                 if let Some(rtt) = s.estimated_rtt_ms {
                     println!("est. rtt   {rtt} ms");
                 }
@@ -569,6 +712,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     s.charged_ath.as_deref().unwrap_or("0"),
                     s.refunded_ath.as_deref().unwrap_or("0")
                 );
+                if let Some(t) = &s.token_charged_ath {
+                    println!("tokens: {} in {} requests, charged {t} ATH", s.tokens, s.requests);
+                }
             }
             Ok(())
         }
@@ -835,17 +981,18 @@ fn print_sessions(list: &[SessionInfo]) {
         return;
     }
     println!(
-        "{:<32}  {:<8}  {:<11}  {:>8}  {:>12}  ENDPOINT",
-        "SESSION", "SERVICE", "STATUS", "SECONDS", "CHARGED ATH"
+        "{:<32}  {:<16}  {:<11}  {:>8}  {:>12}  {:>8}  ENDPOINT",
+        "SESSION", "SERVICE", "STATUS", "SECONDS", "CHARGED ATH", "TOKENS"
     );
     for s in list {
         println!(
-            "{:<32}  {:<8}  {:<11}  {:>8}  {:>12}  {}",
+            "{:<32}  {:<16}  {:<11}  {:>8}  {:>12}  {:>8}  {}",
             s.id,
             s.service,
             format!("{:?}", s.status).to_lowercase(),
             s.billed_seconds.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
             s.charged_ath.clone().unwrap_or_else(|| "-".into()),
+            if s.token_price_ath_per_1k.is_some() { s.tokens.to_string() } else { "-".into() },
             s.endpoint
         );
     }

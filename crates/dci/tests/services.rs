@@ -75,3 +75,31 @@ fn a_service_exits_when_its_starter_goes_away() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// `dci bench services --quick --json` runs both workloads and reports every
+/// headline figure as a finite number (no timing is asserted).
+#[test]
+fn bench_services_reports_its_figures() {
+    let out = Command::new(DCI)
+        .args(["bench", "services", "--quick", "--json"])
+        .env("DCI_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running dci bench services");
+    assert!(out.status.success(), "{:?}", out.status);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for field in [
+        "embeddings_per_s",
+        "embed_p50_ms",
+        "embed_p99_ms",
+        "render_fps",
+        "render_input_to_frame_p50_ms",
+        "render_input_to_frame_p99_ms",
+    ] {
+        let x = v[field].as_f64();
+        assert!(x.is_some_and(|x| x.is_finite() && x > 0.0), "{field}: {:?} in {v}", v[field]);
+    }
+    assert!(v["workload"].as_str().is_some_and(|w| w.contains("render")), "{v}");
+    assert_eq!(v["model"]["errors"], 0, "{v}");
+    assert_eq!(v["render"]["inputs_answered"], v["render"]["inputs"], "{v}");
+}

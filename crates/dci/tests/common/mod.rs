@@ -1,0 +1,75 @@
+//! A devnet as a real `dci devnet` process, and the CLI against it, for the
+//! service tests (`models.rs`, `view.rs`).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub const DCI: &str = env!("CARGO_BIN_EXE_dci");
+
+/// A running `dci devnet`; killed when dropped.
+pub struct Devnet {
+    child: Child,
+}
+
+impl Devnet {
+    /// Starts a devnet of `containers` containers on API port `port` and
+    /// returns once it says every one is schedulable.
+    pub fn start(dir: &Path, port: u16, containers: u16) -> Devnet {
+        let mut child = Command::new(DCI)
+            .args(["devnet", "--containers", &containers.to_string(), "--api-port", &port.to_string()])
+            .args(["--challenge-n", "64"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("DCI_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning dci devnet");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let all = format!("{containers}/{containers}");
+        loop {
+            let line = lines.next().expect("devnet exited before it was ready").unwrap();
+            if let Some(rest) = line.strip_prefix("ready: ") {
+                assert!(rest.starts_with(&all), "expected {all} containers schedulable: {line}");
+                break;
+            }
+        }
+        // Keep draining stdout so the devnet never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Devnet { child }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the CLI against the devnet in `dir`; returns (success, stdout, stderr).
+pub fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(DCI).args(args).arg("--data-dir").arg(dir).env("DCI_LOG", "warn").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+pub fn cli_json<T: serde::de::DeserializeOwned>(dir: &Path, args: &[&str]) -> T {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (ok, out, err) = cli(dir, &a);
+    assert!(ok, "dci {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("dci {args:?} printed non-JSON ({e}): {out}"))
+}
+
+/// The devnet consumer's API key, from `<dir>/client.json`.
+pub fn api_key(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("client.json")).expect("client.json");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["api_key"].as_str().expect("api_key").to_owned()
+}
