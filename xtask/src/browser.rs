@@ -9,17 +9,7 @@ pub fn ensure() -> Result<(), String> {
     if works() {
         return Ok(());
     }
-    eprintln!("==> deps: installing chromium with apt-get");
-    for args in [vec!["update", "-q"], vec!["install", "-y", "-q", "chromium"]] {
-        let ok = Command::new("apt-get")
-            .args(&args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err(format!("apt-get {} failed: install chromium (as root)", args.join(" ")));
-        }
-    }
+    crate::apt::install(&["chromium"], "the browser tests run headless chromium")?;
     if works() { Ok(()) } else { Err("chromium --version still fails after installing chromium".into()) }
 }
 

@@ -36,23 +36,8 @@ pub fn ensure() -> Result<(), String> {
     let mut packages: Vec<&str> = absent.iter().map(|(_, pkg)| *pkg).collect();
     packages.dedup();
     let names: Vec<&str> = absent.iter().map(|(p, _)| *p).collect();
-    eprintln!("==> deps: {} missing; installing {} with apt-get", names.join(", "), packages.join(" "));
-    let mut install = vec!["install", "-y", "-q"];
-    install.extend(&packages);
-    for args in [vec!["update", "-q"], install] {
-        let ok = Command::new("apt-get")
-            .args(&args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err(format!(
-                "apt-get {} failed: install {} (as root) so the docker runtime tests can start dockerd",
-                args.join(" "),
-                packages.join(" ")
-            ));
-        }
-    }
+    eprintln!("==> deps: {} missing", names.join(", "));
+    crate::apt::install(&packages, "the docker runtime tests start dockerd")?;
     let still: Vec<&str> = missing().into_iter().map(|(p, _)| p).collect();
     if still.is_empty() {
         Ok(())

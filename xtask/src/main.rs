@@ -6,7 +6,9 @@
 //! test of the workspace. Each step is
 //! timed so a slow CI run says where its time went.
 
+mod apt;
 mod browser;
+mod disk;
 mod docker;
 mod evm;
 
@@ -71,22 +73,13 @@ fn ensure_pip() -> Result<(), String> {
     if works() {
         return Ok(());
     }
-    eprintln!("==> deps: installing python3-pip with apt-get");
-    for args in [vec!["update", "-q"], vec!["install", "-y", "-q", "python3", "python3-pip"]] {
-        let ok = Command::new("apt-get")
-            .args(&args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Err(format!("apt-get {} failed: install python3 and python3-pip (as root)", args.join(" ")));
-        }
-    }
+    crate::apt::install(&["python3", "python3-pip"], "pip fetches model weights and test packages")?;
     if works() { Ok(()) } else { Err("python3 -m pip still does not work after installing python3-pip".into()) }
 }
 
 fn test() -> Result<(), String> {
     let t0 = Instant::now();
+    disk::ensure_room()?;
     deps()?;
     step("format", "cargo", &["fmt", "--all", "--", "--check"])?;
     step("clippy", "cargo", &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
