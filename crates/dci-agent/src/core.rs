@@ -8,7 +8,8 @@ use dci_model::{
     AccountId, Activity, ContainerSpec, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp, Transition,
 };
 use dci_proto::{
-    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, UsageReceipt, sign_transcript,
+    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, SignedReceipt, UsageReceipt,
+    sign_transcript,
 };
 
 /// What the container offers and whom it trusts.
@@ -71,11 +72,41 @@ pub enum Input {
         /// Why.
         reason: String,
     },
-    /// The runtime stopped a session's service.
+    /// The runtime stopped a session's service (asked to, or it exited).
     ServiceStopped {
         /// The session.
         session: SessionId,
     },
+    /// The operator's command (R-AG5), from the host's control socket.
+    Operator(OperatorCommand),
+}
+
+/// What the operator of a container can ask of it (R-AG5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorCommand {
+    /// Lock for maintenance: unschedulable from now on. Running sessions
+    /// move to other containers (each ends here with its final receipt and
+    /// the gateway re-matches it), or with `drain` run until their
+    /// consumers stop them.
+    MaintenanceOn {
+        /// Let running sessions finish instead of moving them.
+        drain: bool,
+    },
+    /// Unlock: the container asks for a fresh inspection, then is scheduled again.
+    MaintenanceOff,
+    /// The price of one slot per hour for new sessions (running ones keep theirs).
+    SetPrice(PricePerHour),
+}
+
+/// What the container earned, from the final receipts it signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Earnings {
+    /// Sessions settled by a final receipt.
+    pub sessions: u64,
+    /// Seconds they were billed.
+    pub seconds: u64,
+    /// What they were billed (before the fee split).
+    pub amount: dci_model::Amount,
 }
 
 /// Effects the driver carries out.
@@ -125,6 +156,10 @@ struct Session {
     started_at: Option<Timestamp>,
     endpoint: Option<String>,
     stop: Option<(ConnId, Timestamp)>,
+    /// When the last per-second usage receipt was signed.
+    metered_at: Option<Timestamp>,
+    /// The final receipt went out with `SessionEnded`: nothing more is owed.
+    ended: bool,
 }
 
 /// A session as the operator sees it.
@@ -176,6 +211,39 @@ pub struct Agent {
     last_solution: Option<Solution>,
     sessions: HashMap<SessionId, Session>,
     evaluations: HashMap<SessionId, Evaluation>,
+    /// The operator locked this container (R-AG5).
+    maintenance: bool,
+    earned: Earnings,
+    /// The latest lifecycle transitions the indexer reported, newest last.
+    transitions: Vec<Transition>,
+}
+
+/// How often a running session's usage is signed (R-AG4).
+pub const METERING_INTERVAL: Duration = Duration::from_secs(1);
+/// Lifecycle transitions kept for the operator's status.
+const TRANSITIONS_KEPT: usize = 8;
+
+/// The container as its operator sees it (`dci container status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// The container's node id.
+    pub id: NodeId,
+    /// The lifecycle state last reported by the indexer.
+    pub state: Option<State>,
+    /// Locked for maintenance by the operator.
+    pub maintenance: bool,
+    /// Price of one slot per hour for new sessions.
+    pub price: PricePerHour,
+    /// Concurrent sessions offered.
+    pub slots: u32,
+    /// Pre-installed services.
+    pub services: Vec<ServiceName>,
+    /// Sessions running now.
+    pub sessions: Vec<SessionView>,
+    /// What the final receipts it signed billed.
+    pub earned: Earnings,
+    /// The latest lifecycle transitions, newest last (with who and why).
+    pub transitions: Vec<Transition>,
 }
 
 impl Agent {
@@ -191,6 +259,115 @@ impl Agent {
             last_solution: None,
             sessions: HashMap::new(),
             evaluations: HashMap::new(),
+            maintenance: false,
+            earned: Earnings::default(),
+            transitions: Vec::new(),
+        }
+    }
+
+    /// The operator's view.
+    pub fn status(&self) -> AgentStatus {
+        AgentStatus {
+            id: self.identity.id(),
+            state: self.state,
+            maintenance: self.maintenance,
+            price: self.config.price,
+            slots: self.config.slots,
+            services: self.config.services.clone(),
+            sessions: self.sessions(),
+            earned: self.earned,
+            transitions: self.transitions.clone(),
+        }
+    }
+
+    /// `session`'s usage from its start until `ended`, signed.
+    fn receipt(&self, id: SessionId, s: &Session, ended: Timestamp) -> SignedReceipt {
+        let started = s.started_at.unwrap_or(ended);
+        let ended = ended.max(started);
+        let seconds = ended.since(started).as_secs();
+        UsageReceipt {
+            session: id,
+            container: self.identity.id(),
+            consumer: s.consumer.clone(),
+            service: s.service.clone(),
+            started_at: started,
+            ended_at: ended,
+            seconds,
+            price: s.price,
+            amount: s.price.cost_for_secs(seconds).unwrap_or_default(),
+        }
+        .sign(&self.identity)
+    }
+
+    /// Counts a final receipt in the earnings.
+    fn earn(&mut self, r: &SignedReceipt) {
+        self.earned.sessions += 1;
+        self.earned.seconds += r.receipt.seconds;
+        self.earned.amount = self.earned.amount.checked_add(r.receipt.amount).unwrap_or(self.earned.amount);
+    }
+
+    /// Per-second metering (R-AG4): a signed receipt of the usage so far for
+    /// every running session due one, sent to the gateway that started it.
+    fn meter(&mut self, now: Timestamp) -> Vec<Output> {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.started_at.is_some() && s.stop.is_none() && !s.ended)
+            .filter(|(_, s)| s.metered_at.is_none_or(|t| now.since(t) >= METERING_INTERVAL))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let s = &self.sessions[&id];
+            let receipt = self.receipt(id, s, now);
+            let conn = s.start_conn;
+            self.sessions.get_mut(&id).expect("present").metered_at = Some(now);
+            out.push(Output::Net(Net::Reply { conn, msg: Message::Usage { receipt } }));
+        }
+        out
+    }
+
+    /// Ends `session` here with its final receipt, for the gateway to settle
+    /// and move elsewhere; the service is stopped.
+    fn end_session(&mut self, now: Timestamp, session: SessionId, reason: &str) -> Vec<Output> {
+        let Some(s) = self.sessions.get(&session) else { return vec![] };
+        if s.stop.is_some() || s.ended || s.started_at.is_none() {
+            return vec![];
+        }
+        let receipt = self.receipt(session, s, now);
+        let conn = s.start_conn;
+        self.earn(&receipt);
+        self.sessions.get_mut(&session).expect("present").ended = true;
+        vec![
+            Output::Net(Net::Reply { conn, msg: Message::SessionEnded { receipt, reason: reason.to_owned() } }),
+            Output::StopService { session },
+        ]
+    }
+
+    fn operator(&mut self, now: Timestamp, cmd: OperatorCommand) -> Vec<Output> {
+        match cmd {
+            OperatorCommand::MaintenanceOn { drain } => {
+                self.maintenance = true;
+                let mut out = vec![self.to_indexer(Message::Maintenance { on: true })];
+                if !drain {
+                    let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+                    ids.sort();
+                    for id in ids {
+                        out.extend(self.end_session(now, id, "the container's operator locked it for maintenance"));
+                    }
+                }
+                out
+            }
+            OperatorCommand::MaintenanceOff => {
+                self.maintenance = false;
+                vec![self.to_indexer(Message::Maintenance { on: false })]
+            }
+            OperatorCommand::SetPrice(price) => {
+                self.config.price = price;
+                // Re-registering with the new price updates the offer; the
+                // spec is unchanged, so no inspection is needed.
+                vec![self.to_indexer(Message::Register(self.registration()))]
+            }
         }
     }
 
@@ -242,8 +419,13 @@ impl Agent {
             Input::Boot => vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)],
             Input::Tick => {
                 let due = self.last_heartbeat.is_none_or(|t| now.since(t) >= self.config.heartbeat_interval);
-                if due { vec![self.heartbeat(now)] } else { vec![] }
+                let mut out = self.meter(now);
+                if due {
+                    out.push(self.heartbeat(now));
+                }
+                out
             }
+            Input::Operator(cmd) => self.operator(now, cmd),
             Input::Net(inbound) => self.on_message(now, inbound),
             Input::Computed { params, attempt } => match self.challenges.get_mut(&params.id) {
                 Some((conn, _, slot)) => {
@@ -297,29 +479,21 @@ impl Agent {
                 if self.evaluations.remove(&session).is_some() {
                     return vec![];
                 }
-                let Some(s) = self.sessions.remove(&session) else { return vec![] };
+                let Some(s) = self.sessions.get(&session) else { return vec![] };
                 let Some((conn, requested)) = s.stop else {
-                    // The service ended on its own: nobody asked; the receipt
-                    // is produced when the gateway asks to stop.
-                    return vec![self.heartbeat(now)];
+                    // The service exited on its own (crashed, killed): the
+                    // consumer pays until now and the gateway moves the
+                    // session elsewhere. After `SessionEnded`, nothing is owed.
+                    let mut out = self.end_session(now, session, "the service exited");
+                    out.retain(|o| !matches!(o, Output::StopService { .. }));
+                    self.sessions.remove(&session);
+                    out.push(self.heartbeat(now));
+                    return out;
                 };
                 // Billing ends when the stop was asked for, not when teardown finished.
-                let started = s.started_at.unwrap_or(requested);
-                let ended = requested.max(started);
-                let seconds = ended.since(started).as_secs();
-                let amount = s.price.cost_for_secs(seconds).unwrap_or_default();
-                let receipt = UsageReceipt {
-                    session,
-                    container: self.identity.id(),
-                    consumer: s.consumer,
-                    service: s.service,
-                    started_at: started,
-                    ended_at: ended,
-                    seconds,
-                    price: s.price,
-                    amount,
-                }
-                .sign(&self.identity);
+                let receipt = self.receipt(session, s, requested);
+                self.earn(&receipt);
+                self.sessions.remove(&session);
                 vec![Output::Net(Net::Reply { conn, msg: Message::SessionStopped { receipt } }), self.heartbeat(now)]
             }
         }
@@ -333,6 +507,10 @@ impl Agent {
                     return reject(format!("state report from {} which is not a trusted indexer", from.short()));
                 }
                 self.state = Some(transition.to);
+                self.transitions.push(transition.clone());
+                if self.transitions.len() > TRANSITIONS_KEPT {
+                    self.transitions.remove(0);
+                }
                 let mut out = vec![Output::StateChanged(transition.clone())];
                 match transition.to {
                     State::Ready => out.push(self.heartbeat(now)),
@@ -395,6 +573,9 @@ impl Agent {
                 if !self.config.services.contains(&service) {
                     return fail(format!("service {service} is not installed on this container"));
                 }
+                if self.maintenance {
+                    return fail("the container is locked for maintenance".to_owned());
+                }
                 if self.sessions.len() as u32 >= self.config.slots {
                     return fail(format!("all {} slots are busy", self.config.slots));
                 }
@@ -411,6 +592,8 @@ impl Agent {
                         started_at: None,
                         endpoint: None,
                         stop: None,
+                        metered_at: None,
+                        ended: false,
                     },
                 );
                 vec![Output::StartService { session, service }]
@@ -422,6 +605,10 @@ impl Agent {
                 let Some(s) = self.sessions.get_mut(&session) else {
                     return reject(format!("no session {session} on this container"));
                 };
+                if s.ended {
+                    // Its final receipt already went out with `SessionEnded`.
+                    return vec![];
+                }
                 if s.stop.is_some() {
                     return reject(format!("session {session} is already stopping"));
                 }

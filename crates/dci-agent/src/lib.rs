@@ -7,9 +7,13 @@
 //! `dci-node` feeds it [`Input`]s and carries out its [`Output`]s.
 //!
 //! [`runtime`] holds the workload runtimes behind the [`runtime::Runtime`]
-//! trait (R-AG2): `process` (a child process per session) now; `docker` later.
+//! trait (R-AG2): `process` (a child process per session); the `docker` runtime
+//! lives in `dci-docker`. The operator's commands (R-AG5) arrive as
+//! [`Input::Operator`]; [`Agent::status`] is what `dci container status` shows.
 
 mod core;
 pub mod runtime;
 
-pub use core::{Agent, AgentConfig, Input, Output, SessionView};
+pub use core::{
+    Agent, AgentConfig, AgentStatus, Earnings, Input, METERING_INTERVAL, OperatorCommand, Output, SessionView,
+};

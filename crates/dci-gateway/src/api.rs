@@ -100,6 +100,10 @@ pub enum SessionStatus {
     Starting,
     /// Running; the endpoint answers.
     Running,
+    /// Its container failed (or was locked for maintenance): the time it
+    /// delivered is settled and the session is being placed on another
+    /// container; `endpoint` changes when it runs again.
+    Recovering,
     /// Stopped and settled.
     Stopped,
     /// Ended by a failure or a restart; settled for the time delivered.
@@ -155,6 +159,33 @@ pub struct SessionInfo {
     /// Render sessions: the viewer page on the gateway, `/view/<session>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_path: Option<String>,
+    /// When the current placement started serving, ms since the Unix epoch
+    /// (later than `started_at_ms` after a failover).
+    #[serde(default)]
+    pub placed_at_ms: u64,
+    /// Earlier placements of this session, oldest first: each container it
+    /// ran on before a failover, what it delivered and what that cost. The
+    /// totals above (billed seconds, charged, refunded) include them; the
+    /// time between two placements is never billed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// One placement of a session on one container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SegmentInfo {
+    /// Container id (64 hex digits).
+    pub container: String,
+    /// When the container started serving, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The end of the last usage the container signed for, ms since the Unix epoch.
+    pub ended_at_ms: u64,
+    /// Seconds billed: those the container's last signed receipt covers.
+    pub billed_seconds: u64,
+    /// ATH charged for them.
+    pub charged_ath: String,
+    /// Why the session left this container.
+    pub ended_because: String,
 }
 
 /// Move ATH from the caller's account to another account.

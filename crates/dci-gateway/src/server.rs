@@ -16,8 +16,8 @@ use utoipa::OpenApi;
 
 use crate::api::{
     ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo,
-    PenaltyInfo, RewardsInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
-    VerdictInfo,
+    PenaltyInfo, RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo,
+    UnbondingInfo, VerdictInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -117,6 +117,7 @@ impl IntoResponse for ApiError {
     components(schemas(
         DeployRequest,
         SessionInfo,
+        SegmentInfo,
         SessionStatus,
         BalanceInfo,
         ContainerInfo,

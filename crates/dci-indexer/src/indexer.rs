@@ -67,6 +67,10 @@ pub enum Rejection {
         /// Slots reserved.
         reserved: u32,
     },
+    /// An operator's request the lifecycle table does not allow from the
+    /// container's state (e.g. unlocking a container that is not locked).
+    #[error("{0}")]
+    Lifecycle(#[from] dci_model::LifecycleError),
     /// A heartbeat from, or a verdict about, a container that never registered.
     #[error("expected a registered container, found unknown node {0}")]
     UnknownContainer(NodeId),
@@ -594,6 +598,7 @@ impl Indexer {
         match msg {
             Message::Register(reg) => self.on_register(now, conn, from, reg, out),
             Message::Heartbeat(hb) => self.on_heartbeat(now, conn, from, hb, out),
+            Message::Maintenance { on } => self.on_maintenance(now, conn, from, on, out),
             Message::Verdict(v) => {
                 if !self.committee().is_some_and(|c| c.contains(&from)) {
                     self.require(&self.config.checkers, from, "checker")?;
@@ -693,6 +698,33 @@ impl Indexer {
         if let Some(t) = transition {
             out.push(reply(conn, Message::StateChanged { transition: t }));
         }
+        Ok(())
+    }
+
+    /// The operator (who holds the container's key) locks or unlocks it
+    /// (R-AG5). Locked, it is never scheduled; unlocked, it needs a fresh
+    /// inspection first (the host may have changed), which its
+    /// re-registration asks for.
+    fn on_maintenance(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        from: NodeId,
+        on: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
+        let slot = *self.slots.get(&from).ok_or(Rejection::UnknownContainer(from))?;
+        let c = &mut self.containers[slot as usize];
+        let (to, reason) = if on {
+            (State::MaintenanceLock, "operator: maintenance")
+        } else {
+            (State::ReinspectionRequired, "operator: maintenance over")
+        };
+        let t = c.record.state.transition(to, Actor::Operator, reason, now)?;
+        c.record.apply(t.clone());
+        out.push(Output::Persist(c.record.clone()));
+        out.push(reply(conn, Message::StateChanged { transition: t }));
+        self.changed(slot);
         Ok(())
     }
 

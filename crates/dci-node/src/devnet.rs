@@ -346,6 +346,13 @@ impl Devnet {
             };
             roles.push(spawn_checker(bound, checker_cfg, identity.clone(), shutdown.clone())?);
         }
+        // Other hosts join with `dci container run`, reading this file.
+        crate::host::Network {
+            indexer: crate::host::Peer { id: indexer_node, addr: indexer_addr.clone() },
+            gateways: vec![gateway_id.id()],
+            checkers: checker_nodes.clone(),
+        }
+        .save(dir)?;
         let interrupted = gateway.recover_interrupted()?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "sessions from the previous run were refunded (their containers restarted)");

@@ -6,21 +6,31 @@
 //! Every step that can fail is undone in reverse: no escrow stays locked and
 //! no slot stays reserved for a session that did not start. A session whose
 //! container cannot produce a receipt is refunded in full: no receipt, no pay.
+//!
+//! While a session runs, its container signs its usage so far once a second
+//! (`Message::Usage`); the gateway acknowledges and keeps the latest. When
+//! the receipts stop ([`failover`]: the container died or went dark), or the
+//! container ends the session itself (`Message::SessionEnded`: its service
+//! exited, or its operator locked it for maintenance), the gateway settles
+//! the time delivered, re-matches the session and starts it on another
+//! container: same session id, new endpoint, and the gap is never billed.
 
-use std::collections::HashMap;
+pub mod failover;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dci_gateway::api::{
     ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, OfferInfo, PenaltyInfo,
-    RewardsInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo,
-    ath,
+    RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
+    VerdictInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi};
 use dci_ledger::{LedgerError, LedgerOp, OpOutcome, Settlement, StakeRole};
-use dci_model::{AccountId, Amount, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
-use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView};
+use dci_model::{AccountId, Amount, MatchRequest, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
+use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView, SignedReceipt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -78,6 +88,42 @@ pub struct SessionRecord {
     /// What the tokens were charged at stop.
     #[serde(default)]
     token_charged: Option<Amount>,
+    /// The id the container and the ledger know the current placement by:
+    /// the session's own id at first, a derived one after each failover.
+    #[serde(default)]
+    placement: Option<SessionId>,
+    /// When the current placement started serving (`started_at` if never moved).
+    #[serde(default)]
+    placed_at: Option<Timestamp>,
+    /// Hours of escrow asked for at deploy; each placement escrows them anew.
+    #[serde(default = "one_hour")]
+    hours: u32,
+    /// What was matched, to match again after a failure.
+    #[serde(default)]
+    request: Option<MatchRequest>,
+    /// Earlier placements, oldest first.
+    #[serde(default)]
+    segments: Vec<Segment>,
+    /// The latest usage receipt acknowledged for the current placement, as
+    /// persisted (every few seconds): what a restarted gateway settles.
+    #[serde(default)]
+    usage: Option<SignedReceipt>,
+}
+
+fn one_hour() -> u32 {
+    1
+}
+
+/// One earlier placement of a session: what it delivered and cost.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Segment {
+    container: NodeId,
+    started_at: Timestamp,
+    ended_at: Timestamp,
+    billed_seconds: u64,
+    charged: Amount,
+    refunded: Amount,
+    reason: String,
 }
 
 impl SessionRecord {
@@ -102,8 +148,52 @@ impl SessionRecord {
             token_charged_ath: self.token_charged.map(ath),
             openai_path: self.token_price.map(|_| format!("/openai/{}/v1", self.id)),
             view_path: (self.service.as_str() == "render").then(|| format!("/view/{}", self.id)),
+            placed_at_ms: self.placed_at.unwrap_or(self.started_at).0,
+            segments: self
+                .segments
+                .iter()
+                .map(|g| SegmentInfo {
+                    container: g.container.to_string(),
+                    started_at_ms: g.started_at.0,
+                    ended_at_ms: g.ended_at.0,
+                    billed_seconds: g.billed_seconds,
+                    charged_ath: ath(g.charged),
+                    ended_because: g.reason.clone(),
+                })
+                .collect(),
         }
     }
+
+    /// The id of the current placement (see `placement`).
+    fn placement(&self) -> SessionId {
+        self.placement.unwrap_or(self.id)
+    }
+
+    /// Sets the session's totals: the earlier placements plus the last one's
+    /// `seconds`, `charged` and `refunded`.
+    fn total(&mut self, seconds: u64, charged: Amount, refunded: Amount) {
+        let sum = |f: fn(&Segment) -> u128| self.segments.iter().map(f).sum::<u128>();
+        let earlier_seconds: u64 = self.segments.iter().map(|g| g.billed_seconds).sum();
+        self.billed_seconds = Some(earlier_seconds + seconds);
+        self.charged = Some(Amount(sum(|g| g.charged.0) + charged.0));
+        self.refunded = Some(Amount(sum(|g| g.refunded.0) + refunded.0));
+    }
+}
+
+/// A running placement as the gateway watches it.
+struct Live {
+    /// The consumer's session id.
+    session: SessionId,
+    /// The container serving it.
+    container: NodeId,
+    /// When the container was last heard from (start, or a receipt).
+    heard: Instant,
+    /// The latest usage receipt, acknowledged.
+    receipt: Option<SignedReceipt>,
+    /// When a receipt was last persisted to the session record.
+    persisted: Instant,
+    /// A failover is under way.
+    moving: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,6 +222,10 @@ pub struct Gateway {
     duties: Mutex<Option<Duties>>,
     /// Serializes the read-modify-write of a session's meter and its settlement.
     metering: Mutex<()>,
+    /// Running placements by placement id, with their latest usage receipts.
+    live: Mutex<HashMap<SessionId, Live>>,
+    /// Sessions being stopped or moved: one of the two at a time.
+    busy: Mutex<HashSet<SessionId>>,
 }
 
 impl Gateway {
@@ -158,7 +252,10 @@ impl Gateway {
             served: Mutex::new(HashMap::new()),
             duties: Mutex::new(duties),
             metering: Mutex::new(()),
+            live: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
         });
+        tokio::spawn(failover::watch(Arc::downgrade(&gw), shutdown.clone()));
         let weak = Arc::downgrade(&gw);
         tokio::spawn(async move {
             loop {
@@ -185,8 +282,16 @@ impl Gateway {
 
     /// Routes a reply to whoever waits for it, committee traffic to the
     /// duties; anything else is refused.
-    fn deliver(&self, Inbound { from, msg, .. }: Inbound) {
+    fn deliver(self: &Arc<Self>, Inbound { from, msg, .. }: Inbound) {
         let msg = match msg {
+            Message::Usage { receipt } => {
+                self.usage(from, receipt, None);
+                return;
+            }
+            Message::SessionEnded { receipt, reason } => {
+                self.usage(from, receipt, Some(reason));
+                return;
+            }
             Message::EpochProof { epoch, proof } => {
                 if let Some(d) = self.duties.lock().expect("duties lock").as_mut()
                     && let Err(e) = d.proof(from, epoch, &proof)
@@ -338,7 +443,7 @@ impl Gateway {
                 &self.indexer_addr,
                 Waiting::Request(request_id),
                 None,
-                Message::Match { request_id, session, request },
+                Message::Match { request_id, session, request: request.clone() },
                 INDEXER_TIMEOUT,
             )
             .await?;
@@ -381,6 +486,12 @@ impl Gateway {
             tokens: 0,
             token_price,
             token_charged: None,
+            placement: None,
+            placed_at: None,
+            hours,
+            request: Some(request),
+            segments: Vec::new(),
+            usage: None,
         };
         self.save(&record)?;
         let start = Message::StartSession { session, service, consumer: account, price: offer.price };
@@ -392,6 +503,7 @@ impl Gateway {
                 record.status = SessionStatus::Running;
                 record.started_at = clock::now();
                 self.save(&record)?;
+                self.watch(&record);
                 metrics::counter!("dci_gateway_sessions_started_total").increment(1);
                 tracing::info!(session = %session, container = %offer.container.short(), endpoint = %record.endpoint, "session started");
                 Ok(record.info())
@@ -424,6 +536,13 @@ impl Gateway {
     }
 
     async fn do_stop(&self, account: AccountId, id: SessionId) -> Result<SessionInfo, ApiError> {
+        let _claim = self.claim(id).ok_or_else(|| {
+            ApiError::new(
+                409,
+                "recovering",
+                format!("session {id} is moving to another container; stop it again in a few seconds"),
+            )
+        })?;
         let mut record = self.owned(&account, id)?;
         if record.status != SessionStatus::Running {
             return Err(ApiError::new(409, "not_running", format!("session {id} is {:?}, not running", record.status)));
@@ -432,51 +551,76 @@ impl Gateway {
         Ok(record.info())
     }
 
-    /// Stops one running session and settles it (or refunds it when the
-    /// container cannot produce a receipt).
+    /// Stops one running session and settles it: with the container's final
+    /// receipt, or when the container does not answer, with the latest
+    /// per-second receipt it signed (the time it delivered); with no receipt
+    /// at all the escrow is refunded in full.
     async fn stop_record(&self, record: &mut SessionRecord) -> Result<(), ApiError> {
-        let id = record.id;
+        let placement = record.placement();
         let reply = self
             .ask(
                 &record.container_addr,
-                Waiting::Stop(id),
+                Waiting::Stop(placement),
                 Some(record.container),
-                Message::StopSession { session: id },
+                Message::StopSession { session: placement },
                 CONTAINER_TIMEOUT,
             )
             .await;
-        match reply {
-            Ok(Message::SessionStopped { mut receipt }) => {
-                receipt.acknowledge(&self.identity);
-                let settled = match self.settle(record, &receipt) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // A receipt the ledger refuses pays nothing: refund the consumer.
-                        tracing::warn!(session = %id, error = %e, "receipt refused; refunding the escrow");
-                        self.interrupt(record)?;
-                        self.release(id);
-                        return self.save(record);
-                    }
-                };
-                record.status = SessionStatus::Stopped;
-                record.ended_at = Some(receipt.receipt.ended_at);
-                record.billed_seconds = Some(receipt.receipt.seconds);
-                record.charged = Some(settled.charged);
-                record.refunded = Some(settled.refunded);
-                metrics::counter!("dci_gateway_sessions_settled_total").increment(1);
-                tracing::info!(session = %id, seconds = receipt.receipt.seconds, charged = %settled.charged, "session settled");
-            }
+        let latest = self.unwatch(placement).or_else(|| record.usage.clone());
+        let (receipt, status) = match reply {
+            Ok(Message::SessionStopped { receipt }) => (Some(receipt), SessionStatus::Stopped),
             other => {
                 let why = match other {
                     Ok(m) => format!("container answered {}", m.kind()),
                     Err(e) => e.body.message,
                 };
-                tracing::warn!(session = %id, %why, "no usage receipt; refunding the escrow");
-                self.interrupt(record)?;
+                tracing::warn!(session = %record.id, %why, delivered = latest.as_ref().map(|r| r.receipt.seconds), "no final receipt; settling the last usage receipt");
+                (latest, SessionStatus::Interrupted)
+            }
+        };
+        self.finish(record, receipt, status)?;
+        self.release(placement);
+        self.save(record)
+    }
+
+    /// Settles the current placement with `receipt` (tokens included) and
+    /// ends the session as `status`; without a receipt, or if the ledger
+    /// refuses it, the placement's escrow is refunded and the session is
+    /// interrupted.
+    fn finish(
+        &self,
+        record: &mut SessionRecord,
+        receipt: Option<SignedReceipt>,
+        status: SessionStatus,
+    ) -> Result<(), ApiError> {
+        let settled = receipt.and_then(|mut r| {
+            r.acknowledge(&self.identity);
+            match self.settle(record, &r, true) {
+                Ok(s) => Some((r, s)),
+                Err(e) => {
+                    // A receipt the ledger refuses pays nothing: refund the consumer.
+                    tracing::warn!(session = %record.id, error = %e, "receipt refused; refunding the escrow");
+                    None
+                }
+            }
+        });
+        match settled {
+            Some((r, s)) => {
+                record.status = status;
+                record.ended_at = Some(r.receipt.ended_at);
+                record.total(r.receipt.seconds, s.charged, s.refunded);
+                metrics::counter!("dci_gateway_sessions_settled_total").increment(1);
+                tracing::info!(session = %record.id, seconds = r.receipt.seconds, charged = %s.charged, "session settled");
+            }
+            None => {
+                let refunded = self.ledger(|l| l.refund(record.placement()))?;
+                record.status = SessionStatus::Interrupted;
+                record.ended_at = Some(clock::now());
+                record.total(0, Amount::ZERO, refunded);
             }
         }
-        self.release(id);
-        self.save(record)
+        record.usage = None;
+        Ok(())
     }
 
     /// Settles `record`'s receipt and, for a model session, its tokens, in
@@ -485,10 +629,13 @@ impl Gateway {
     /// consumer's balance, split by the fee split like the seconds. If the
     /// consumer cannot pay the tokens, the seconds are settled alone and the
     /// tokens recorded as unpaid (`token_charged` 0, with a warning).
+    /// `with_tokens`: false when an earlier placement is settled after a
+    /// failover (the tokens are charged once, at the end).
     fn settle(
         &self,
         record: &mut SessionRecord,
         receipt: &dci_proto::SignedReceipt,
+        with_tokens: bool,
     ) -> Result<dci_ledger::Settled, ApiError> {
         let _meter = self.metering.lock().expect("metering lock");
         // Requests metered while the stop was under way count too.
@@ -496,7 +643,10 @@ impl Gateway {
             record.requests = latest.requests;
             record.tokens = latest.tokens;
         }
-        let due = record.token_price.map_or(Amount::ZERO, |p| token_charge(record.tokens, p));
+        let due = match record.token_price {
+            Some(p) if with_tokens => token_charge(record.tokens, p),
+            _ => Amount::ZERO,
+        };
         let settle_op =
             LedgerOp::Settle { receipt: receipt.clone(), acker: self.identity.id(), payout: record.payout.clone() };
         let mut ops = vec![settle_op.clone()];
@@ -520,7 +670,9 @@ impl Gateway {
             }
             Err(e) => return Err(e),
         };
-        record.token_charged = record.token_price.map(|_| charged);
+        if with_tokens {
+            record.token_charged = record.token_price.map(|_| charged);
+        }
         match outcomes.into_iter().next() {
             Some(OpOutcome::Settled(s)) => Ok(s),
             other => Err(ApiError::internal(format!("the ledger settled with {other:?}"))),
@@ -536,20 +688,16 @@ impl Gateway {
         Ok(r)
     }
 
-    fn interrupt(&self, record: &mut SessionRecord) -> Result<(), ApiError> {
-        let refunded = self.ledger(|l| l.refund(record.id))?;
-        record.status = SessionStatus::Interrupted;
-        record.ended_at = Some(clock::now());
-        record.billed_seconds = Some(0);
-        record.charged = Some(Amount::ZERO);
-        record.refunded = Some(refunded);
-        Ok(())
-    }
-
     /// Stops and settles every running session (graceful shutdown).
     pub async fn stop_all(&self) {
         let records: Vec<SessionRecord> = self.sessions.list(None).unwrap_or_default();
-        for mut r in records.into_iter().filter(|r| r.status == SessionStatus::Running) {
+        for id in records.into_iter().filter(|r| r.status == SessionStatus::Running).map(|r| r.id) {
+            // A failover under way keeps its session (a restart settles it).
+            let Some(_claim) = self.claim(id) else { continue };
+            let Ok(Some(mut r)) = self.sessions.get::<SessionRecord>(&id.to_string()) else { continue };
+            if r.status != SessionStatus::Running {
+                continue;
+            }
             if let Err(e) = self.stop_record(&mut r).await {
                 tracing::warn!(session = %r.id, error = %e, "could not settle at shutdown");
             }
@@ -557,14 +705,17 @@ impl Gateway {
     }
 
     /// After a whole-network restart the containers have lost their
-    /// sessions: refund every session still marked as starting or running.
+    /// sessions: settle every session still marked as starting, running or
+    /// recovering for the last usage receipt persisted (refunded in full
+    /// without one).
     pub fn recover_interrupted(&self) -> anyhow::Result<usize> {
         let records: Vec<SessionRecord> = self.sessions.list(None)?;
         let mut n = 0;
-        for mut r in
-            records.into_iter().filter(|r| matches!(r.status, SessionStatus::Running | SessionStatus::Starting))
-        {
-            self.interrupt(&mut r).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for mut r in records.into_iter().filter(|r| {
+            matches!(r.status, SessionStatus::Running | SessionStatus::Starting | SessionStatus::Recovering)
+        }) {
+            let usage = r.usage.clone();
+            self.finish(&mut r, usage, SessionStatus::Interrupted).map_err(|e| anyhow::anyhow!("{e}"))?;
             self.save(&r).map_err(|e| anyhow::anyhow!("{e}"))?;
             n += 1;
         }

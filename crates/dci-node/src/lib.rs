@@ -15,6 +15,8 @@
 //! - [`settlement`]: the ledger backend a node settles on (embedded or evm,
 //!   one config line) and the gateway's [`settlement::NodeLedger`].
 //! - [`devnet`]: the whole network on loopback in one call.
+//! - [`host`]: one container host as its own process (`dci container run`)
+//!   and its operator's control socket.
 //!
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
 //! spawns processes and writes files.
@@ -24,6 +26,7 @@ pub mod committee;
 pub mod devnet;
 pub mod epochs;
 pub mod gateway;
+pub mod host;
 pub mod keys;
 pub mod metrics;
 pub mod roles;

@@ -214,25 +214,60 @@ async fn simulated_user(
     })
 }
 
+/// The operator's handle on a running container agent (R-AG5): commands
+/// go into the core as inputs; the status is the core's own view.
+#[derive(Clone)]
+pub struct AgentControl {
+    commands: mpsc::Sender<dci_agent::Input>,
+    status: Arc<std::sync::Mutex<dci_agent::AgentStatus>>,
+}
+
+impl AgentControl {
+    /// Hands `cmd` to the agent.
+    pub async fn command(&self, cmd: dci_agent::OperatorCommand) -> anyhow::Result<()> {
+        self.commands.send(dci_agent::Input::Operator(cmd)).await.map_err(|_| anyhow::anyhow!("the agent has stopped"))
+    }
+
+    /// The agent's status as of its last step.
+    pub fn status(&self) -> dci_agent::AgentStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+}
+
 /// Starts a container agent listening on `listen`, running sessions with `runtime`.
 pub async fn spawn_agent<R: Runtime>(
+    identity: Identity,
+    listen: &str,
+    config: dci_agent::AgentConfig,
+    runtime: Arc<R>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RoleHandle> {
+    Ok(spawn_agent_controlled(identity, listen, config, runtime, shutdown).await?.0)
+}
+
+/// [`spawn_agent`], also returning the operator's [`AgentControl`].
+pub async fn spawn_agent_controlled<R: Runtime>(
     identity: Identity,
     listen: &str,
     mut config: dci_agent::AgentConfig,
     runtime: Arc<R>,
     shutdown: CancellationToken,
-) -> anyhow::Result<RoleHandle> {
+) -> anyhow::Result<(RoleHandle, AgentControl)> {
     use dci_agent::{Agent, Input, Output};
     let (events_tx, mut events) = mpsc::channel::<Input>(64);
     let Bound { transport, mut inbox } = Bound::bind(identity.clone(), listen).await?;
     let (addr, id) = (transport.local_addr().to_string(), identity.id());
     config.listen_addr = addr.clone();
     let mut core = Agent::new(config, identity);
+    let status = Arc::new(std::sync::Mutex::new(core.status()));
+    let control = AgentControl { commands: events_tx.clone(), status: status.clone() };
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         let mut input = Input::Boot;
         loop {
-            for out in core.handle(clock::now(), input) {
+            let outputs = core.handle(clock::now(), input);
+            *status.lock().expect("status lock") = core.status();
+            for out in outputs {
                 match out {
                     Output::Net(net) => transport.dispatch(net).await,
                     Output::Compute { params, behaviour, earlier } => {
@@ -276,11 +311,18 @@ pub async fn spawn_agent<R: Runtime>(
                 _ = shutdown.cancelled() => break,
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
                 Some(event) = events.recv() => event,
-                _ = tick.tick() => Input::Tick,
+                _ = tick.tick() => {
+                    // A service that exited on its own (crashed, killed)
+                    // ends its session; the gateway moves it elsewhere.
+                    for session in runtime.exited() {
+                        let _ = events_tx.try_send(Input::ServiceStopped { session });
+                    }
+                    Input::Tick
+                }
             };
         }
         // Dropping the runtime's children kills them (kill_on_drop).
         drop(runtime);
     });
-    Ok(RoleHandle { addr, id, task })
+    Ok((RoleHandle { addr, id, task }, control))
 }

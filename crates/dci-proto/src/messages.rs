@@ -213,6 +213,34 @@ pub enum Message {
         /// Usage signed by the container.
         receipt: SignedReceipt,
     },
+    /// Metering (R-AG4): the usage of a running session so far, signed by
+    /// the container once a second. Receipts are cumulative from the
+    /// session's start, so the latest supersedes the earlier ones and a lost
+    /// one costs nothing; if the container then dies, the gateway settles
+    /// the latest it acknowledged, so the provider is paid for the time it
+    /// delivered and the consumer for nothing more.
+    Usage {
+        /// Usage so far, signed by the container.
+        receipt: SignedReceipt,
+    },
+    /// The session ended without the gateway asking: its service exited,
+    /// or the operator moves it away (maintenance). The gateway settles the
+    /// final receipt and re-matches the session on another container.
+    SessionEnded {
+        /// Final usage, signed by the container.
+        receipt: SignedReceipt,
+        /// Why it ended.
+        reason: String,
+    },
+
+    // --- container (its operator) -> indexer
+    /// The operator locks the container for maintenance (`on`: it becomes
+    /// unschedulable and its sessions move elsewhere or drain) or unlocks it
+    /// (`off`: it must pass a fresh inspection before it is scheduled again).
+    Maintenance {
+        /// Lock or unlock.
+        on: bool,
+    },
 
     // --- gateway -> indexer, and back
     /// List offers passing a filter (R-IX5); nothing is reserved.
@@ -269,6 +297,9 @@ impl Message {
             Message::SessionStarted { .. } => "session_started",
             Message::SessionFailed { .. } => "session_failed",
             Message::SessionStopped { .. } => "session_stopped",
+            Message::Usage { .. } => "usage",
+            Message::SessionEnded { .. } => "session_ended",
+            Message::Maintenance { .. } => "maintenance",
             Message::Offers { .. } => "offers",
             Message::OfferList { .. } => "offer_list",
         }

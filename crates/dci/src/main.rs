@@ -209,6 +209,61 @@ enum ContainerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run this host as a container of a network, until Ctrl-C: reads
+    /// `<data-dir>/container.toml` (services kept warm, price, slots,
+    /// runtime, location; see the README) and the network file it names
+    /// (`dci devnet` writes `network.toml` in its data directory).
+    Run {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Lock the running host for maintenance (`on`: unschedulable; its
+    /// sessions move to other containers, or with --drain finish first) or
+    /// unlock it (`off`: a fresh inspection, then schedulable again).
+    Maintenance {
+        /// on or off.
+        state: OnOff,
+        /// Let running sessions finish instead of moving them.
+        #[arg(long)]
+        drain: bool,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Set the price of one slot-hour for new sessions, in ATH (e.g. 2.5).
+    Price {
+        /// ATH per hour.
+        ath_per_hour: String,
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Show the running host: state, sessions, latest transitions (verdicts,
+    /// locks) and what its receipts earned.
+    Status {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+struct HostArgs {
+    /// The host's data directory (container.toml, container.key, control.sock).
+    #[arg(long, env = "DCI_CONTAINER_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl HostArgs {
+    fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| default_data_dir().with_file_name("container"))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -802,6 +857,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Container(ContainerCommand::Run { host }) => container_run(host).await,
+        Command::Container(ContainerCommand::Maintenance { state, drain, host }) => {
+            init_logs("warn");
+            let req = dci_node::host::ControlRequest::Maintenance { on: state == OnOff::On, drain };
+            print_host(&dci_node::host::request(&host.dir(), &req).await?, host.json)
+        }
+        Command::Container(ContainerCommand::Price { ath_per_hour, host }) => {
+            init_logs("warn");
+            // Checked here too, so a typo never reaches the host.
+            ath_per_hour.parse::<PricePerHour>().map_err(|e| anyhow::anyhow!("price: {e}"))?;
+            let req = dci_node::host::ControlRequest::Price { ath_per_hour };
+            print_host(&dci_node::host::request(&host.dir(), &req).await?, host.json)
+        }
+        Command::Container(ContainerCommand::Status { host }) => {
+            init_logs("warn");
+            let req = dci_node::host::ControlRequest::Status;
+            print_host(&dci_node::host::request(&host.dir(), &req).await?, host.json)
+        }
         Command::Container(ContainerCommand::Probe { json }) => {
             init_logs("warn");
             let probe = dci_probe::Probe::collect(&dci_probe::NvmlProbe::new());
@@ -946,6 +1019,10 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         ),
     }
     println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
+    println!(
+        "  network    {}  (other hosts join with `dci container run`)",
+        data_dir.join(dci_node::host::NETWORK_FILE).display()
+    );
     println!("  containers");
     for c in &net.containers {
         println!("    {c}");
@@ -963,6 +1040,60 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     println!("stopping: settling running sessions...");
     net.shutdown().await;
     println!("stopped");
+    Ok(())
+}
+
+/// `dci container run`.
+async fn container_run(args: HostArgs) -> anyhow::Result<()> {
+    init_logs("info");
+    let dir = args.dir();
+    let program = std::env::current_exe().context("locating the dci binary")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let host = dci_node::host::run(&dir, &program, shutdown.clone()).await?;
+    let gpu = match &host.spec.gpu {
+        Some(g) => {
+            format!("{} x{} {} GiB{}", g.model, g.count, g.vram_gib, if g.simulated { " (simulated)" } else { "" })
+        }
+        None => "no GPU (CPU capacity only; see: dci container probe)".to_owned(),
+    };
+    println!("DCI container {}", host.role.id);
+    println!("  listening  {}", host.role.addr);
+    println!("  offers     {gpu}, {} cores, {} GiB RAM", host.spec.cpu_cores, host.spec.ram_gib);
+    println!("  control    {}", dir.join(dci_node::host::CONTROL_SOCKET).display());
+    println!("Ctrl-C stops");
+    wait_for_signal().await;
+    shutdown.cancel();
+    let _ = host.role.task.await;
+    Ok(())
+}
+
+fn print_host(s: &dci_node::host::StatusView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    let state = s.state.clone().unwrap_or_else(|| "unregistered".into());
+    let lock = match (s.maintenance, s.sessions.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => "  (maintenance lock)".into(),
+        (true, false) => format!("  (maintenance lock, draining {} sessions)", s.sessions.len()),
+    };
+    println!("container  {}", s.id);
+    println!("state      {state}{lock}");
+    println!("price      {} ATH per slot-hour, {} slots", s.price_ath_per_hour, s.slots);
+    println!("services   {}", s.services.join(", "));
+    println!(
+        "earned     {} ATH for {} s over {} sessions (before fees)",
+        s.earned_ath, s.earned_seconds, s.earned_sessions
+    );
+    println!("sessions   {}", s.sessions.len());
+    for x in &s.sessions {
+        println!("  {}  {}  {}", x.id, x.service, x.endpoint.as_deref().unwrap_or("starting"));
+    }
+    println!("latest transitions");
+    for t in &s.transitions {
+        println!("  {} -> {}  by {}: {}", t.from, t.to, t.actor, t.reason);
+    }
     Ok(())
 }
 
@@ -995,6 +1126,15 @@ fn print_sessions(list: &[SessionInfo]) {
             if s.token_price_ath_per_1k.is_some() { s.tokens.to_string() } else { "-".into() },
             s.endpoint
         );
+        for g in &s.segments {
+            println!(
+                "  moved from {} after {} s ({} ATH): {}",
+                &g.container[..16.min(g.container.len())],
+                g.billed_seconds,
+                g.charged_ath,
+                g.ended_because
+            );
+        }
     }
 }
 

@@ -11,15 +11,26 @@ pub const DCI: &str = env!("CARGO_BIN_EXE_dci");
 /// A running `dci devnet`; killed when dropped.
 pub struct Devnet {
     child: Child,
+    /// The gateway's HTTP API.
+    pub api: String,
+    /// What it printed before it was ready.
+    pub banner: Vec<String>,
 }
 
 impl Devnet {
     /// Starts a devnet of `containers` containers on API port `port` and
     /// returns once it says every one is schedulable.
     pub fn start(dir: &Path, port: u16, containers: u16) -> Devnet {
+        Devnet::start_expecting(dir, port, containers, &[], &format!("{containers}/{containers}"))
+    }
+
+    /// Starts a devnet with `extra` flags and returns once it says every
+    /// container is decided, checking how many are schedulable (`ready`, e.g. "2/3").
+    pub fn start_expecting(dir: &Path, port: u16, containers: u16, extra: &[&str], ready: &str) -> Devnet {
         let mut child = Command::new(DCI)
             .args(["devnet", "--containers", &containers.to_string(), "--api-port", &port.to_string()])
             .args(["--challenge-n", "64"])
+            .args(extra)
             .arg("--data-dir")
             .arg(dir)
             .env("DCI_LOG", "warn")
@@ -28,17 +39,28 @@ impl Devnet {
             .spawn()
             .expect("spawning dci devnet");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let all = format!("{containers}/{containers}");
+        let mut banner = Vec::new();
         loop {
-            let line = lines.next().expect("devnet exited before it was ready").unwrap();
+            let line = lines.next().unwrap_or_else(|| panic!("devnet exited before it was ready: {banner:?}")).unwrap();
             if let Some(rest) = line.strip_prefix("ready: ") {
-                assert!(rest.starts_with(&all), "expected {all} containers schedulable: {line}");
+                assert!(rest.starts_with(ready), "expected {ready} containers schedulable: {line}");
                 break;
             }
+            banner.push(line);
         }
         // Keep draining stdout so the devnet never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Devnet { child }
+        Devnet { child, api: format!("http://127.0.0.1:{port}"), banner }
+    }
+
+    /// Sends `sig` (e.g. "-TERM", "-KILL") and waits; a SIGTERM must end in a clean exit.
+    pub fn signal(mut self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        if sig == "-TERM" {
+            assert!(exit.success(), "devnet did not stop cleanly: {exit:?}");
+        }
     }
 }
 

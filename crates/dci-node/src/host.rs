@@ -1,0 +1,498 @@
+//! `dci container run`: one container host as its own process, what a GPU
+//! provider runs on each machine (SPEC §5), and the operator's control of it
+//! (R-AG5: `dci container maintenance|price|status`).
+//!
+//! A host reads its data directory: `container.toml` (what it offers: the
+//! pre-installed services it keeps warm, price, slots, runtime, location,
+//! optionally a simulated GPU profile for development), `container.key` (its
+//! node identity, created 0600 on first start) and the network it joins
+//! (`network.toml`, which `dci devnet` writes into its own data directory:
+//! the indexer's id and address, the gateways and checkers to trust). The
+//! spec comes from the hardware probe (`dci-probe`): a real GPU through
+//! NVML, else CPU capacity only; a simulated profile is always labelled so.
+//!
+//! The operator talks to a running host over `control.sock` in its data
+//! directory (a Unix socket, 0600: whoever may read the node key may steer
+//! the host): one JSON [`ControlRequest`] per line, one [`ControlReply`] back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dci_agent::{AgentConfig, AgentStatus, OperatorCommand};
+use dci_model::{AccountId, ContainerSpec, GeoPoint, NodeId, PricePerHour, ServiceName};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::roles::{AgentControl, RoleHandle, spawn_agent_controlled};
+use crate::runtime::{AnyRuntime, RuntimeKind};
+
+/// The host's config file in its data directory.
+pub const CONTAINER_FILE: &str = "container.toml";
+/// The network description a devnet writes into its data directory.
+pub const NETWORK_FILE: &str = "network.toml";
+/// The operator's control socket in the host's data directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// A node of the network: its id and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Node id (64 hex digits).
+    pub id: NodeId,
+    /// `host:port`.
+    pub addr: String,
+}
+
+/// The network a container joins (`network.toml`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The indexer it registers with.
+    pub indexer: Peer,
+    /// Gateways allowed to start and stop sessions.
+    pub gateways: Vec<NodeId>,
+    /// Checkers allowed to inspect it.
+    pub checkers: Vec<NodeId>,
+}
+
+impl Network {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Network> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading the network file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| {
+            format!("{}: expected `indexer = {{ id, addr }}`, `gateways = [ids]`, `checkers = [ids]`", path.display())
+        })
+    }
+
+    /// Writes it to `dir/network.toml`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let text = format!(
+            "# The network a container joins: `dci container run` reads this (see README).\n{}",
+            toml::to_string_pretty(self)?
+        );
+        crate::devnet::write_private(&dir.join(NETWORK_FILE), &text)
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:0".to_owned()
+}
+fn default_slots() -> u32 {
+    1
+}
+fn default_bandwidth() -> u32 {
+    1000
+}
+
+/// A latitude/longitude pair in degrees.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Degrees north.
+    pub lat: f64,
+    /// Degrees east.
+    pub lon: f64,
+}
+
+/// What a host offers (`container.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The network file to join (relative paths are from the data directory).
+    pub network: PathBuf,
+    /// Where it listens for node messages.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Pre-installed services, kept warm (R-AG3): built-in ones (`render`)
+    /// or catalogue models (`all-minilm-l6-v2`, whose weights are fetched
+    /// and verified at start so a session never waits for them).
+    pub services: Vec<String>,
+    /// ATH per slot-hour, e.g. "1.5".
+    pub price: String,
+    /// Concurrent sessions.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// `process` or `docker`.
+    #[serde(default)]
+    pub runtime: String,
+    /// Where the host is.
+    pub location: Location,
+    /// Upload bandwidth offered, Mbit/s.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth_up_mbps: u32,
+    /// Download bandwidth offered, Mbit/s.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth_down_mbps: u32,
+    /// Account for earnings (default: the container's own, `node:<id>`).
+    #[serde(default)]
+    pub payout: Option<String>,
+    /// Development only: offer simulated GPUs (always labelled simulated).
+    #[serde(default)]
+    pub simulated_gpu: Option<dci_probe::SimulatedProfile>,
+}
+
+impl HostConfig {
+    /// Reads `dir/container.toml`.
+    pub fn load(dir: &Path) -> anyhow::Result<HostConfig> {
+        let path = dir.join(CONTAINER_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (see the README for an example)", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: not a valid container config", path.display()))
+    }
+
+    fn services(&self) -> anyhow::Result<Vec<ServiceName>> {
+        if self.services.is_empty() {
+            anyhow::bail!("services: expected at least one pre-installed service, found none");
+        }
+        self.services
+            .iter()
+            .map(|s| ServiceName::new(s.clone()).map_err(|e| anyhow::anyhow!("services: {s:?}: {e}")))
+            .collect()
+    }
+
+    fn runtime(&self) -> anyhow::Result<RuntimeKind> {
+        if self.runtime.is_empty() {
+            return Ok(RuntimeKind::Process);
+        }
+        self.runtime.parse().map_err(|e: String| anyhow::anyhow!("runtime: {e}"))
+    }
+
+    /// The spec this host offers: the probe's, or the simulated profile's.
+    fn spec(&self, dir: &Path) -> anyhow::Result<ContainerSpec> {
+        let location =
+            GeoPoint::new(self.location.lat, self.location.lon).map_err(|e| anyhow::anyhow!("location: {e}"))?;
+        let options = dci_probe::SpecOptions {
+            location,
+            bandwidth_up_mbps: self.bandwidth_up_mbps,
+            bandwidth_down_mbps: self.bandwidth_down_mbps,
+            disk_path: dir.to_path_buf(),
+            reserve_cpu_cores: 0,
+            reserve_ram_gib: 0,
+            reserve_disk_gib: 0,
+            gpu_model: None,
+        };
+        let probe = match &self.simulated_gpu {
+            Some(p) => dci_probe::Probe::collect(&dci_probe::SimulatedGpus::profile(&p.model, p.count, p.vram_gib)),
+            None => dci_probe::Probe::collect(&dci_probe::NvmlProbe::new()),
+        };
+        Ok(probe.container_spec(&options)?)
+    }
+}
+
+/// A running host.
+pub struct Host {
+    /// The agent role.
+    pub role: RoleHandle,
+    /// The operator's handle.
+    pub control: AgentControl,
+    /// What it offers, as registered.
+    pub spec: ContainerSpec,
+}
+
+/// Starts the host of data directory `dir`, running services with `program`
+/// (normally the `dci` binary itself); serves the control socket until `shutdown`.
+pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> anyhow::Result<Host> {
+    let config = HostConfig::load(dir)?;
+    let network_path = if config.network.is_absolute() { config.network.clone() } else { dir.join(&config.network) };
+    let network = Network::load(&network_path)?;
+    let services = config.services()?;
+    let price: PricePerHour = config.price.parse().map_err(|e| anyhow::anyhow!("price: {e}"))?;
+    let spec = config.spec(dir)?;
+    let identity = crate::keys::load_or_create(&dir.join("container.key"))?;
+    let payout = match &config.payout {
+        Some(a) => AccountId::new(a).map_err(|e| anyhow::anyhow!("payout: {e}"))?,
+        None => AccountId::for_node(&identity.id()),
+    };
+    warm(&services).await?;
+    let runtime = Arc::new(match config.runtime()? {
+        RuntimeKind::Process => AnyRuntime::Process(dci_agent::runtime::ProcessRuntime::new(program.into(), vec![])),
+        RuntimeKind::Docker => {
+            let agent = format!("host-{}", identity.id().short());
+            AnyRuntime::Docker(crate::runtime::devnet_docker(program, &agent).await?)
+        }
+    });
+    let agent = AgentConfig {
+        indexer_addr: network.indexer.addr.clone(),
+        listen_addr: String::new(),
+        spec: spec.clone(),
+        services,
+        price,
+        slots: config.slots,
+        payout,
+        indexers: vec![network.indexer.id],
+        checkers: network.checkers.clone(),
+        gateways: network.gateways.clone(),
+        heartbeat_interval: Duration::from_secs(1),
+        behaviour: dci_capacity::Behaviour::Honest,
+    };
+    let (role, control) = spawn_agent_controlled(identity, &config.listen, agent, runtime, shutdown.clone()).await?;
+    serve_control(&dir.join(CONTROL_SOCKET), control.clone(), shutdown)?;
+    Ok(Host { role, control, spec })
+}
+
+/// Keeps the pre-installed services warm (R-AG3): a catalogue model's
+/// weights are fetched and verified into the model store now, so that no
+/// session waits for a download; built-in services need nothing.
+async fn warm(services: &[ServiceName]) -> anyhow::Result<()> {
+    let catalogue = dci_models::Catalogue::builtin();
+    for s in services {
+        if let Ok(model) = catalogue.get(s.as_str()) {
+            let model = model.clone();
+            tokio::task::spawn_blocking(move || dci_models::Store::open_default()?.ensure(&model))
+                .await?
+                .with_context(|| format!("fetching the weights of the pre-installed model {s}"))?;
+            tracing::info!(service = %s, "model weights present and verified");
+        } else if !dci_services::catalog::is_builtin(s) {
+            anyhow::bail!("services: {s} is neither a built-in service nor a catalogue model");
+        }
+    }
+    Ok(())
+}
+
+/// What the operator asks a running host (one JSON object per line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ControlRequest {
+    /// The host's status.
+    Status,
+    /// Lock (`on`) or unlock for maintenance; `drain` lets sessions finish.
+    Maintenance {
+        /// Lock or unlock.
+        on: bool,
+        /// Let running sessions finish instead of moving them.
+        #[serde(default)]
+        drain: bool,
+    },
+    /// The price per slot-hour for new sessions, ATH (e.g. "2.5").
+    Price {
+        /// ATH per hour.
+        ath_per_hour: String,
+    },
+}
+
+/// The host's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The status after the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusView>,
+}
+
+/// One session on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLine {
+    /// Session (placement) id.
+    pub id: String,
+    /// Service.
+    pub service: String,
+    /// Endpoint, once started.
+    pub endpoint: Option<String>,
+}
+
+/// One lifecycle transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionLine {
+    /// From state.
+    pub from: String,
+    /// To state.
+    pub to: String,
+    /// Who caused it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// `dci container status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusView {
+    /// Node id.
+    pub id: String,
+    /// Lifecycle state (as last reported by the indexer).
+    pub state: Option<String>,
+    /// Locked for maintenance by the operator.
+    pub maintenance: bool,
+    /// ATH per slot-hour for new sessions.
+    pub price_ath_per_hour: String,
+    /// Concurrent sessions offered.
+    pub slots: u32,
+    /// Pre-installed services.
+    pub services: Vec<String>,
+    /// Running sessions.
+    pub sessions: Vec<SessionLine>,
+    /// Sessions settled by a final receipt this run.
+    pub earned_sessions: u64,
+    /// Seconds they billed.
+    pub earned_seconds: u64,
+    /// ATH they billed, before the fee split.
+    pub earned_ath: String,
+    /// The latest lifecycle transitions, newest last: inspections, verdicts, locks.
+    pub transitions: Vec<TransitionLine>,
+}
+
+impl From<AgentStatus> for StatusView {
+    fn from(s: AgentStatus) -> StatusView {
+        StatusView {
+            id: s.id.to_string(),
+            state: s.state.map(|x| x.to_string()),
+            maintenance: s.maintenance,
+            price_ath_per_hour: dci_gateway::api::ath(s.price.0),
+            slots: s.slots,
+            services: s.services.iter().map(|x| x.to_string()).collect(),
+            sessions: s
+                .sessions
+                .into_iter()
+                .map(|x| SessionLine { id: x.id.to_string(), service: x.service.to_string(), endpoint: x.endpoint })
+                .collect(),
+            earned_sessions: s.earned.sessions,
+            earned_seconds: s.earned.seconds,
+            earned_ath: dci_gateway::api::ath(s.earned.amount),
+            transitions: s
+                .transitions
+                .into_iter()
+                .map(|t| TransitionLine {
+                    from: t.from.to_string(),
+                    to: t.to.to_string(),
+                    actor: format!("{:?}", t.actor).to_lowercase(),
+                    reason: t.reason,
+                    at_ms: t.at.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Carries out one request.
+async fn answer(control: &AgentControl, req: ControlRequest) -> ControlReply {
+    let cmd = match req {
+        ControlRequest::Status => None,
+        ControlRequest::Maintenance { on: true, drain } => Some(OperatorCommand::MaintenanceOn { drain }),
+        ControlRequest::Maintenance { on: false, .. } => Some(OperatorCommand::MaintenanceOff),
+        ControlRequest::Price { ath_per_hour } => match ath_per_hour.parse::<PricePerHour>() {
+            Ok(p) => Some(OperatorCommand::SetPrice(p)),
+            Err(e) => return failed(format!("price: {e}")),
+        },
+    };
+    if let Some(cmd) = cmd {
+        if let Err(e) = control.command(cmd).await {
+            return failed(e.to_string());
+        }
+        // Let the agent take the command before reading its status.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ControlReply { ok: true, error: None, status: Some(control.status().into()) }
+}
+
+fn failed(error: String) -> ControlReply {
+    ControlReply { ok: false, error: Some(error), status: None }
+}
+
+/// Serves the control socket at `path` (replacing a stale one) until `shutdown`.
+fn serve_control(path: &Path, control: AgentControl, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let path = path.to_path_buf();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let control = control.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply = match serde_json::from_str::<ControlRequest>(&line) {
+                        Ok(req) => answer(&control, req).await,
+                        Err(e) => failed(format!(
+                            "expected a JSON request such as {{\"command\":\"status\"}}, {{\"command\":\"maintenance\",\"on\":true}} or {{\"command\":\"price\",\"ath_per_hour\":\"2.5\"}}: {e}"
+                        )),
+                    };
+                    let mut text = serde_json::to_string(&reply).expect("replies serialize");
+                    text.push('\n');
+                    if write.write_all(text.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(())
+}
+
+/// Sends one request to the host whose data directory is `dir` (the CLI side).
+pub async fn request(dir: &Path, req: &ControlRequest) -> anyhow::Result<StatusView> {
+    let path = dir.join(CONTROL_SOCKET);
+    let stream = UnixStream::connect(&path).await.with_context(|| {
+        format!("connecting to {}: is `dci container run --data-dir {}` running?", path.display(), dir.display())
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut text = serde_json::to_string(req)?;
+    text.push('\n');
+    write.write_all(text.as_bytes()).await?;
+    let line = BufReader::new(read)
+        .lines()
+        .next_line()
+        .await?
+        .with_context(|| format!("{} closed without answering", path.display()))?;
+    let reply: ControlReply = serde_json::from_str(&line).context("reading the host's answer")?;
+    match (reply.ok, reply.status) {
+        (true, Some(s)) => Ok(s),
+        _ => anyhow::bail!(reply.error.unwrap_or_else(|| "the host refused the request".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_requests_parse_and_bad_ones_say_what_is_expected() {
+        let r: ControlRequest = serde_json::from_str(r#"{"command":"maintenance","on":true}"#).unwrap();
+        assert_eq!(r, ControlRequest::Maintenance { on: true, drain: false });
+        let r: ControlRequest = serde_json::from_str(r#"{"command":"price","ath_per_hour":"2.5"}"#).unwrap();
+        assert_eq!(r, ControlRequest::Price { ath_per_hour: "2.5".into() });
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"maintenance"}"#).is_err());
+    }
+
+    #[test]
+    fn a_host_config_is_read_and_checked() {
+        let text = r#"
+            network = "../devnet/network.toml"
+            services = ["render"]
+            price = "0.5"
+            slots = 2
+            location = { lat = 38.7, lon = -9.1 }
+            simulated_gpu = { model = "RTX 4090", count = 1, vram_gib = 24 }
+        "#;
+        let c: HostConfig = toml::from_str(text).unwrap();
+        assert_eq!(c.services().unwrap(), vec![ServiceName::new("render").unwrap()]);
+        assert_eq!(c.runtime().unwrap(), RuntimeKind::Process);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = c.spec(dir.path()).unwrap();
+        assert!(spec.gpu.as_ref().is_some_and(|g| g.simulated && g.model == "RTX 4090"));
+        let bad: Result<HostConfig, _> = toml::from_str(&text.replace("slots = 2", "slots = 2\nslotz = 3"));
+        assert!(bad.unwrap_err().to_string().contains("slotz"));
+        let c = HostConfig { runtime: "vm".into(), ..c };
+        assert!(c.runtime().unwrap_err().to_string().contains("expected a runtime"));
+    }
+}
