@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dci_agent::runtime::Warm;
 use dci_agent::{AgentConfig, AgentStatus, OperatorCommand};
 use dci_model::{AccountId, ContainerSpec, GeoPoint, NodeId, PricePerHour, ServiceName};
 use serde::{Deserialize, Serialize};
@@ -208,12 +209,25 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
         Some(a) => AccountId::new(a).map_err(|e| anyhow::anyhow!("payout: {e}"))?,
         None => AccountId::for_node(&identity.id()),
     };
-    warm(&services).await?;
-    let runtime = Arc::new(match config.runtime()? {
+    fetch_models(&services).await?;
+    let inner = match config.runtime()? {
         RuntimeKind::Process => AnyRuntime::Process(dci_agent::runtime::ProcessRuntime::new(program.into(), vec![])),
         RuntimeKind::Docker => {
             let agent = format!("host-{}", identity.id().short());
             AnyRuntime::Docker(crate::runtime::devnet_docker(program, &agent).await?)
+        }
+    };
+    // One started instance of each service waits for the next session.
+    let runtime = Arc::new(Warm::new(inner, services.clone()));
+    runtime.refill().await;
+    let refill = (runtime.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let (runtime, shutdown) = refill;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => runtime.refill().await,
+            }
         }
     });
     let agent = AgentConfig {
@@ -230,15 +244,20 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
         heartbeat_interval: Duration::from_secs(1),
         behaviour: dci_capacity::Behaviour::Honest,
     };
-    let (role, control) = spawn_agent_controlled(identity, &config.listen, agent, runtime, shutdown.clone()).await?;
-    serve_control(&dir.join(CONTROL_SOCKET), control.clone(), shutdown)?;
+    let (role, control) =
+        spawn_agent_controlled(identity, &config.listen, agent, runtime.clone(), shutdown.clone()).await?;
+    let warm: WarmList = Arc::new(move || runtime.warm());
+    serve_control(&dir.join(CONTROL_SOCKET), control.clone(), warm, shutdown)?;
     Ok(Host { role, control, spec })
 }
 
-/// Keeps the pre-installed services warm (R-AG3): a catalogue model's
-/// weights are fetched and verified into the model store now, so that no
-/// session waits for a download; built-in services need nothing.
-async fn warm(services: &[ServiceName]) -> anyhow::Result<()> {
+/// The services with a started instance ready, for the operator's status.
+type WarmList = Arc<dyn Fn() -> Vec<ServiceName> + Send + Sync>;
+
+/// Before the pre-installed services are started and kept warm (R-AG3): a
+/// catalogue model's weights are fetched and verified into the model store,
+/// so that no instance waits for a download; built-in services need nothing.
+async fn fetch_models(services: &[ServiceName]) -> anyhow::Result<()> {
     let catalogue = dci_models::Catalogue::builtin();
     for s in services {
         if let Ok(model) = catalogue.get(s.as_str()) {
@@ -329,6 +348,8 @@ pub struct StatusView {
     pub slots: u32,
     /// Pre-installed services.
     pub services: Vec<String>,
+    /// Those with a started instance waiting for the next session.
+    pub warm: Vec<String>,
     /// Running sessions.
     pub sessions: Vec<SessionLine>,
     /// Sessions settled by a final receipt this run.
@@ -350,6 +371,7 @@ impl From<AgentStatus> for StatusView {
             price_ath_per_hour: dci_gateway::api::ath(s.price.0),
             slots: s.slots,
             services: s.services.iter().map(|x| x.to_string()).collect(),
+            warm: Vec::new(),
             sessions: s
                 .sessions
                 .into_iter()
@@ -374,7 +396,7 @@ impl From<AgentStatus> for StatusView {
 }
 
 /// Carries out one request.
-async fn answer(control: &AgentControl, req: ControlRequest) -> ControlReply {
+async fn answer(control: &AgentControl, warm: &WarmList, req: ControlRequest) -> ControlReply {
     let cmd = match req {
         ControlRequest::Status => None,
         ControlRequest::Maintenance { on: true, drain } => Some(OperatorCommand::MaintenanceOn { drain }),
@@ -391,7 +413,9 @@ async fn answer(control: &AgentControl, req: ControlRequest) -> ControlReply {
         // Let the agent take the command before reading its status.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ControlReply { ok: true, error: None, status: Some(control.status().into()) }
+    let mut status: StatusView = control.status().into();
+    status.warm = warm().iter().map(|s| s.to_string()).collect();
+    ControlReply { ok: true, error: None, status: Some(status) }
 }
 
 fn failed(error: String) -> ControlReply {
@@ -399,7 +423,12 @@ fn failed(error: String) -> ControlReply {
 }
 
 /// Serves the control socket at `path` (replacing a stale one) until `shutdown`.
-fn serve_control(path: &Path, control: AgentControl, shutdown: CancellationToken) -> anyhow::Result<()> {
+fn serve_control(
+    path: &Path,
+    control: AgentControl,
+    warm: WarmList,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
@@ -414,13 +443,13 @@ fn serve_control(path: &Path, control: AgentControl, shutdown: CancellationToken
                 _ = shutdown.cancelled() => break,
                 s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
             };
-            let control = control.clone();
+            let (control, warm) = (control.clone(), warm.clone());
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = BufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let reply = match serde_json::from_str::<ControlRequest>(&line) {
-                        Ok(req) => answer(&control, req).await,
+                        Ok(req) => answer(&control, &warm, req).await,
                         Err(e) => failed(format!(
                             "expected a JSON request such as {{\"command\":\"status\"}}, {{\"command\":\"maintenance\",\"on\":true}} or {{\"command\":\"price\",\"ath_per_hour\":\"2.5\"}}: {e}"
                         )),

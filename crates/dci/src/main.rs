@@ -1081,7 +1081,7 @@ fn print_host(s: &dci_node::host::StatusView, json: bool) -> anyhow::Result<()> 
     println!("container  {}", s.id);
     println!("state      {state}{lock}");
     println!("price      {} ATH per slot-hour, {} slots", s.price_ath_per_hour, s.slots);
-    println!("services   {}", s.services.join(", "));
+    println!("services   {}  (warm now: {})", s.services.join(", "), s.warm.join(", "));
     println!(
         "earned     {} ATH for {} s over {} sessions (before fees)",
         s.earned_ath, s.earned_seconds, s.earned_sessions

@@ -127,6 +127,7 @@ fn operator_control_and_failover_after_sigkill() {
     let status = host_status(&host_dir);
     assert_eq!(status["id"], host.id.as_str());
     assert_eq!(status["maintenance"], false);
+    assert_eq!(status["warm"], serde_json::json!(["render"]), "the pre-installed service is kept warm");
 
     // Price: bad input is refused with what was expected and changes nothing.
     let (ok, _, err) = host_cli(&host_dir, &["container", "price", "cheap"]);
