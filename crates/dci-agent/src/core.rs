@@ -79,6 +79,9 @@ pub enum Input {
     },
     /// The operator's command (R-AG5), from the host's control socket.
     Operator(OperatorCommand),
+    /// The pre-installed services with an instance started and waiting now
+    /// (R-AG3), from the runtime; reported in heartbeats.
+    Warm(Vec<ServiceName>),
 }
 
 /// What the operator of a container can ask of it (R-AG5).
@@ -216,6 +219,8 @@ pub struct Agent {
     earned: Earnings,
     /// The latest lifecycle transitions the indexer reported, newest last.
     transitions: Vec<Transition>,
+    /// Services with a started instance waiting (as the runtime last said).
+    warm: Vec<ServiceName>,
 }
 
 /// How often a running session's usage is signed (R-AG4).
@@ -238,6 +243,8 @@ pub struct AgentStatus {
     pub slots: u32,
     /// Pre-installed services.
     pub services: Vec<ServiceName>,
+    /// Those with a started instance waiting.
+    pub warm: Vec<ServiceName>,
     /// Sessions running now.
     pub sessions: Vec<SessionView>,
     /// What the final receipts it signed billed.
@@ -262,6 +269,7 @@ impl Agent {
             maintenance: false,
             earned: Earnings::default(),
             transitions: Vec::new(),
+            warm: Vec::new(),
         }
     }
 
@@ -274,6 +282,7 @@ impl Agent {
             price: self.config.price,
             slots: self.config.slots,
             services: self.config.services.clone(),
+            warm: self.warm.clone(),
             sessions: self.sessions(),
             earned: self.earned,
             transitions: self.transitions.clone(),
@@ -410,7 +419,8 @@ impl Agent {
     fn heartbeat(&mut self, now: Timestamp) -> Output {
         self.heartbeat_seq += 1;
         self.last_heartbeat = Some(now);
-        self.to_indexer(Message::Heartbeat(Heartbeat { seq: self.heartbeat_seq, sessions: self.sessions.len() as u32 }))
+        let (seq, sessions, warm) = (self.heartbeat_seq, self.sessions.len() as u32, self.warm.clone());
+        self.to_indexer(Message::Heartbeat(Heartbeat { seq, sessions, warm }))
     }
 
     /// Advances the core by one input.
@@ -426,6 +436,15 @@ impl Agent {
                 out
             }
             Input::Operator(cmd) => self.operator(now, cmd),
+            Input::Warm(mut warm) => {
+                warm.sort();
+                if warm == self.warm {
+                    return vec![];
+                }
+                // A change is news for the indexer now, not at the next beat.
+                self.warm = warm;
+                vec![self.heartbeat(now)]
+            }
             Input::Net(inbound) => self.on_message(now, inbound),
             Input::Computed { params, attempt } => match self.challenges.get_mut(&params.id) {
                 Some((conn, _, slot)) => {

@@ -666,7 +666,7 @@ fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
     rejected(&answer(&mut c, ms(12), container(), elsewhere), container(), "no challenge");
 
     let unexpected = [
-        (Message::Heartbeat(Heartbeat { seq: 1, sessions: 0 }), "found heartbeat"),
+        (Message::Heartbeat(Heartbeat { seq: 1, sessions: 0, warm: vec![] }), "found heartbeat"),
         (Message::Challenge(p.clone()), "found challenge"),
         (Message::Reveal(r.clone()), "found reveal"),
         (

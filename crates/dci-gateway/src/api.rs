@@ -380,6 +380,10 @@ pub struct ContainerInfo {
     pub location: (f64, f64),
     /// Pre-installed services.
     pub services: Vec<String>,
+    /// Those with an instance started and waiting for the next session
+    /// (as of the last heartbeat).
+    #[serde(default)]
+    pub warm: Vec<String>,
     /// Price, ATH per hour.
     pub price_ath_per_hour: String,
     /// Total slots.

@@ -453,7 +453,11 @@ fn produce(
             let (id, reported) = plan[pos as usize];
             let sessions = if rng.next_u64().is_multiple_of(200) { reported ^ 1 } else { reported };
             seq += 1;
-            batch.push(Inbound { conn: ConnId(pos), from: id, msg: Message::Heartbeat(Heartbeat { seq, sessions }) });
+            batch.push(Inbound {
+                conn: ConnId(pos),
+                from: id,
+                msg: Message::Heartbeat(Heartbeat { seq, sessions, warm: vec![] }),
+            });
         }
         if tx.send(batch).is_err() {
             return;
@@ -762,7 +766,7 @@ pub fn agreement(containers: usize, n: usize, seed: u64) -> (usize, Vec<String>)
     ix.restore(fresh.into_iter().map(|m| m.record).collect(), Timestamp(T0));
     let now = Timestamp(T0 + 1000);
     for (id, sessions) in reported {
-        let hb = Message::Heartbeat(Heartbeat { seq: 1, sessions });
+        let hb = Message::Heartbeat(Heartbeat { seq: 1, sessions, warm: vec![] });
         ix.handle(now, Input::Net(Inbound { conn: ConnId(0), from: id, msg: hb }));
     }
     let mut failures = Vec::new();

@@ -1,7 +1,7 @@
 //! A container as the indexer knows it: the durable record and the live,
 //! in-memory part (liveness, load, reservations).
 
-use dci_model::{NodeId, State, Timestamp, Transition};
+use dci_model::{NodeId, ServiceName, State, Timestamp, Transition};
 use dci_proto::{ContainerView, Offer, Registration, VerdictRecord};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,8 @@ pub struct Container {
     pub reported_sessions: u32,
     /// Slots reserved by this indexer for sessions not yet released.
     pub reserved: u32,
+    /// Services the last heartbeat reported warm (R-AG3).
+    pub warm: Vec<ServiceName>,
     /// The durable part.
     pub record: ContainerRecord,
 }
@@ -75,7 +77,7 @@ pub struct Container {
 impl Container {
     /// A container known only from its record, last seen at `now`.
     pub fn from_record(record: ContainerRecord, now: Timestamp) -> Self {
-        Container { record, last_seen: now, last_heartbeat: None, reported_sessions: 0, reserved: 0 }
+        Container { record, last_seen: now, last_heartbeat: None, reported_sessions: 0, reserved: 0, warm: Vec::new() }
     }
 
     /// The container's id.
@@ -115,6 +117,7 @@ impl Container {
             state: self.record.state,
             spec: r.spec.clone(),
             services: r.services.clone(),
+            warm: self.warm.clone(),
             price: r.price,
             slots: r.slots,
             reserved: self.reserved,

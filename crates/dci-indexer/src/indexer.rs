@@ -746,6 +746,9 @@ impl Indexer {
         let c = &mut self.containers[slot as usize];
         c.last_heartbeat = Some(now);
         c.reported_sessions = hb.sessions;
+        if c.warm != hb.warm {
+            c.warm = hb.warm;
+        }
         if ready && let Some(t) = transition(&mut c.record, State::Healthy, Actor::Indexer, "heartbeat", now) {
             out.push(Output::Persist(c.record.clone()));
             out.push(reply(conn, Message::StateChanged { transition: t }));

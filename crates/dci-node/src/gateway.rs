@@ -888,6 +888,7 @@ fn container_info(v: ContainerView) -> ContainerInfo {
         disk_gib: v.spec.disk_gib,
         location: (v.spec.location.lat(), v.spec.location.lon()),
         services: v.services.iter().map(|s| s.to_string()).collect(),
+        warm: v.warm.iter().map(|s| s.to_string()).collect(),
         price_ath_per_hour: ath(v.price.0),
         slots: v.slots,
         reserved: v.reserved,

@@ -220,16 +220,6 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     // One started instance of each service waits for the next session.
     let runtime = Arc::new(Warm::new(inner, services.clone()));
     runtime.refill().await;
-    let refill = (runtime.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        let (runtime, shutdown) = refill;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => runtime.refill().await,
-            }
-        }
-    });
     let agent = AgentConfig {
         indexer_addr: network.indexer.addr.clone(),
         listen_addr: String::new(),
@@ -246,13 +236,23 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     };
     let (role, control) =
         spawn_agent_controlled(identity, &config.listen, agent, runtime.clone(), shutdown.clone()).await?;
-    let warm: WarmList = Arc::new(move || runtime.warm());
-    serve_control(&dir.join(CONTROL_SOCKET), control.clone(), warm, shutdown)?;
+    // Refill every second, and tell the agent (its heartbeats report them).
+    let refill = (runtime.clone(), control.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let (runtime, control, shutdown) = refill;
+        loop {
+            if control.warm(runtime.warm()).await.is_err() {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => runtime.refill().await,
+            }
+        }
+    });
+    serve_control(&dir.join(CONTROL_SOCKET), control.clone(), shutdown)?;
     Ok(Host { role, control, spec })
 }
-
-/// The services with a started instance ready, for the operator's status.
-type WarmList = Arc<dyn Fn() -> Vec<ServiceName> + Send + Sync>;
 
 /// Before the pre-installed services are started and kept warm (R-AG3): a
 /// catalogue model's weights are fetched and verified into the model store,
@@ -371,7 +371,7 @@ impl From<AgentStatus> for StatusView {
             price_ath_per_hour: dci_gateway::api::ath(s.price.0),
             slots: s.slots,
             services: s.services.iter().map(|x| x.to_string()).collect(),
-            warm: Vec::new(),
+            warm: s.warm.iter().map(|x| x.to_string()).collect(),
             sessions: s
                 .sessions
                 .into_iter()
@@ -396,7 +396,7 @@ impl From<AgentStatus> for StatusView {
 }
 
 /// Carries out one request.
-async fn answer(control: &AgentControl, warm: &WarmList, req: ControlRequest) -> ControlReply {
+async fn answer(control: &AgentControl, req: ControlRequest) -> ControlReply {
     let cmd = match req {
         ControlRequest::Status => None,
         ControlRequest::Maintenance { on: true, drain } => Some(OperatorCommand::MaintenanceOn { drain }),
@@ -413,9 +413,7 @@ async fn answer(control: &AgentControl, warm: &WarmList, req: ControlRequest) ->
         // Let the agent take the command before reading its status.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut status: StatusView = control.status().into();
-    status.warm = warm().iter().map(|s| s.to_string()).collect();
-    ControlReply { ok: true, error: None, status: Some(status) }
+    ControlReply { ok: true, error: None, status: Some(control.status().into()) }
 }
 
 fn failed(error: String) -> ControlReply {
@@ -423,12 +421,7 @@ fn failed(error: String) -> ControlReply {
 }
 
 /// Serves the control socket at `path` (replacing a stale one) until `shutdown`.
-fn serve_control(
-    path: &Path,
-    control: AgentControl,
-    warm: WarmList,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+fn serve_control(path: &Path, control: AgentControl, shutdown: CancellationToken) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket {}", path.display()))?;
@@ -443,13 +436,13 @@ fn serve_control(
                 _ = shutdown.cancelled() => break,
                 s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
             };
-            let (control, warm) = (control.clone(), warm.clone());
+            let control = control.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = BufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     let reply = match serde_json::from_str::<ControlRequest>(&line) {
-                        Ok(req) => answer(&control, &warm, req).await,
+                        Ok(req) => answer(&control, req).await,
                         Err(e) => failed(format!(
                             "expected a JSON request such as {{\"command\":\"status\"}}, {{\"command\":\"maintenance\",\"on\":true}} or {{\"command\":\"price\",\"ath_per_hour\":\"2.5\"}}: {e}"
                         )),

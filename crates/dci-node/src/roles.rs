@@ -228,6 +228,12 @@ impl AgentControl {
         self.commands.send(dci_agent::Input::Operator(cmd)).await.map_err(|_| anyhow::anyhow!("the agent has stopped"))
     }
 
+    /// Tells the agent which services have an instance waiting (it reports
+    /// them in its heartbeats).
+    pub async fn warm(&self, services: Vec<dci_model::ServiceName>) -> anyhow::Result<()> {
+        self.commands.send(dci_agent::Input::Warm(services)).await.map_err(|_| anyhow::anyhow!("the agent has stopped"))
+    }
+
     /// The agent's status as of its last step.
     pub fn status(&self) -> dci_agent::AgentStatus {
         self.status.lock().expect("status lock").clone()

@@ -330,6 +330,10 @@ pub struct Heartbeat {
     pub seq: u64,
     /// Sessions running now.
     pub sessions: u32,
+    /// Pre-installed services with an instance started and waiting for the
+    /// next session (R-AG3); empty if the host does not pre-start them.
+    #[serde(default)]
+    pub warm: Vec<ServiceName>,
 }
 
 /// Why a container is inspected (SPEC §4).
@@ -478,8 +482,11 @@ pub struct ContainerView {
     pub state: State,
     /// Its resources.
     pub spec: ContainerSpec,
-    /// Warm services.
+    /// Pre-installed services.
     pub services: Vec<ServiceName>,
+    /// Those with an instance started and waiting, as of the last heartbeat.
+    #[serde(default)]
+    pub warm: Vec<ServiceName>,
     /// Price per slot-hour.
     pub price: PricePerHour,
     /// Total slots.

@@ -6,7 +6,7 @@ use dci_proto::{Heartbeat, Identity, MAX_MESSAGE_BYTES, Message, Opener, ProtoEr
 use std::time::Duration;
 
 fn hb(seq: u64) -> Message {
-    Message::Heartbeat(Heartbeat { seq, sessions: 0 })
+    Message::Heartbeat(Heartbeat { seq, sessions: 0, warm: vec![] })
 }
 
 fn opener() -> Opener {

@@ -128,6 +128,10 @@ fn operator_control_and_failover_after_sigkill() {
     assert_eq!(status["id"], host.id.as_str());
     assert_eq!(status["maintenance"], false);
     assert_eq!(status["warm"], serde_json::json!(["render"]), "the pre-installed service is kept warm");
+    wait_for(Duration::from_secs(10), "the heartbeat to report the warm service", || {
+        let list: Vec<ContainerInfo> = cli_json(&net_dir, &["containers"]);
+        container(&list, &host.id).filter(|c| c.warm == ["render"]).map(|_| ())
+    });
 
     // Price: bad input is refused with what was expected and changes nothing.
     let (ok, _, err) = host_cli(&host_dir, &["container", "price", "cheap"]);

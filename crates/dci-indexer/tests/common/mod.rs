@@ -81,7 +81,7 @@ pub fn register(from: NodeId, reg: Registration) -> Input {
 }
 
 pub fn heartbeat(from: NodeId, sessions: u32) -> Input {
-    net(from, Message::Heartbeat(Heartbeat { seq: 0, sessions }))
+    net(from, Message::Heartbeat(Heartbeat { seq: 0, sessions, warm: vec![] }))
 }
 
 /// A verdict placeholder: [`Feed::feed`] fills in the inspection in flight.
@@ -156,5 +156,6 @@ pub fn container(id: u8, spec: ContainerSpec, services: &[&str], price: PricePer
         last_heartbeat: Some(now),
         reported_sessions: 0,
         reserved: 0,
+        warm: Vec::new(),
     }
 }
