@@ -15,11 +15,7 @@ pub fn install(packages: &[&str], why: &str) -> Result<(), String> {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            return Err(format!(
-                "apt-get {} failed: install {} (as root); {why}",
-                args.join(" "),
-                packages.join(" ")
-            ));
+            return Err(format!("apt-get {} failed: install {} (as root); {why}", args.join(" "), packages.join(" ")));
         }
     }
     Ok(())
