@@ -17,6 +17,18 @@
 //! its nonce is consumed by a no-op transaction so it can never land later,
 //! and the new batch proceeds. A batch is one transaction, so it is never
 //! half-applied.
+//!
+//! For callers that queue ops: [`EvmLedger::check`] is `apply` without the
+//! sending; [`EvmLedger::prepare`] and [`EvmLedger::submit_prepared`] split
+//! `apply` so that the batch's id and nonce can be recorded before it
+//! leaves, and [`EvmLedger::resolve_batch`] resolves such a batch after a
+//! restart as the pending batch is resolved within one process.
+//!
+//! Slashing: the contract counts ECDSA signatures of the epoch's committee
+//! as published on chain. A `Slash` op whose epoch has no committee on
+//! chain yet publishes it (`setCommittee`, from the signers given to
+//! [`EvmLedger::set_signers`]) in the same batch, and the simulation checks
+//! the chain quorum before anything is sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

@@ -48,9 +48,12 @@
 //! is a separate cost, ~7,100 gas per session in batches of 500.
 //!
 //! Settlement, staking and the other ops are batched the same way: one
-//! [`dci_ledger::Settlement::apply`] is one transaction. The node should
-//! buffer verified receipts and `apply` them per epoch (or per flush); the
-//! provided one-op methods (`settle`, ...) send one transaction each.
+//! [`dci_ledger::Settlement::apply`] is one transaction. The node queues
+//! verified receipts (checked with [`EvmLedger::check`]) and sends them per
+//! epoch or when its queue is full (`dci-node`'s `NodeLedger::flush`),
+//! recording each batch's id and nonce before it leaves
+//! ([`EvmLedger::prepare`], [`EvmLedger::resolve_batch`]); the provided
+//! one-op methods (`settle`, ...) send one transaction each.
 //!
 //! The API is blocking (it runs its own small tokio runtime): call it from a
 //! blocking thread (`tokio::task::spawn_blocking`), never from inside an

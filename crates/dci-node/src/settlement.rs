@@ -10,6 +10,16 @@
 //!   API blocks on its own tokio runtime, which must neither run nor be
 //!   dropped inside an async task.
 //!
+//! On `evm`, session settlement is batched (R-PF6): a receipt's batch is
+//! checked against the chain after what is already queued, answered at
+//! once, and queued (in `ledger.db`, table `settlement_queue`, with the id
+//! and nonce of the batch carrying it once it is sent); [`NodeLedger::flush`]
+//! sends the queue as ONE transaction (the epoch clock at each epoch's end,
+//! the devnet at shutdown, the queue itself at `max_queue` ops). A queue
+//! left by a stopped process is resolved and sent at start. Reads overlay
+//! the queue, so `dci balance` shows what the consumer will have once it is
+//! on chain. Other ops go on chain at once (with the queue when they need it).
+//!
 //! The choice is one line of `<data-dir>/settlement.toml` (`backend =
 //! "embedded"` or `backend = "evm"`), or `dci devnet --settlement …`;
 //! `dci chain deploy` writes the `[evm]` section. Users keep the same CLI.
@@ -762,5 +772,84 @@ mod tests {
         std::fs::write(&path, "backend = \"evm\"\nspeed = 3\n").unwrap();
         let e = format!("{:#}", SettlementConfig::load(dir.path()).unwrap_err());
         assert!(e.contains("speed"), "{e}");
+        // The flush cadence: epoch by default, immediate on request, and a
+        // queue bound of at least one op.
+        std::fs::write(&path, "backend = \"evm\"\n").unwrap();
+        let c = SettlementConfig::load(dir.path()).unwrap();
+        assert_eq!((c.flush, c.max_queue), (Flush::Epoch, DEFAULT_MAX_QUEUE));
+        std::fs::write(&path, "backend = \"evm\"\nflush = \"immediate\"\nmax_queue = 7\n").unwrap();
+        let c = SettlementConfig::load(dir.path()).unwrap();
+        assert_eq!((c.flush, c.max_queue), (Flush::Immediate, 7));
+        for (text, expect) in [("max_queue = 0\n", "max_queue"), ("flush = \"hourly\"\n", "flush")] {
+            std::fs::write(&path, format!("backend = \"evm\"\n{text}")).unwrap();
+            let e = format!("{:#}", SettlementConfig::load(dir.path()).unwrap_err());
+            assert!(e.contains(expect), "{text}: {e}");
+        }
+    }
+
+    /// Only a session's settlement (a receipt, with its token charge) is
+    /// queued; everything else goes on chain at once.
+    #[test]
+    fn only_session_settlement_is_queued() {
+        let (bob, carol) = (account("consumer:bob"), account("consumer:carol"));
+        let t = LedgerOp::Transfer(Transfer { from: bob.clone(), to: carol, amount: Amount::ath(1) });
+        let id = dci_proto::Identity::from_secret([3; 32]);
+        let receipt = dci_proto::UsageReceipt {
+            session: dci_model::SessionId([1; 16]),
+            container: id.id(),
+            consumer: bob.clone(),
+            service: dci_model::ServiceName::new("render").unwrap(),
+            started_at: dci_model::Timestamp(0),
+            ended_at: dci_model::Timestamp(1000),
+            seconds: 1,
+            price: "1".parse().unwrap(),
+            amount: Amount(1),
+        }
+        .sign(&id);
+        let settle = LedgerOp::Settle { receipt, acker: id.id(), payout: bob.clone() };
+        let lock = LedgerOp::LockEscrow { session: dci_model::SessionId([2; 16]), consumer: bob, amount: Amount(5) };
+        let cases: [(&[LedgerOp], bool); 6] = [
+            (&[], false),
+            (std::slice::from_ref(&settle), true),
+            (&[settle.clone(), t.clone(), t.clone()], true),
+            (std::slice::from_ref(&t), false),
+            (&[settle.clone(), lock.clone()], false),
+            (&[LedgerOp::Refund { session: dci_model::SessionId([1; 16]) }], false),
+        ];
+        for (ops, queued) in cases {
+            assert_eq!(is_settlement(ops), queued, "{ops:?}");
+        }
+    }
+
+    /// An error of ops checked after the queue names them as if alone; one
+    /// in the queue itself says so.
+    #[test]
+    fn errors_after_the_queue_name_the_callers_op() {
+        let inner = || Box::new(LedgerError::ZeroAmount);
+        match relative(LedgerError::Batch { op: "transfer", index: 4, source: inner() }, 3) {
+            LedgerError::Batch { op: "transfer", index: 1, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        let e = relative(LedgerError::Batch { op: "settle", index: 1, source: inner() }, 3);
+        assert!(matches!(&e, LedgerError::Storage(m) if m.contains("queued settlement op 1")), "{e:?}");
+        assert!(matches!(relative(LedgerError::ZeroAmount, 3), LedgerError::ZeroAmount));
+    }
+
+    /// The queue and its batch in flight survive a restart of the node.
+    #[test]
+    fn the_queue_is_kept_in_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let t = Transfer { from: account("consumer:bob"), to: account("consumer:carol"), amount: Amount::ath(2) };
+        let q = Queue {
+            ops: vec![Queued { op: LedgerOp::Transfer(t), outcome: OpOutcome::Done }],
+            in_flight: Some(InFlight { id: [9; 32], nonce: 41 }),
+        };
+        RecordStore::open(&path, QUEUE_TABLE).unwrap().put(QUEUE_ID, "node", 1, &q).unwrap();
+        let back: Queue = RecordStore::open(&path, QUEUE_TABLE).unwrap().get(QUEUE_ID).unwrap().unwrap();
+        assert_eq!(back.ops.len(), 1);
+        assert_eq!(back.ops[0].op, q.ops[0].op);
+        let f = back.in_flight.unwrap();
+        assert_eq!((f.id, f.nonce), ([9; 32], 41));
     }
 }
