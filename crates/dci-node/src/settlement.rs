@@ -762,7 +762,11 @@ mod tests {
     fn the_config_switches_backends_with_one_line() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(SettlementConfig::load(dir.path()).unwrap().backend, Backend::Embedded);
-        let c = SettlementConfig { backend: Backend::Evm, evm: Some(EvmConfig::devnet_anvil()) };
+        let c = SettlementConfig {
+            backend: Backend::Evm,
+            evm: Some(EvmConfig::devnet_anvil()),
+            ..SettlementConfig::default()
+        };
         c.save(dir.path()).unwrap();
         assert_eq!(SettlementConfig::load(dir.path()).unwrap(), c);
         let path = SettlementConfig::path(dir.path());
