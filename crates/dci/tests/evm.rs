@@ -141,7 +141,7 @@ fn batches_settled(evm: &EvmConfig) -> Vec<(String, u64)> {
         .map(|l| {
             let data = l["data"].as_str().unwrap().trim_start_matches("0x");
             // recordsHash, then the number of sessions closed.
-            let sessions = u64::from_str_radix(&data[64..128].trim_start_matches('0'), 16).unwrap_or(0);
+            let sessions = u64::from_str_radix(data[64..128].trim_start_matches('0'), 16).unwrap_or(0);
             (l["transactionHash"].as_str().unwrap().to_owned(), sessions)
         })
         .collect()
