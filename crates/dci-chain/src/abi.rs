@@ -104,6 +104,7 @@ sol! {
         function refunded(uint256 word) external view returns (uint256);
         function distributed(uint64 epoch) external view returns (bool);
         function slashApplied(bytes32 key) external view returns (bool);
+        function committee(uint64 epoch) external view returns (address[]);
         function slashDigest(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount) external view returns (bytes32);
         function emission(uint64 epoch) external view returns (uint256);
         function unbondingOf(address account) external view returns (Unbonding[]);

@@ -17,6 +17,18 @@
 //! its nonce is consumed by a no-op transaction so it can never land later,
 //! and the new batch proceeds. A batch is one transaction, so it is never
 //! half-applied.
+//!
+//! For callers that queue ops: [`EvmLedger::check`] is `apply` without the
+//! sending; [`EvmLedger::prepare`] and [`EvmLedger::submit_prepared`] split
+//! `apply` so that the batch's id and nonce can be recorded before it
+//! leaves, and [`EvmLedger::resolve_batch`] resolves such a batch after a
+//! restart as the pending batch is resolved within one process.
+//!
+//! Slashing: the contract counts ECDSA signatures of the epoch's committee
+//! as published on chain. A `Slash` op whose epoch has no committee on
+//! chain yet publishes it (`setCommittee`, from the signers given to
+//! [`EvmLedger::set_signers`]) in the same batch, and the simulation checks
+//! the chain quorum before anything is sent.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -107,6 +119,39 @@ pub struct EvmLedger {
     pending: Option<Pending>,
     resolution: Option<Resolution>,
     last: LastBatch,
+    /// Committee members' chain signers ([`crate::node_signer`]'s addresses).
+    signers: HashMap<NodeId, Address>,
+}
+
+/// A batch simulated and ready to send ([`EvmLedger::prepare`]): its id
+/// and nonce are known before it leaves, so a caller can record them first
+/// and find out later whether it landed ([`EvmLedger::resolve_batch`]).
+#[derive(Debug)]
+pub struct Prepared {
+    id: B256,
+    nonce: u64,
+    tx: TransactionRequest,
+    outcomes: Vec<OpOutcome>,
+    effects: Effects,
+    ops: usize,
+    calls: usize,
+}
+
+impl Prepared {
+    /// The batch id (`DciLedger.applied(id)` once it landed).
+    pub fn id(&self) -> B256 {
+        self.id
+    }
+
+    /// The settler nonce it is sent with.
+    pub fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    /// The outcomes it will have, one per op.
+    pub fn outcomes(&self) -> &[OpOutcome] {
+        &self.outcomes
+    }
 }
 
 impl std::fmt::Debug for EvmLedger {
@@ -218,6 +263,8 @@ struct Sim<'a> {
     netting: Netting,
     epochs_done: HashSet<u64>,
     slashes_done: HashSet<B256>,
+    /// Committees on chain (read before the batch, or published in it).
+    committees: HashMap<u64, Vec<Address>>,
     calls: Vec<Bytes>,
     effects: Effects,
 }
@@ -545,6 +592,50 @@ impl Sim<'_> {
                 "the contract checks the committee's ECDSA signatures: each member adds dci_chain::chain_slash_signature next to its ed25519 one",
             ));
         }
+        // The epoch's committee on chain: published by an earlier batch, or
+        // now, in this one (from the members' registered chain signers).
+        let on_chain = match self.committees.get(&report.epoch) {
+            Some(list) => list.clone(),
+            None => {
+                let mut list = Vec::with_capacity(committee.len());
+                for m in committee {
+                    let a = self.l.signers.get(m).copied().ok_or_else(|| {
+                        LedgerError::InvalidInput(format!(
+                            "expected the chain signer of committee member {m} (EvmLedger::set_signers), found none: the epoch's committee cannot be published"
+                        ))
+                    })?;
+                    if !list.contains(&a) {
+                        list.push(a);
+                    }
+                }
+                list
+            }
+        };
+        let digest = crate::slash_digest(&self.l.dep, report);
+        let mut valid: HashSet<Address> = HashSet::new();
+        for sig in &chain_sigs {
+            let signer = alloy::primitives::Signature::try_from(sig.as_ref())
+                .ok()
+                .and_then(|s| s.recover_address_from_msg(digest.as_slice()).ok());
+            if let Some(a) = signer.filter(|a| on_chain.contains(a)) {
+                valid.insert(a);
+            }
+        }
+        let needed = (2 * on_chain.len() as u64).div_ceil(3);
+        if (valid.len() as u64) < needed {
+            return Err(LedgerError::SlashQuorum {
+                offender: report.offender.clone(),
+                valid: valid.len() as u64,
+                needed,
+                committee: on_chain.len() as u64,
+            });
+        }
+        if !self.committees.contains_key(&report.epoch) {
+            self.calls.push(
+                DciLedger::setCommitteeCall { epoch: report.epoch, members: on_chain.clone() }.abi_encode().into(),
+            );
+            self.committees.insert(report.epoch, on_chain);
+        }
         let a = self.name(offender);
         let i = role_u8(role);
         let row = *self.row(a);
@@ -648,6 +739,7 @@ impl EvmLedger {
             pending: None,
             resolution: None,
             last: LastBatch::default(),
+            signers: HashMap::new(),
         };
         for id in [
             accounts::mining_pool(),
@@ -906,13 +998,15 @@ impl EvmLedger {
         }
     }
 
-    fn send_batch(
+    /// Gets a batch of `calls` ready: its nonce and id, and the gas the
+    /// chain estimates for it (a refusal costs nothing and sends nothing).
+    fn prepare_calls(
         &mut self,
         calls: Vec<Bytes>,
         outcomes: Vec<OpOutcome>,
         effects: Effects,
         ops: usize,
-    ) -> Result<Vec<OpOutcome>, ChainError> {
+    ) -> Result<Prepared, ChainError> {
         let c = &self.client;
         let nonce = c
             .block_on(c.provider.get_transaction_count(c.from).pending())
@@ -920,16 +1014,23 @@ impl EvmLedger {
         let id = batch_id(&calls, nonce);
         let n_calls = calls.len();
         let tx = self.ledger().batch(id, calls).into_transaction_request().with_from(c.from).with_nonce(nonce);
-        let what = format!("batch {id} of {ops} ops");
-        // Estimating first: a refusal costs nothing and sends nothing.
-        let gas = c.block_on(c.provider.estimate_gas(tx.clone())).map_err(|e| c.rpc_error(&what, e))?;
+        let gas =
+            c.block_on(c.provider.estimate_gas(tx.clone())).map_err(|e| c.rpc_error(&format!("batch {id}"), e))?;
         let tx = tx.with_gas_limit(gas.saturating_add(gas / 5).saturating_add(50_000));
+        Ok(Prepared { id, nonce, tx, outcomes, effects, ops, calls: n_calls })
+    }
+
+    /// Sends a prepared batch and waits for it. An unknown outcome leaves
+    /// it pending (see the module docs).
+    fn submit(&mut self, p: Prepared) -> Result<Vec<OpOutcome>, ChainError> {
+        let Prepared { id, nonce, tx, outcomes, effects, ops, calls } = p;
+        let what = format!("batch {id} of {ops} ops");
         self.pending = Some(Pending { id, nonce, outcomes: outcomes.clone(), effects: effects.clone() });
         match self.client.send(tx, &what) {
             Ok(receipt) => {
                 self.pending = None;
                 self.absorb(effects);
-                self.last = LastBatch { gas_used: receipt.gas_used, ops, calls: n_calls };
+                self.last = LastBatch { gas_used: receipt.gas_used, ops, calls };
                 Ok(outcomes)
             }
             Err(e @ ChainError::Refused { .. }) => {
@@ -945,11 +1046,81 @@ impl EvmLedger {
         }
     }
 
+    fn send_batch(
+        &mut self,
+        calls: Vec<Bytes>,
+        outcomes: Vec<OpOutcome>,
+        effects: Effects,
+        ops: usize,
+    ) -> Result<Vec<OpOutcome>, ChainError> {
+        let p = self.prepare_calls(calls, outcomes, effects, ops)?;
+        self.submit(p)
+    }
+
+    /// The outcomes `ops` would have if applied now, with the same rules
+    /// and errors as [`Settlement::apply`], without sending anything.
+    pub fn check(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        Ok(self.simulate(ops)?.1)
+    }
+
+    /// Simulates `ops` and gets their batch ready to send, without sending
+    /// it: `prepare` then [`EvmLedger::submit_prepared`] is `apply`, with a
+    /// moment in between to record the batch's id and nonce.
+    pub fn prepare(&mut self, ops: &[LedgerOp]) -> Result<Prepared, LedgerError> {
+        let (calls, outcomes, effects) = self.simulate(ops)?;
+        Ok(self.prepare_calls(calls, outcomes, effects, ops.len())?)
+    }
+
+    /// Sends a batch from [`EvmLedger::prepare`] and waits for it.
+    pub fn submit_prepared(&mut self, p: Prepared) -> Result<Vec<OpOutcome>, LedgerError> {
+        Ok(self.submit(p)?)
+    }
+
+    /// Did batch `id`, sent with settler nonce `nonce` (by this process or
+    /// an earlier one), land? If it did not, its nonce is used up first so
+    /// it never can (see the module docs); either way nothing stays pending.
+    pub fn resolve_batch(&mut self, id: B256, nonce: u64) -> Result<bool, ChainError> {
+        let mine = self.pending.as_ref().is_some_and(|p| p.id == id);
+        if !mine {
+            // Another pending batch of this process is resolved first.
+            if self.pending.is_some() {
+                self.resolve_before_new_batch()?;
+            }
+            self.pending = Some(Pending { id, nonce, outcomes: Vec::new(), effects: Effects::default() });
+        }
+        match self.resolve_pending()? {
+            Some(Resolution::Applied { .. }) => {
+                self.resolution = None;
+                if !mine {
+                    // Its effects are not known here: read them from chain.
+                    self.load()?;
+                }
+                Ok(true)
+            }
+            Some(Resolution::NotApplied { .. }) | None => Ok(false),
+        }
+    }
+
+    /// Records committee members' chain signers (their
+    /// [`crate::node_signer`] addresses), so that a slash can publish its
+    /// epoch's committee on chain in the same batch when it is not there yet.
+    pub fn set_signers(&mut self, signers: impl IntoIterator<Item = (NodeId, Address)>) {
+        self.signers.extend(signers);
+    }
+
     fn apply_ops(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
-        self.resolve_before_new_batch()?;
         if ops.is_empty() {
+            self.resolve_before_new_batch()?;
             return Ok(Vec::new());
         }
+        let p = self.prepare(ops)?;
+        self.submit_prepared(p)
+    }
+
+    /// Simulates `ops` against the chain state they touch: the contract
+    /// calls, the outcomes and the effects on this process's caches.
+    fn simulate(&mut self, ops: &[LedgerOp]) -> Result<(Vec<Bytes>, Vec<OpOutcome>, Effects), LedgerError> {
+        self.resolve_before_new_batch()?;
         // Read what the ops touch, in as few calls as possible.
         let mut addrs: Vec<Address> = [
             accounts::mining_pool(),
@@ -996,7 +1167,10 @@ impl EvmLedger {
                 LedgerOp::Slash { report, .. } => {
                     addrs.push(account_address(&report.offender));
                     unb_for.push(account_address(&report.offender));
-                    slashes.push(slash_key(&report.offender, report.role, report.epoch, report.evidence_hash));
+                    slashes.push((
+                        slash_key(&report.offender, report.role, report.epoch, report.evidence_hash),
+                        report.epoch,
+                    ));
                 }
                 LedgerOp::RefundUndelivered { .. } | LedgerOp::SetParams { .. } => {}
             }
@@ -1018,9 +1192,14 @@ impl EvmLedger {
             }
         }
         let mut slashes_done = HashSet::new();
-        for k in slashes {
+        let mut committees = HashMap::new();
+        for (k, epoch) in slashes {
             if self.rpc("reading slashApplied()", ledger.slashApplied(k).call())? {
                 slashes_done.insert(k);
+            }
+            let list = self.rpc("reading committee()", ledger.committee(epoch).call())?;
+            if !list.is_empty() {
+                committees.insert(epoch, list);
             }
         }
         let next_index = if locks { self.rpc("reading nextSession()", ledger.nextSession().call())? } else { 0 };
@@ -1035,6 +1214,7 @@ impl EvmLedger {
             netting: Netting::default(),
             epochs_done,
             slashes_done,
+            committees,
             calls: Vec::new(),
             effects: Effects::default(),
         };
@@ -1044,8 +1224,7 @@ impl EvmLedger {
             outcomes.push(out);
         }
         sim.flush_groups(false, false);
-        let (calls, effects) = (sim.calls, sim.effects);
-        Ok(self.send_batch(calls, outcomes, effects, ops.len())?)
+        Ok((sim.calls, outcomes, sim.effects))
     }
 
     fn view_row(&self, account: &AccountId) -> Result<(Row, Amount), ChainError> {

@@ -48,9 +48,12 @@
 //! is a separate cost, ~7,100 gas per session in batches of 500.
 //!
 //! Settlement, staking and the other ops are batched the same way: one
-//! [`dci_ledger::Settlement::apply`] is one transaction. The node should
-//! buffer verified receipts and `apply` them per epoch (or per flush); the
-//! provided one-op methods (`settle`, ...) send one transaction each.
+//! [`dci_ledger::Settlement::apply`] is one transaction. The node queues
+//! verified receipts (checked with [`EvmLedger::check`]) and sends them per
+//! epoch or when its queue is full (`dci-node`'s `NodeLedger::flush`),
+//! recording each batch's id and nonce before it leaves
+//! ([`EvmLedger::prepare`], [`EvmLedger::resolve_batch`]); the provided
+//! one-op methods (`settle`, ...) send one transaction each.
 //!
 //! The API is blocking (it runs its own small tokio runtime): call it from a
 //! blocking thread (`tokio::task::spawn_blocking`), never from inside an
@@ -91,7 +94,7 @@ pub use alloy::primitives::Address;
 pub use anvil::{ANVIL_ENV, Anvil, AnvilOptions, CAST_ENV, DEV_KEYS, contracts_dir, tool_path};
 pub use deploy::{ARTIFACTS_ENV, Deployment, bytecode, deploy};
 pub use error::ChainError;
-pub use ledger::{EvmLedger, LastBatch, Resolution};
+pub use ledger::{EvmLedger, LastBatch, Prepared, Resolution};
 
 use alloy::primitives::{B256, U256, keccak256};
 use alloy::signers::SignerSync;
@@ -132,10 +135,10 @@ pub fn node_signer(identity: &Identity) -> PrivateKeySigner {
     })
 }
 
-/// What the DciLedger contract of `deployment` verifies for `report`
-/// (before the EIP-191 prefix): keccak256(abi.encode(typehash, chain id,
-/// ledger, offender address, role, epoch, evidence, amount)).
-pub fn slash_digest(deployment: &Deployment, report: &SlashReport) -> B256 {
+/// What the DciLedger contract at `ledger` on chain `chain_id` verifies
+/// for `report` (before the EIP-191 prefix): keccak256(abi.encode(typehash,
+/// chain id, ledger, offender address, role, epoch, evidence, amount)).
+pub fn slash_digest_at(chain_id: u64, ledger: Address, report: &SlashReport) -> B256 {
     let role: u8 = match report.role {
         StakeRole::Container => 0,
         StakeRole::Checker => 1,
@@ -143,8 +146,8 @@ pub fn slash_digest(deployment: &Deployment, report: &SlashReport) -> B256 {
     keccak256(
         (
             keccak256(b"dci/slash-report/v1"),
-            U256::from(deployment.chain_id),
-            deployment.ledger,
+            U256::from(chain_id),
+            ledger,
             account_address(&report.offender),
             U256::from(role),
             report.epoch,
@@ -155,13 +158,34 @@ pub fn slash_digest(deployment: &Deployment, report: &SlashReport) -> B256 {
     )
 }
 
+/// [`slash_digest_at`] for `deployment`'s ledger.
+pub fn slash_digest(deployment: &Deployment, report: &SlashReport) -> B256 {
+    slash_digest_at(deployment.chain_id, deployment.ledger, report)
+}
+
+/// `identity`'s chain signature (65 bytes, r ‖ s ‖ v, EIP-191) of `report`
+/// for the ledger at `ledger` on chain `chain_id`, with its
+/// [`node_signer`] key. What a committee member adds to its penalty vote.
+pub fn slash_signature_at(chain_id: u64, ledger: Address, report: &SlashReport, identity: &Identity) -> Vec<u8> {
+    let digest = slash_digest_at(chain_id, ledger, report);
+    node_signer(identity)
+        .sign_message_sync(digest.as_slice())
+        .unwrap_or_else(|e| unreachable!("signing a 32-byte message with a local key cannot fail: {e}"))
+        .as_bytes()
+        .to_vec()
+}
+
+/// Who signed `signature` (65 bytes) over `report` for the ledger at
+/// `ledger` on chain `chain_id`, as the contract recovers it; `None` if it
+/// is not a valid signature.
+pub fn slash_signer_at(chain_id: u64, ledger: Address, report: &SlashReport, signature: &[u8]) -> Option<Address> {
+    let sig = alloy::primitives::Signature::try_from(signature).ok()?;
+    sig.recover_address_from_msg(slash_digest_at(chain_id, ledger, report).as_slice()).ok()
+}
+
 /// `identity`'s chain signature of `report` (65 bytes, r ‖ s ‖ v), to add to
 /// `report.signatures` next to its ed25519 one: the embedded ledger ignores
 /// it (not 64 bytes), the EVM backend forwards it to the contract.
 pub fn chain_slash_signature(deployment: &Deployment, report: &SlashReport, identity: &Identity) -> (NodeId, Vec<u8>) {
-    let digest = slash_digest(deployment, report);
-    let sig = node_signer(identity)
-        .sign_message_sync(digest.as_slice())
-        .unwrap_or_else(|e| unreachable!("signing a 32-byte message with a local key cannot fail: {e}"));
-    (identity.id(), sig.as_bytes().to_vec())
+    (identity.id(), slash_signature_at(deployment.chain_id, deployment.ledger, report, identity))
 }

@@ -9,8 +9,8 @@ use dci_ledger::{SlashReport, StakeRole};
 use dci_model::{AccountId, Amount, ContainerSpec, ServiceName};
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net, Response,
-    Reveal, SortitionProof, Verdict,
+    ChainDomain, ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net,
+    Response, Reveal, SortitionProof, Verdict,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -125,6 +125,12 @@ struct Inspection {
     phase: Phase,
 }
 
+/// Signs a slash report for a ledger on a chain: `(member's identity,
+/// ledger, report) -> signature`. Pure and deterministic; the node provides
+/// it (`dci_chain::slash_signature_at`), since the EVM's digest and keys
+/// belong to `dci-chain`.
+pub type ChainSigner = fn(&Identity, &ChainDomain, &SlashReport) -> Vec<u8>;
+
 /// The checker role's sans-IO core (SPEC §4, R-CK1 registration validation).
 ///
 /// One inspection per container is in flight at a time: a new
@@ -132,12 +138,13 @@ struct Inspection {
 /// which ends without a verdict (the indexer has replaced it too and would
 /// refuse that verdict as stale), so a container never juggles several
 /// challenges. Every other inspection ends in exactly one verdict: passed,
-/// failed, or timed out. The core does not sign: the driver seals every outgoing
-/// message, the verdict included, with the checker's identity.
+/// failed, or timed out. The core signs only its penalty votes: the driver seals
+/// every outgoing message, the verdict included, with the checker's identity.
 #[derive(Debug)]
 pub struct Checker {
     config: Config,
     identity: Identity,
+    chain_signer: Option<ChainSigner>,
     vrf: CommitteeKey,
     rng: ChaCha20Rng,
     next_id: u64,
@@ -157,7 +164,25 @@ impl Checker {
         // Random start, so a restarted checker does not reuse recent ids.
         let next_id = rng.next_u64();
         let vrf = CommitteeKey::from_identity(&identity);
-        Ok(Checker { config, identity, vrf, rng, next_id, inspections: BTreeMap::new(), by_container: BTreeMap::new() })
+        Ok(Checker {
+            config,
+            identity,
+            chain_signer: None,
+            vrf,
+            rng,
+            next_id,
+            inspections: BTreeMap::new(),
+            by_container: BTreeMap::new(),
+        })
+    }
+
+    /// Lets it add a chain signature to its penalty votes when a proposal
+    /// names a chain ledger (the node passes `dci_chain`'s signer, so this
+    /// crate knows nothing of the EVM). Without one, its votes carry only
+    /// the ed25519 signature, which a chain ledger does not count.
+    pub fn with_chain_signer(mut self, signer: ChainSigner) -> Self {
+        self.chain_signer = Some(signer);
+        self
     }
 
     /// The VRF public key to register as a committee candidate.
@@ -191,8 +216,8 @@ impl Checker {
                         Ok(_) => Ok(self.finish(now, id, false, format!("failed: no_session: {reason}"))),
                         Err(e) => Err(e),
                     },
-                    Message::PenaltyProposal { epoch, amount, evidence } => {
-                        self.on_penalty_proposal(conn, from, epoch, amount, &evidence)
+                    Message::PenaltyProposal { epoch, amount, evidence, chain } => {
+                        self.on_penalty_proposal(conn, from, epoch, amount, &evidence, chain)
                     }
                     other => Err(Rejection::UnexpectedMessage(other.kind())),
                 };
@@ -397,6 +422,7 @@ impl Checker {
         epoch: u64,
         amount: Amount,
         evidence: &Evidence,
+        chain: Option<ChainDomain>,
     ) -> Result<Vec<Output>, Rejection> {
         self.coordinator("penalty_proposal", from)?;
         let refuse = |why: String| Rejection::NoPenalty { container: evidence.container, why };
@@ -418,7 +444,10 @@ impl Checker {
             signatures: Vec::new(),
         };
         let (_, signature) = report.signature(&self.identity);
-        let vote = Message::PenaltyVote { evidence_hash: report.evidence_hash, signature };
+        // The report is the one this checker built from the evidence it
+        // re-verified: the chain domain only says which ledger it counts on.
+        let chain_signature = chain.zip(self.chain_signer).map(|(domain, sign)| sign(&self.identity, &domain, &report));
+        let vote = Message::PenaltyVote { evidence_hash: report.evidence_hash, signature, chain_signature };
         Ok(vec![Output::Net(Net::Reply { conn, msg: vote })])
     }
 

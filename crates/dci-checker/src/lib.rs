@@ -11,7 +11,9 @@
 //! [`Input`] at a time, with `now` passed in, and returns [`Output`]s; all
 //! randomness comes from a seed the caller gives.
 //!
-//! This crate does no IO, reads no clock and signs nothing: the driver
+//! This crate does no IO, reads no clock and signs only its penalty votes
+//! (ed25519, and for a chain ledger through the [`ChainSigner`] the node
+//! gives it, so the EVM stays in `dci-chain`): the driver
 //! (`dci-node`) moves and seals the messages. The math lives in
 //! `dci-capacity`, the epoch committee in `dci-committee`. In-service
 //! evaluation with a simulated user (R-CK3, R-CK4) is not here yet.
@@ -19,5 +21,5 @@
 mod checker;
 mod config;
 
-pub use checker::{Checker, Input, Output, ServiceReport};
+pub use checker::{ChainSigner, Checker, Input, Output, ServiceReport};
 pub use config::{Config, ConfigError, Coordinator, EvaluationFloor};

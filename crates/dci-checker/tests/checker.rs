@@ -20,7 +20,7 @@ use dci_committee::{CommitteeKey, EpochCoordinator, EpochSeed, Registered};
 use dci_ledger::{SlashReport, StakeRole};
 use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, ServiceName, Timestamp};
 use dci_proto::{
-    ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
+    ChainDomain, ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
     MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, seal, sign_transcript,
 };
 use proptest::prelude::*;
@@ -1032,7 +1032,7 @@ fn evidence_in(out: &[Output]) -> Option<Evidence> {
 }
 
 fn proposal(epoch: u64, evidence: Evidence) -> Input {
-    from(COORDINATOR, Message::PenaltyProposal { epoch, amount: Amount::ath(50), evidence })
+    from(COORDINATOR, Message::PenaltyProposal { epoch, amount: Amount::ath(50), evidence, chain: None })
 }
 
 #[test]
@@ -1079,8 +1079,9 @@ fn signed_failures_become_evidence_that_other_members_vote_on() {
     let mut voter = on_committee(3, voter_key.clone());
     let out = voter.handle(T0, proposal(9, evidence.clone()));
     let signature = match out.as_slice() {
-        [Output::Net(Net::Reply { msg: Message::PenaltyVote { evidence_hash, signature }, .. })] => {
+        [Output::Net(Net::Reply { msg: Message::PenaltyVote { evidence_hash, signature, chain_signature }, .. })] => {
             assert_eq!(*evidence_hash, evidence.hash());
+            assert_eq!(*chain_signature, None, "no chain named, no chain signature");
             signature.clone()
         }
         other => panic!("expected a penalty vote, found {other:?}"),
@@ -1107,10 +1108,57 @@ fn signed_failures_become_evidence_that_other_members_vote_on() {
     rejected(&voter.handle(T0, proposal(9, forged)), COORDINATOR, "not signed by the container");
     // Only the coordinator proposes.
     rejected(
-        &voter.handle(T0, from(STRANGER, Message::PenaltyProposal { epoch: 9, amount: Amount::ath(1), evidence })),
+        &voter.handle(
+            T0,
+            from(STRANGER, Message::PenaltyProposal { epoch: 9, amount: Amount::ath(1), evidence, chain: None }),
+        ),
         STRANGER,
         "coordinator",
     );
+}
+
+/// A stand-in for the node's chain signer (the real one is
+/// `dci_chain::slash_signature_at`, tested in dci-chain): it depends on the
+/// member, the ledger and the report, as a signature does.
+fn tag_signer(by: &Identity, domain: &ChainDomain, report: &SlashReport) -> Vec<u8> {
+    let mut b = by.id().0.to_vec();
+    b.extend_from_slice(&domain.chain_id.to_be_bytes());
+    b.extend_from_slice(&domain.ledger);
+    b.extend_from_slice(&report.signing_bytes());
+    b
+}
+
+/// When the proposal names a chain ledger, a member with a chain signer
+/// signs the report it built itself for that ledger too; one without a
+/// signer still votes with ed25519 only.
+#[test]
+fn a_vote_carries_a_chain_signature_of_the_members_own_report() {
+    let mut reporter = on_committee(2, KEYS[201].clone());
+    let evidence = evidence_in(&inspect(&mut reporter, Behaviour::WrongProduct)).unwrap();
+    let domain = ChainDomain { chain_id: 31337, ledger: [7; 20] };
+    let voter_key = KEYS[202].clone();
+    let report =
+        SlashReport::new(AccountId::for_node(&container()), StakeRole::Container, 9, evidence.hash(), Amount::ath(50));
+    let cases: [(bool, Option<ChainDomain>, Option<Vec<u8>>); 4] = [
+        (true, Some(domain), Some(tag_signer(&voter_key, &domain, &report))),
+        (true, None, None),
+        (false, Some(domain), None),
+        (false, None, None),
+    ];
+    for (with_signer, chain, want) in cases {
+        let mut voter = on_committee(3, voter_key.clone());
+        if with_signer {
+            voter = voter.with_chain_signer(tag_signer);
+        }
+        let msg = Message::PenaltyProposal { epoch: 9, amount: Amount::ath(50), evidence: evidence.clone(), chain };
+        match voter.handle(T0, from(COORDINATOR, msg)).as_slice() {
+            [Output::Net(Net::Reply { msg: Message::PenaltyVote { signature, chain_signature, .. }, .. })] => {
+                assert!(report.verifies(&voter_key.id(), signature));
+                assert_eq!(*chain_signature, want, "signer {with_signer}, chain {chain:?}");
+            }
+            other => panic!("expected a penalty vote, found {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,11 @@
 //! the ledger's slash report, and the ledger applies the report only with
 //! signatures of at least two thirds of the committee.
 //!
+//! On a chain ledger each vote also carries the member's chain signature
+//! (ECDSA, `dci_chain::node_signer`) of the same report, checked here
+//! against the member's registered signer; the ledger publishes the epoch's
+//! committee on chain with the first slash of that epoch.
+//!
 //! Decisions stay where they belong: selection and assignment in
 //! `dci-committee`, the re-verification in each checker, the quorum check in
 //! the ledger. This module keeps the bookkeeping between them.
@@ -16,7 +21,7 @@ use std::collections::HashMap;
 use dci_committee::{Committee, EpochCoordinator, Registered, SortitionError};
 use dci_ledger::{SlashReport, StakeRole};
 use dci_model::{AccountId, Amount, NodeId, Timestamp};
-use dci_proto::{CommitteeAnnouncement, Evidence, Message, SortitionProof};
+use dci_proto::{ChainDomain, CommitteeAnnouncement, Evidence, Message, SortitionProof};
 use serde::{Deserialize, Serialize};
 
 /// A checker that offers itself for the committee.
@@ -28,6 +33,9 @@ pub struct CheckerSeat {
     pub addr: String,
     /// Its VRF public key.
     pub vrf_public: [u8; 32],
+    /// The address of its chain signing key (`dci_chain::node_signer`),
+    /// which a chain ledger's committee lists.
+    pub chain_signer: [u8; 20],
 }
 
 /// What happened to one piece of evidence.
@@ -72,6 +80,8 @@ pub struct Duties {
     waiting: Vec<(NodeId, Evidence)>,
     proposals: HashMap<[u8; 32], Proposal>,
     decided: Vec<PenaltyRecord>,
+    /// The chain ledger votes must also sign for, if the ledger is one.
+    chain: Option<ChainDomain>,
 }
 
 /// Penalty records kept for the API.
@@ -86,7 +96,15 @@ impl Duties {
             waiting: Vec::new(),
             proposals: HashMap::new(),
             decided: Vec::new(),
+            chain: None,
         })
+    }
+
+    /// Votes must carry a chain signature for `chain` too (the ledger is
+    /// on a chain whose contract counts those); `None`: ed25519 only.
+    pub fn with_chain(mut self, chain: Option<ChainDomain>) -> Duties {
+        self.chain = chain;
+        self
     }
 
     /// Opens `epoch` with the stakes `stake_of` reads; returns the
@@ -173,7 +191,10 @@ impl Duties {
         let sends = members
             .iter()
             .filter_map(|m| addr_of.get(m))
-            .map(|addr| (addr.clone(), Message::PenaltyProposal { epoch, amount, evidence: evidence.clone() }))
+            .map(|addr| {
+                let msg = Message::PenaltyProposal { epoch, amount, evidence: evidence.clone(), chain: self.chain };
+                (addr.clone(), msg)
+            })
             .collect();
         let report = SlashReport {
             offender: AccountId::for_node(&evidence.container),
@@ -188,19 +209,40 @@ impl Duties {
     }
 
     /// A member's vote. When the votes reach the quorum, returns the report
-    /// to apply with the committee it is checked against.
+    /// to apply with the committee it is checked against. On a chain
+    /// ledger a vote counts only with a chain signature by the member's
+    /// registered chain signer; both signatures go into the report.
     pub fn vote(
         &mut self,
         from: NodeId,
         evidence_hash: [u8; 32],
         signature: Vec<u8>,
+        chain_signature: Option<Vec<u8>>,
     ) -> Option<(SlashReport, Vec<NodeId>)> {
+        let chain = self.chain;
+        let signer = self.checkers.iter().find(|c| c.id == from).map(|c| c.chain_signer);
         let p = self.proposals.get_mut(&evidence_hash)?;
         if !p.committee.contains(&from) || p.record.signers.contains(&from) || !p.report.verifies(&from, &signature) {
             tracing::warn!(from = %from.short(), "a penalty vote that does not count was ignored");
             return None;
         }
+        if let Some(d) = chain {
+            let ledger = dci_chain::Address::from(d.ledger);
+            let by = chain_signature
+                .as_deref()
+                .and_then(|sig| dci_chain::slash_signer_at(d.chain_id, ledger, &p.report, sig));
+            match (by, signer) {
+                (Some(by), Some(registered)) if by.into_array() == registered => {}
+                _ => {
+                    tracing::warn!(from = %from.short(), "a penalty vote without a valid chain signature was ignored");
+                    return None;
+                }
+            }
+        }
         p.report.signatures.push((from, signature));
+        if let Some(sig) = chain_signature.filter(|_| chain.is_some()) {
+            p.report.signatures.push((from, sig));
+        }
         p.record.signers.push(from);
         (p.record.signers.len() >= p.record.quorum).then(|| (p.report.clone(), p.committee.clone()))
     }

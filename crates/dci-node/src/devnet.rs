@@ -107,7 +107,13 @@ struct StartedChain {
 
 /// Starts anvil if the config says so, connects to the deployment or
 /// deploys the contracts (blocking: call it from a blocking thread).
-fn start_chain(mut evm: EvmConfig, state: PathBuf, books: EmbeddedLedger) -> anyhow::Result<StartedChain> {
+fn start_chain(
+    mut evm: EvmConfig,
+    state: PathBuf,
+    books: EmbeddedLedger,
+    queue: RecordStore,
+    settings: SettlementConfig,
+) -> anyhow::Result<StartedChain> {
     let anvil = if evm.anvil {
         let opts = AnvilOptions { state: Some(state), own_process_group: true, ..AnvilOptions::default() };
         let a = Anvil::start_with(&opts).context("starting anvil")?;
@@ -141,7 +147,7 @@ fn start_chain(mut evm: EvmConfig, state: PathBuf, books: EmbeddedLedger) -> any
             (connect(dep, &evm)?, true)
         }
     };
-    let ledger = NodeLedger::on_chain(books, Box::new(ledger))?;
+    let ledger = NodeLedger::on_chain(books, ledger, queue, &settings)?;
     Ok(StartedChain { anvil, ledger, config: evm, fresh })
 }
 
@@ -266,7 +272,9 @@ impl Devnet {
             Backend::Evm => {
                 let evm = settings.evm.take().unwrap_or_else(EvmConfig::devnet_anvil);
                 let state = dir.join(ANVIL_STATE_FILE);
-                let started = tokio::task::spawn_blocking(move || start_chain(evm, state, books)).await??;
+                let queue = RecordStore::open(&dir.join("ledger.db"), crate::settlement::QUEUE_TABLE)?;
+                let cfg = settings.clone();
+                let started = tokio::task::spawn_blocking(move || start_chain(evm, state, books, queue, cfg)).await??;
                 let chain = ChainInfo {
                     rpc_url: started.config.rpc_url.clone(),
                     deployment: started.config.deployment.clone().context("a started chain has a deployment")?,
@@ -323,9 +331,17 @@ impl Devnet {
                 id: id.id(),
                 addr: b.addr(),
                 vrf_public: dci_committee::CommitteeKey::from_identity(id).public(),
+                chain_signer: dci_chain::node_signer(id).address().into_array(),
             })
-            .collect();
-        let duties = Duties::new("devnet", config.committee_size.max(1), seats)?;
+            .collect::<Vec<_>>();
+        // On a chain, slashes need the members' chain signatures, and the
+        // ledger publishes each epoch's committee from their signers.
+        let signers = seats.iter().map(|s| (s.id, s.chain_signer)).collect();
+        let domain = crate::settlement::blocking(|| {
+            ledger.set_chain_signers(signers)?;
+            ledger.chain_domain()
+        })?;
+        let duties = Duties::new("devnet", config.committee_size.max(1), seats)?.with_chain(domain);
         let sessions = RecordStore::open(&dir.join("gateway.db"), "sessions")?;
         let gateway = Gateway::start(
             gateway_id.clone(),
@@ -450,6 +466,12 @@ impl Devnet {
     /// Stops and settles running sessions, then stops every role.
     pub async fn shutdown(self) {
         self.gateway.stop_all().await;
+        // What the sessions settled goes on chain before anvil stops.
+        match self.gateway.with_ledger(|l| l.flush()) {
+            Ok(0) => {}
+            Ok(ops) => tracing::info!(ops, "queued settlement sent at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "queued settlement not sent at shutdown; the next start sends it"),
+        }
         self.shutdown.cancel();
         let _ = self.http.await;
         for r in self.roles {

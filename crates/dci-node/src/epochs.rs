@@ -12,6 +12,10 @@
 //!   indexer accepted from each);
 //! - indexers: matches they served to this gateway.
 //!
+//! Before the rewards, the epoch's queued settlement is flushed: on the
+//! chain backend, every receipt settled in the epoch goes on chain in one
+//! batch ([`crate::settlement::NodeLedger::flush`]).
+//!
 //! The arithmetic, and the explanation of every account's share, belong to
 //! the ledger (`EmbeddedLedger::distribute_epoch`, `reward_breakdown`).
 
@@ -75,6 +79,12 @@ pub async fn run(gateway: Arc<Gateway>, period: Duration, shutdown: Cancellation
             for v in views.iter().flat_map(|v| v.verdicts.iter()).filter(|v| v.at >= start && v.at < end) {
                 *inspections.entry(v.checker).or_default() += 1;
             }
+        }
+        // The epoch's settlement goes on chain (one batch) before its rewards.
+        match gateway.with_ledger(|l| l.flush()) {
+            Ok(0) => {}
+            Ok(ops) => tracing::info!(ops, "the epoch's settlement is on chain"),
+            Err(e) => tracing::warn!(error = %e, "the epoch's settlement stays queued"),
         }
         let input = epoch_input(&tally, &inspections, gateway.take_served_matches());
         match gateway.distribute_next_epoch(&input) {

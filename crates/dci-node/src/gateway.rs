@@ -309,13 +309,13 @@ impl Gateway {
                 self.send_all(sends);
                 return;
             }
-            Message::PenaltyVote { evidence_hash, signature } => {
+            Message::PenaltyVote { evidence_hash, signature, chain_signature } => {
                 let ready = self
                     .duties
                     .lock()
                     .expect("duties lock")
                     .as_mut()
-                    .and_then(|d| d.vote(from, evidence_hash, signature));
+                    .and_then(|d| d.vote(from, evidence_hash, signature, chain_signature));
                 if let Some((report, committee)) = ready {
                     let result = self
                         .with_ledger(|l| l.slash(&report, &committee))

@@ -139,6 +139,13 @@ fn offers(core: &dci_indexer::Indexer, filter: &str, sort: &str, limit: u32) -> 
         .collect())
 }
 
+/// A checker's chain signature of a slash report it votes for, when the
+/// coordinator's ledger is on a chain: the EVM's digest and key derivation
+/// are `dci-chain`'s, handed to the checker core as a plain function.
+fn chain_signer(identity: &Identity, domain: &dci_proto::ChainDomain, report: &dci_ledger::SlashReport) -> Vec<u8> {
+    dci_chain::slash_signature_at(domain.chain_id, dci_chain::Address::from(domain.ledger), report, identity)
+}
+
 /// Starts a checker on `bound`.
 pub fn spawn_checker(
     bound: Bound,
@@ -149,7 +156,9 @@ pub fn spawn_checker(
     use dci_checker::{Checker, Input, Output};
     let (addr, id) = (bound.addr(), bound.id());
     let Bound { transport, mut inbox } = bound;
-    let mut core = Checker::new(config, rand::random(), identity).context("checker configuration")?;
+    let mut core = Checker::new(config, rand::random(), identity)
+        .context("checker configuration")?
+        .with_chain_signer(chain_signer);
     let (evaluated_tx, mut evaluated) = mpsc::channel::<Input>(16);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);

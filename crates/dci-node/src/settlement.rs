@@ -10,6 +10,16 @@
 //!   API blocks on its own tokio runtime, which must neither run nor be
 //!   dropped inside an async task.
 //!
+//! On `evm`, session settlement is batched (R-PF6): a receipt's batch is
+//! checked against the chain after what is already queued, answered at
+//! once, and queued (in `ledger.db`, table `settlement_queue`, with the id
+//! and nonce of the batch carrying it once it is sent); [`NodeLedger::flush`]
+//! sends the queue as ONE transaction (the epoch clock at each epoch's end,
+//! the devnet at shutdown, the queue itself at `max_queue` ops). A queue
+//! left by a stopped process is resolved and sent at start. Reads overlay
+//! the queue, so `dci balance` shows what the consumer will have once it is
+//! on chain. Other ops go on chain at once (with the queue when they need it).
+//!
 //! The choice is one line of `<data-dir>/settlement.toml` (`backend =
 //! "embedded"` or `backend = "evm"`), or `dci devnet --settlement …`;
 //! `dci chain deploy` writes the `[evm]` section. Users keep the same CLI.
@@ -19,13 +29,16 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
-use dci_chain::Deployment;
+use dci_chain::{Deployment, EvmLedger};
 use dci_ledger::{
     AccountView, EmbeddedLedger, LedgerError, LedgerOp, OpOutcome, Params, RewardExplanation, Settlement, StakeRole,
     SupplyReport, UnbondingEntry, accounts,
 };
-use dci_model::{AccountId, Amount};
+use dci_model::{AccountId, Amount, NodeId};
+use dci_proto::ChainDomain;
 use serde::{Deserialize, Serialize};
+
+use crate::store::RecordStore;
 
 /// Name of the settlement config in the data directory.
 pub const SETTLEMENT_FILE: &str = "settlement.toml";
@@ -63,12 +76,38 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// When the `evm` backend sends queued session settlement to the chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flush {
+    /// At the end of each epoch (before its rewards), at shutdown, and
+    /// whenever `max_queue` ops wait: one transaction for all of them.
+    #[default]
+    Epoch,
+    /// As each session stops: one transaction per receipt (tests, debugging).
+    Immediate,
+}
+
+/// Settlement ops queued at most before a flush (`max_queue`'s default).
+pub const DEFAULT_MAX_QUEUE: usize = 500;
+
+fn default_max_queue() -> usize {
+    DEFAULT_MAX_QUEUE
+}
+
 /// `<data-dir>/settlement.toml` (0600: it holds the settler's key).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementConfig {
     /// `embedded` or `evm`: the one line that switches backends.
     pub backend: Backend,
+    /// On `evm`: `epoch` (queue session settlement, send it as one batch
+    /// per epoch) or `immediate` (one transaction per session stop).
+    #[serde(default)]
+    pub flush: Flush,
+    /// On `evm`: send the queue as soon as this many ops wait (at least 1).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
     /// The chain, for `backend = "evm"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evm: Option<EvmConfig>,
@@ -92,6 +131,12 @@ pub struct EvmConfig {
     /// devnet deploys them on its anvil at the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<Deployment>,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> SettlementConfig {
+        SettlementConfig { backend: Backend::Embedded, flush: Flush::Epoch, max_queue: DEFAULT_MAX_QUEUE, evm: None }
+    }
 }
 
 impl EvmConfig {
@@ -139,6 +184,7 @@ impl SettlementConfig {
 
     /// An `evm` backend needs its `[evm]` section, unless a devnet fills it in.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_queue >= 1, "max_queue: expected at least 1 op, found 0");
         if let Some(e) = &self.evm {
             anyhow::ensure!(
                 e.anvil || !e.rpc_url.is_empty(),
@@ -149,17 +195,18 @@ impl SettlementConfig {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut dyn Settlement) + Send>;
+type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
-/// A [`Settlement`] that lives on its own OS thread, built there and dropped
-/// there: every call is sent to the thread and waited for. For backends
-/// whose API blocks on a runtime of their own (`dci_chain::EvmLedger`).
-pub struct OnThread {
-    jobs: Option<mpsc::Sender<Job>>,
+/// A value (a [`Settlement`] backend) that lives on its own OS thread,
+/// built there and dropped there: every call is sent to the thread and
+/// waited for. For backends whose API blocks on a runtime of their own
+/// (`dci_chain::EvmLedger`).
+pub struct OnThread<S> {
+    jobs: Option<mpsc::Sender<Job<S>>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for OnThread {
+impl<S> std::fmt::Debug for OnThread<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnThread").finish_non_exhaustive()
     }
@@ -169,14 +216,14 @@ fn gone() -> LedgerError {
     LedgerError::Storage("the settlement backend's thread has stopped".into())
 }
 
-impl OnThread {
+impl<S: 'static> OnThread<S> {
     /// Starts a thread named `name` that builds the backend with `make`;
     /// returns once it is built (or `make`'s error).
-    pub fn spawn<S: Settlement + 'static>(
+    pub fn spawn(
         name: &str,
         make: impl FnOnce() -> Result<S, LedgerError> + Send + 'static,
-    ) -> Result<OnThread, LedgerError> {
-        let (jobs, rx) = mpsc::channel::<Job>();
+    ) -> Result<OnThread<S>, LedgerError> {
+        let (jobs, rx) = mpsc::channel::<Job<S>>();
         let (ready_tx, ready) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
@@ -198,12 +245,13 @@ impl OnThread {
         Ok(OnThread { jobs: Some(jobs), thread: Some(thread) })
     }
 
-    fn call<T: Send + 'static>(
+    /// Runs `f` on the backend's thread and waits for its answer.
+    pub fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Settlement) -> Result<T, LedgerError> + Send + 'static,
+        f: impl FnOnce(&mut S) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |s: &mut dyn Settlement| {
+        let job: Job<S> = Box::new(move |s: &mut S| {
             let _ = tx.send(f(s));
         });
         self.jobs.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())?;
@@ -211,7 +259,7 @@ impl OnThread {
     }
 }
 
-impl Drop for OnThread {
+impl<S> Drop for OnThread<S> {
     fn drop(&mut self) {
         self.jobs.take();
         if let Some(t) = self.thread.take() {
@@ -220,7 +268,7 @@ impl Drop for OnThread {
     }
 }
 
-impl Settlement for OnThread {
+impl<S: Settlement + 'static> Settlement for OnThread<S> {
     fn balance(&self, account: &AccountId) -> Result<Amount, LedgerError> {
         let a = account.clone();
         self.call(move |s| s.balance(&a))
@@ -253,17 +301,226 @@ impl Settlement for OnThread {
     }
 }
 
-/// The gateway's ledger: the embedded one, or a chain backend next to the
-/// embedded books that keep the API keys.
+/// The gateway's ledger: the embedded one, or the chain backend next to
+/// the embedded books that keep the API keys. On the chain, session
+/// settlement is queued and sent in batches (see the module docs).
 pub struct NodeLedger {
     books: EmbeddedLedger,
     chain: Option<Chain>,
 }
 
+/// The chain backend and its settlement queue.
 struct Chain {
-    settlement: Box<dyn Settlement>,
+    evm: OnThread<EvmLedger>,
     /// The latest distributed epoch (found on chain at start, then tracked).
     last_epoch: Option<u64>,
+    queue: Queue,
+    store: RecordStore,
+    flush: Flush,
+    max_queue: usize,
+}
+
+/// Settlement accepted and not yet on chain, as persisted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Queue {
+    /// The ops, in arrival order, with the outcomes they were accepted with.
+    ops: Vec<Queued>,
+    /// The batch carrying them, from just before it is sent until it is
+    /// known to have landed or not.
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Queued {
+    op: LedgerOp,
+    outcome: OpOutcome,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct InFlight {
+    #[serde(with = "hex_bytes")]
+    id: [u8; 32],
+    nonce: u64,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(d)?;
+        let v = hex::decode(&text).map_err(serde::de::Error::custom)?;
+        v.try_into().map_err(|_| serde::de::Error::custom("expected 32 bytes of hex"))
+    }
+}
+
+/// The record id of the queue in its store.
+const QUEUE_ID: &str = "queue";
+/// The table that holds the settlement queue (in `ledger.db`).
+pub const QUEUE_TABLE: &str = "settlement_queue";
+
+/// Is `ops` a session's settlement (a receipt, with its token charge),
+/// which the chain backend queues?
+fn is_settlement(ops: &[LedgerOp]) -> bool {
+    ops.iter().any(|op| matches!(op, LedgerOp::Settle { .. }))
+        && ops.iter().all(|op| matches!(op, LedgerOp::Settle { .. } | LedgerOp::Transfer(_)))
+}
+
+/// An error of a batch that followed `queued` queued ops, as if the batch
+/// had been checked alone.
+fn relative(e: LedgerError, queued: usize) -> LedgerError {
+    match e {
+        LedgerError::Batch { op, index, source } if index >= queued => {
+            LedgerError::Batch { op, index: index - queued, source }
+        }
+        LedgerError::Batch { op, index, source } => LedgerError::Storage(format!(
+            "queued settlement op {index} ({op}) no longer applies on chain, so nothing new is accepted until it is resolved: {source}"
+        )),
+        other => other,
+    }
+}
+
+fn store_error(e: anyhow::Error) -> LedgerError {
+    LedgerError::Storage(format!("the settlement queue: {e:#}"))
+}
+
+impl Chain {
+    fn save(&self) -> Result<(), LedgerError> {
+        self.store.put(QUEUE_ID, "node", self.queue.ops.len() as u64, &self.queue).map_err(store_error)
+    }
+
+    /// Finds out whether the batch in flight (sent by this process or a
+    /// previous one) landed: if it did, the queue is done; if not, it is
+    /// still to send (and that batch can never land any more).
+    fn resolve_in_flight(&mut self) -> Result<(), LedgerError> {
+        let Some(f) = self.queue.in_flight else { return Ok(()) };
+        let landed = self.evm.call(move |l| Ok(l.resolve_batch(f.id.into(), f.nonce)?))?;
+        if landed {
+            tracing::info!(ops = self.queue.ops.len(), "the settlement batch in flight did land");
+            self.queue = Queue::default();
+        } else {
+            tracing::warn!(ops = self.queue.ops.len(), "the settlement batch in flight did not land; it stays queued");
+            self.queue.in_flight = None;
+        }
+        self.save()
+    }
+
+    /// The queued ops as they are sent: every settle before every
+    /// transfer, so one netted call settles them all (settles only credit
+    /// balances, so a transfer valid after them in arrival order still is).
+    fn queued_ops(&self) -> Vec<LedgerOp> {
+        let (settles, rest): (Vec<&Queued>, Vec<&Queued>) =
+            self.queue.ops.iter().partition(|q| matches!(q.op, LedgerOp::Settle { .. }));
+        settles.into_iter().chain(rest).map(|q| q.op.clone()).collect()
+    }
+
+    /// Checks a settlement batch after the queue, queues it, and flushes
+    /// when the queue is full.
+    fn enqueue(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        let n = self.queue.ops.len();
+        let mut all: Vec<LedgerOp> = self.queue.ops.iter().map(|q| q.op.clone()).collect();
+        all.extend_from_slice(ops);
+        let outcomes = self.evm.call(move |l| l.check(&all)).map_err(|e| relative(e, n))?;
+        let new = outcomes.get(n..).map(<[OpOutcome]>::to_vec).unwrap_or_default();
+        self.queue.ops.extend(ops.iter().zip(&new).map(|(op, o)| Queued { op: op.clone(), outcome: o.clone() }));
+        if let Err(e) = self.save() {
+            self.queue.ops.truncate(n);
+            return Err(e);
+        }
+        if self.queue.ops.len() >= self.max_queue
+            && let Err(e) = self.send(&[])
+        {
+            tracing::warn!(error = %e, queued = self.queue.ops.len(), "the settlement queue is full and could not be sent; it stays queued");
+        }
+        Ok(new)
+    }
+
+    /// Applies ops that are not queued. With settlement queued, they are
+    /// checked after it (what the user sees); they go alone if the queue
+    /// still applies after them, or else in one batch with it (they need
+    /// what it pays).
+    fn apply_now(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        let apply = |c: &Chain, ops: Vec<LedgerOp>| c.evm.call(move |l| l.apply(&ops));
+        if self.queue.ops.is_empty() {
+            return apply(self, ops.to_vec());
+        }
+        let queued = self.queued_ops();
+        let n = queued.len();
+        let after: Vec<LedgerOp> = queued.iter().chain(ops).cloned().collect();
+        self.evm.call(move |l| l.check(&after)).map_err(|e| relative(e, n))?;
+        let before: Vec<LedgerOp> = ops.iter().chain(&queued).cloned().collect();
+        if self.evm.call(move |l| l.check(&before)).is_ok() {
+            return apply(self, ops.to_vec());
+        }
+        let out = self.send(ops)?;
+        Ok(out.get(n..).map(<[OpOutcome]>::to_vec).unwrap_or_default())
+    }
+
+    /// Sends the queue, then `extra`, as ONE batch; returns its outcomes.
+    fn send(&mut self, extra: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
+        let mut ops = self.queued_ops();
+        ops.extend_from_slice(extra);
+        let prepared = self.evm.call(move |l| l.prepare(&ops))?;
+        self.queue.in_flight = Some(InFlight { id: prepared.id().0, nonce: prepared.nonce() });
+        if let Err(e) = self.save() {
+            self.queue.in_flight = None;
+            return Err(e);
+        }
+        let n = self.queue.ops.len();
+        let outcomes = self.evm.call(move |l| l.submit_prepared(prepared))?;
+        tracing::info!(queued = n, extra = extra.len(), "settlement sent on chain in one batch");
+        self.queue = Queue::default();
+        if let Err(e) = self.save() {
+            // The batch landed: the next start finds it applied and clears the queue.
+            tracing::error!(error = %e, "the settlement queue could not be cleared after its batch landed");
+        }
+        Ok(outcomes)
+    }
+
+    /// What the queue will add to (first) and take from (second) `account`'s
+    /// balance, and release from its escrow (third).
+    fn pending_for(&self, account: &AccountId) -> Result<(Amount, Amount, Amount), LedgerError> {
+        let (mut plus, mut minus, mut released) = (Amount::ZERO, Amount::ZERO, Amount::ZERO);
+        for q in &self.queue.ops {
+            match (&q.op, &q.outcome) {
+                (LedgerOp::Settle { receipt, payout, .. }, OpOutcome::Settled(s)) => {
+                    if &receipt.receipt.consumer == account {
+                        released = released.checked_add(s.charged.checked_add(s.refunded)?)?;
+                        plus = plus.checked_add(s.refunded)?;
+                    }
+                    let shares = [
+                        (payout.clone(), s.provider),
+                        (accounts::checker_fees(), s.checkers),
+                        (accounts::indexer_fees(), s.indexers),
+                        (accounts::treasury(), s.treasury),
+                    ];
+                    for (to, a) in shares {
+                        if &to == account {
+                            plus = plus.checked_add(a)?;
+                        }
+                    }
+                }
+                (LedgerOp::Transfer(t), _) => {
+                    if &t.from == account {
+                        minus = minus.checked_add(t.amount)?;
+                    }
+                    if &t.to == account {
+                        plus = plus.checked_add(t.amount)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((plus, minus, released))
+    }
+}
+
+/// `base + plus − minus`.
+fn overlay(base: Amount, plus: Amount, minus: Amount) -> Result<Amount, LedgerError> {
+    Ok(base.checked_add(plus)?.checked_sub(minus)?)
 }
 
 impl NodeLedger {
@@ -272,15 +529,66 @@ impl NodeLedger {
         NodeLedger { books: ledger, chain: None }
     }
 
-    /// Money on `chain`, API keys in `books`.
-    pub fn on_chain(books: EmbeddedLedger, chain: Box<dyn Settlement>) -> Result<NodeLedger, LedgerError> {
-        let last_epoch = last_distributed(chain.as_ref())?;
-        Ok(NodeLedger { books, chain: Some(Chain { settlement: chain, last_epoch }) })
+    /// Money on the chain `evm`, API keys in `books`, the settlement queue
+    /// in `store` (flushed as `config` says). A queue left by an earlier
+    /// process is resolved and sent now.
+    pub fn on_chain(
+        books: EmbeddedLedger,
+        evm: OnThread<EvmLedger>,
+        store: RecordStore,
+        config: &SettlementConfig,
+    ) -> Result<NodeLedger, LedgerError> {
+        let last_epoch = last_distributed(&evm)?;
+        let queue: Queue = store.get(QUEUE_ID).map_err(store_error)?.unwrap_or_default();
+        let mut chain =
+            Chain { evm, last_epoch, queue, store, flush: config.flush, max_queue: config.max_queue.max(1) };
+        chain.resolve_in_flight()?;
+        if !chain.queue.ops.is_empty() {
+            tracing::info!(ops = chain.queue.ops.len(), "sending the settlement queued by the previous run");
+            chain.send(&[])?;
+        }
+        Ok(NodeLedger { books, chain: Some(chain) })
     }
 
     /// Which backend holds the money.
     pub fn backend(&self) -> Backend {
         if self.chain.is_some() { Backend::Evm } else { Backend::Embedded }
+    }
+
+    /// Sends the queued settlement to the chain as one batch (nothing to do
+    /// on the embedded ledger, which applies everything at once). Returns
+    /// the number of ops sent.
+    pub fn flush(&mut self) -> Result<usize, LedgerError> {
+        let Some(c) = &mut self.chain else { return Ok(0) };
+        c.resolve_in_flight()?;
+        let n = c.queue.ops.len();
+        if n > 0 {
+            c.send(&[])?;
+        }
+        Ok(n)
+    }
+
+    /// Settlement ops accepted and not yet on chain.
+    pub fn queued(&self) -> usize {
+        self.chain.as_ref().map_or(0, |c| c.queue.ops.len())
+    }
+
+    /// The ledger contract a committee member's chain signature is for (on
+    /// the chain backend).
+    pub fn chain_domain(&self) -> Result<Option<ChainDomain>, LedgerError> {
+        let Some(c) = &self.chain else { return Ok(None) };
+        let dep = c.evm.call(|l| Ok(l.deployment().clone()))?;
+        Ok(Some(ChainDomain { chain_id: dep.chain_id, ledger: dep.ledger.into_array() }))
+    }
+
+    /// Records the checkers' chain signers (`dci_chain::node_signer`'s
+    /// addresses), so a slash can publish its epoch's committee on chain.
+    pub fn set_chain_signers(&mut self, signers: Vec<(NodeId, [u8; 20])>) -> Result<(), LedgerError> {
+        let Some(c) = &self.chain else { return Ok(()) };
+        c.evm.call(move |l| {
+            l.set_signers(signers.into_iter().map(|(id, a)| (id, dci_chain::Address::from(a))));
+            Ok(())
+        })
     }
 
     /// Creates an API key for `account` (kept in the embedded books).
@@ -303,7 +611,7 @@ impl NodeLedger {
 
     fn money(&self) -> &dyn Settlement {
         match &self.chain {
-            Some(c) => c.settlement.as_ref(),
+            Some(c) => &c.evm,
             None => &self.books,
         }
     }
@@ -338,12 +646,36 @@ fn last_distributed(s: &dyn Settlement) -> Result<Option<u64>, LedgerError> {
     Ok(Some(lo))
 }
 
+/// Reads on the chain backend show the books as they will be once the
+/// queued settlement is on chain: balances and escrows include it.
 impl Settlement for NodeLedger {
     fn balance(&self, account: &AccountId) -> Result<Amount, LedgerError> {
-        self.money().balance(account)
+        let base = self.money().balance(account)?;
+        match &self.chain {
+            Some(c) => {
+                let (plus, minus, _) = c.pending_for(account)?;
+                overlay(base, plus, minus)
+            }
+            None => Ok(base),
+        }
     }
     fn account(&self, account: &AccountId) -> Result<AccountView, LedgerError> {
-        self.money().account(account)
+        let mut view = self.money().account(account);
+        if let Some(c) = &self.chain {
+            let (plus, minus, released) = c.pending_for(account)?;
+            if plus.is_zero() && minus.is_zero() && released.is_zero() {
+                return view;
+            }
+            // An account first paid by the queue is known already.
+            if let Err(LedgerError::UnknownAccount(_)) = view {
+                view = Ok(AccountView::default());
+            }
+            let mut v = view?;
+            v.balance = overlay(v.balance, plus, minus)?;
+            v.escrowed = v.escrowed.checked_sub(released)?;
+            return Ok(v);
+        }
+        view
     }
     fn staked(&self, account: &AccountId, role: StakeRole) -> Result<Amount, LedgerError> {
         self.money().staked(account, role)
@@ -361,18 +693,15 @@ impl Settlement for NodeLedger {
         self.money().check_invariant()
     }
     fn apply(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
-        match &mut self.chain {
-            None => self.books.apply(ops),
-            Some(c) => {
-                let out = c.settlement.apply(ops)?;
-                for op in ops {
-                    if let LedgerOp::DistributeEpoch { epoch, .. } = op {
-                        c.last_epoch = c.last_epoch.max(Some(*epoch));
-                    }
-                }
-                Ok(out)
+        let Some(c) = &mut self.chain else { return self.books.apply(ops) };
+        c.resolve_in_flight()?;
+        let out = if c.flush == Flush::Epoch && is_settlement(ops) { c.enqueue(ops)? } else { c.apply_now(ops)? };
+        for op in ops {
+            if let LedgerOp::DistributeEpoch { epoch, .. } = op {
+                c.last_epoch = c.last_epoch.max(Some(*epoch));
             }
         }
+        Ok(out)
     }
 }
 
@@ -396,14 +725,11 @@ mod tests {
     }
 
     /// A backend on its own thread behaves as the backend itself, and the
-    /// node ledger finds the last distributed epoch on it.
+    /// last distributed epoch is found on it.
     #[test]
     fn a_backend_on_a_thread_answers_as_itself() {
-        let chain = OnThread::spawn("test-ledger", || EmbeddedLedger::open_in_memory(&Genesis::default())).unwrap();
-        let mut l = NodeLedger::on_chain(EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap(), Box::new(chain))
-            .unwrap();
-        assert_eq!(l.backend(), Backend::Evm);
-        assert_eq!(l.last_epoch().unwrap(), None);
+        let mut l = OnThread::spawn("test-ledger", || EmbeddedLedger::open_in_memory(&Genesis::default())).unwrap();
+        assert_eq!(last_distributed(&l).unwrap(), None);
         let bob = account("consumer:bob");
         l.transfer(&accounts::liquidity(), &bob, Amount::ath(5)).unwrap();
         assert_eq!(l.balance(&bob).unwrap(), Amount::ath(5));
@@ -414,11 +740,11 @@ mod tests {
         for epoch in 0..5 {
             l.distribute_epoch(epoch, &EpochInput::default()).unwrap();
         }
-        assert_eq!(l.last_epoch().unwrap(), Some(4));
+        assert_eq!(last_distributed(&l).unwrap(), Some(4));
         l.check_invariant().unwrap();
-        // The API keys stay in the books.
-        let key = l.create_api_key(&bob, [7; 32]).unwrap();
-        assert_eq!(l.account_for_api_key(&key).unwrap(), Some(bob));
+        // A backend-specific call runs on the thread too.
+        let key = l.call(move |b| b.create_api_key(&bob, [7; 32])).unwrap();
+        assert!(l.call(move |b| b.account_for_api_key(&key)).unwrap().is_some());
     }
 
     #[test]
@@ -436,7 +762,11 @@ mod tests {
     fn the_config_switches_backends_with_one_line() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(SettlementConfig::load(dir.path()).unwrap().backend, Backend::Embedded);
-        let c = SettlementConfig { backend: Backend::Evm, evm: Some(EvmConfig::devnet_anvil()) };
+        let c = SettlementConfig {
+            backend: Backend::Evm,
+            evm: Some(EvmConfig::devnet_anvil()),
+            ..SettlementConfig::default()
+        };
         c.save(dir.path()).unwrap();
         assert_eq!(SettlementConfig::load(dir.path()).unwrap(), c);
         let path = SettlementConfig::path(dir.path());
@@ -446,5 +776,84 @@ mod tests {
         std::fs::write(&path, "backend = \"evm\"\nspeed = 3\n").unwrap();
         let e = format!("{:#}", SettlementConfig::load(dir.path()).unwrap_err());
         assert!(e.contains("speed"), "{e}");
+        // The flush cadence: epoch by default, immediate on request, and a
+        // queue bound of at least one op.
+        std::fs::write(&path, "backend = \"evm\"\n").unwrap();
+        let c = SettlementConfig::load(dir.path()).unwrap();
+        assert_eq!((c.flush, c.max_queue), (Flush::Epoch, DEFAULT_MAX_QUEUE));
+        std::fs::write(&path, "backend = \"evm\"\nflush = \"immediate\"\nmax_queue = 7\n").unwrap();
+        let c = SettlementConfig::load(dir.path()).unwrap();
+        assert_eq!((c.flush, c.max_queue), (Flush::Immediate, 7));
+        for (text, expect) in [("max_queue = 0\n", "max_queue"), ("flush = \"hourly\"\n", "flush")] {
+            std::fs::write(&path, format!("backend = \"evm\"\n{text}")).unwrap();
+            let e = format!("{:#}", SettlementConfig::load(dir.path()).unwrap_err());
+            assert!(e.contains(expect), "{text}: {e}");
+        }
+    }
+
+    /// Only a session's settlement (a receipt, with its token charge) is
+    /// queued; everything else goes on chain at once.
+    #[test]
+    fn only_session_settlement_is_queued() {
+        let (bob, carol) = (account("consumer:bob"), account("consumer:carol"));
+        let t = LedgerOp::Transfer(Transfer { from: bob.clone(), to: carol, amount: Amount::ath(1) });
+        let id = dci_proto::Identity::from_secret([3; 32]);
+        let receipt = dci_proto::UsageReceipt {
+            session: dci_model::SessionId([1; 16]),
+            container: id.id(),
+            consumer: bob.clone(),
+            service: dci_model::ServiceName::new("render").unwrap(),
+            started_at: dci_model::Timestamp(0),
+            ended_at: dci_model::Timestamp(1000),
+            seconds: 1,
+            price: "1".parse().unwrap(),
+            amount: Amount(1),
+        }
+        .sign(&id);
+        let settle = LedgerOp::Settle { receipt, acker: id.id(), payout: bob.clone() };
+        let lock = LedgerOp::LockEscrow { session: dci_model::SessionId([2; 16]), consumer: bob, amount: Amount(5) };
+        let cases: [(&[LedgerOp], bool); 6] = [
+            (&[], false),
+            (std::slice::from_ref(&settle), true),
+            (&[settle.clone(), t.clone(), t.clone()], true),
+            (std::slice::from_ref(&t), false),
+            (&[settle.clone(), lock.clone()], false),
+            (&[LedgerOp::Refund { session: dci_model::SessionId([1; 16]) }], false),
+        ];
+        for (ops, queued) in cases {
+            assert_eq!(is_settlement(ops), queued, "{ops:?}");
+        }
+    }
+
+    /// An error of ops checked after the queue names them as if alone; one
+    /// in the queue itself says so.
+    #[test]
+    fn errors_after_the_queue_name_the_callers_op() {
+        let inner = || Box::new(LedgerError::ZeroAmount);
+        match relative(LedgerError::Batch { op: "transfer", index: 4, source: inner() }, 3) {
+            LedgerError::Batch { op: "transfer", index: 1, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        let e = relative(LedgerError::Batch { op: "settle", index: 1, source: inner() }, 3);
+        assert!(matches!(&e, LedgerError::Storage(m) if m.contains("queued settlement op 1")), "{e:?}");
+        assert!(matches!(relative(LedgerError::ZeroAmount, 3), LedgerError::ZeroAmount));
+    }
+
+    /// The queue and its batch in flight survive a restart of the node.
+    #[test]
+    fn the_queue_is_kept_in_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let t = Transfer { from: account("consumer:bob"), to: account("consumer:carol"), amount: Amount::ath(2) };
+        let q = Queue {
+            ops: vec![Queued { op: LedgerOp::Transfer(t), outcome: OpOutcome::Done }],
+            in_flight: Some(InFlight { id: [9; 32], nonce: 41 }),
+        };
+        RecordStore::open(&path, QUEUE_TABLE).unwrap().put(QUEUE_ID, "node", 1, &q).unwrap();
+        let back: Queue = RecordStore::open(&path, QUEUE_TABLE).unwrap().get(QUEUE_ID).unwrap().unwrap();
+        assert_eq!(back.ops.len(), 1);
+        assert_eq!(back.ops[0].op, q.ops[0].op);
+        let f = back.in_flight.unwrap();
+        assert_eq!((f.id, f.nonce), ([9; 32], 41));
     }
 }

@@ -31,6 +31,17 @@ pub struct CommitteeCandidate {
     pub offset: i128,
 }
 
+/// A ledger contract on an EVM chain: what a committee member's chain
+/// signature of a slash report is bound to (its digest covers both, see
+/// `dci_chain::slash_digest_at`), so it counts on that ledger only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainDomain {
+    /// The chain id.
+    pub chain_id: u64,
+    /// The ledger contract's address.
+    pub ledger: [u8; 20],
+}
+
 /// A checker's VRF proof for an epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SortitionProof {

@@ -17,8 +17,8 @@ mod receipt;
 mod route;
 
 pub use committee::{
-    CommitteeAnnouncement, CommitteeCandidate, Evidence, SortitionProof, TRANSCRIPT_DOMAIN, sign_transcript,
-    transcript_bytes,
+    ChainDomain, CommitteeAnnouncement, CommitteeCandidate, Evidence, SortitionProof, TRANSCRIPT_DOMAIN,
+    sign_transcript, transcript_bytes,
 };
 pub use envelope::{
     FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, Opened, Opener, ProtoError, VERSION, frame, frame_len, seal,

@@ -7,7 +7,7 @@ use dci_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::committee::{CommitteeAnnouncement, Evidence, SortitionProof};
+use crate::committee::{ChainDomain, CommitteeAnnouncement, Evidence, SortitionProof};
 use crate::receipt::SignedReceipt;
 
 /// A node-to-node message. The sender is authenticated by the envelope.
@@ -106,6 +106,10 @@ pub enum Message {
         amount: dci_model::Amount,
         /// The signed transcript.
         evidence: Evidence,
+        /// When the ledger is a chain: the ledger contract to sign the
+        /// report for as well (its signature recovers to the member's chain
+        /// signer, which the contract checks).
+        chain: Option<ChainDomain>,
     },
 
     // --- checkers -> epoch coordinator
@@ -125,6 +129,9 @@ pub enum Message {
         evidence_hash: [u8; 32],
         /// The member's signature.
         signature: Vec<u8>,
+        /// Its chain signature of the same report (65 bytes, r ‖ s ‖ v),
+        /// when the proposal named a chain ledger.
+        chain_signature: Option<Vec<u8>>,
     },
 
     // --- epoch coordinator -> indexers

@@ -898,6 +898,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = SettlementConfig {
                 backend: Backend::Evm,
                 evm: Some(EvmConfig { rpc_url, anvil: false, settler_key: key, deployment: Some(dep.clone()) }),
+                // The flush cadence of an existing config is kept.
+                ..SettlementConfig::load(&dir).unwrap_or_default()
             };
             config.save(&dir)?;
             let path = SettlementConfig::path(&dir);
