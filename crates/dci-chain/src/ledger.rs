@@ -535,7 +535,8 @@ impl Sim<'_> {
         );
         let pool = self.row(mining).balance;
         let fee_pools = [self.row(cf).balance, self.row(ix).balance];
-        let (summary, lines) = crate::rewards::distribute(&self.l.params, schedule, pool, fee_pools, input)?;
+        let dci_ledger::rewards::Distribution { summary, lines } =
+            dci_ledger::rewards::distribute(&self.l.params, schedule, pool, fee_pools, input)?;
         let (cf_paid, ix_paid) = (summary.roles[1].fees_paid, summary.roles[2].fees_paid);
         for (a, amount) in [(mining, summary.paid), (cf, cf_paid), (ix, ix_paid)] {
             let row = self.row(a);

@@ -88,7 +88,6 @@ mod client;
 mod deploy;
 mod error;
 mod ledger;
-mod rewards;
 
 pub use alloy::primitives::Address;
 pub use anvil::{ANVIL_ENV, Anvil, AnvilOptions, CAST_ENV, DEV_KEYS, contracts_dir, tool_path};

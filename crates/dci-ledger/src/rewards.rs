@@ -234,8 +234,11 @@ pub struct RewardEntry {
 }
 
 /// The outcome of the rule before it touches any account.
-pub(crate) struct Distribution {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distribution {
+    /// The epoch's totals per role.
     pub summary: EpochSummary,
+    /// Each account's line, in role order then input order.
     pub lines: Vec<(AccountId, RewardLine)>,
 }
 
@@ -244,8 +247,10 @@ fn invalid(m: String) -> LedgerError {
 }
 
 /// Applies the rule. `pool_balance` caps the emission; `fee_pools` are the
-/// balances of the checker and indexer fee pools.
-pub(crate) fn distribute(
+/// balances of the checker and indexer fee pools. Pure: every backend (the
+/// embedded ledger, the EVM one) computes an epoch's lines with it, so both
+/// pay the same amounts to the same accounts.
+pub fn distribute(
     params: &Params,
     schedule: EpochEmission,
     pool_balance: Amount,

@@ -8,9 +8,8 @@
 //! ledger's `BatchSettled` events; and that a dishonest container's stake is
 //! slashed on chain with the committee's ECDSA signatures.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dci_gateway::api::{BalanceInfo, SessionInfo, SessionStatus};
@@ -19,82 +18,24 @@ use dci_model::{AccountId, Amount, NodeId};
 use dci_node::devnet::CONSUMER_FUNDS;
 use dci_node::settlement::{Backend, EvmConfig, SettlementConfig};
 
-const DCI: &str = env!("CARGO_BIN_EXE_dci");
+mod common;
 
-struct Devnet {
-    child: Child,
-}
+use common::{Devnet, cli, cli_json, free_port};
 
-impl Devnet {
-    /// Starts a devnet and returns once it says every container is schedulable.
-    fn start(dir: &Path, port: u16, extra: &[&str]) -> Devnet {
-        Devnet::start_with(dir, port, &["--containers", "2", "--checkers", "2", "--committee-size", "2"], "2/2", extra)
+/// Starts a devnet on the evm backend (settlement.toml or `extra` says so)
+/// with `containers` containers and `checkers` checkers, all of them on the
+/// committee, and a long epoch unless `extra` sets one; waits for `ready`
+/// (e.g. "2/2") containers schedulable.
+fn evm_devnet(dir: &Path, port: u16, containers: u16, checkers: u16, ready: &str, extra: &[&str]) -> Devnet {
+    let n = checkers.to_string();
+    let mut args = vec!["--checkers", n.as_str(), "--committee-size", n.as_str()];
+    if !extra.contains(&"--epoch-secs") {
+        args.extend(["--epoch-secs", "600"]);
     }
-
-    /// Starts a devnet of `shape` (containers, checkers, committee) with a
-    /// long epoch unless `extra` sets one, and waits for `ready` schedulable.
-    fn start_with(dir: &Path, port: u16, shape: &[&str], ready: &str, extra: &[&str]) -> Devnet {
-        let epoch: &[&str] = if extra.contains(&"--epoch-secs") { &[] } else { &["--epoch-secs", "600"] };
-        let mut child = Command::new(DCI)
-            .arg("devnet")
-            .args(shape)
-            .args(["--api-port", &port.to_string(), "--challenge-n", "64"])
-            .args(epoch)
-            .args(extra)
-            .arg("--data-dir")
-            .arg(dir)
-            .env("DCI_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning dci devnet");
-        let out = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(out).lines();
-        let mut seen = Vec::new();
-        loop {
-            let line = lines.next().unwrap_or_else(|| panic!("devnet exited before it was ready: {seen:?}")).unwrap();
-            if let Some(rest) = line.strip_prefix("ready: ") {
-                assert!(rest.starts_with(ready), "expected {ready} containers schedulable: {line}");
-                break;
-            }
-            seen.push(line);
-        }
-        assert!(seen.iter().any(|l| l.contains("ledger     evm on http://127.0.0.1:")), "{seen:?}");
-        std::thread::spawn(move || for _ in lines {});
-        Devnet { child }
-    }
-
-    /// SIGTERM, and a clean exit (sessions settled, anvil stopped).
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "devnet did not stop cleanly: {exit:?}");
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(DCI).args(args).arg("--data-dir").arg(dir).env("DCI_LOG", "warn").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn cli_json<T: serde::de::DeserializeOwned>(dir: &Path, args: &[&str]) -> T {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let (ok, out, err) = cli(dir, &a);
-    assert!(ok, "dci {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("dci {args:?} printed non-JSON ({e}): {out}"))
+    args.extend(extra);
+    let net = Devnet::start_expecting(dir, port, containers, &args, ready);
+    assert!(net.banner.iter().any(|l| l.contains("ledger     evm on http://127.0.0.1:")), "{:?}", net.banner);
+    net
 }
 
 fn ath(s: &str) -> Amount {
@@ -169,7 +110,7 @@ fn sessions_settle_in_one_batch_on_anvil_and_cast_reads_the_same_balances() {
     // would flush it too).
     std::fs::write(SettlementConfig::path(dir), "backend = \"evm\"\nflush = \"epoch\"\nmax_queue = 3\n").unwrap();
     let port = free_port();
-    let net = Devnet::start(dir, port, &[]);
+    let net = evm_devnet(dir, port, 2, 2, "2/2", &[]);
     let evm = chain(dir);
     let consumer = AccountId::new(dci_node::devnet::CONSUMER).unwrap();
 
@@ -248,12 +189,12 @@ fn sessions_settle_in_one_batch_on_anvil_and_cast_reads_the_same_balances() {
     let stopped: SessionInfo = cli_json(dir, &["stop", &s.id]);
     charged = charged.checked_add(ath(stopped.charged_ath.as_deref().unwrap())).unwrap();
     assert_eq!(batches_settled(&evm).len(), 1, "the fourth session is queued");
-    net.stop();
+    net.signal("-TERM");
     assert!(cast(&["block-number", "--rpc-url", &evm.rpc_url]).is_err(), "anvil still answers after the stop");
 
     // The next start (no flag: settlement.toml says evm) resumes the same
     // chain on a new port, with the same balances, all of them on chain.
-    let net = Devnet::start(dir, port, &[]);
+    let net = evm_devnet(dir, port, 2, 2, "2/2", &[]);
     let evm2 = chain(dir);
     assert_eq!(evm2.deployment, evm.deployment);
     let b: BalanceInfo = cli_json(dir, &["balance"]);
@@ -262,7 +203,7 @@ fn sessions_settle_in_one_batch_on_anvil_and_cast_reads_the_same_balances() {
     assert_eq!(on_chain(&evm2, &consumer), ath(&b.balance_ath));
     let listed: Vec<SessionInfo> = cli_json(dir, &["sessions"]);
     assert_eq!(listed.len(), 4);
-    net.stop();
+    net.signal("-TERM");
 }
 
 /// `--dishonest wrong-product` on the chain: the committee re-verifies the
@@ -273,11 +214,11 @@ fn sessions_settle_in_one_batch_on_anvil_and_cast_reads_the_same_balances() {
 fn a_dishonest_containers_stake_is_slashed_on_chain_by_the_committee() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let shape = ["--containers", "3", "--checkers", "3", "--committee-size", "3"];
-    let net = Devnet::start_with(
+    let net = evm_devnet(
         dir,
         free_port(),
-        &shape,
+        3,
+        3,
         "2/3",
         &["--settlement", "evm", "--dishonest", "wrong-product", "--epoch-secs", "4"],
     );
@@ -341,5 +282,5 @@ fn a_dishonest_containers_stake_is_slashed_on_chain_by_the_committee() {
     .unwrap();
     let stake = Amount(stake.split_whitespace().next().unwrap().parse().unwrap());
     assert!(stake <= dci_node::devnet::CONTAINER_STAKE.checked_sub(taken).unwrap(), "stake {stake}, taken {taken}");
-    net.stop();
+    net.signal("-TERM");
 }
