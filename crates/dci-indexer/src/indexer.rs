@@ -68,9 +68,12 @@ pub enum Rejection {
         reserved: u32,
     },
     /// An operator's request the lifecycle table does not allow from the
-    /// container's state (e.g. unlocking a container that is not locked).
+    /// container's state (e.g. locking a container that is already locked).
     #[error("{0}")]
     Lifecycle(#[from] dci_model::LifecycleError),
+    /// An unlock of a container that is not locked for maintenance.
+    #[error("expected a container in maintenance-lock to unlock, found it {0}")]
+    NotLocked(State),
     /// A heartbeat from, or a verdict about, a container that never registered.
     #[error("expected a registered container, found unknown node {0}")]
     UnknownContainer(NodeId),
@@ -715,10 +718,13 @@ impl Indexer {
     ) -> Result<(), Rejection> {
         let slot = *self.slots.get(&from).ok_or(Rejection::UnknownContainer(from))?;
         let c = &mut self.containers[slot as usize];
+        if !on && c.record.state != State::MaintenanceLock {
+            return Err(Rejection::NotLocked(c.record.state));
+        }
         let (to, reason) = if on {
-            (State::MaintenanceLock, "operator: maintenance")
+            (State::MaintenanceLock, "locked for maintenance")
         } else {
-            (State::ReinspectionRequired, "operator: maintenance over")
+            (State::ReinspectionRequired, "maintenance over: a fresh inspection first")
         };
         let t = c.record.state.transition(to, Actor::Operator, reason, now)?;
         c.record.apply(t.clone());

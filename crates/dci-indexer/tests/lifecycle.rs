@@ -430,3 +430,31 @@ fn idle_containers_get_standby_inspections_and_serving_ones_in_service_evaluatio
     assert_eq!(per_container.len(), 16, "every idle container was inspected");
     assert!(per_container.values().all(|&k| k <= 60), "{per_container:?}");
 }
+
+#[test]
+fn the_operator_locks_for_maintenance_and_unlocking_needs_a_fresh_inspection() {
+    let c = node(C);
+    let stranger = node(77);
+    let lock = |from, on| net(from, Message::Maintenance { on });
+    let ix = run(
+        "maintenance",
+        vec![
+            step(0, register(c, reg()), NEW, Some(AwaitingInspection)),
+            step(100, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
+            step(200, heartbeat(c, 0), &["persist", "reply:state_changed"], Some(Healthy)),
+            // Unlocking what is not locked: refused, nothing changes.
+            step(300, lock(c, false), &["rejected"], Some(Healthy)),
+            // Only the container's own key locks it.
+            step(310, lock(stranger, true), &["rejected"], Some(Healthy)),
+            step(400, lock(c, true), &["persist", "reply:state_changed"], Some(MaintenanceLock)),
+            // Locked: heartbeats keep it alive but never schedulable.
+            step(1400, heartbeat(c, 0), &[], Some(MaintenanceLock)),
+            step(1500, match_req(GATEWAY, session(1), llm()), &["reply:no_match"], Some(MaintenanceLock)),
+            step(1600, lock(c, true), &["rejected"], Some(MaintenanceLock)),
+            step(1700, lock(c, false), &["persist", "reply:state_changed"], Some(ReinspectionRequired)),
+            step(1800, match_req(GATEWAY, session(1), llm()), &["reply:no_match"], Some(ReinspectionRequired)),
+        ],
+    );
+    let t: Vec<_> = ix.container(&node(C)).unwrap().record.transitions.iter().map(|t| (t.to, t.actor)).collect();
+    assert_eq!(&t[t.len() - 2..], [(MaintenanceLock, Actor::Operator), (ReinspectionRequired, Actor::Operator)]);
+}

@@ -397,6 +397,16 @@ impl From<AgentStatus> for StatusView {
 
 /// Carries out one request.
 async fn answer(control: &AgentControl, req: ControlRequest) -> ControlReply {
+    let locked = control.status().maintenance;
+    match req {
+        ControlRequest::Maintenance { on: true, .. } if locked => {
+            return failed("the container is already locked for maintenance".into());
+        }
+        ControlRequest::Maintenance { on: false, .. } if !locked => {
+            return failed("expected a container locked for maintenance to unlock, found it unlocked".into());
+        }
+        _ => {}
+    }
     let cmd = match req {
         ControlRequest::Status => None,
         ControlRequest::Maintenance { on: true, drain } => Some(OperatorCommand::MaintenanceOn { drain }),

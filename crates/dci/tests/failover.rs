@@ -165,9 +165,13 @@ fn operator_control_and_failover_after_sigkill() {
     let stopped: SessionInfo = cli_json(&net_dir, &["stop", &deployed.id]);
     assert_eq!(stopped.status, SessionStatus::Stopped);
 
-    // Unlocked, the host is inspected again and scheduled again.
+    // Locking twice is refused; unlocked, the host is inspected again and scheduled again.
+    let (ok, _, err) = host_cli(&host_dir, &["container", "maintenance", "on"]);
+    assert!(!ok && err.contains("already locked"), "{err}");
     let (ok, _, err) = host_cli(&host_dir, &["container", "maintenance", "off"]);
     assert!(ok, "{err}");
+    let (ok, _, err) = host_cli(&host_dir, &["container", "maintenance", "off"]);
+    assert!(!ok && err.contains("expected a container locked for maintenance"), "{err}");
     wait_for(Duration::from_secs(60), "the host to pass its re-inspection", || {
         schedulable(&net_dir, &host.id).then_some(())
     });
