@@ -704,16 +704,18 @@ impl Gateway {
         }
     }
 
-    /// After a whole-network restart the containers have lost their
-    /// sessions: settle every session still marked as starting, running or
-    /// recovering for the last usage receipt persisted (refunded in full
-    /// without one).
+    /// After a restart of the gateway its sessions' state is lost: settle
+    /// every session still marked as starting, running or recovering for
+    /// the last usage receipt persisted (refunded in full without one), and
+    /// tell its container to stop serving it (a host that kept running,
+    /// `dci container run`, would otherwise keep the slot busy).
     pub fn recover_interrupted(&self) -> anyhow::Result<usize> {
         let records: Vec<SessionRecord> = self.sessions.list(None)?;
         let mut n = 0;
         for mut r in records.into_iter().filter(|r| {
             matches!(r.status, SessionStatus::Running | SessionStatus::Starting | SessionStatus::Recovering)
         }) {
+            self.send_all(vec![(r.container_addr.clone(), Message::StopSession { session: r.placement() })]);
             let usage = r.usage.clone();
             self.finish(&mut r, usage, SessionStatus::Interrupted).map_err(|e| anyhow::anyhow!("{e}"))?;
             self.save(&r).map_err(|e| anyhow::anyhow!("{e}"))?;
