@@ -19,8 +19,13 @@ import {LedgerBase} from "./LedgerBase.sol";
 ///   which anyone can verify off chain against the published list. So the
 ///   settler alone can never slash; a slash needs the committee it published.
 /// - A slash takes pending rewards first, then bonded stake, then unbonding
-///   stake of the role, at most slashBps of the bonded amount; funds go to
-///   the slashed pool, nothing is burned. Each report applies once.
+///   stake of the role (latest release first; released together, smallest
+///   first), at most slashBps of the bonded amount; funds go to the slashed
+///   pool, nothing is burned. This is the rule of `dci_ledger::rules::slash`,
+///   which both of the settler's backends apply. A piece of evidence causes
+///   at most one slash, ever: `slashApplied` is keyed by the evidence hash
+///   alone, so a later epoch's committee cannot re-sign it into a second
+///   penalty.
 abstract contract Staking is LedgerBase {
     struct Unbonding {
         uint8 role;
@@ -35,6 +40,8 @@ abstract contract Staking is LedgerBase {
 
     mapping(uint64 => address[]) internal _committee;
     mapping(uint64 => mapping(address => bool)) public isCommitteeMember;
+    /// Evidence hash => a slash with this evidence was applied (any epoch,
+    /// offender, role or amount).
     mapping(bytes32 => bool) public slashApplied;
 
     bytes32 public constant SLASH_TYPEHASH = keccak256("dci/slash-report/v1");
@@ -59,7 +66,7 @@ abstract contract Staking is LedgerBase {
     error CommitteeAlreadySet(uint64 epoch);
     error NoCommittee(uint64 epoch);
     error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
-    error SlashAlreadyApplied(bytes32 key);
+    error SlashAlreadyApplied(bytes32 evidence);
     error NothingToSlash(address offender, uint8 role);
 
     function stake(address account, uint8 role, uint256 amount) external onlySettler {
@@ -147,12 +154,11 @@ abstract contract Staking is LedgerBase {
         if (amount == 0) revert ZeroAmount();
         uint256 n = _committee[epoch].length;
         if (n == 0) revert NoCommittee(epoch);
-        bytes32 key = keccak256(abi.encode(offender, role, epoch, evidence));
-        if (slashApplied[key]) revert SlashAlreadyApplied(key);
+        if (slashApplied[evidence]) revert SlashAlreadyApplied(evidence);
         uint256 valid = _countSigners(epoch, slashDigest(offender, role, epoch, evidence, amount), signatures);
         uint256 needed = (2 * n + 2) / 3;
         if (valid < needed) revert SlashQuorum(valid, needed, n);
-        slashApplied[key] = true;
+        slashApplied[evidence] = true;
 
         (uint256 fromRewards, uint256 fromStake, uint256 fromUnbonding) = _slashTake(offender, role, amount);
         emit Slashed(offender, role, epoch, evidence, fromRewards, fromStake, fromUnbonding, valid);
@@ -207,14 +213,17 @@ abstract contract Staking is LedgerBase {
         }
     }
 
-    /// Takes `amount` from the role's unbonding entries, latest release first.
+    /// Takes `amount` from the role's unbonding entries, latest release
+    /// first; of entries released at the same time, the smallest first. The
+    /// order depends on the entries only, not on their places in the array
+    /// (which swap-removes reorder), so the entries left are the ones the
+    /// settler's simulation and the embedded ledger leave.
     function _takeUnbonding(address account, uint8 role, uint256 amount) internal {
         Unbonding[] storage list = _unbonding[account];
         while (amount > 0) {
             uint256 best = type(uint256).max;
             for (uint256 i = 0; i < list.length; i++) {
-                if (list[i].role == role && (best == type(uint256).max || list[i].releaseAtMs > list[best].releaseAtMs))
-                {
+                if (list[i].role == role && (best == type(uint256).max || _takenBefore(list[i], list[best]))) {
                     best = i;
                 }
             }
@@ -228,5 +237,11 @@ abstract contract Staking is LedgerBase {
                 list[best].amount -= take;
             }
         }
+    }
+
+    /// Is `a` taken before `b` by a slash: released later, or released
+    /// together and smaller?
+    function _takenBefore(Unbonding storage a, Unbonding storage b) internal view returns (bool) {
+        return a.releaseAtMs > b.releaseAtMs || (a.releaseAtMs == b.releaseAtMs && a.amount < b.amount);
     }
 }

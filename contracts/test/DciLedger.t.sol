@@ -204,6 +204,79 @@ contract DciLedgerTest is TestBase {
         ledger.checkHoldings();
     }
 
+    /// Signatures of the committee members with keys 100 and 101 over a report.
+    function quorum(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount)
+        internal
+        view
+        returns (bytes[] memory sigs)
+    {
+        bytes32 digest = ledger.slashDigest(offender, role, epoch, evidence, amount);
+        sigs = new bytes[](2);
+        sigs[0] = sig(100, digest);
+        sigs[1] = sig(101, digest);
+    }
+
+    function test_a_piece_of_evidence_is_slashed_once_even_in_a_later_epoch() public {
+        ledger.stake(BOB, 0, 500 ether);
+        ledger.stake(BOB, 1, 500 ether);
+        address[] memory members = new address[](3);
+        for (uint256 i = 0; i < 3; i++) {
+            members[i] = vm.addr(100 + i);
+        }
+        ledger.setCommittee(4, members);
+        ledger.setCommittee(5, members);
+        bytes32 evidence = keccak256("verdicts");
+        ledger.slash(BOB, 1, 4, evidence, 30 ether, quorum(BOB, 1, 4, evidence, 30 ether));
+        assertTrue(ledger.slashApplied(evidence), "keyed by the evidence");
+        // The same report re-signed by the committee of a later epoch, or
+        // the same evidence against another role or for another amount.
+        bytes memory refused = abi.encodeWithSelector(Staking.SlashAlreadyApplied.selector, evidence);
+        bytes[] memory sigs = quorum(BOB, 1, 5, evidence, 30 ether);
+        vm.expectRevert(refused);
+        ledger.slash(BOB, 1, 5, evidence, 30 ether, sigs);
+        sigs = quorum(BOB, 0, 5, evidence, 30 ether);
+        vm.expectRevert(refused);
+        ledger.slash(BOB, 0, 5, evidence, 30 ether, sigs);
+        sigs = quorum(BOB, 1, 4, evidence, 1 ether);
+        vm.expectRevert(refused);
+        ledger.slash(BOB, 1, 4, evidence, 1 ether, sigs);
+        assertEq(token.balanceOf(SLASHED), 30 ether, "slashed once");
+        // New evidence still counts.
+        bytes32 other = keccak256("other verdicts");
+        ledger.slash(BOB, 1, 5, other, 30 ether, quorum(BOB, 1, 5, other, 30 ether));
+        assertEq(token.balanceOf(SLASHED), 60 ether, "new evidence slashed");
+        ledger.checkHoldings();
+    }
+
+    /// Unbonding released together is taken smallest entry first, whatever
+    /// the entries' places in the array (the rule of dci_ledger::rules::slash).
+    function test_slashing_takes_unbonding_released_together_smallest_first() public {
+        ledger.move(LIQUIDITY, BOB, 500 ether);
+        ledger.stake(BOB, 0, 1500 ether);
+        ledger.unstake(BOB, 0, 600 ether, nowMs());
+        ledger.unstake(BOB, 0, 100 ether, nowMs());
+        ledger.unstake(BOB, 0, 300 ether, nowMs());
+        ledger.unstake(BOB, 0, 500 ether, nowMs());
+        address[] memory members = new address[](3);
+        for (uint256 i = 0; i < 3; i++) {
+            members[i] = vm.addr(100 + i);
+        }
+        ledger.setCommittee(1, members);
+        ledger.slash(BOB, 0, 1, bytes32(uint256(1)), 1000 ether, quorum(BOB, 0, 1, bytes32(uint256(1)), 1000 ether));
+        // 10% of the 1,500 unbonding: the 100 entry whole, then 50 of the 300.
+        Staking.Unbonding[] memory left = ledger.unbondingOf(BOB);
+        assertEq(left.length, 3, "entries left");
+        uint256 found;
+        for (uint256 i = 0; i < left.length; i++) {
+            if (left[i].amount == 600 ether) found |= 1;
+            if (left[i].amount == 250 ether) found |= 2;
+            if (left[i].amount == 500 ether) found |= 4;
+        }
+        assertEq(found, 7, "600, 250 and 500 left");
+        assertEq(ledger.totalUnbonding(), 1350 ether, "unbonding slashed");
+        ledger.checkHoldings();
+    }
+
     function test_epochs_pay_once_within_the_schedule() public {
         uint256 e0 = ledger.emission(0);
         // Year 0 of a 10-year schedule decaying 20%: ~134,281 ATH per epoch.

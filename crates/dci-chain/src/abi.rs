@@ -103,7 +103,7 @@ sol! {
         function closed(uint256 word) external view returns (uint256);
         function refunded(uint256 word) external view returns (uint256);
         function distributed(uint64 epoch) external view returns (bool);
-        function slashApplied(bytes32 key) external view returns (bool);
+        function slashApplied(bytes32 evidence) external view returns (bool);
         function committee(uint64 epoch) external view returns (address[]);
         function slashDigest(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount) external view returns (bytes32);
         function emission(uint64 epoch) external view returns (uint256);
@@ -127,7 +127,7 @@ sol! {
         error CommitteeAlreadySet(uint64 epoch);
         error NoCommittee(uint64 epoch);
         error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
-        error SlashAlreadyApplied(bytes32 key);
+        error SlashAlreadyApplied(bytes32 evidence);
         error NothingToSlash(address offender, uint8 role);
         error StaleSessionIndex(uint64 expected, uint64 found);
         error SessionAlreadyClosed(uint256 word, uint256 bits);

@@ -157,7 +157,12 @@ pub fn run_on(rpc_url: &str, key: &str, opts: &BenchOptions) -> Result<Settlemen
                 };
                 let mut signed = r.sign(container);
                 signed.acknowledge(&gateway);
-                LedgerOp::Settle { receipt: signed, acker: gateway.id(), payout: AccountId::for_node(&container.id()) }
+                LedgerOp::Settle {
+                    receipt: signed,
+                    acker: gateway.id(),
+                    payout: AccountId::for_node(&container.id()),
+                    extra: Amount::ZERO,
+                }
             })
             .collect();
         ledger.apply(&settles)?;

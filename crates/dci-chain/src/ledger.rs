@@ -2,8 +2,9 @@
 //!
 //! `apply(ops)` simulates the ops in order against the chain state they
 //! touch (read fresh in a few calls), with the same rules and errors as the
-//! embedded ledger; a refused op refuses the whole batch before anything is
-//! sent. The accepted batch becomes ONE transaction, `DciLedger.batch(id,
+//! embedded ledger (the money rules are the same functions:
+//! `dci_ledger::rules::settle` and `rules::slash`, `rewards::distribute`);
+//! a refused op refuses the whole batch before anything is sent. The accepted batch becomes ONE transaction, `DciLedger.batch(id,
 //! calls)`, in which consecutive settles and refunds are netted into one
 //! `settleNetted` call (see the crate docs for why) and consecutive escrow
 //! locks into one `lockEscrows` call. The contract re-checks every rule it
@@ -28,7 +29,9 @@
 //! as published on chain. A `Slash` op whose epoch has no committee on
 //! chain yet publishes it (`setCommittee`, from the signers given to
 //! [`EvmLedger::set_signers`]) in the same batch, and the simulation checks
-//! the chain quorum before anything is sent.
+//! the chain quorum before anything is sent. A piece of evidence is slashed
+//! at most once, in any epoch: the contract keys `slashApplied` by the
+//! evidence hash, and the simulation reads it there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -37,7 +40,8 @@ use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, FixedBytes, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, TransactionRequest};
-use alloy::sol_types::{SolCall, SolEvent, SolValue};
+use alloy::sol_types::{SolCall, SolEvent};
+use dci_ledger::rules::Slashable;
 use dci_ledger::{
     AccountView, EpochInput, EpochSummary, EscrowState, FeeSplit, LedgerError, LedgerOp, OpOutcome, Params,
     RewardExplanation, RewardLine, RewardShares, Settled, Settlement, SlashFractions, SlashReport, Slashed, StakeRole,
@@ -463,7 +467,9 @@ impl Sim<'_> {
                 self.close(*session, s, EscrowState::Refunded);
                 Ok(OpOutcome::Amount(amount))
             }
-            LedgerOp::Settle { receipt, acker, payout } => self.settle(receipt, acker, payout).map(OpOutcome::Settled),
+            LedgerOp::Settle { receipt, acker, payout, extra } => {
+                self.settle(receipt, acker, payout, *extra).map(OpOutcome::Settled)
+            }
             LedgerOp::DistributeEpoch { epoch, input } => self.distribute(*epoch, input).map(OpOutcome::Epoch),
             LedgerOp::Slash { report, committee } => self.slash(report, committee).map(OpOutcome::Slashed),
             LedgerOp::RefundUndelivered { .. } => Err(unsupported(
@@ -477,7 +483,13 @@ impl Sim<'_> {
         }
     }
 
-    fn settle(&mut self, receipt: &SignedReceipt, acker: &NodeId, payout: &AccountId) -> Result<Settled, LedgerError> {
+    fn settle(
+        &mut self,
+        receipt: &SignedReceipt,
+        acker: &NodeId,
+        payout: &AccountId,
+        extra: Amount,
+    ) -> Result<Settled, LedgerError> {
         receipt.verify(acker)?;
         let r = &receipt.receipt;
         let s = self.open(r.session)?;
@@ -485,16 +497,13 @@ impl Sim<'_> {
             let escrow = self.l.names.get(&s.consumer).cloned().unwrap_or_else(|| evm_account(s.consumer));
             return Err(LedgerError::ConsumerMismatch { session: r.session, escrow, receipt: r.consumer.clone() });
         }
-        let charged = r.amount.min(s.amount);
-        let shortfall = r.amount.checked_sub(charged)?;
-        let refunded = s.amount.checked_sub(charged)?;
-        let split = self.l.params.fees.split(charged)?;
+        let settled = dci_ledger::rules::settle(r.session, r.amount, extra, s.amount, &self.l.params.fees)?;
         let payout_a = self.name(payout);
         let pools = [
-            (payout_a, split.provider),
-            (account_address(&accounts::checker_fees()), split.checkers),
-            (account_address(&accounts::indexer_fees()), split.indexers),
-            (account_address(&accounts::treasury()), split.treasury),
+            (payout_a, settled.provider),
+            (account_address(&accounts::checker_fees()), settled.checkers),
+            (account_address(&accounts::indexer_fees()), settled.indexers),
+            (account_address(&accounts::treasury()), settled.treasury),
         ];
         for (to, amount) in pools {
             self.credit(to, amount)?;
@@ -502,25 +511,19 @@ impl Sim<'_> {
         }
         let row = self.row(s.consumer);
         row.escrowed = row.escrowed.checked_sub(s.amount)?;
-        row.balance = row.balance.checked_add(refunded)?;
+        row.balance = row.balance.checked_add(settled.refunded)?;
         self.netting.close(s.index, false);
-        self.netting.debit(s.consumer, s.amount, refunded)?;
+        self.netting.debit(s.consumer, s.amount, settled.refunded)?;
+        // The record: session ‖ charged ‖ extra charged ‖ payout ‖ the
+        // container's receipt signature.
         let n = &mut self.netting.records;
         n.extend_from_slice(&r.session.0);
-        n.extend_from_slice(&charged.0.to_be_bytes());
+        n.extend_from_slice(&settled.charged.0.to_be_bytes());
+        n.extend_from_slice(&settled.extra_charged.0.to_be_bytes());
         n.extend_from_slice(payout_a.as_slice());
         n.extend_from_slice(&receipt.container_sig);
         self.close(r.session, s, EscrowState::Settled);
-        Ok(Settled {
-            session: r.session,
-            charged,
-            provider: split.provider,
-            checkers: split.checkers,
-            indexers: split.indexers,
-            treasury: split.treasury,
-            refunded,
-            shortfall,
-        })
+        Ok(settled)
     }
 
     fn distribute(&mut self, epoch: u64, input: &EpochInput) -> Result<EpochSummary, LedgerError> {
@@ -576,9 +579,9 @@ impl Sim<'_> {
         }
         let signers = report.verify_quorum(committee)?;
         let (offender, role) = (&report.offender, report.role);
-        let key = slash_key(offender, role, report.epoch, report.evidence_hash);
+        let key = B256::from(report.evidence_hash);
         if self.slashes_done.contains(&key) {
-            return Err(LedgerError::SlashAlreadyApplied { offender: offender.clone(), role, epoch: report.epoch });
+            return Err(LedgerError::SlashAlreadyApplied { evidence: report.evidence_hash });
         }
         let members: HashSet<&NodeId> = committee.iter().collect();
         let chain_sigs: Vec<Bytes> = report
@@ -641,71 +644,38 @@ impl Sim<'_> {
         let i = role_u8(role);
         let row = *self.row(a);
         let list = self.unb.entry(a).or_default();
-        let unbonding =
-            list.iter().filter(|u| u.role == role).try_fold(Amount::ZERO, |s, u| s.checked_add(u.amount))?;
-        let stake = row.staked[i as usize];
-        if row.pending.is_zero() && stake.is_zero() && unbonding.is_zero() {
-            return Err(LedgerError::NothingToSlash { offender: offender.clone(), role });
+        let mine: Vec<usize> = (0..list.len()).filter(|&k| list[k].role == role).collect();
+        let held = Slashable {
+            pending: row.pending,
+            stake: row.staked[i as usize],
+            unbonding: mine.iter().map(|&k| (Timestamp(list[k].release_ms), list[k].amount)).collect(),
+        };
+        let take = dci_ledger::rules::slash(report, &held, &self.l.params.slash)?;
+        for (&k, taken) in mine.iter().zip(&take.unbonding_takes) {
+            list[k].amount = list[k].amount.checked_sub(*taken)?;
         }
-        let from_rewards = row.pending.min(report.amount);
-        let rest = report.amount.checked_sub(from_rewards)?;
-        let cap = stake.checked_add(unbonding)?.mul_div(u128::from(self.l.params.slash.bps(role)), 10_000)?;
-        let from_bonded = rest.min(cap);
-        let from_stake = from_bonded.min(stake);
-        let from_unbonding = from_bonded.checked_sub(from_stake)?;
-        // Latest release first, as the contract does.
-        let mut left = from_unbonding;
-        while !left.is_zero() {
-            let Some(best) = list
-                .iter()
-                .enumerate()
-                .filter(|(_, u)| u.role == role)
-                .max_by_key(|(_, u)| u.release_ms)
-                .map(|(k, _)| k)
-            else {
-                break;
-            };
-            let take = list[best].amount.min(left);
-            left = left.checked_sub(take)?;
-            if take == list[best].amount {
-                list.swap_remove(best);
-            } else {
-                list[best].amount = list[best].amount.checked_sub(take)?;
-            }
-        }
+        // The contract removes the entries taken whole (their order does
+        // not matter to the rule).
+        list.retain(|u| !u.amount.is_zero());
         let r = self.row(a);
-        r.pending = r.pending.checked_sub(from_rewards)?;
-        r.staked[i as usize] = r.staked[i as usize].checked_sub(from_stake)?;
-        let taken = from_rewards.checked_add(from_stake)?.checked_add(from_unbonding)?;
-        let to = accounts::slashed();
-        self.credit(account_address(&to), taken)?;
+        r.pending = r.pending.checked_sub(take.from_rewards)?;
+        r.staked[i as usize] = r.staked[i as usize].checked_sub(take.from_stake)?;
+        let out = take.slashed(report, signers);
+        self.credit(account_address(&out.to), out.taken())?;
         self.slashes_done.insert(key);
         self.calls.push(
             DciLedger::slashCall {
                 offender: a,
                 role: i,
                 epoch: report.epoch,
-                evidence: B256::from(report.evidence_hash),
+                evidence: key,
                 amount: amount_u256(report.amount),
                 signatures: chain_sigs,
             }
             .abi_encode()
             .into(),
         );
-        Ok(Slashed {
-            seq: 0,
-            offender: offender.clone(),
-            role,
-            epoch: report.epoch,
-            evidence_hash: report.evidence_hash,
-            amount: report.amount,
-            from_rewards,
-            from_stake,
-            from_unbonding,
-            uncollected: report.amount.checked_sub(taken)?,
-            signers,
-            to,
-        })
+        Ok(out)
     }
 }
 
@@ -716,11 +686,6 @@ fn unsupported(op: &str, why: &str) -> LedgerError {
 /// An account known only by its address (e.g. after a restart).
 fn evm_account(a: Address) -> AccountId {
     AccountId::new(format!("evm:{}", hex::encode(a.as_slice()))).unwrap_or_else(|_| accounts::treasury())
-}
-
-/// The key under which the contract records an applied slash.
-fn slash_key(offender: &AccountId, role: StakeRole, epoch: u64, evidence: [u8; 32]) -> B256 {
-    keccak256((account_address(offender), U256::from(role_u8(role)), epoch, B256::from(evidence)).abi_encode())
 }
 
 impl EvmLedger {
@@ -1168,10 +1133,7 @@ impl EvmLedger {
                 LedgerOp::Slash { report, .. } => {
                     addrs.push(account_address(&report.offender));
                     unb_for.push(account_address(&report.offender));
-                    slashes.push((
-                        slash_key(&report.offender, report.role, report.epoch, report.evidence_hash),
-                        report.epoch,
-                    ));
+                    slashes.push((B256::from(report.evidence_hash), report.epoch));
                 }
                 LedgerOp::RefundUndelivered { .. } | LedgerOp::SetParams { .. } => {}
             }
@@ -1385,6 +1347,212 @@ impl Settlement for EvmLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dci_ledger::{EmbeddedLedger, Genesis, Transfer};
+    use dci_model::{PricePerHour, ServiceName, money::ONE_ATH};
+    use dci_proto::{Identity, UsageReceipt};
+
+    /// An EVM ledger that never reaches a chain: enough to run the batch
+    /// simulation (`Sim`) on state the test gives it.
+    fn offline() -> EvmLedger {
+        let client = Client::connect("http://127.0.0.1:9", crate::DEV_KEYS[0]).unwrap();
+        let dep = Deployment {
+            chain_id: 31_337,
+            token: Address::repeat_byte(1),
+            ledger: Address::repeat_byte(2),
+            settler: client.from,
+            deployed_at_block: 0,
+        };
+        EvmLedger {
+            client,
+            dep,
+            params: Params::default(),
+            mining_genesis: Amount::ZERO,
+            sessions: HashMap::new(),
+            names: HashMap::new(),
+            epochs: BTreeMap::new(),
+            pending: None,
+            resolution: None,
+            last: LastBatch::default(),
+            signers: HashMap::new(),
+        }
+    }
+
+    fn sim(l: &EvmLedger) -> Sim<'_> {
+        Sim {
+            l,
+            rows: HashMap::new(),
+            unb: HashMap::new(),
+            sessions: HashMap::new(),
+            next_index: 0,
+            locks: Vec::new(),
+            first_lock: 0,
+            netting: Netting::default(),
+            epochs_done: HashSet::new(),
+            slashes_done: HashSet::new(),
+            committees: HashMap::new(),
+            calls: Vec::new(),
+            effects: Effects::default(),
+        }
+    }
+
+    fn acc(s: &str) -> AccountId {
+        AccountId::new(s).unwrap()
+    }
+
+    /// A receipt for `secs` at 3.6 ATH/h (0.001 ATH a second), signed by
+    /// the container and acknowledged by the gateway.
+    fn receipt(session: SessionId, consumer: &AccountId, secs: u64) -> SignedReceipt {
+        let price = PricePerHour(Amount(36 * ONE_ATH / 10));
+        let r = UsageReceipt {
+            session,
+            container: Identity::from_secret([1; 32]).id(),
+            consumer: consumer.clone(),
+            service: ServiceName::new("llm").unwrap(),
+            started_at: Timestamp(1_000),
+            ended_at: Timestamp(1_000 + secs * 1000),
+            seconds: secs,
+            price,
+            amount: price.cost_for_secs(secs).unwrap(),
+        };
+        let mut s = r.sign(&Identity::from_secret([1; 32]));
+        s.acknowledge(&Identity::from_secret([2; 32]));
+        s
+    }
+
+    fn milli(n: u128) -> Amount {
+        Amount(n * ONE_ATH / 1000)
+    }
+
+    /// A settle with an extra charge, simulated for the chain, gives the
+    /// embedded ledger's outcome, and its netted call conserves value:
+    /// the consumer's escrow released = its refund + every credit.
+    #[test]
+    fn a_settle_with_extra_is_simulated_like_the_embedded_ledger() {
+        /// (name, seconds, extra, escrow in thousandths of an ATH) ->
+        /// (charged, extra_charged, shortfall).
+        type Case = (&'static str, u64, u128, u128, (u128, u128, u128));
+        let cases: [Case; 4] = [
+            ("extra within the escrow", 600, 300, 1_000, (900, 300, 0)),
+            ("extra beyond the escrow: capped, shortfall", 600, 700, 1_000, (1_000, 400, 300)),
+            ("no escrow left for the extra", 1_000, 250, 1_000, (1_000, 0, 250)),
+            ("receipt beyond the escrow too", 1_200, 250, 1_000, (1_000, 0, 450)),
+        ];
+        let gateway = Identity::from_secret([2; 32]).id();
+        let (alice, payout) = (acc("consumer:alice"), acc("node:payout"));
+        for (n, (name, secs, extra, escrow, (charged, extra_charged, shortfall))) in cases.into_iter().enumerate() {
+            let session = SessionId([n as u8 + 1; 16]);
+            let op = LedgerOp::Settle {
+                receipt: receipt(session, &alice, secs),
+                acker: gateway,
+                payout: payout.clone(),
+                extra: milli(extra),
+            };
+            let mut emb = EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap();
+            let fund = Transfer { from: accounts::liquidity(), to: alice.clone(), amount: Amount::ath(10) };
+            let lock = LedgerOp::LockEscrow { session, consumer: alice.clone(), amount: milli(escrow) };
+            let want = emb.apply(&[LedgerOp::Transfer(fund), lock, op.clone()]).unwrap().pop().unwrap();
+
+            let mut l = offline();
+            let consumer = account_address(&alice);
+            l.sessions.insert(session, Session { index: 7, consumer, amount: milli(escrow), state: EscrowState::Open });
+            let mut sim = sim(&l);
+            sim.rows.insert(consumer, Row { escrowed: milli(escrow), ..Row::default() });
+            let got = sim.op(&op).unwrap();
+            assert_eq!(got, want, "{name}");
+            let OpOutcome::Settled(s) = got else { panic!("{name}: {got:?}") };
+            assert_eq!(
+                (s.charged, s.extra_charged, s.shortfall),
+                (milli(charged), milli(extra_charged), milli(shortfall)),
+                "{name}"
+            );
+            let (released, refunded) = sim.netting.debits[&consumer];
+            let credited = sim.netting.credits.values().try_fold(Amount::ZERO, |t, a| t.checked_add(*a)).unwrap();
+            assert_eq!((released, refunded, credited), (milli(escrow), s.refunded, s.charged), "{name}");
+            assert_eq!(sim.netting.credits[&account_address(&payout)], s.provider, "{name}");
+            assert_eq!(sim.rows[&consumer].balance, s.refunded, "{name}");
+        }
+    }
+
+    /// A slash as the chain simulation applies it: evidence slashed once is
+    /// refused when re-signed for a later epoch (in the same batch, or after
+    /// an earlier batch put it on chain), and the unbonding entries left are
+    /// the embedded ledger's.
+    #[test]
+    fn the_simulation_slashes_evidence_once_like_the_embedded_ledger() {
+        let l = offline();
+        let committee: Vec<Identity> = (0..3).map(|i| Identity::from_secret([50 + i; 32])).collect();
+        let ids: Vec<NodeId> = committee.iter().map(Identity::id).collect();
+        let signers: Vec<Address> = committee.iter().map(|m| crate::node_signer(m).address()).collect();
+        let p = acc("node:p");
+        let report = |epoch: u64, evidence: u8| {
+            let mut r = SlashReport::new(p.clone(), StakeRole::Container, epoch, [evidence; 32], Amount::ath(1_000));
+            for m in &committee[..2] {
+                r.sign(m);
+                r.signatures.push((m.id(), crate::slash_signature_at(l.dep.chain_id, l.dep.ledger, &r, m)));
+            }
+            r
+        };
+        let slash = |r: SlashReport| LedgerOp::Slash { report: r, committee: ids.clone() };
+
+        // The embedded ledger: 100 staked, then unbonding 600, 100, 300,
+        // 500 released together (and 200 earlier).
+        let mut emb = EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap();
+        emb.transfer(&accounts::liquidity(), &p, Amount::ath(1_800)).unwrap();
+        emb.stake(&p, StakeRole::Container, Amount::ath(1_800)).unwrap();
+        emb.unstake(&p, StakeRole::Container, Amount::ath(200), Timestamp(0)).unwrap();
+        for ath in [600, 100, 300, 500] {
+            emb.unstake(&p, StakeRole::Container, Amount::ath(ath), Timestamp(1_000)).unwrap();
+        }
+        // The chain's array, in another order (swap-removes reorder it).
+        let release = |ms: u64| ms + l.params.unbonding_ms();
+        let entries = [(1_000, 500), (0, 200), (1_000, 300), (1_000, 100), (1_000, 600)];
+        let a = account_address(&p);
+        let mut sim = sim(&l);
+        sim.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        let unb = entries.iter().map(|&(t, ath)| Unb {
+            role: StakeRole::Container,
+            release_ms: release(t),
+            amount: Amount::ath(ath),
+        });
+        sim.unb.insert(a, unb.collect());
+        for epoch in [3, 4] {
+            sim.committees.insert(epoch, signers.clone());
+        }
+
+        let want = emb.apply(&[slash(report(3, 1))]).unwrap();
+        let mut got = sim.op(&slash(report(3, 1))).unwrap();
+        if let OpOutcome::Slashed(s) = &mut got {
+            s.seq = 1;
+        }
+        assert_eq!(vec![got], want);
+        let mut left: Vec<(u64, Amount)> = sim.unb[&a].iter().map(|u| (u.release_ms, u.amount)).collect();
+        left.sort();
+        let mut emb_left: Vec<(u64, Amount)> =
+            emb.unbonding(&p).unwrap().iter().map(|u| (u.release_at.0, u.amount)).collect();
+        emb_left.sort();
+        assert_eq!(left, emb_left, "the same entries left");
+        assert_eq!(sim.rows[&a].staked[0], Amount::ZERO);
+
+        // The same evidence, re-signed for epoch 4: refused by both.
+        let again = slash(report(4, 1));
+        assert_eq!(sim.op(&again).unwrap_err(), LedgerError::SlashAlreadyApplied { evidence: [1; 32] });
+        assert_eq!(
+            emb.apply(std::slice::from_ref(&again)).unwrap_err().unbatch(),
+            LedgerError::SlashAlreadyApplied { evidence: [1; 32] }
+        );
+        // Refused too when an earlier batch applied it on chain.
+        let mut later = self::sim(&l);
+        later.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        later.committees.insert(4, signers.clone());
+        later.slashes_done.insert(B256::from([1; 32]));
+        let e = later.op(&again).unwrap_err();
+        assert_eq!(e, LedgerError::SlashAlreadyApplied { evidence: [1; 32] });
+        assert!(e.to_string().contains(&"01".repeat(32)), "{e}");
+        // New evidence is slashed; the call names the evidence.
+        assert!(matches!(later.op(&slash(report(4, 2))), Ok(OpOutcome::Slashed(_))));
+        let call = DciLedger::slashCall::abi_decode(later.calls.last().unwrap()).unwrap();
+        assert_eq!((call.epoch, call.evidence), (4, B256::from([2; 32])));
+    }
 
     /// (session indices closed, refunded) -> (word, bits) pairs sent on chain.
     #[test]

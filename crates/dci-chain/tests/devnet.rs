@@ -179,6 +179,87 @@ fn a_devnet_session_settles_on_chain_like_the_embedded_ledger() {
     assert_eq!(e.unbatch(), LedgerError::AlreadySettled(session(2)));
 }
 
+/// Settles carrying an extra charge (model tokens the gateway metered),
+/// netted in one batch: within the escrow, beyond it (capped, shortfall),
+/// and with no escrow left for it; then evidence slashed once is refused
+/// when re-signed for a later epoch, read back from the contract's
+/// `slashApplied(evidence)`. Outcomes and balances agree with the embedded
+/// ledger.
+#[test]
+fn extra_charges_and_evidence_slashed_once_on_chain_like_the_embedded_ledger() {
+    let Chain { anvil, deployment, mut ledger } = chain();
+    let url = anvil.url();
+    let mut emb = EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap();
+    let c = Cast::new();
+    both(&mut emb, &mut ledger, &c.funding());
+    let stake = LedgerOp::Stake { account: c.checker_account(), role: StakeRole::Checker, amount: Amount::ath(30) };
+    both(&mut emb, &mut ledger, &[stake]);
+    both(&mut emb, &mut ledger, &[c.lock(session(1), 2), c.lock(session(2), 2), c.lock(session(3), 1)]);
+    let tenths = |n: u128| Amount(n * dci_model::money::ONE_ATH / 10);
+    let with_extra = |session, seconds, extra| match c.settle(session, seconds) {
+        LedgerOp::Settle { receipt, acker, payout, .. } => LedgerOp::Settle { receipt, acker, payout, extra },
+        other => other,
+    };
+    // 0.6 ATH of time each, then 0.5, 1.8 and 0.3 ATH of tokens.
+    let batch = [
+        with_extra(session(1), 600, tenths(5)),
+        with_extra(session(2), 600, tenths(18)),
+        with_extra(session(3), 1_000, tenths(3)),
+    ];
+    let out = both(&mut emb, &mut ledger, &batch);
+    let got: Vec<(Amount, Amount, Amount, Amount)> = out
+        .iter()
+        .map(|o| match o {
+            OpOutcome::Settled(s) => (s.charged, s.extra_charged, s.refunded, s.shortfall),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (tenths(11), tenths(5), tenths(9), Amount::ZERO),
+            (tenths(20), tenths(14), Amount::ZERO, tenths(4)),
+            (tenths(10), Amount::ZERO, Amount::ZERO, tenths(3)),
+        ]
+    );
+
+    let committee: Vec<dci_proto::Identity> = (0..3).map(|i| dci_proto::Identity::from_secret([60 + i; 32])).collect();
+    let ids: Vec<_> = committee.iter().map(|m| m.id()).collect();
+    let signers: Vec<Address> = committee.iter().map(|m| node_signer(m).address()).collect();
+    ledger.set_committee(9, &signers).unwrap();
+    ledger.set_committee(10, &signers).unwrap();
+    let report = |epoch: u64| {
+        let mut r = SlashReport::new(c.checker_account(), StakeRole::Checker, epoch, [7; 32], Amount::ath(1));
+        for m in &committee[..2] {
+            r.sign(m);
+            let sig = chain_slash_signature(&deployment, &r, m);
+            r.signatures.push(sig);
+        }
+        r
+    };
+    both(&mut emb, &mut ledger, &[LedgerOp::Slash { report: report(9), committee: ids.clone() }]);
+    let again = [LedgerOp::Slash { report: report(10), committee: ids }];
+    let refused = LedgerError::SlashAlreadyApplied { evidence: [7; 32] };
+    assert_eq!(ledger.apply(&again).unwrap_err().unbatch(), refused);
+    assert_eq!(Settlement::apply(&mut emb, &again).unwrap_err().unbatch(), refused);
+
+    for who in [
+        c.consumer.clone(),
+        c.container_account(),
+        c.checker_account(),
+        accounts::checker_fees(),
+        accounts::indexer_fees(),
+        accounts::treasury(),
+        accounts::slashed(),
+    ] {
+        let want = emb.balance(&who).unwrap();
+        assert_eq!(ledger.balance(&who).unwrap(), want, "balance of {who}");
+        assert_eq!(erc20_balance(&url, deployment.token, &who), want, "balanceOf {who}");
+    }
+    let (got, want) = (ledger.check_invariant().unwrap(), emb.check_invariant().unwrap());
+    assert_eq!((got.balances, got.escrowed, got.staked), (want.balances, want.escrowed, want.staked));
+}
+
 #[test]
 fn ops_the_chain_cannot_do_are_refused_clearly_and_change_nothing() {
     let Chain { anvil: _anvil, mut ledger, .. } = chain();

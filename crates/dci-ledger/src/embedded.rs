@@ -36,11 +36,15 @@ use crate::{
 };
 use tx::Tx;
 
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
 /// Version 1 had accounts, escrows, settlements and API keys; version 2 adds
-/// the tables after `api_keys`. Opening a version 1 file upgrades it in place
-/// (the new tables start empty, the parameters at their defaults).
+/// the tables after `api_keys`; version 3 adds `settlements.extra_charged`
+/// and `slashed_evidence` (the at-most-once key of a slash: its evidence).
+/// Opening an older file upgrades it in place ([`upgrade`]): new tables
+/// start empty, the parameters at their defaults, the settlements of
+/// before charged no extra, and every evidence already slashed is recorded
+/// as such (the `slashes` rows are kept as they are).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -71,7 +75,8 @@ CREATE TABLE IF NOT EXISTS settlements (
     treasury  TEXT NOT NULL,
     refunded  TEXT NOT NULL,
     shortfall TEXT NOT NULL,
-    receipt   TEXT NOT NULL
+    receipt   TEXT NOT NULL,
+    extra_charged TEXT NOT NULL DEFAULT '0'
 );
 CREATE INDEX IF NOT EXISTS settlements_by_consumer ON settlements (consumer, seq);
 CREATE INDEX IF NOT EXISTS settlements_by_payout ON settlements (payout, seq);
@@ -123,6 +128,10 @@ CREATE TABLE IF NOT EXISTS slashes (
     record   TEXT NOT NULL,
     UNIQUE (offender, role, epoch, evidence)
 );
+CREATE TABLE IF NOT EXISTS slashed_evidence (
+    evidence BLOB PRIMARY KEY CHECK (length(evidence) = 32),
+    seq      INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS undelivered (
     session BLOB PRIMARY KEY,
     record  TEXT NOT NULL
@@ -303,13 +312,13 @@ fn settlement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawSettlement> {
         payout: r.get(3)?,
         container: r.get(4)?,
         acker: r.get(5)?,
-        amounts: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?],
+        amounts: [r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(14)?],
         receipt: r.get(13)?,
     })
 }
 
 const SETTLEMENT_COLUMNS: &str = "seq, session, consumer, payout, container, acker, charged, provider, checkers, \
-                                  indexers, treasury, refunded, shortfall, receipt";
+                                  indexers, treasury, refunded, shortfall, receipt, extra_charged";
 
 fn read_settlement(c: &Connection, session: SessionId) -> Result<Option<SettlementRecord>, LedgerError> {
     let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE session = ?1");
@@ -324,19 +333,20 @@ struct RawSettlement {
     payout: String,
     container: Vec<u8>,
     acker: Vec<u8>,
-    amounts: [String; 7],
+    amounts: [String; 8],
     receipt: String,
 }
 
 impl RawSettlement {
     fn decode(self) -> Result<SettlementRecord, LedgerError> {
-        let [charged, provider, checkers, indexers, treasury, refunded, shortfall] = &self.amounts;
+        let [charged, provider, checkers, indexers, treasury, refunded, shortfall, extra_charged] = &self.amounts;
         let receipt: SignedReceipt = from_json("a receipt in JSON", &self.receipt)?;
         Ok(SettlementRecord {
             seq: u64::try_from(self.seq).map_err(|_| corrupt("a positive sequence number", self.seq))?,
             settled: Settled {
                 session: session_id(self.session)?,
                 charged: amount(charged)?,
+                extra_charged: amount(extra_charged)?,
                 provider: amount(provider)?,
                 checkers: amount(checkers)?,
                 indexers: amount(indexers)?,
@@ -351,6 +361,29 @@ impl RawSettlement {
             receipt,
         })
     }
+}
+
+/// Brings a version 1 or 2 file to the current schema, after [`SCHEMA`]
+/// created the tables it lacked: adds `settlements.extra_charged` (zero: no
+/// extra was charged before), and records the evidence of every slash
+/// applied so far in `slashed_evidence` (the earliest slash of each, when
+/// version 2 keyed slashes by epoch too and one evidence was slashed in
+/// several epochs; those rows stay in `slashes`).
+fn upgrade(c: &Connection) -> Result<(), LedgerError> {
+    let has_extra: bool = c
+        .query_row("SELECT count(*) FROM pragma_table_info('settlements') WHERE name = 'extra_charged'", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .st()?
+        > 0;
+    if !has_extra {
+        c.execute_batch("ALTER TABLE settlements ADD COLUMN extra_charged TEXT NOT NULL DEFAULT '0'").st()?;
+    }
+    c.execute_batch(
+        "INSERT OR IGNORE INTO slashed_evidence (evidence, seq) SELECT evidence, min(seq) FROM slashes GROUP BY evidence",
+    )
+    .st()?;
+    Ok(())
 }
 
 fn count(c: &Connection, table: &str) -> Result<u64, LedgerError> {
@@ -398,13 +431,14 @@ impl EmbeddedLedger {
                 tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION]).st()?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some("1") => {
+            Some(v @ ("1" | "2")) => {
+                upgrade(&tx)?;
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).st()?;
-                tracing::info!(location, "upgraded ledger schema from version 1 to {SCHEMA_VERSION}");
+                tracing::info!(location, "upgraded ledger schema from version {v} to {SCHEMA_VERSION}");
             }
             Some(v) => {
                 return Err(LedgerError::Storage(format!(
-                    "expected ledger schema version 1 or {SCHEMA_VERSION}, found {v}"
+                    "expected ledger schema version 1 to {SCHEMA_VERSION}, found {v}"
                 )));
             }
         }
@@ -525,7 +559,8 @@ impl EmbeddedLedger {
     /// `acker`; the session has an escrow; it is open (else
     /// [`LedgerError::AlreadySettled`] / [`LedgerError::AlreadyRefunded`]); the
     /// receipt bills the consumer who locked it. Then charges
-    /// `min(receipt.amount, escrow)` — a receipt above the escrow is paid up to
+    /// `min(receipt.amount, escrow)` ([`crate::rules::settle`], no extra;
+    /// apply a [`LedgerOp::Settle`] to add one) — a receipt above the escrow is paid up to
     /// the escrow and the difference is recorded as `shortfall`, because the
     /// consumer only ever committed the escrow — splits the charge by the fee
     /// split in force into `payout` (provider, with the rounding remainder),
@@ -541,7 +576,7 @@ impl EmbeddedLedger {
         acker: &NodeId,
         payout: &AccountId,
     ) -> Result<Settled, LedgerError> {
-        self.run(|t| t.settle(receipt, acker, payout))
+        self.run(|t| t.settle(receipt, acker, payout, Amount::ZERO))
     }
 
     /// Returns the whole open escrow of `session` to its consumer (a session
@@ -553,8 +588,10 @@ impl EmbeddedLedger {
     /// Refunds the consumer of a settled session for `seconds` it paid but a
     /// failed container did not deliver (as established by the checkers).
     ///
-    /// The refund is `floor(charged × seconds / billed seconds)` — the share
-    /// of what the consumer actually paid — and is paid back by the session's
+    /// The refund is `floor((charged − extra_charged) × seconds / billed
+    /// seconds)` — the share of what the consumer actually paid for the
+    /// receipt's time (an extra charge paid for something else, e.g. model
+    /// tokens the gateway relayed) — and is paid back by the session's
     /// payout account: from its balance, then its pending rewards, then its
     /// container stake. The fee shares already paid to the pools and the
     /// treasury are not clawed back: the provider bears them for time it did

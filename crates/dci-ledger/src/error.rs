@@ -141,17 +141,15 @@ pub enum LedgerError {
         /// Committee size.
         committee: u64,
     },
-    /// The same report was applied before.
+    /// A report with this evidence was applied before (in any epoch): a
+    /// piece of evidence causes at most one slash.
     #[error(
-        "slash report against {offender} as {role} for epoch {epoch} with this evidence was already applied: expected a new report"
+        "evidence {} was already slashed: expected evidence never slashed before (a piece of evidence causes at most one slash, in any epoch)",
+        hex::encode(.evidence)
     )]
     SlashAlreadyApplied {
-        /// The accused.
-        offender: AccountId,
-        /// The role.
-        role: StakeRole,
-        /// The epoch.
-        epoch: u64,
+        /// The evidence's hash ([`crate::SlashReport::evidence_hash`]).
+        evidence: [u8; 32],
     },
     /// The offender has neither pending rewards nor stake in the role.
     #[error("nothing to slash: {offender} has no pending rewards and no {role} stake")]

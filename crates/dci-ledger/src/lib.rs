@@ -40,6 +40,7 @@ mod math;
 pub mod ops;
 pub mod params;
 pub mod rewards;
+pub mod rules;
 pub mod slash;
 pub mod staking;
 
@@ -84,8 +85,9 @@ use serde::{Deserialize, Serialize};
 ///   settled session's undelivered seconds are refunded at most once and never
 ///   more than were paid.
 /// - **A charge never exceeds its escrow.** `settle` charges
-///   `min(receipt amount, escrow)`, splits it by the fee split in force and
-///   refunds the rest of the escrow to the consumer.
+///   `min(receipt amount + extra, escrow)` ([`rules::settle`]), splits it by
+///   the fee split in force and refunds the rest of the escrow to the
+///   consumer.
 /// - **Receipts are verified.** `settle` pays only against a receipt whose
 ///   container signature, arithmetic and acknowledgement by `acker` verify.
 /// - **Stake leaves only through unbonding.** `unstake` starts the unbonding
@@ -94,7 +96,10 @@ use serde::{Deserialize, Serialize};
 /// - **Rewards follow the schedule.** Each epoch is distributed once, pays at
 ///   most its emission ([`emission`]) and never more than `pool:mining` holds.
 /// - **Penalties need a quorum.** `slash` applies a report only with valid
-///   signatures of ≥ 2/3 of the given committee, once, rewards before stake.
+///   signatures of ≥ 2/3 of the given committee, rewards before stake
+///   ([`rules::slash`]); a piece of evidence (its hash) is slashed at most
+///   once, whatever the report's epoch, offender or amount
+///   ([`LedgerError::SlashAlreadyApplied`]).
 ///
 /// Methods are synchronous and may block on disk or network: an async node
 /// calls them from a blocking thread (`tokio::task::spawn_blocking`), behind a
@@ -128,9 +133,11 @@ pub trait Settlement: Send {
         apply_one(self, LedgerOp::LockEscrow { session, consumer: consumer.clone(), amount })?.done("lock_escrow")
     }
     /// Pays a session from its escrow against a verified receipt; the
-    /// provider's share goes to `payout`.
+    /// provider's share goes to `payout`. (No extra charge: to add one, apply
+    /// a [`LedgerOp::Settle`] with `extra`.)
     fn settle(&mut self, receipt: &SignedReceipt, acker: &NodeId, payout: &AccountId) -> Result<Settled, LedgerError> {
-        let op = LedgerOp::Settle { receipt: receipt.clone(), acker: *acker, payout: payout.clone() };
+        let op =
+            LedgerOp::Settle { receipt: receipt.clone(), acker: *acker, payout: payout.clone(), extra: Amount::ZERO };
         apply_one(self, op)?.settled("settle")
     }
     /// Returns a whole open escrow to its consumer; returns the amount.
@@ -261,14 +268,22 @@ pub struct EscrowView {
     pub state: EscrowState,
 }
 
-/// The outcome of settling one session. `charged` = `provider + checkers +
-/// indexers + treasury`; `charged + refunded` = the escrow.
+/// The outcome of settling one session, computed by [`rules::settle`].
+/// `charged` = `provider + checkers + indexers + treasury`; `charged +
+/// refunded` = the escrow; `charged + shortfall` = the receipt's amount +
+/// the op's `extra`; `charged − extra_charged` = `min(receipt amount,
+/// escrow)`, the part paid for the receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settled {
     /// The session paid.
     pub session: SessionId,
-    /// What the consumer paid: `min(receipt amount, escrow)`.
+    /// What the consumer paid: `min(receipt amount + extra, escrow)`.
     pub charged: Amount,
+    /// The part of `charged` that paid the op's `extra` (taken after the
+    /// receipt's amount: `min(extra, escrow − min(receipt amount, escrow))`).
+    /// Zero in records written before extras existed.
+    #[serde(default)]
+    pub extra_charged: Amount,
     /// To the payout account.
     pub provider: Amount,
     /// To `pool:checker-fees`.
@@ -279,7 +294,8 @@ pub struct Settled {
     pub treasury: Amount,
     /// Returned to the consumer.
     pub refunded: Amount,
-    /// What the receipt billed beyond the escrow (unpaid; zero normally).
+    /// What the receipt and the extra billed beyond the escrow (unpaid; zero
+    /// normally).
     pub shortfall: Amount,
 }
 

@@ -67,6 +67,12 @@ pub enum LedgerOp {
         acker: NodeId,
         /// Who receives the provider's share.
         payout: AccountId,
+        /// A charge the gateway metered itself for this session (model
+        /// tokens it relayed), taken from the same escrow after the
+        /// receipt's amount and split like it ([`crate::rules::settle`]).
+        /// Absent in ops queued before it existed: zero.
+        #[serde(default)]
+        extra: Amount,
     },
     /// Returns a whole open escrow.
     Refund {
@@ -112,7 +118,9 @@ pub struct UndeliveredRefund {
     pub seconds: u64,
     /// Seconds the receipt billed.
     pub paid_seconds: u64,
-    /// `floor(charged × seconds / paid_seconds)`.
+    /// `floor((charged − extra_charged) × seconds / paid_seconds)`: the
+    /// share of what the receipt's time cost (an extra charge, e.g. model
+    /// tokens, was for something delivered).
     pub amount: Amount,
     /// Who got it back.
     pub consumer: AccountId,
@@ -255,5 +263,40 @@ mod tests {
         let json = serde_json::to_string(&ops).unwrap();
         assert_eq!(serde_json::from_str::<Vec<LedgerOp>>(&json).unwrap(), ops);
         assert!(json.contains("\"set_params\""), "{json}");
+    }
+
+    /// Settles queued (and outcomes recorded) before `extra` existed still
+    /// decode: no extra, nothing of the charge from it.
+    #[test]
+    fn settles_and_outcomes_without_extra_still_decode() {
+        let id = dci_proto::Identity::from_secret([4; 32]);
+        let price: dci_model::PricePerHour = "3.6".parse().unwrap();
+        let receipt = dci_proto::UsageReceipt {
+            session: SessionId([1; 16]),
+            container: id.id(),
+            consumer: AccountId::new("consumer:a").unwrap(),
+            service: dci_model::ServiceName::new("llm").unwrap(),
+            started_at: Timestamp(0),
+            ended_at: Timestamp(1_000),
+            seconds: 1,
+            price,
+            amount: price.cost_for_secs(1).unwrap(),
+        }
+        .sign(&id);
+        let op =
+            LedgerOp::Settle { receipt, acker: id.id(), payout: AccountId::new("node:p").unwrap(), extra: Amount(7) };
+        let mut old = serde_json::to_value(&op).unwrap();
+        assert_eq!(old["settle"]["extra"], "7", "{old}");
+        old["settle"].as_object_mut().unwrap().remove("extra");
+        match serde_json::from_value::<LedgerOp>(old).unwrap() {
+            LedgerOp::Settle { extra, .. } => assert_eq!(extra, Amount::ZERO),
+            other => panic!("{other:?}"),
+        }
+        let settled =
+            crate::rules::settle(SessionId([1; 16]), Amount(5), Amount(2), Amount(6), &Default::default()).unwrap();
+        let mut old = serde_json::to_value(OpOutcome::Settled(settled)).unwrap();
+        old["settled"].as_object_mut().unwrap().remove("extra_charged");
+        let OpOutcome::Settled(back) = serde_json::from_value(old).unwrap() else { panic!() };
+        assert_eq!((back.charged, back.extra_charged), (Amount(6), Amount::ZERO));
     }
 }

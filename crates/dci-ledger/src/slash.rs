@@ -9,17 +9,22 @@
 //! committee it is given (n members) verify; signatures from outside the
 //! committee, invalid ones and repeats count for nothing.
 //!
-//! **Rewards before stake.** The penalty is taken, in this order:
+//! **Rewards before stake.** The penalty is taken, in this order
+//! ([`crate::rules::slash`], the one rule of every backend):
 //! 1. from the offender's pending rewards (all of them if needed);
 //! 2. then from its bonded stake in the role, and then from its unbonding
-//!    stake in the role (latest release first) — together at most
+//!    stake in the role (latest release first; of entries released at the
+//!    same time, the smallest first) — together at most
 //!    `slash.<role>_bps` ([`crate::SlashFractions`]) of the bonded
 //!    (staked + unbonding) amount at the time of the report.
 //!
 //! What cannot be taken is recorded as `uncollected`. Slashed funds go to
 //! `pool:slashed` (governance decides their use); nothing is destroyed, so the
-//! supply is conserved. A report (offender, role, epoch, evidence) is applied
-//! at most once; a report against an account with nothing to take is refused.
+//! supply is conserved. **A piece of evidence causes at most one slash**: the
+//! ledger records each applied report's evidence hash and refuses any later
+//! report with the same one, whatever its epoch, offender, role or amount (a
+//! committee of a later epoch re-signing old evidence cannot punish twice).
+//! A report against an account with nothing to take is refused.
 
 use dci_model::{AccountId, Amount, NodeId};
 use dci_proto::Identity;

@@ -102,7 +102,8 @@ fn batch(n: u64) -> Vec<LedgerOp> {
             receipt.acknowledge(&gateway());
             ops.push(LedgerOp::Transfer(Transfer { from: liq, to: user.clone(), amount: Amount::ath(10) }));
             ops.push(LedgerOp::LockEscrow { session, consumer: user, amount: Amount::ath(5) });
-            ops.push(LedgerOp::Settle { receipt, acker: gateway().id(), payout: node });
+            let extra = if rng.random_bool(0.5) { Amount(rng.random_range(0..Amount::ath(3).0)) } else { Amount::ZERO };
+            ops.push(LedgerOp::Settle { receipt, acker: gateway().id(), payout: node, extra });
             if rng.random_bool(0.5) {
                 ops.push(LedgerOp::RefundUndelivered { session, seconds: 1 + secs / 2 });
             }

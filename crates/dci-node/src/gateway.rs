@@ -647,8 +647,12 @@ impl Gateway {
             Some(p) if with_tokens => token_charge(record.tokens, p),
             _ => Amount::ZERO,
         };
-        let settle_op =
-            LedgerOp::Settle { receipt: receipt.clone(), acker: self.identity.id(), payout: record.payout.clone() };
+        let settle_op = LedgerOp::Settle {
+            receipt: receipt.clone(),
+            acker: self.identity.id(),
+            payout: record.payout.clone(),
+            extra: Amount::ZERO,
+        };
         let mut ops = vec![settle_op.clone()];
         if !due.is_zero() {
             let split = self.ledger(|l| l.params())?.fees.split(due).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -810,7 +810,7 @@ mod tests {
             amount: Amount(1),
         }
         .sign(&id);
-        let settle = LedgerOp::Settle { receipt, acker: id.id(), payout: bob.clone() };
+        let settle = LedgerOp::Settle { receipt, acker: id.id(), payout: bob.clone(), extra: Amount::ZERO };
         let lock = LedgerOp::LockEscrow { session: dci_model::SessionId([2; 16]), consumer: bob, amount: Amount(5) };
         let cases: [(&[LedgerOp], bool); 6] = [
             (&[], false),

@@ -79,6 +79,7 @@ impl Cast {
             receipt: self.receipt(session, seconds),
             acker: self.gateway.id(),
             payout: self.container_account(),
+            extra: Amount::ZERO,
         }
     }
 

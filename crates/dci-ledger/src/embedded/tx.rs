@@ -20,9 +20,10 @@ use super::{
 };
 use crate::ops::UndeliveredRefund;
 use crate::rewards::{self, EpochInput, EpochSummary};
+use crate::rules::{self, Slashable};
 use crate::slash::{SlashReport, Slashed};
 use crate::staking::{StakeRole, UnbondingEntry};
-use crate::{EscrowState, LedgerError, LedgerOp, OpOutcome, Params, Settled, Transfer, accounts, fees::BPS};
+use crate::{EscrowState, LedgerError, LedgerOp, OpOutcome, Params, Settled, Transfer, accounts};
 
 struct Slot {
     /// `None`: the account does not exist.
@@ -170,21 +171,17 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// `account`'s unbonding entries in `role`: (rowid, amount), latest
-    /// release first.
-    fn unbonding_in(&self, account: &AccountId, role: StakeRole) -> Result<Vec<(i64, Amount)>, LedgerError> {
+    /// `account`'s unbonding entries in `role`: (rowid, release, amount).
+    fn unbonding_in(&self, account: &AccountId, role: StakeRole) -> Result<Vec<(i64, Timestamp, Amount)>, LedgerError> {
         let mut stmt = self
             .c
-            .prepare_cached(
-                "SELECT id, amount FROM unbonding WHERE account = ?1 AND role = ?2 \
-                 ORDER BY release_at DESC, id DESC",
-            )
+            .prepare_cached("SELECT id, release_at, amount FROM unbonding WHERE account = ?1 AND role = ?2 ORDER BY id")
             .st()?;
         let mut rows = stmt.query(params![account.as_str(), role.as_str()]).st()?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().st()? {
-            let s: String = r.get(1).st()?;
-            out.push((r.get(0).st()?, amount(&s)?));
+            let s: String = r.get(2).st()?;
+            out.push((r.get(0).st()?, stored_time(r.get(1).st()?)?, amount(&s)?));
         }
         Ok(out)
     }
@@ -211,7 +208,9 @@ impl<'c> Tx<'c> {
                 self.lock_escrow(*session, consumer, *amount)?;
                 OpOutcome::Done
             }
-            LedgerOp::Settle { receipt, acker, payout } => OpOutcome::Settled(self.settle(receipt, acker, payout)?),
+            LedgerOp::Settle { receipt, acker, payout, extra } => {
+                OpOutcome::Settled(self.settle(receipt, acker, payout, *extra)?)
+            }
             LedgerOp::Refund { session } => OpOutcome::Amount(self.refund(*session)?),
             LedgerOp::RefundUndelivered { session, seconds } => {
                 OpOutcome::Undelivered(self.refund_undelivered(*session, *seconds)?)
@@ -381,6 +380,7 @@ impl<'c> Tx<'c> {
         receipt: &SignedReceipt,
         acker: &NodeId,
         payout: &AccountId,
+        extra: Amount,
     ) -> Result<Settled, LedgerError> {
         receipt.verify(acker)?;
         let r = &receipt.receipt;
@@ -392,32 +392,19 @@ impl<'c> Tx<'c> {
                 receipt: r.consumer.clone(),
             });
         }
-        let charged = r.amount.min(escrow.amount);
-        let shortfall = r.amount.checked_sub(charged)?;
-        let refunded = escrow.amount.checked_sub(charged)?;
-        let split = self.params.fees.split(charged)?;
+        let s = rules::settle(r.session, r.amount, extra, escrow.amount, &self.params.fees)?;
         self.touch(payout)?;
-        self.credit(payout, split.provider)?;
-        self.credit(&accounts::checker_fees(), split.checkers)?;
-        self.credit(&accounts::indexer_fees(), split.indexers)?;
-        self.credit(&accounts::treasury(), split.treasury)?;
-        self.credit(&escrow.consumer, refunded)?;
+        self.credit(payout, s.provider)?;
+        self.credit(&accounts::checker_fees(), s.checkers)?;
+        self.credit(&accounts::indexer_fees(), s.indexers)?;
+        self.credit(&accounts::treasury(), s.treasury)?;
+        self.credit(&escrow.consumer, s.refunded)?;
         self.close_escrow(r.session, EscrowState::Settled)?;
-        let settled = Settled {
-            session: r.session,
-            charged,
-            provider: split.provider,
-            checkers: split.checkers,
-            indexers: split.indexers,
-            treasury: split.treasury,
-            refunded,
-            shortfall,
-        };
         self.c
             .prepare_cached(
                 "INSERT INTO settlements (session, consumer, payout, container, acker, charged, provider, checkers, \
-                 indexers, treasury, refunded, shortfall, receipt) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 indexers, treasury, refunded, shortfall, receipt, extra_charged) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .st()?
             .execute(params![
@@ -426,20 +413,21 @@ impl<'c> Tx<'c> {
                 payout.as_str(),
                 &r.container.0[..],
                 &acker.0[..],
-                text(charged),
-                text(split.provider),
-                text(split.checkers),
-                text(split.indexers),
-                text(split.treasury),
-                text(refunded),
-                text(shortfall),
+                text(s.charged),
+                text(s.provider),
+                text(s.checkers),
+                text(s.indexers),
+                text(s.treasury),
+                text(s.refunded),
+                text(s.shortfall),
                 json(receipt)?,
+                text(s.extra_charged),
             ])
             .st()?;
-        if !shortfall.is_zero() {
-            tracing::warn!(session = %r.session, %shortfall, "receipt exceeds escrow; charged the escrow");
+        if !s.shortfall.is_zero() {
+            tracing::warn!(session = %r.session, shortfall = %s.shortfall, "receipt and extra exceed escrow; charged the escrow");
         }
-        Ok(settled)
+        Ok(s)
     }
 
     pub(super) fn refund(&mut self, session: SessionId) -> Result<Amount, LedgerError> {
@@ -475,7 +463,8 @@ impl<'c> Tx<'c> {
         if done.is_some() {
             return Err(LedgerError::UndeliveredAlreadyRefunded(session));
         }
-        let value = record.settled.charged.mul_div(u128::from(seconds), u128::from(paid))?;
+        let for_time = record.settled.charged.checked_sub(record.settled.extra_charged)?;
+        let value = for_time.mul_div(u128::from(seconds), u128::from(paid))?;
         let payout = record.payout;
         let balance = self.balance(&payout)?.unwrap_or(Amount::ZERO);
         let pending = pending_of(self.c, &payout)?;
@@ -578,38 +567,26 @@ impl<'c> Tx<'c> {
         let (offender, role) = (&report.offender, report.role);
         let seen: Option<i64> = self
             .c
-            .prepare_cached("SELECT 1 FROM slashes WHERE offender = ?1 AND role = ?2 AND epoch = ?3 AND evidence = ?4")
+            .prepare_cached("SELECT 1 FROM slashed_evidence WHERE evidence = ?1")
             .st()?
-            .query_row(params![offender.as_str(), role.as_str(), epoch, &report.evidence_hash[..]], |r| r.get(0))
+            .query_row([&report.evidence_hash[..]], |r| r.get(0))
             .optional()
             .st()?;
         if seen.is_some() {
-            return Err(LedgerError::SlashAlreadyApplied { offender: offender.clone(), role, epoch: report.epoch });
+            return Err(LedgerError::SlashAlreadyApplied { evidence: report.evidence_hash });
         }
         let pending = pending_of(self.c, offender)?;
         let stake = stake_of(self.c, offender, role)?;
         let unbonding = self.unbonding_in(offender, role)?;
-        let unbonding_total = unbonding.iter().try_fold(Amount::ZERO, |s, (_, a)| s.checked_add(*a))?;
-        if pending.is_zero() && stake.is_zero() && unbonding_total.is_zero() {
-            return Err(LedgerError::NothingToSlash { offender: offender.clone(), role });
-        }
-        let from_rewards = pending.min(report.amount);
-        let rest = report.amount.checked_sub(from_rewards)?;
-        let bonded = stake.checked_add(unbonding_total)?;
-        let cap = bonded.mul_div(u128::from(self.params.slash.bps(role)), u128::from(BPS))?;
-        let from_bonded = rest.min(cap);
-        let from_stake = from_bonded.min(stake);
-        let from_unbonding = from_bonded.checked_sub(from_stake)?;
-        self.set_pending(offender, pending.checked_sub(from_rewards)?)?;
-        self.set_stake(offender, role, stake.checked_sub(from_stake)?)?;
-        let mut left = from_unbonding;
-        for (id, amt) in unbonding {
-            if left.is_zero() {
-                break;
+        let held = Slashable { pending, stake, unbonding: unbonding.iter().map(|&(_, at, a)| (at, a)).collect() };
+        let take = rules::slash(report, &held, &self.params.slash)?;
+        self.set_pending(offender, pending.checked_sub(take.from_rewards)?)?;
+        self.set_stake(offender, role, stake.checked_sub(take.from_stake)?)?;
+        for ((id, _, have), taken) in unbonding.iter().zip(&take.unbonding_takes) {
+            if taken.is_zero() {
+                continue;
             }
-            let take = amt.min(left);
-            left = left.checked_sub(take)?;
-            let remains = amt.checked_sub(take)?;
+            let remains = have.checked_sub(*taken)?;
             if remains.is_zero() {
                 self.c.prepare_cached("DELETE FROM unbonding WHERE id = ?1").st()?.execute([id]).st()?;
             } else {
@@ -620,27 +597,20 @@ impl<'c> Tx<'c> {
                     .st()?;
             }
         }
-        let mut out = Slashed {
-            seq: 0,
-            offender: offender.clone(),
-            role,
-            epoch: report.epoch,
-            evidence_hash: report.evidence_hash,
-            amount: report.amount,
-            from_rewards,
-            from_stake,
-            from_unbonding,
-            uncollected: report.amount.checked_sub(from_rewards)?.checked_sub(from_bonded)?,
-            signers,
-            to: accounts::slashed(),
-        };
+        let mut out = take.slashed(report, signers);
         self.credit(&out.to, out.taken())?;
         self.c
             .prepare_cached("INSERT INTO slashes (offender, role, epoch, evidence, record) VALUES (?1, ?2, ?3, ?4, ?5)")
             .st()?
             .execute(params![offender.as_str(), role.as_str(), epoch, &report.evidence_hash[..], json(&out)?])
             .st()?;
-        out.seq = u64::try_from(self.c.last_insert_rowid()).map_err(|_| corrupt("a positive sequence", "negative"))?;
+        let seq = self.c.last_insert_rowid();
+        self.c
+            .prepare_cached("INSERT INTO slashed_evidence (evidence, seq) VALUES (?1, ?2)")
+            .st()?
+            .execute(params![&report.evidence_hash[..], seq])
+            .st()?;
+        out.seq = u64::try_from(seq).map_err(|_| corrupt("a positive sequence", "negative"))?;
         tracing::info!(offender = %out.offender, role = %role, taken = %out.taken(), "slashed");
         Ok(out)
     }

@@ -6,8 +6,8 @@
 //! above its escrow; no second paid twice.
 
 use dci_ledger::{
-    CheckerWork, ContainerWork, EpochInput, EscrowState, FeeSplit, IndexerWork, LedgerError, Params, SlashReport,
-    StakeRole, fees::BPS,
+    CheckerWork, ContainerWork, EpochInput, EscrowState, FeeSplit, IndexerWork, LedgerError, LedgerOp, OpOutcome,
+    Params, SlashReport, StakeRole, fees::BPS,
 };
 use dci_model::{Amount, money::TOTAL_SUPPLY};
 use proptest::prelude::*;
@@ -40,13 +40,15 @@ enum Op {
         consumer: usize,
         tenths: u128,
     },
-    /// At 3.6 ATH/h a second costs 0.001 ATH.
+    /// At 3.6 ATH/h a second costs 0.001 ATH; `extra` tenths of an ATH
+    /// metered by the gateway come on top.
     Settle {
         session: u8,
         consumer: usize,
         secs: u64,
         forged: bool,
         payout: usize,
+        extra: u128,
     },
     Refund {
         session: u8,
@@ -103,8 +105,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any_account.clone(), any_account.clone(), 0..=60u128)
             .prop_map(|(from, to, tenths)| Op::Transfer { from, to, tenths }),
         3 => (0..SESSIONS, consumer, 0..=40u128).prop_map(|(session, consumer, tenths)| Op::Lock { session, consumer, tenths }),
-        3 => (0..SESSIONS, 1..3usize, 0..=5000u64, proptest::bool::weighted(0.1), 3..6usize)
-            .prop_map(|(session, consumer, secs, forged, payout)| Op::Settle { session, consumer, secs, forged, payout }),
+        3 => (0..SESSIONS, 1..3usize, 0..=5000u64, proptest::bool::weighted(0.1), 3..6usize, prop_oneof![2 => Just(0u128), 1 => 0..=30u128])
+            .prop_map(|(session, consumer, secs, forged, payout, extra)| Op::Settle { session, consumer, secs, forged, payout, extra }),
         1 => (0..SESSIONS).prop_map(|session| Op::Refund { session }),
         2 => (0..SESSIONS, 0..=5001u64).prop_map(|(session, secs)| Op::Undelivered { session, secs }),
         3 => (node.clone(), any::<bool>(), 0..=40u128).prop_map(|(account, checker, tenths)| Op::Stake { account, checker, tenths }),
@@ -161,7 +163,6 @@ fn kind(e: &LedgerError) -> &'static str {
 }
 
 struct Unbonding {
-    id: u64,
     account: usize,
     role: StakeRole,
     amount: u128,
@@ -173,15 +174,15 @@ struct Model {
     balances: BTreeMap<String, u128>,
     /// session -> (consumer, amount, state)
     escrows: BTreeMap<u8, (usize, u128, EscrowState)>,
-    /// session -> (consumer, charged, billed seconds, payout)
+    /// session -> (consumer, charged for the receipt, billed seconds, payout)
     settled: BTreeMap<u8, (usize, u128, u64, usize)>,
     undelivered: BTreeSet<u8>,
     stakes: BTreeMap<(usize, StakeRole), u128>,
     unbonding: Vec<Unbonding>,
-    next_unbonding: u64,
     pending: BTreeMap<String, u128>,
     epochs: BTreeSet<u64>,
-    slashes: BTreeSet<(usize, StakeRole, u64, u8)>,
+    /// Evidence slashed (a piece of evidence is slashed at most once).
+    slashes: BTreeSet<u8>,
 }
 
 impl Model {
@@ -261,7 +262,7 @@ impl Model {
                 self.escrows.insert(session, (consumer, tenths * TENTH, EscrowState::Open));
                 Ok(())
             }
-            Op::Settle { session, consumer, secs, forged, payout } => {
+            Op::Settle { session, consumer, secs, forged, payout, extra } => {
                 if forged {
                     return Err("receipt");
                 }
@@ -270,7 +271,7 @@ impl Model {
                     return Err("mismatch");
                 }
                 let billed = u128::from(secs) * dci_model::money::ONE_ATH / 1000;
-                let charged = billed.min(locked);
+                let charged = (billed + extra * TENTH).min(locked);
                 let f = FeeSplit::default();
                 let part = |bps: u32| charged * u128::from(bps) / u128::from(BPS);
                 let (c, i, t) = (part(f.checkers_bps()), part(f.indexers_bps()), part(f.treasury_bps()));
@@ -280,7 +281,8 @@ impl Model {
                 self.credit("treasury:protocol", t);
                 self.credit(ACCOUNTS[owner], locked - charged);
                 self.escrows.insert(session, (owner, locked, EscrowState::Settled));
-                self.settled.insert(session, (owner, charged, secs, payout));
+                // Undelivered time refunds a share of what the time cost.
+                self.settled.insert(session, (owner, billed.min(locked), secs, payout));
                 Ok(())
             }
             Op::Refund { session } => {
@@ -337,15 +339,8 @@ impl Model {
                     return Err("insufficient stake");
                 }
                 self.set_stake(account, r, have - tenths * TENTH);
-                self.next_unbonding += 1;
                 let release_ms = hour * HOUR_MS + Params::default().unbonding_secs * 1000;
-                self.unbonding.push(Unbonding {
-                    id: self.next_unbonding,
-                    account,
-                    role: r,
-                    amount: tenths * TENTH,
-                    release_ms,
-                });
+                self.unbonding.push(Unbonding { account, role: r, amount: tenths * TENTH, release_ms });
                 Ok(())
             }
             Op::Withdraw { account, hour } => {
@@ -412,7 +407,7 @@ impl Model {
                 self.epochs.insert(epoch);
                 Ok(())
             }
-            Op::Slash { offender, checker, epoch, evidence, tenths, signers, forged } => {
+            Op::Slash { offender, checker, epoch: _, evidence, tenths, signers, forged } => {
                 if tenths == 0 {
                     return Err("zero");
                 }
@@ -421,7 +416,7 @@ impl Model {
                     return Err("quorum");
                 }
                 let r = role(checker);
-                if !self.slashes.insert((offender, r, epoch, evidence)) {
+                if !self.slashes.insert(evidence) {
                     return Err("slash applied");
                 }
                 let who = ACCOUNTS[offender];
@@ -429,7 +424,7 @@ impl Model {
                 let unbonding: u128 =
                     self.unbonding.iter().filter(|u| u.account == offender && u.role == r).map(|u| u.amount).sum();
                 if pend == 0 && stake == 0 && unbonding == 0 {
-                    self.slashes.remove(&(offender, r, epoch, evidence));
+                    self.slashes.remove(&evidence);
                     return Err("nothing to slash");
                 }
                 let amount = tenths * TENTH;
@@ -443,7 +438,8 @@ impl Model {
                 let mut order: Vec<usize> = (0..self.unbonding.len())
                     .filter(|&i| self.unbonding[i].account == offender && self.unbonding[i].role == r)
                     .collect();
-                order.sort_by_key(|&i| std::cmp::Reverse((self.unbonding[i].release_ms, self.unbonding[i].id)));
+                // Latest release first; released together, smallest first.
+                order.sort_by_key(|&i| (std::cmp::Reverse(self.unbonding[i].release_ms), self.unbonding[i].amount));
                 for i in order {
                     let take = self.unbonding[i].amount.min(left);
                     self.unbonding[i].amount -= take;
@@ -482,16 +478,25 @@ proptest! {
                 Op::Lock { session, consumer, tenths } => {
                     l.lock_escrow(sid(session), &acc(ACCOUNTS[consumer]), Amount(tenths * TENTH))
                 }
-                Op::Settle { session, consumer, secs, forged, payout } => {
+                Op::Settle { session, consumer, secs, forged, payout, extra } => {
                     let mut r = s.receipt(sid(session), &acc(ACCOUNTS[consumer]), secs, "3.6");
                     if forged {
                         r.receipt.amount = Amount(r.receipt.amount.0 + 1);
                     }
                     let escrow = l.escrow(sid(session)).unwrap();
-                    l.settle(&r, &s.gateway.id(), &acc(ACCOUNTS[payout])).map(|settled| {
+                    let op = LedgerOp::Settle {
+                        receipt: r.clone(),
+                        acker: s.gateway.id(),
+                        payout: acc(ACCOUNTS[payout]),
+                        extra: Amount(extra * TENTH),
+                    };
+                    l.apply(&[op]).map_err(LedgerError::unbatch).map(|out| {
+                        let [OpOutcome::Settled(settled)] = out[..] else { panic!("{out:?}") };
                         let escrow = escrow.expect("settled without an escrow").amount;
                         assert!(settled.charged <= escrow, "charged {} above escrow {escrow}", settled.charged);
-                        assert!(settled.charged <= r.receipt.amount);
+                        assert!(settled.charged.0 <= r.receipt.amount.0 + extra * TENTH);
+                        assert!(settled.extra_charged.0 <= extra * TENTH);
+                        assert_eq!(settled.charged.0 + settled.shortfall.0, r.receipt.amount.0 + extra * TENTH);
                         assert_eq!(settled.charged.0 + settled.refunded.0, escrow.0);
                         assert_eq!(
                             settled.provider.0 + settled.checkers.0 + settled.indexers.0 + settled.treasury.0,

@@ -1,4 +1,4 @@
-use dci_ledger::{EscrowState, LedgerError, Settled, Settlement, accounts};
+use dci_ledger::{EscrowState, LedgerError, LedgerOp, OpOutcome, Settled, Settlement, accounts};
 use dci_model::{AccountId, Amount, SessionId, money::TOTAL_SUPPLY};
 use dci_proto::{Identity, ReceiptError};
 
@@ -33,6 +33,7 @@ fn a_paid_session_end_to_end() {
         Settled {
             session,
             charged: Amount::ath(1),
+            extra_charged: Amount::ZERO,
             provider: tenth(90),
             checkers: tenth(5),
             indexers: tenth(2),
@@ -249,5 +250,74 @@ fn undelivered_refunds_take_stake_when_the_balance_is_gone_and_refuse_bad_input(
     let r = l.refund_undelivered(sid(1), 2400).unwrap();
     assert_eq!((r.amount, r.from_balance, r.from_stake), (Amount::ath(2), Amount::ZERO, Amount::ath(2)));
     assert_eq!(l.staked(&payout, dci_ledger::StakeRole::Container).unwrap(), Amount::ZERO);
+    l.check_invariant().unwrap();
+}
+
+/// A settle carries an extra charge the gateway metered itself (model
+/// tokens), taken from the same escrow after the receipt's amount and split
+/// like it.
+#[test]
+fn an_extra_charge_is_paid_from_the_same_escrow_after_the_receipt() {
+    /// (name, receipt seconds at 3 ATH/h, extra, escrow) -> (charged,
+    /// extra_charged, refunded, shortfall), in tenths of an ATH.
+    type Case = (&'static str, u64, u128, u128, (u128, u128, u128, u128));
+    let s = Signers::default();
+    let tenths = |n: u128| Amount(n * dci_model::money::ONE_ATH / 10);
+    let cases: [Case; 4] = [
+        ("extra within the escrow", 1_200, 5, 40, (15, 5, 25, 0)),
+        ("extra beyond the escrow: capped, shortfall", 1_200, 30, 20, (20, 10, 0, 20)),
+        ("no escrow left for the extra", 2_400, 5, 20, (20, 0, 0, 5)),
+        ("no extra", 1_200, 0, 40, (10, 0, 30, 0)),
+    ];
+    for (n, (name, secs, extra, escrow, (charged, extra_charged, refunded, shortfall))) in cases.into_iter().enumerate()
+    {
+        let mut l = ledger();
+        let (alice, payout, session) = (acc("consumer:alice"), acc("node:payout"), sid(n as u8));
+        l.transfer(&accounts::liquidity(), &alice, Amount::ath(10)).unwrap();
+        l.lock_escrow(session, &alice, tenths(escrow)).unwrap();
+        let op = LedgerOp::Settle {
+            receipt: s.receipt(session, &alice, secs, "3"),
+            acker: s.gateway.id(),
+            payout: payout.clone(),
+            extra: tenths(extra),
+        };
+        let out = l.apply(&[op]).unwrap();
+        let [OpOutcome::Settled(got)] = out.as_slice() else { panic!("{name}: {out:?}") };
+        let want = (tenths(charged), tenths(extra_charged), tenths(refunded), tenths(shortfall));
+        assert_eq!((got.charged, got.extra_charged, got.refunded, got.shortfall), want, "{name}");
+        let split = l.fee_split().split(got.charged).unwrap();
+        assert_eq!(
+            (got.provider, got.checkers, got.treasury),
+            (split.provider, split.checkers, split.treasury),
+            "{name}"
+        );
+        assert_eq!(l.balance(&alice).unwrap(), Amount::ath(10).checked_sub(tenths(charged)).unwrap(), "{name}");
+        assert_eq!(l.balance(&payout).unwrap(), split.provider, "{name}");
+        assert_eq!(l.settlement(session).unwrap().unwrap().settled, *got, "{name}: recorded");
+        l.check_invariant().unwrap();
+    }
+}
+
+/// Undelivered seconds refund the share of what the receipt's time cost,
+/// not of an extra charge (tokens the gateway relayed were delivered).
+#[test]
+fn undelivered_time_is_refunded_from_the_time_charge_only() {
+    let s = Signers::default();
+    let mut l = ledger();
+    let (alice, payout) = (acc("consumer:alice"), acc("node:payout"));
+    l.transfer(&accounts::liquidity(), &alice, Amount::ath(100)).unwrap();
+    l.lock_escrow(sid(1), &alice, Amount::ath(10)).unwrap();
+    let op = LedgerOp::Settle {
+        receipt: s.receipt(sid(1), &alice, 3600, "3"),
+        acker: s.gateway.id(),
+        payout: payout.clone(),
+        extra: Amount::ath(2),
+    };
+    let out = l.apply(&[op]).unwrap();
+    assert!(
+        matches!(&out[..], [OpOutcome::Settled(x)] if x.charged == Amount::ath(5) && x.extra_charged == Amount::ath(2))
+    );
+    let r = l.refund_undelivered(sid(1), 1200).unwrap();
+    assert_eq!(r.amount, Amount::ath(1), "a third of the 3 ATH of time, none of the 2 ATH extra");
     l.check_invariant().unwrap();
 }
