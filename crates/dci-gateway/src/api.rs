@@ -479,6 +479,14 @@ impl ApiError {
     pub fn insufficient_funds(message: impl Into<String>) -> Self {
         ApiError::new(402, "insufficient_funds", message)
     }
+    /// 413 payload_too_large.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        ApiError::new(413, "payload_too_large", message)
+    }
+    /// 502 bad_gateway: an upstream answered with something not passed on.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        ApiError::new(502, "bad_gateway", message)
+    }
     /// 503 unavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError::new(503, "unavailable", message)

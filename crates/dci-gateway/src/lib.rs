@@ -8,16 +8,19 @@
 //!   implementation; it authenticates API keys, validates input, serves
 //!   `/openapi.json` and `/metrics`. The gateway role's logic (match, escrow,
 //!   start, settle) lives behind that trait in `dci-node`.
+//! - [`relay`]: the OpenAI-compatible relay, `/openai/<session>/v1/…`, which
+//!   forwards a model session's requests to its container's service (the
+//!   caller's API key, the session's owner) under rules that keep a hostile
+//!   host from using the gateway as a proxy: no redirects, allowlisted
+//!   headers, capped and streamed bodies, bytes counted and metered once.
 //! - [`client`]: the typed HTTP client used by the `dci` CLI.
 //!
-//! Two routes face services rather than the API: `/openai/<session>/v1/…`
-//! relays OpenAI-style requests to a model session's container (the caller's
-//! API key, the session's owner, tokens metered from the answer's `usage`),
-//! and `/view/<session>` serves the render viewer page
+//! `/view/<session>` serves the render viewer page
 //! (`dci_services::render::CLIENT_PAGE`) pointed at the session's stream.
 //!
 //! Not here: matching, billing, or anything about node-to-node messages.
 
 pub mod api;
 pub mod client;
+pub mod relay;
 pub mod server;

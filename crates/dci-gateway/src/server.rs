@@ -1,13 +1,14 @@
-//! The HTTP server: routes, authentication, JSON errors, `/openapi.json`, `/metrics`.
+//! The HTTP server: routes, authentication, JSON errors, `/openapi.json`,
+//! `/metrics`, the render viewer; the OpenAI relay's route (its rules are in
+//! [`crate::relay`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -61,26 +62,55 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn rewards(&self, account: AccountId, epoch: Option<u64>) -> BoxFuture<'_, Result<RewardsInfo, ApiError>>;
     /// The account's balance.
     fn balance(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
-    /// The service endpoint (`http://host:port`) to relay an OpenAI-style
-    /// request of one of the account's running model sessions to.
-    fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>>;
-    /// Meters one relayed request that used `tokens` (from the answer's `usage`).
-    fn meter(&self, account: AccountId, id: SessionId, tokens: u64) -> BoxFuture<'_, Result<(), ApiError>>;
-    /// The service endpoint of a running render session, for its viewer page.
+    /// The service of one of the account's running model sessions, to relay
+    /// an OpenAI-style request to.
+    fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<RelayTarget, ApiError>>;
+    /// Meters one relayed request. Called exactly once per answer the relay
+    /// passed on (2xx, 4xx or 5xx; a redirect is not passed on), when its
+    /// stream ended: completed, capped, broken, or dropped by the consumer;
+    /// possibly after the session stopped. `relayed.tokens` is 0 unless the
+    /// answer was a 2xx. The tokens are the service's claim: bill at most
+    /// what the bytes allow.
+    fn meter(&self, account: AccountId, id: SessionId, relayed: Relayed) -> BoxFuture<'_, Result<(), ApiError>>;
+    /// The service of a running render session, for its viewer page.
     /// The session id is the capability: whoever has it may watch (the
     /// stream itself is open to whoever knows the endpoint, as the page is).
-    fn view_target(&self, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>>;
+    fn view_target(&self, id: SessionId) -> BoxFuture<'_, Result<RelayTarget, ApiError>>;
+}
+
+/// Where the relay (and the viewer) reach a session's service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// `http://<host>:<port>` of the session's service: the host is the
+    /// container's registered address, the port the one its service
+    /// reported; the role, not the HTTP layer, composes it. Anything else
+    /// (another scheme, credentials, a path, a query) is refused.
+    pub base: String,
+}
+
+/// What one relayed request moved, as the gateway counted it, and the tokens
+/// the service's answer claimed; the role bills at most what the bytes allow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Bytes of the request body sent to the service.
+    pub request_bytes: u64,
+    /// Bytes of the answer's body passed on to the consumer (at most
+    /// [`crate::relay::MAX_RELAY_RESPONSE_BYTES`]).
+    pub response_bytes: u64,
+    /// Tokens the answer's last `usage` object claimed
+    /// ([`crate::relay::usage_tokens`]); 0 for an unsuccessful answer.
+    pub tokens: u64,
 }
 
 /// Renders the Prometheus text exposition of the process's metrics.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 #[derive(Clone)]
-struct AppState {
-    api: Arc<dyn ConsumerApi>,
+pub(crate) struct AppState {
+    pub(crate) api: Arc<dyn ConsumerApi>,
     metrics: MetricsRender,
-    /// Relays requests to the sessions' services.
-    http: reqwest::Client,
+    /// Relays requests to the sessions' services ([`crate::relay::client`]).
+    pub(crate) http: reqwest::Client,
 }
 
 impl IntoResponse for ApiError {
@@ -111,7 +141,7 @@ impl IntoResponse for ApiError {
         unstake,
         withdraw,
         rewards,
-        relay,
+        crate::relay::relay,
         view
     ),
     components(schemas(
@@ -150,13 +180,16 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/unstake", post(unstake))
         .route("/v1/withdraw", post(withdraw))
         .route("/v1/rewards", get(rewards))
-        .route("/openai/{id}/v1/{*rest}", any(relay))
+        .route(
+            "/openai/{id}/v1/{*rest}",
+            any(crate::relay::relay).layer(DefaultBodyLimit::max(crate::relay::MAX_RELAY_REQUEST_BYTES)),
+        )
         .route("/view/{id}", get(view))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics_text))
         .route("/health", get(|| async { Json(serde_json::json!({ "ok": true })) }))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
-        .with_state(AppState { api, metrics, http: relay_client() })
+        .with_state(AppState { api, metrics, http: crate::relay::client() })
 }
 
 async fn openapi() -> Response {
@@ -168,7 +201,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (s.metrics)()).into_response()
 }
 
-async fn account(s: &AppState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
+pub(crate) async fn account(s: &AppState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("expected an `Authorization: Bearer <api key>` header"))?;
@@ -182,7 +215,7 @@ async fn account(s: &AppState, headers: &HeaderMap) -> Result<AccountId, ApiErro
     s.api.authenticate(key).await
 }
 
-fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+pub(crate) fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     raw.parse().map_err(|e: dci_model::id::IdError| ApiError::bad_request(e.to_string()))
 }
 
@@ -359,89 +392,14 @@ async fn list_offers(
     s.api.offers(q.filter.unwrap_or_default(), q.sort.unwrap_or_else(|| "price".into()), limit).await.map(Json)
 }
 
-/// The client the relay forwards with: no proxy from the environment, a
-/// bound on how long a service may take.
-fn relay_client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(RELAY_TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new())
-}
-
-/// Longest a relayed request may take, answer included.
-pub const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// The tokens an OpenAI-style answer says it used: `usage.total_tokens`,
-/// else `usage.prompt_tokens`, else the model server's `x-dci-prompt-tokens`
-/// header, else 0.
-pub fn usage_tokens(headers: &reqwest::header::HeaderMap, body: &[u8]) -> u64 {
-    let usage = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
-        let u = v.get("usage")?;
-        u.get("total_tokens").and_then(|t| t.as_u64()).or_else(|| u.get("prompt_tokens").and_then(|t| t.as_u64()))
-    });
-    usage
-        .or_else(|| headers.get("x-dci-prompt-tokens").and_then(|h| h.to_str().ok()).and_then(|h| h.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// The OpenAI-compatible relay of a model session: authenticates the
-/// caller's API key (as OpenAI clients send it), checks the session is the
-/// caller's and running, forwards the request to the container's model
-/// server, meters the tokens of a successful answer, and returns the answer
-/// unchanged. Point an OpenAI client's `base_url` at `<gateway>/openai/<id>/v1`.
-#[utoipa::path(post, path = "/openai/{id}/v1/{rest}",
-    request_body(content = String, content_type = "application/json", description = "the OpenAI request, forwarded unchanged"),
-    params(("id" = String, Path, description = "session id"),
-    ("rest" = String, Path, description = "the OpenAI API path, e.g. `embeddings` or `models`")),
-    responses((status = 200, description = "the model server's answer, unchanged"), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn relay(
-    State(s): State<AppState>,
-    Path((id, rest)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let who = account(&s, &headers).await?;
-    let id = session_id(&id)?;
-    let endpoint = s.api.relay_target(who.clone(), id).await?;
-    let mut url = format!("{}/v1/{rest}", endpoint.trim_end_matches('/'));
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(&q);
-    }
-    let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
-        .map_err(|e| ApiError::bad_request(format!("method: {e}")))?;
-    let mut forward = s.http.request(method, url).body(body);
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        forward = forward.header(reqwest::header::CONTENT_TYPE, ct);
-    }
-    let unavailable = |e: reqwest::Error| ApiError::unavailable(format!("the session's service did not answer: {e}"));
-    let answer = forward.send().await.map_err(unavailable)?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let answer_headers = answer.headers().clone();
-    let bytes = answer.bytes().await.map_err(unavailable)?;
-    if status.is_success() {
-        s.api.meter(who, id, usage_tokens(&answer_headers, &bytes)).await?;
-    }
-    let mut response = (status, bytes).into_response();
-    let content_type = answer_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
-        .unwrap_or(HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    Ok(response)
-}
-
-/// The WebSocket stream URL of a render service at `endpoint`
+/// The WebSocket stream URL of a render service
 /// (`http://host:port` → `ws://host:port/stream`), with `query` passed on.
-pub fn stream_url(endpoint: &str, query: Option<&str>) -> Result<String, ApiError> {
-    let endpoint = endpoint.trim_end_matches('/');
-    let ws = if let Some(rest) = endpoint.strip_prefix("http://") {
-        format!("ws://{rest}/stream")
-    } else if let Some(rest) = endpoint.strip_prefix("https://") {
-        format!("wss://{rest}/stream")
-    } else {
-        return Err(ApiError::internal(format!("expected an http(s) endpoint, found {endpoint:?}")));
-    };
+/// Only the target's host and port are used.
+pub fn stream_url(target: &RelayTarget, query: Option<&str>) -> Result<String, ApiError> {
+    let base = crate::relay::base_url(target)?;
+    let host = base.host_str().unwrap_or_default();
+    let port = base.port_or_known_default().unwrap_or(80);
+    let ws = format!("ws://{host}:{port}/stream");
     Ok(match query.filter(|q| !q.is_empty()) {
         Some(q) => format!("{ws}?{q}"),
         None => ws,
@@ -461,12 +419,12 @@ async fn view(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let sid = session_id(&id)?;
-    let endpoint = s.api.view_target(sid).await?;
+    let target = s.api.view_target(sid).await?;
     let query = query.unwrap_or_default();
     if query.split('&').any(|p| p.starts_with("ws=")) {
         return Ok(Html(dci_services::render::CLIENT_PAGE).into_response());
     }
-    let ws = stream_url(&endpoint, Some(&query))?;
+    let ws = stream_url(&target, Some(&query))?;
     Ok(Redirect::to(&format!("/view/{id}?{}", dci_services::render::client_query(&ws))).into_response())
 }
 
@@ -475,23 +433,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stream_urls_follow_the_endpoint() {
-        let check = |endpoint: &str, query: Option<&str>, expect: &str| {
-            assert_eq!(stream_url(endpoint, query).unwrap(), expect);
+    fn stream_urls_follow_the_target() {
+        let check = |base: &str, query: Option<&str>, expect: &str| {
+            assert_eq!(stream_url(&RelayTarget { base: base.into() }, query).unwrap(), expect);
         };
         check("http://127.0.0.1:9000", None, "ws://127.0.0.1:9000/stream");
         check("http://127.0.0.1:9000/", Some(""), "ws://127.0.0.1:9000/stream");
-        check("https://h:1", Some("fps=10&width=96"), "wss://h:1/stream?fps=10&width=96");
-        assert!(stream_url("ftp://h", None).is_err());
+        check("http://h:1", Some("fps=10&width=96"), "ws://h:1/stream?fps=10&width=96");
+        check("http://[::1]:1", None, "ws://[::1]:1/stream");
+        check("http://h", None, "ws://h:80/stream");
+        for base in ["ftp://h", "https://h:1", "http://h:1/elsewhere", "http://u@h:1"] {
+            assert!(stream_url(&RelayTarget { base: base.into() }, None).is_err(), "{base}");
+        }
     }
 
     #[test]
-    fn usage_tokens_prefers_the_body() {
-        let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(usage_tokens(&h, br#"{"usage":{"prompt_tokens":7,"total_tokens":9}}"#), 9);
-        assert_eq!(usage_tokens(&h, br#"{"usage":{"prompt_tokens":7}}"#), 7);
-        assert_eq!(usage_tokens(&h, b"not json"), 0);
-        h.insert("x-dci-prompt-tokens", reqwest::header::HeaderValue::from_static("5"));
-        assert_eq!(usage_tokens(&h, b"{}"), 5);
+    fn the_openapi_document_states_the_relays_errors() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let responses = &doc["paths"]["/openai/{id}/v1/{rest}"]["post"]["responses"];
+        for status in ["200", "401", "404", "413", "502", "503"] {
+            assert!(responses.get(status).is_some(), "{status}: {responses}");
+        }
     }
 }

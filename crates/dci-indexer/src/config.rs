@@ -22,8 +22,17 @@ pub struct Config {
     pub checker_addr: String,
     /// Nodes whose verdicts are accepted.
     pub checkers: Vec<NodeId>,
-    /// Nodes allowed to match, release and list.
+    /// Nodes allowed to match, renew, release and list.
     pub gateways: Vec<NodeId>,
+    /// How long a reservation lives unless renewed: a `Match` reserves a
+    /// slot until `now + reservation_ttl`, each `Renew` (or repeated `Match`)
+    /// of the session moves that to `now + reservation_ttl` again, and the
+    /// first tick after it frees the slot as a `Release` would. Gateways
+    /// renew their sessions well within it (a third of it or more often);
+    /// a crashed gateway's reservations, or one whose `Matched` was lost,
+    /// are free again after at most this long. A running session's slot
+    /// stays busy anyway while its container reports it in heartbeats.
+    pub reservation_ttl: Duration,
     /// Random standby inspections (R-CK2): on average, each schedulable idle
     /// container is inspected once per this interval, at unpredictable
     /// times. `None`: no standby inspections.
@@ -48,6 +57,8 @@ pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
 pub const DEFAULT_STANDBY_EVERY: Duration = Duration::from_secs(3600);
 /// Default number of missed heartbeats before re-inspection is required.
 pub const DEFAULT_REINSPECT_AFTER_MISSED: u32 = 30;
+/// Default lifetime of an unrenewed reservation.
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(30);
 
 impl Config {
     /// A config with the default timings and the given peers.
@@ -59,6 +70,7 @@ impl Config {
             checker_addr: checker_addr.into(),
             checkers,
             gateways,
+            reservation_ttl: DEFAULT_RESERVATION_TTL,
             standby_every: Some(DEFAULT_STANDBY_EVERY),
             evaluated_service: ServiceName::new("render").ok(),
             seed: 0,
@@ -84,6 +96,9 @@ impl Config {
         }
         if self.standby_every.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::ZeroStandbyInterval);
+        }
+        if self.reservation_ttl.is_zero() {
+            return Err(ConfigError::ZeroReservationTtl);
         }
         Ok(())
     }
@@ -122,6 +137,9 @@ pub enum ConfigError {
     /// Standby inspections every zero seconds.
     #[error("expected standby_every above zero (or none), found 0")]
     ZeroStandbyInterval,
+    /// Reservations that expire at once.
+    #[error("expected a reservation_ttl above zero, found 0")]
+    ZeroReservationTtl,
 }
 
 #[cfg(test)]
@@ -133,13 +151,15 @@ mod tests {
         let ok = Config::new("127.0.0.1:7400", vec![], vec![]);
         assert_eq!(ok.validate(), Ok(()));
         assert_eq!(ok.fresh_window(), Duration::from_secs(3));
+        assert_eq!(ok.reservation_ttl, Duration::from_secs(30));
         type Edit = fn(&mut Config);
-        let cases: [(Edit, ConfigError); 5] = [
+        let cases: [(Edit, ConfigError); 6] = [
             (|c| c.heartbeat_interval = Duration::ZERO, ConfigError::ZeroInterval),
             (|c| c.missed_heartbeats = 0, ConfigError::ZeroMissed),
             (|c| c.reinspect_after_missed = 2, ConfigError::ReinspectBeforeUnschedulable { reinspect: 2, missed: 3 }),
             (|c| c.checker_addr = " ".into(), ConfigError::NoCheckerAddr),
             (|c| c.standby_every = Some(Duration::ZERO), ConfigError::ZeroStandbyInterval),
+            (|c| c.reservation_ttl = Duration::ZERO, ConfigError::ZeroReservationTtl),
         ];
         for (edit, want) in cases {
             let mut c = ok.clone();

@@ -104,6 +104,15 @@ pub enum Rejection {
         /// The sender.
         found: NodeId,
     },
+    /// A `Renew` naming more sessions than [`dci_proto::MAX_RENEW`]; nothing
+    /// is renewed.
+    #[error("expected a renew of at most {max} sessions, found {found}")]
+    RenewTooLong {
+        /// [`dci_proto::MAX_RENEW`].
+        max: usize,
+        /// Sessions in the message.
+        found: usize,
+    },
     /// A committee announcement that does not recompute.
     #[error("expected a committee announcement that recomputes, found one that does not: {0}")]
     Committee(String),
@@ -156,6 +165,17 @@ pub enum InvariantError {
         /// The container it points at.
         container: NodeId,
     },
+    /// A reservation with no live entry in the expiry queue (it would never
+    /// expire), or armed for later than it expires.
+    #[error("session {session:?}: expected an expiry deadline armed at or before {expires}, found {armed}")]
+    UnarmedReservation {
+        /// The session.
+        session: SessionId,
+        /// When it expires, ms.
+        expires: u64,
+        /// Its deadline in the queue, ms (`u64::MAX`: none in the queue).
+        armed: u64,
+    },
     /// A container is stored under another id.
     #[error("expected a record with id {key:?}, found {found:?}")]
     IdMismatch {
@@ -197,11 +217,17 @@ pub enum InvariantError {
 }
 
 /// A reserved slot: the container and the offer given for it, replayed
-/// unchanged if the same session asks again.
+/// unchanged if the same session asks again, and until when it holds.
 #[derive(Clone, Debug)]
 struct Reservation {
     slot: u32,
     offer: Offer,
+    /// Expires at this time (ms) unless renewed; only ever moves later.
+    expires: u64,
+    /// The deadline of this reservation's one entry in `Indexer::expiries`
+    /// (≤ `expires`: renewing moves `expires` and leaves the entry, which
+    /// is re-armed when it comes due).
+    armed: u64,
 }
 
 /// "No timer armed".
@@ -222,9 +248,20 @@ const DEBUG_CHECK_LIMIT: usize = 512;
 /// - A re-registration that changes nothing visible gets no reply; a reply
 ///   (`StateChanged`) is sent only when a transition happened.
 /// - Matching the same session twice replies the existing reservation (the
-///   same offer) and reserves nothing more: `Match` is idempotent per session.
-/// - Reservations are released by the gateway (`Release`, session end) and
-///   when the container is lost: when the timer moves it to
+///   same offer) and reserves nothing more: `Match` is idempotent per session
+///   (it renews the reservation, see below).
+/// - Reservations expire: each holds until `now + reservation_ttl`
+///   ([`Config::reservation_ttl`]), which a `Renew` naming the session, or a
+///   repeated `Match` of it, moves to `now + reservation_ttl` again. The
+///   first tick at or after that time releases it exactly as `Release`
+///   would, so a gateway that crashed, or a `Match` whose answer the
+///   gateway never saw, holds a slot for at most the ttl. Only trusted
+///   gateways renew; unknown sessions in a `Renew` are ignored, and one
+///   naming more than [`dci_proto::MAX_RENEW`] sessions is refused whole.
+///   A running session's slot stays busy regardless while its container
+///   reports it in heartbeats ([`Container::free_slots`]).
+/// - Reservations are released by the gateway (`Release`, session end),
+///   when they expire, and when the container is lost: when the timer moves it to
 ///   `ReinspectionRequired` after `reinspect_after_missed` missed heartbeats,
 ///   its sessions are dropped (a later `Release` for them is a no-op). Other
 ///   state changes (a failed verdict, a spec change) keep them: the container
@@ -248,7 +285,13 @@ const DEBUG_CHECK_LIMIT: usize = 512;
 /// [`scan::match_scan`] over all containers would ([`Indexer::evaluate`] and
 /// [`Indexer::evaluate_scan`] expose both without reserving). A heartbeat is
 /// O(1); a tick looks only at containers whose re-inspection deadline has
-/// come (a queue of deadlines re-armed lazily), not at every container.
+/// come (a queue of deadlines re-armed lazily), not at every container;
+/// likewise it looks only at reservations whose expiry has come (a second
+/// such queue, one entry per reservation, pushed by `Match` in O(log n);
+/// `Renew` only moves the expiry and the entry is re-armed when due), so a
+/// tick costs O((expired + re-armed) · log n). An entry is re-armed only
+/// if its reservation was renewed since it was armed (so never more often
+/// than renewals come, and about once per ttl under frequent renewals).
 #[derive(Debug)]
 pub struct Indexer {
     config: Config,
@@ -260,6 +303,10 @@ pub struct Indexer {
     reservations: BTreeMap<SessionId, Reservation>,
     /// (slot, session) for every reservation, to release a lost container's.
     sessions: BTreeSet<(u32, SessionId)>,
+    /// Reservation expiry deadlines: (due ms, session). An entry is live
+    /// only while the session's reservation has `armed` equal to its due
+    /// time; released sessions leave stale entries, skipped when popped.
+    expiries: BinaryHeap<Reverse<(u64, SessionId)>>,
     index: Index,
     /// Re-inspection deadlines: (due ms, slot). An entry is live only while
     /// `timer_due[slot]` equals its due time.
@@ -298,6 +345,7 @@ impl Indexer {
             slots: HashMap::default(),
             reservations: BTreeMap::new(),
             sessions: BTreeSet::new(),
+            expiries: BinaryHeap::new(),
             index: Index::new(),
             timers: BinaryHeap::new(),
             timer_due: Vec::new(),
@@ -365,6 +413,7 @@ impl Indexer {
         match input {
             Input::Tick => {
                 self.index.repair(usize::MAX);
+                self.expire(now);
                 self.tick(now, &mut out);
                 self.standby_inspections(now, &mut out);
                 self.last_tick = Some(now);
@@ -473,11 +522,29 @@ impl Indexer {
         self.reservations.get(session).map(|r| self.containers[r.slot as usize].id())
     }
 
+    /// When the reservation of `session` expires unless renewed, if it has one.
+    pub fn reservation_expires(&self, session: &SessionId) -> Option<Timestamp> {
+        self.reservations.get(session).map(|r| Timestamp(r.expires))
+    }
+
+    /// Number of reservations held.
+    pub fn reservations(&self) -> usize {
+        self.reservations.len()
+    }
+
     /// Checks R-IX2 (no slot double-booked: reserved ≤ slots, one session
     /// maps to one container, counters agree with the session table), the
     /// record invariants (state = last transition's target, bounded history
     /// and reputation), and that the match index mirrors the containers.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        let armed: HashSet<(u64, SessionId)> = self.expiries.iter().map(|&Reverse(e)| e).collect();
+        for (session, r) in &self.reservations {
+            let live = armed.contains(&(r.armed, *session));
+            if r.armed > r.expires || !live {
+                let armed = if live { r.armed } else { u64::MAX };
+                return Err(InvariantError::UnarmedReservation { session: *session, expires: r.expires, armed });
+            }
+        }
         let mut per_slot: HashMap<u32, u32> = HashMap::new();
         for (session, r) in &self.reservations {
             let Some(c) = self.containers.get(r.slot as usize) else {
@@ -628,6 +695,19 @@ impl Indexer {
             Message::Release { session } => {
                 self.require(&self.config.gateways, from, "gateway")?;
                 self.on_release(session);
+                Ok(())
+            }
+            Message::Renew { sessions } => {
+                self.require(&self.config.gateways, from, "gateway")?;
+                if sessions.len() > dci_proto::MAX_RENEW {
+                    return Err(Rejection::RenewTooLong { max: dci_proto::MAX_RENEW, found: sessions.len() });
+                }
+                let until = self.expiry(now);
+                for session in sessions {
+                    if let Some(r) = self.reservations.get_mut(&session) {
+                        r.expires = r.expires.max(until);
+                    }
+                }
                 Ok(())
             }
             Message::ListContainers { request_id } => {
@@ -819,7 +899,9 @@ impl Indexer {
         session: SessionId,
         request: &MatchRequest,
     ) -> Output {
-        if let Some(r) = self.reservations.get(&session) {
+        let until = self.expiry(now);
+        if let Some(r) = self.reservations.get_mut(&session) {
+            r.expires = r.expires.max(until);
             return reply(conn, Message::Matched { request_id, offer: r.offer.clone() });
         }
         let eliminations = match self.evaluate(now, request, session) {
@@ -831,7 +913,9 @@ impl Indexer {
                     let reserved = c.reserved;
                     self.index.set_reserved(slot, reserved);
                     self.sessions.insert((slot, session));
-                    self.reservations.insert(session, Reservation { slot, offer: offer.clone() });
+                    self.expiries.push(Reverse((until, session)));
+                    self.reservations
+                        .insert(session, Reservation { slot, offer: offer.clone(), expires: until, armed: until });
                     return reply(conn, Message::Matched { request_id, offer });
                 }
                 None => Default::default(),
@@ -848,6 +932,34 @@ impl Indexer {
             c.reserved = c.reserved.saturating_sub(1);
             let reserved = c.reserved;
             self.index.set_reserved(r.slot, reserved);
+        }
+    }
+
+    /// When a reservation made or renewed at `now` expires.
+    fn expiry(&self, now: Timestamp) -> u64 {
+        let ttl = u64::try_from(self.config.reservation_ttl.as_millis()).unwrap_or(u64::MAX);
+        now.0.saturating_add(ttl)
+    }
+
+    /// Releases the reservations whose expiry has come, as `Release` would.
+    /// Looks only at queue entries that are due: stale ones (released
+    /// sessions) are dropped, renewed ones re-armed at their new expiry.
+    fn expire(&mut self, now: Timestamp) {
+        while let Some(&Reverse((due, session))) = self.expiries.peek() {
+            if due > now.0 {
+                break;
+            }
+            self.expiries.pop();
+            let Some(r) = self.reservations.get_mut(&session) else { continue };
+            if r.armed != due {
+                continue; // an entry of an earlier reservation of this session
+            }
+            if r.expires > now.0 {
+                r.armed = r.expires;
+                self.expiries.push(Reverse((r.expires, session)));
+            } else {
+                self.on_release(session);
+            }
         }
     }
 

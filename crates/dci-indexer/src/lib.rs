@@ -3,7 +3,10 @@
 //! An [`Indexer`] keeps the registry of containers, drives their lifecycle
 //! from registrations, heartbeats, checker verdicts and a timer, and matches
 //! consumer requests to the most suitable container, reserving one slot per
-//! session atomically (R-IX1, R-IX2, R-IX4). It is a deterministic state
+//! session atomically (R-IX1, R-IX2, R-IX4). A reservation expires
+//! [`Config::reservation_ttl`] after its match unless the gateway renews it
+//! (`Message::Renew`) or releases it, so no slot stays reserved for a
+//! gateway that crashed or never saw the answer. It is a deterministic state
 //! machine: `handle(now, input) -> Vec<Output>`; the caller passes the time in
 //! and carries the outputs out (messages to send, records to persist).
 //!
@@ -34,11 +37,11 @@ mod rng;
 pub mod scan;
 mod serving;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, DEFAULT_RESERVATION_TTL};
 pub use container::{Container, ContainerRecord, HISTORY_LEN, VERDICTS_LEN};
 pub use index::{IndexStats, MAX_BUCKETS, MAX_BUCKETS_UX, SearchStats};
 pub use indexer::{InFlight, Indexer, Input, InvariantError, Output, Rejection};
-pub use offers::{OfferRow, SortKey, SortKeyError};
+pub use offers::{SortKey, SortKeyError};
 pub use scan::Choice;
 pub use serving::{serving_indexer, serving_score};
 

@@ -3,7 +3,8 @@
 use crate::container::Container;
 use crate::filter::{Filter, StateFilter};
 use crate::indexer::Indexer;
-use dci_model::{ContainerSpec, NodeId, PricePerHour, ServiceName, State, Timestamp};
+use dci_model::Timestamp;
+use dci_proto::OfferView;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -58,41 +59,15 @@ impl fmt::Display for SortKey {
     }
 }
 
-/// One offer: a container that passes the filter, as a consumer sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OfferRow {
-    /// The container.
-    pub id: NodeId,
-    /// Where to reach it.
-    pub addr: String,
-    /// Lifecycle state.
-    pub state: State,
-    /// Its resources.
-    pub spec: ContainerSpec,
-    /// Warm services.
-    pub services: Vec<ServiceName>,
-    /// Price per slot-hour.
-    pub price: PricePerHour,
-    /// Total slots.
-    pub slots: u32,
-    /// Slots free now.
-    pub free_slots: u32,
-    /// Checker reputation, 0..=1000.
-    pub reputation: u32,
-    /// Estimated round trip from the filter's `near`, if given.
-    pub estimated_rtt_ms: Option<u32>,
-    /// Milliseconds since the last heartbeat (None: none since registration or restore).
-    pub last_heartbeat_ago_ms: Option<u64>,
-}
-
 impl Indexer {
     /// The best `limit` offers that pass `filter`, ordered by `sort`
-    /// (read-only: nothing is reserved).
+    /// (read-only: nothing is reserved), as the wire's rows (the node sends
+    /// them to the gateway as they are).
     ///
     /// A pass over all containers keeping the best `limit` (O(n log limit)):
     /// tens of milliseconds at a million containers, meant for people and
     /// dashboards; consumers' matches go through [`Indexer::handle`].
-    pub fn offers(&self, now: Timestamp, filter: &Filter, sort: SortKey, limit: usize) -> Vec<OfferRow> {
+    pub fn offers(&self, now: Timestamp, filter: &Filter, sort: SortKey, limit: usize) -> Vec<OfferView> {
         let fresh_ms = u64::try_from(self.config().fresh_window().as_millis()).unwrap_or(u64::MAX);
         let mut heap: BinaryHeap<Ranked<'_>> = BinaryHeap::new();
         if limit == 0 {
@@ -131,11 +106,10 @@ fn passes(f: &Filter, c: &Container, now: Timestamp, fresh_ms: u64) -> Option<Op
     Some(rtt)
 }
 
-fn row(c: &Container, rtt: Option<u32>, now: Timestamp) -> OfferRow {
+fn row(c: &Container, rtt: Option<u32>, now: Timestamp) -> OfferView {
     let r = &c.record.registration;
-    OfferRow {
+    OfferView {
         id: c.id(),
-        addr: r.addr.clone(),
         state: c.record.state,
         spec: r.spec.clone(),
         services: r.services.clone(),

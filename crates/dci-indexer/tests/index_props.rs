@@ -1,6 +1,7 @@
 //! The index against the scan oracle: for random fleets, random requests and
 //! random interleavings of registrations, heartbeats, verdicts, matches
-//! (reservations), releases, ticks and time, the index answers exactly what
+//! (reservations), renewals, releases, ticks (expiring reservations) and
+//! time, the index answers exactly what
 //! [`dci_indexer::scan::match_scan`] answers (the container, its RTT, and the
 //! elimination counts when nothing matches), and the index's own invariants
 //! hold after every step.
@@ -203,6 +204,7 @@ enum Op {
     Heartbeat(u8, u32),
     Verdict(u8, bool),
     Match(u8, MatchRequest),
+    Renew(Vec<u8>),
     Release(u8),
     Tick,
     Advance(u64),
@@ -217,8 +219,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..FLEET, prop::bool::weighted(0.8)).prop_map(|(c, p)| Op::Verdict(c, p)),
         6 => (0..16u8, request()).prop_map(|(s, r)| Op::Match(s, r)),
         2 => (0..16u8).prop_map(Op::Release),
+        2 => prop::collection::vec(0..16u8, 0..=6).prop_map(Op::Renew),
         1 => Just(Op::Tick),
-        2 => prop::sample::select(vec![500u64, 1500, 3001, 31_000]).prop_map(Op::Advance),
+        2 => prop::sample::select(vec![500u64, 1500, 3001, 12_000, 31_000]).prop_map(Op::Advance),
     ]
 }
 
@@ -266,6 +269,10 @@ proptest! {
                         };
                         prop_assert_eq!(got, want.map(|c| (c.container, c.estimated_rtt_ms)));
                     }
+                }
+                Op::Renew(sessions) => {
+                    let sessions = sessions.into_iter().map(session).collect();
+                    drop(ix.feed(t, net(GATEWAY, Message::Renew { sessions })));
                 }
                 Op::Release(s) => drop(ix.feed(t, release(GATEWAY, session(s)))),
                 Op::Tick => drop(ix.feed(t, Input::Tick)),

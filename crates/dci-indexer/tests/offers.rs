@@ -4,8 +4,9 @@ mod common;
 
 use common::*;
 use dci_indexer::filter::Filter;
-use dci_indexer::{ContainerRecord, Indexer, OfferRow, SortKey};
+use dci_indexer::{ContainerRecord, Indexer, SortKey};
 use dci_model::{State, Timestamp};
+use dci_proto::OfferView;
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -36,7 +37,7 @@ fn fleet() -> Indexer {
     ix
 }
 
-fn ids(rows: &[OfferRow]) -> Vec<u8> {
+fn ids(rows: &[OfferView]) -> Vec<u8> {
     rows.iter().map(|r| r.id.0[0]).collect()
 }
 

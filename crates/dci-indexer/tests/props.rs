@@ -1,12 +1,14 @@
 //! Property tests: random fleets and random interleavings of registrations,
-//! heartbeats, verdicts, matches, releases, ticks and time.
+//! heartbeats, verdicts, matches, renewals, releases, ticks and time.
 //!
 //! Checked after every step: the indexer's own invariants, no slot is given
 //! twice (against an independent model of the bookings), every new match
 //! satisfies each criterion (each checked here independently of the
 //! matcher), every "no match" is explained by exactly the right counts, and
 //! `cheapest`/`best-ux` never skip a strictly better candidate. A container
-//! the timer declares lost loses its sessions.
+//! the timer declares lost loses its sessions; a reservation expires at the
+//! first tick a ttl after its match or last renewal (the model keeps each
+//! expiry), and a renewal from a non-gateway changes nothing.
 
 mod common;
 
@@ -38,6 +40,10 @@ enum Op {
         trusted: bool,
     },
     Match(u8, MatchRequest),
+    Renew {
+        sessions: Vec<u8>,
+        trusted: bool,
+    },
     Release(u8),
     Tick,
     Advance(u64),
@@ -126,9 +132,11 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(container, passed, trusted)| Op::Verdict { container, passed, trusted }),
         6 => (0..SESSIONS, request()).prop_map(|(s, r)| Op::Match(s, r)),
         2 => (0..SESSIONS).prop_map(Op::Release),
+        2 => (prop::collection::vec(0..SESSIONS, 0..=4), prop::bool::weighted(0.9))
+            .prop_map(|(sessions, trusted)| Op::Renew { sessions, trusted }),
         1 => Just(Op::Tick),
         3 => prop::sample::select(vec![300u64, 1000, 2999, 3001]).prop_map(Op::Advance),
-        1 => prop::sample::select(vec![12_000u64, 31_000]).prop_map(Op::Advance),
+        1 => prop::sample::select(vec![12_000u64, 29_999, 31_000]).prop_map(Op::Advance),
     ]
 }
 
@@ -145,6 +153,10 @@ fn inputs(op: &Op) -> Vec<Input> {
             verdict(if trusted { CHECKER } else { id(container) }, id(container), passed)
         }
         Op::Match(s, r) => match_req(GATEWAY, session(s), r),
+        Op::Renew { sessions, trusted } => net(
+            if trusted { GATEWAY } else { CHECKER },
+            Message::Renew { sessions: sessions.into_iter().map(session).collect() },
+        ),
         Op::Release(s) => release(GATEWAY, session(s)),
         Op::Tick => Input::Tick,
         Op::Advance(_) => return vec![],
@@ -263,6 +275,9 @@ proptest! {
         let mut ix = Indexer::new(config());
         let mut now = Timestamp(1_700_000_000_000);
         let mut booked: BTreeMap<SessionId, NodeId> = BTreeMap::new();
+        // When each booking expires (ms), unless renewed.
+        let mut expires: BTreeMap<SessionId, u64> = BTreeMap::new();
+        let ttl = config().reservation_ttl.as_millis() as u64;
         for op in &ops {
             if let Op::Advance(ms) = op {
                 now = Timestamp(now.0 + ms);
@@ -279,17 +294,39 @@ proptest! {
                         return Err(TestCaseError::fail(format!("{outs:?}")));
                     };
                     check_match(&before, r, session(*s), now, msg, &mut booked)?;
+                    if booked.contains_key(&session(*s)) {
+                        let e = expires.entry(session(*s)).or_insert(0);
+                        *e = (*e).max(now.0 + ttl);
+                    }
+                }
+                Op::Renew { sessions, trusted: true } => {
+                    prop_assert!(outs.is_empty(), "{:?}", outs);
+                    for s in sessions {
+                        if let Some(e) = expires.get_mut(&session(*s)) {
+                            *e = (*e).max(now.0 + ttl);
+                        }
+                    }
+                }
+                Op::Renew { trusted: false, .. } => {
+                    prop_assert_eq!(summary(&outs), ["rejected"]);
+                    let after: Vec<Container> = ix.iter().cloned().collect();
+                    prop_assert_eq!(before, after, "an untrusted renewal changed state");
                 }
                 Op::Release(s) => {
                     booked.remove(&session(*s));
+                    expires.remove(&session(*s));
                 }
                 Op::Tick => {
+                    // Expired reservations are released.
+                    expires.retain(|_, e| *e > now.0);
+                    booked.retain(|s, _| expires.contains_key(s));
                     // A container lost to the timer loses its sessions.
                     for o in &outs {
                         if let Output::Persist(r) = o
                             && r.transitions.last().is_some_and(|t| t.actor == Actor::Timer)
                         {
                             booked.retain(|_, c| *c != r.id);
+                            expires.retain(|s, _| booked.contains_key(s));
                         }
                     }
                 }
@@ -307,7 +344,9 @@ proptest! {
             }
             for (s, c) in &booked {
                 prop_assert_eq!(ix.reservation(s), Some(*c));
+                prop_assert_eq!(ix.reservation_expires(s), expires.get(s).map(|&e| Timestamp(e)));
             }
+            prop_assert_eq!(ix.reservations(), booked.len());
         }
     }
 }

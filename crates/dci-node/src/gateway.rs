@@ -27,7 +27,7 @@ use dci_gateway::api::{
     RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo,
     VerdictInfo, ath,
 };
-use dci_gateway::server::{BoxFuture, ConsumerApi};
+use dci_gateway::server::{BoxFuture, ConsumerApi, RelayTarget, Relayed};
 use dci_ledger::{LedgerError, LedgerOp, OpOutcome, Settlement, StakeRole};
 use dci_model::{AccountId, Amount, MatchRequest, NodeId, PricePerHour, ServiceName, SessionId, Timestamp};
 use dci_proto::{ContainerView, Identity, Inbound, Message, OfferView, SignedReceipt};
@@ -1053,7 +1053,7 @@ impl ConsumerApi for Gateway {
         })
     }
 
-    fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>> {
+    fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<RelayTarget, ApiError>> {
         Box::pin(async move {
             let r = self.running(&account, id)?;
             if r.token_price.is_none() {
@@ -1062,12 +1062,13 @@ impl ConsumerApi for Gateway {
                     r.service
                 )));
             }
-            Ok(r.endpoint)
+            Ok(RelayTarget { base: r.endpoint })
         })
     }
 
-    fn meter(&self, account: AccountId, id: SessionId, tokens: u64) -> BoxFuture<'_, Result<(), ApiError>> {
+    fn meter(&self, account: AccountId, id: SessionId, relayed: Relayed) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move {
+            let tokens = relayed.tokens;
             let _meter = self.metering.lock().expect("metering lock");
             let mut r = self.running(&account, id)?;
             r.requests += 1;
@@ -1079,12 +1080,12 @@ impl ConsumerApi for Gateway {
         })
     }
 
-    fn view_target(&self, id: SessionId) -> BoxFuture<'_, Result<String, ApiError>> {
+    fn view_target(&self, id: SessionId) -> BoxFuture<'_, Result<RelayTarget, ApiError>> {
         Box::pin(async move {
             let r: Option<SessionRecord> =
                 self.sessions.get(&id.to_string()).map_err(|e| ApiError::internal(e.to_string()))?;
             r.filter(|r| r.status == SessionStatus::Running && r.service.as_str() == "render")
-                .map(|r| r.endpoint)
+                .map(|r| RelayTarget { base: r.endpoint })
                 .ok_or_else(|| ApiError::not_found(format!("no running render session {id}")))
         })
     }

@@ -121,22 +121,7 @@ pub fn spawn_indexer(
 fn offers(core: &dci_indexer::Indexer, filter: &str, sort: &str, limit: u32) -> Result<Vec<OfferView>, String> {
     let filter = dci_indexer::filter::Filter::parse(filter).map_err(|e| format!("filter {e}"))?;
     let sort: dci_indexer::SortKey = sort.parse().map_err(|e| format!("sort: {e}"))?;
-    let rows = core.offers(clock::now(), &filter, sort, limit.clamp(1, 1000) as usize);
-    Ok(rows
-        .into_iter()
-        .map(|r| OfferView {
-            id: r.id,
-            state: r.state,
-            spec: r.spec,
-            services: r.services,
-            price: r.price,
-            slots: r.slots,
-            free_slots: r.free_slots,
-            reputation: r.reputation,
-            estimated_rtt_ms: r.estimated_rtt_ms,
-            last_heartbeat_ago_ms: r.last_heartbeat_ago_ms,
-        })
-        .collect())
+    Ok(core.offers(clock::now(), &filter, sort, limit.clamp(1, 1000) as usize))
 }
 
 /// A checker's chain signature of a slash report it votes for, when the

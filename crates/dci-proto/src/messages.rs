@@ -139,7 +139,9 @@ pub enum Message {
     Committee(CommitteeAnnouncement),
 
     // --- gateway -> indexer
-    /// Find and reserve a slot for a session.
+    /// Find and reserve a slot for a session. The reservation expires
+    /// unless [`Message::Renew`]ed or released first; matching a session
+    /// that already holds one answers the same offer and renews it.
     Match {
         /// Correlates the reply.
         request_id: u64,
@@ -268,7 +270,24 @@ pub enum Message {
         /// Rows in order, or the error message.
         result: Result<Vec<OfferView>, String>,
     },
+
+    // --- gateway -> indexer
+    /// These sessions still hold their slots: extend each one's reservation
+    /// to expire `reservation_ttl` from now. A reservation that is neither
+    /// renewed nor released expires, and its slot is free again, so a
+    /// gateway that crashed, or never saw a `Matched`, holds nothing for
+    /// long. Sessions the indexer does not know (released, expired) are
+    /// ignored; no reply. At most [`MAX_RENEW`] sessions per message: a
+    /// longer list is refused as a whole.
+    Renew {
+        /// The sessions to keep.
+        sessions: Vec<SessionId>,
+    },
 }
+
+/// Most sessions one [`Message::Renew`] may name (160 kB on the wire, well
+/// within [`crate::MAX_MESSAGE_BYTES`]); a gateway with more sends several.
+pub const MAX_RENEW: usize = 10_000;
 
 impl Message {
     /// A short name for logs and metrics.
@@ -309,6 +328,7 @@ impl Message {
             Message::Maintenance { .. } => "maintenance",
             Message::Offers { .. } => "offers",
             Message::OfferList { .. } => "offer_list",
+            Message::Renew { .. } => "renew",
         }
     }
 }
@@ -531,6 +551,12 @@ pub struct VerdictRecord {
 }
 
 /// One offer: a container that passes a filter, as a consumer sees it.
+/// The indexer's listing (`dci_indexer::Indexer::offers`) returns these rows
+/// and the indexer's node sends them to the gateway as they are.
+///
+/// It has no container address: that is the container's node-to-node
+/// endpoint, which only the gateway needs, and it gets it in the
+/// [`Offer`] of a `Matched`; a listing for people has no use for it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OfferView {
     /// The container.
@@ -551,6 +577,7 @@ pub struct OfferView {
     pub reputation: u32,
     /// Estimated round trip from the filter's `near`, if given.
     pub estimated_rtt_ms: Option<u32>,
-    /// Milliseconds since the last heartbeat.
+    /// Milliseconds since the last heartbeat (None: none since registration
+    /// or the indexer's restart).
     pub last_heartbeat_ago_ms: Option<u64>,
 }

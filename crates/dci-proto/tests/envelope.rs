@@ -1,8 +1,8 @@
 //! Malformed, replayed, expired, oversized and unsigned messages are rejected,
 //! and a rejection leaves the opener exactly as it was.
 
-use dci_model::{NodeId, Timestamp};
-use dci_proto::{Heartbeat, Identity, MAX_MESSAGE_BYTES, Message, Opener, ProtoError, seal};
+use dci_model::{NodeId, SessionId, Timestamp};
+use dci_proto::{Heartbeat, Identity, MAX_MESSAGE_BYTES, MAX_RENEW, Message, Opener, ProtoError, seal};
 use std::time::Duration;
 
 fn hb(seq: u64) -> Message {
@@ -90,4 +90,17 @@ fn identity_debug_never_shows_the_secret() {
     let shown = format!("{id:?}");
     assert!(!shown.contains("abab"), "{shown}");
     assert_ne!(id.id(), NodeId([0xab; 32]));
+}
+
+/// The largest `Renew` a gateway may send fits in one message and opens
+/// unchanged.
+#[test]
+fn the_largest_renew_fits_in_a_message() {
+    let id = Identity::from_secret([4; 32]);
+    let sessions = (0..MAX_RENEW as u128).map(|i| SessionId(i.to_le_bytes())).collect();
+    let msg = Message::Renew { sessions };
+    assert_eq!(msg.kind(), "renew");
+    let bytes = seal(&id, 1, T0, &msg);
+    assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
+    assert_eq!(opener().open(T0, &bytes).unwrap().message, msg);
 }
