@@ -163,6 +163,11 @@ pub struct SessionInfo {
     /// (later than `started_at_ms` after a failover).
     #[serde(default)]
     pub placed_at_ms: u64,
+    /// Why the session ended, when it did not end by the consumer's stop:
+    /// its escrow was used up, no container could take it, the gateway
+    /// restarted, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_because: Option<String>,
     /// Earlier placements of this session, oldest first: each container it
     /// ran on before a failover, what it delivered and what that cost. The
     /// totals above (billed seconds, charged, refunded) include them; the

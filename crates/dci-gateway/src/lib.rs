@@ -7,13 +7,16 @@
 //! - [`server`]: the axum router over any [`server::ConsumerApi`]
 //!   implementation; it authenticates API keys, validates input, serves
 //!   `/openapi.json` and `/metrics`. The gateway role's logic (match, escrow,
-//!   start, settle) lives behind that trait in `dci-node`.
+//!   start, settle) lives behind that trait: the gateway core (`dci-gateway-core`),
+//!   driven by `dci-node`.
 //! - [`relay`]: the OpenAI-compatible relay, `/openai/<session>/v1/…`, which
 //!   forwards a model session's requests to its container's service (the
 //!   caller's API key, the session's owner) under rules that keep a hostile
 //!   host from using the gateway as a proxy: no redirects, allowlisted
 //!   headers, capped and streamed bodies, bytes counted and metered once.
 //! - [`client`]: the typed HTTP client used by the `dci` CLI.
+//! - [`convert`]: the gateway core's records and domain errors as the API's
+//!   JSON bodies and status codes.
 //!
 //! `/view/<session>` serves the render viewer page
 //! (`dci_services::render::CLIENT_PAGE`) pointed at the session's stream.
@@ -22,5 +25,6 @@
 
 pub mod api;
 pub mod client;
+pub mod convert;
 pub mod relay;
 pub mod server;

@@ -38,10 +38,38 @@ use crate::fees::BPS;
 use crate::slash::{SlashReport, Slashed};
 use crate::{FeeSplit, LedgerError, SlashFractions, accounts};
 
-/// The amounts of one settlement: charged `min(billed + extra, escrow)`, the
-/// receipt's `billed` first, then `extra`; the whole charge split by `fees`;
-/// the rest of the escrow refunded; what could not be charged recorded as
-/// the shortfall. An error only if `billed + extra` overflows.
+/// What a settlement takes from an escrow, before the fee split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// `min(billed + extra, escrow)`.
+    pub charged: Amount,
+    /// The part of `charged` that paid `extra`.
+    pub extra_charged: Amount,
+    /// `escrow − charged`.
+    pub refunded: Amount,
+    /// `billed + extra − charged`.
+    pub shortfall: Amount,
+}
+
+/// What a settlement of `billed` (the receipt's amount) plus `extra` takes
+/// from `escrow`: the receipt first, then the extra. The gateway uses it to
+/// know, before it asks the ledger, what a failed placement leaves of an
+/// escrow. An error only if `billed + extra` overflows.
+pub fn charge(billed: Amount, extra: Amount, escrow: Amount) -> Result<Charge, LedgerError> {
+    let asked = billed.checked_add(extra)?;
+    let for_receipt = billed.min(escrow);
+    let extra_charged = extra.min(escrow.checked_sub(for_receipt)?);
+    let charged = for_receipt.checked_add(extra_charged)?;
+    Ok(Charge {
+        charged,
+        extra_charged,
+        refunded: escrow.checked_sub(charged)?,
+        shortfall: asked.checked_sub(charged)?,
+    })
+}
+
+/// The amounts of one settlement: [`charge`], and the whole charge split by
+/// `fees`.
 pub fn settle(
     session: SessionId,
     billed: Amount,
@@ -49,21 +77,18 @@ pub fn settle(
     escrow: Amount,
     fees: &FeeSplit,
 ) -> Result<crate::Settled, LedgerError> {
-    let asked = billed.checked_add(extra)?;
-    let for_receipt = billed.min(escrow);
-    let extra_charged = extra.min(escrow.checked_sub(for_receipt)?);
-    let charged = for_receipt.checked_add(extra_charged)?;
-    let split = fees.split(charged)?;
+    let c = charge(billed, extra, escrow)?;
+    let split = fees.split(c.charged)?;
     Ok(crate::Settled {
         session,
-        charged,
-        extra_charged,
+        charged: c.charged,
+        extra_charged: c.extra_charged,
         provider: split.provider,
         checkers: split.checkers,
         indexers: split.indexers,
         treasury: split.treasury,
-        refunded: escrow.checked_sub(charged)?,
-        shortfall: asked.checked_sub(charged)?,
+        refunded: c.refunded,
+        shortfall: c.shortfall,
     })
 }
 

@@ -57,6 +57,14 @@ impl FromStr for NodeId {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub [u8; 16]);
 
+impl SessionId {
+    /// The first 8 hex digits, for logs: a session id is the capability to
+    /// watch a render session, so logs never carry all of it.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

@@ -11,7 +11,7 @@
 //! restart resumes where the last run stopped.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +24,13 @@ use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, PricePerHou
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::committee::{CheckerSeat, Duties};
-use crate::gateway::Gateway;
+use crate::gateway::{GatewayNode, spawn_gateway};
 use crate::keys;
 use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
 use crate::runtime::{AnyRuntime, RuntimeKind};
 use crate::settlement::{ANVIL_STATE_FILE, Backend, EvmConfig, NodeLedger, OnThread, SettlementConfig};
 use crate::store::RecordStore;
+use dci_gateway_core::CheckerSeat;
 
 /// How to start a devnet.
 #[derive(Clone, Debug)]
@@ -203,7 +203,7 @@ pub struct Devnet {
     /// The consumer's API key.
     pub client: ClientFile,
     /// The gateway.
-    pub gateway: Arc<Gateway>,
+    pub gateway: Arc<GatewayNode>,
     /// Container summaries (printed at start).
     pub containers: Vec<String>,
     /// The chain, on the evm backend.
@@ -226,18 +226,6 @@ fn spec_for(i: usize) -> (ContainerSpec, PricePerHour, &'static str) {
         location: GeoPoint::new(p.lat, p.lon).expect("profile locations are valid"),
     };
     (spec, p.price.parse().expect("profile prices are valid"), p.city)
-}
-
-/// Writes `text` to `path` atomically, readable by the owner only.
-pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 impl Devnet {
@@ -302,7 +290,7 @@ impl Devnet {
                 ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)
             })?;
         }
-        write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
+        keys::write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
 
         // Indexer and checkers: bind all first so each knows the others' addresses.
         let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
@@ -341,19 +329,24 @@ impl Devnet {
             ledger.set_chain_signers(signers)?;
             ledger.chain_domain()
         })?;
-        let duties = Duties::new("devnet", config.committee_size.max(1), seats)?.with_chain(domain);
-        let sessions = RecordStore::open(&dir.join("gateway.db"), "sessions")?;
-        let gateway = Gateway::start(
-            gateway_id.clone(),
-            "127.0.0.1:0",
-            indexer_addr.clone(),
-            ledger,
-            sessions,
-            Some(duties),
-            shutdown.clone(),
-        )
-        .await?;
-        let coordinator = dci_checker::Coordinator { id: gateway_id.id(), addr: gateway.addr() };
+        let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
+        let gateway_bound = Bound::bind(gateway_id.clone(), "127.0.0.1:0").await?;
+        let gateway_addr = gateway_bound.addr();
+        let mut gateway_cfg =
+            dci_gateway_core::Config::new(dci_gateway_core::Peer { id: indexer_node, addr: indexer_addr.clone() });
+        gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
+        gateway_cfg.epoch = Some(config.epoch);
+        gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
+            network: "devnet".into(),
+            size: config.committee_size.max(1),
+            checkers: seats,
+            chain: domain.map(|d| (d, crate::gateway::chain_vote_signer as dci_gateway_core::ChainVerifier)),
+        });
+        // A restarted gateway settles what the last run left unfinished first.
+        let (gateway_role, gateway) =
+            spawn_gateway(gateway_bound, gateway_cfg, gateway_id.clone(), ledger, sessions, shutdown.clone())?;
+        roles.push(gateway_role);
+        let coordinator = dci_checker::Coordinator { id: gateway_id.id(), addr: gateway_addr.clone() };
         for (bound, identity) in checker_bounds.into_iter().zip(&checker_ids) {
             let checker_cfg = dci_checker::Config {
                 challenge_n: config.challenge_n,
@@ -369,11 +362,6 @@ impl Devnet {
             checkers: checker_nodes.clone(),
         }
         .save(dir)?;
-        let interrupted = gateway.recover_interrupted()?;
-        if interrupted > 0 {
-            tracing::warn!(interrupted, "sessions from the previous run were refunded (their containers restarted)");
-        }
-
         // Containers: as many as asked, and never fewer than already exist.
         let existing = std::fs::read_dir(dir.join("keys"))?
             .filter_map(|e| e.ok())
@@ -434,7 +422,6 @@ impl Devnet {
         // HTTP API.
         let metrics = crate::metrics::install();
         let router = dci_gateway::server::router(gateway.clone(), metrics);
-        tokio::spawn(crate::epochs::run(gateway.clone(), config.epoch, shutdown.clone()));
         let stop = shutdown.clone();
         let http = tokio::spawn(async move {
             let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;

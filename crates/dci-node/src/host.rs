@@ -76,7 +76,7 @@ impl Network {
             "# The network a container joins: `dci container run` reads this (see README).\n{}",
             toml::to_string_pretty(self)?
         );
-        crate::devnet::write_private(&dir.join(NETWORK_FILE), &text)
+        crate::keys::write_private(&dir.join(NETWORK_FILE), &text)
     }
 }
 

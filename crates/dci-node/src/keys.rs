@@ -1,5 +1,7 @@
 //! Node keys at rest: 32 secret bytes, hex, in a file readable only by its
-//! owner (0600, R-SEC3). Never logged.
+//! owner (0600, R-SEC3). Never logged. Also [`write_private`], how every
+//! file that holds a secret or a node's trust (client.json, network.toml,
+//! settlement.toml) is written.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -34,4 +36,14 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Identity> {
     f.write_all(hex::encode(identity.secret_bytes()).as_bytes())?;
     f.sync_all()?;
     Ok(identity)
+}
+
+/// Writes `text` to `path` atomically, readable by the owner only.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

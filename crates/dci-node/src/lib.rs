@@ -4,14 +4,10 @@
 //!   frame is authenticated and replay-checked before a core sees it.
 //! - [`roles`]: tokio drivers for the indexer, checker and container cores.
 //! - [`runtime`]: the workload runtime chosen at start-up (process or docker).
-//! - [`gateway`]: the gateway role (match → escrow → start → receipt → settle)
-//!   behind the HTTP API of `dci-gateway`.
+//! - [`gateway`]: the driver of the gateway core (`dci-gateway-core`), and
+//!   the [`gateway::GatewayNode`] the HTTP API of `dci-gateway` calls.
 //! - [`store`], [`keys`], [`clock`], [`metrics`]: durable records, keys at rest,
 //!   the wall clock, the Prometheus recorder.
-//! - [`epochs`]: the epoch clock that releases mining rewards (R-LG3) and
-//!   opens each epoch's committee sortition.
-//! - [`committee`]: the gateway's committee duties: epoch coordinator and
-//!   penalty votes (R-CK6, R-CK7).
 //! - [`settlement`]: the ledger backend a node settles on (embedded or evm,
 //!   one config line) and the gateway's [`settlement::NodeLedger`].
 //! - [`devnet`]: the whole network on loopback in one call.
@@ -22,9 +18,7 @@
 //! spawns processes and writes files.
 
 pub mod clock;
-pub mod committee;
 pub mod devnet;
-pub mod epochs;
 pub mod gateway;
 pub mod host;
 pub mod keys;

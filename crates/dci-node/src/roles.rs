@@ -32,8 +32,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// A bound node endpoint whose role has not started yet: lets two roles learn
 /// each other's addresses before either runs.
 pub struct Bound {
-    transport: Arc<Transport>,
-    inbox: mpsc::Receiver<Inbound>,
+    pub(crate) transport: Arc<Transport>,
+    pub(crate) inbox: mpsc::Receiver<Inbound>,
 }
 
 impl Bound {

@@ -179,7 +179,7 @@ impl SettlementConfig {
             "# The ledger backend of this node: \"embedded\" (SQLite, ledger.db) or \"evm\" (contracts on a chain).\n{}",
             toml::to_string(self)?
         );
-        crate::devnet::write_private(&SettlementConfig::path(data_dir), &text)
+        crate::keys::write_private(&SettlementConfig::path(data_dir), &text)
     }
 
     /// An `evm` backend needs its `[evm]` section, unless a devnet fills it in.

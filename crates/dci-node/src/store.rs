@@ -11,6 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// A stored record that does not decode: its id, and why.
+pub type Unreadable = (String, String);
+
 /// A durable map from id to a JSON record, with a secondary `owner` column
 /// for listing.
 pub struct RecordStore {
@@ -50,6 +53,15 @@ impl RecordStore {
         Ok(())
     }
 
+    /// Deletes a record (nothing if there is none).
+    pub fn delete(&self, id: &str) -> anyhow::Result<()> {
+        self.conn
+            .lock()
+            .expect("store lock")
+            .execute(&format!("DELETE FROM {} WHERE id = ?1", self.table), params![id])?;
+        Ok(())
+    }
+
     /// One record.
     pub fn get<T: DeserializeOwned>(&self, id: &str) -> anyhow::Result<Option<T>> {
         let conn = self.conn.lock().expect("store lock");
@@ -61,17 +73,39 @@ impl RecordStore {
 
     /// Every record, or those of one owner, newest first.
     pub fn list<T: DeserializeOwned>(&self, owner: Option<&str>) -> anyhow::Result<Vec<T>> {
+        self.rows(owner)?
+            .iter()
+            .map(|(id, j)| serde_json::from_str(j).with_context(|| format!("decoding stored record {id}")))
+            .collect()
+    }
+
+    /// Like [`RecordStore::list`], but a record that does not decode (written
+    /// by another version) is skipped and reported, not fatal: a node never
+    /// refuses to start over one unreadable record, and loses none (it
+    /// stays in the table).
+    pub fn list_readable<T: DeserializeOwned>(&self, owner: Option<&str>) -> anyhow::Result<(Vec<T>, Vec<Unreadable>)> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for (id, j) in self.rows(owner)? {
+            match serde_json::from_str(&j) {
+                Ok(r) => good.push(r),
+                Err(e) => bad.push((id, e.to_string())),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    fn rows(&self, owner: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
         let conn = self.conn.lock().expect("store lock");
         let sql = match owner {
-            Some(_) => format!("SELECT record FROM {} WHERE owner = ?1 ORDER BY updated DESC", self.table),
-            None => format!("SELECT record FROM {} ORDER BY updated DESC", self.table),
+            Some(_) => format!("SELECT id, record FROM {} WHERE owner = ?1 ORDER BY updated DESC", self.table),
+            None => format!("SELECT id, record FROM {} ORDER BY updated DESC", self.table),
         };
         let mut stmt = conn.prepare(&sql)?;
-        let rows: Vec<String> = match owner {
-            Some(o) => stmt.query_map(params![o], |r| r.get(0))?.collect::<Result<_, _>>()?,
-            None => stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?,
+        let rows = match owner {
+            Some(o) => stmt.query_map(params![o], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?,
+            None => stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?,
         };
-        rows.iter().map(|j| serde_json::from_str(j).context("decoding stored record")).collect()
+        Ok(rows)
     }
 }
 
@@ -94,5 +128,15 @@ mod tests {
         assert_eq!(s.list::<Vec<i32>>(Some("alice")).unwrap(), vec![vec![4]]);
         assert_eq!(s.list::<Vec<i32>>(None).unwrap().len(), 2);
         assert_eq!(s.get::<Vec<i32>>("zz").unwrap(), None);
+        s.delete("b").unwrap();
+        s.delete("b").unwrap();
+        assert_eq!(s.get::<Vec<i32>>("b").unwrap(), None);
+        // A record of another shape is reported, not fatal.
+        s.put("c", "alice", 4, &"not a list").unwrap();
+        assert!(s.list::<Vec<i32>>(None).is_err());
+        let (good, bad) = s.list_readable::<Vec<i32>>(None).unwrap();
+        assert_eq!(good, vec![vec![4]]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "c");
     }
 }

@@ -734,7 +734,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 println!("price      {} ATH/h (escrow {} ATH)", s.price_ath_per_hour, s.escrow_ath);
                 if let Some(p) = &s.token_price_ath_per_1k {
-                    println!("tokens     {p} ATH per 1,000, billed at stop");
+                    println!("tokens     {p} ATH per 1,000, paid from the escrow");
                 }
                 if let Some(rtt) = s.estimated_rtt_ms {
                     println!("est. rtt   {rtt} ms");
@@ -769,6 +769,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 if let Some(t) = &s.token_charged_ath {
                     println!("tokens: {} in {} requests, charged {t} ATH", s.tokens, s.requests);
+                }
+                if let Some(why) = &s.ended_because {
+                    println!("ended because {why}");
                 }
             }
             Ok(())
@@ -1010,6 +1013,7 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     println!("DCI devnet");
     println!("  API        {}  (OpenAPI: {}/openapi.json, metrics: {}/metrics)", net.api_url, net.api_url, net.api_url);
     println!("  data dir   {}", data_dir.display());
+    println!("  gateway    node {}  id {}", net.gateway.addr(), net.gateway.id());
     match &net.chain {
         None => println!("  ledger     embedded ({})", data_dir.join("ledger.db").display()),
         Some(c) => println!(

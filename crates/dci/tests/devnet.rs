@@ -418,3 +418,91 @@ fn a_session_runs_in_the_docker_runtime_with_its_limits() {
     assert!(ok, "stop failed: {err}");
     assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "the session's container was not removed");
 }
+
+/// An outsider with a fresh key sends 3,000 forged `Matched` messages to the
+/// gateway's node port over the real transport, as the attack in issue 13
+/// did: in every epoch it earns nothing, and the indexer that really served
+/// the consumer keeps the whole indexer share.
+#[test]
+fn forged_matches_earn_an_outsider_nothing() {
+    use dci_proto::{Identity, Message, Offer};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let net = Devnet::start_expecting(dir, free_port(), 2, &["--epoch-secs", "10"], "2/2");
+    let gateway = net
+        .banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("gateway")?.split_whitespace().skip_while(|w| *w != "node").nth(1))
+        .unwrap_or_else(|| panic!("the banner names the gateway's node address: {:?}", net.banner))
+        .to_owned();
+    // The real indexer serves one match in this epoch.
+    let s: SessionInfo = cli_json(dir, &["deploy", "render"]);
+    let _: SessionInfo = cli_json(dir, &["stop", &s.id]);
+    let first_epoch = latest_epoch(dir).map_or(0, |e| e + 1);
+
+    let outsider = Identity::from_secret([0x5a; 32]);
+    let offer = Offer {
+        container: outsider.id(),
+        addr: "127.0.0.1:9".into(),
+        spec: dci_model::ContainerSpec {
+            gpu: None,
+            cpu_cores: 1,
+            ram_gib: 1,
+            disk_gib: 1,
+            bandwidth_up_mbps: 1,
+            bandwidth_down_mbps: 1,
+            location: dci_model::GeoPoint::new(0.0, 0.0).unwrap(),
+        },
+        price: "1".parse().unwrap(),
+        estimated_rtt_ms: None,
+        payout: AccountId::for_node(&outsider.id()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (tx, _inbox) = tokio::sync::mpsc::channel(16);
+        let t = dci_node::transport::Transport::bind(outsider.clone(), "127.0.0.1:0", tx).await.unwrap();
+        for request_id in 0..3_000u64 {
+            t.send(&gateway, &Message::Matched { request_id, offer: offer.clone() }).await.unwrap();
+        }
+    });
+    // Two whole epochs after the forgery.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while latest_epoch(dir).is_none_or(|e| e < first_epoch + 1) {
+        assert!(std::time::Instant::now() < deadline, "no epoch distributed within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let indexer = dci_node::host::Network::load(&dir.join("network.toml")).unwrap().indexer.id;
+    let mut indexer_paid = false;
+    for epoch in 0..=latest_epoch(dir).unwrap() {
+        let e = epoch.to_string();
+        let mallory = rewards(dir, &e, &AccountId::for_node(&outsider.id()));
+        assert_eq!(mallory["total"], "0", "epoch {epoch}: the outsider earned {mallory}");
+        let ix = rewards(dir, &e, &AccountId::for_node(&indexer));
+        let role = &ix["summary"]["roles"][2];
+        assert_eq!(role["role"], "indexer");
+        assert!(role["participants"].as_u64().unwrap() <= 1, "epoch {epoch}: {role}");
+        if role["participants"] == 1 {
+            // The whole indexer share, to the indexer that served.
+            // Amounts in base units, as decimal text.
+            let units = |v: &serde_json::Value| v.as_str().unwrap().parse::<u128>().unwrap();
+            assert_eq!(units(&ix["total"]), units(&role["paid"]) + units(&role["fees_paid"]), "epoch {epoch}");
+            assert_eq!(role["paid"], role["budget"], "epoch {epoch}: the indexer got its whole share");
+            indexer_paid = true;
+        }
+        println!("epoch {epoch}: outsider {} ATH, indexer {} ATH", mallory["total"], ix["total"]);
+    }
+    assert!(indexer_paid, "the indexer served a match and was paid for it");
+    net.signal("-TERM");
+}
+
+/// The latest distributed epoch.
+fn latest_epoch(dir: &Path) -> Option<u64> {
+    let (ok, out, _) = cli(dir, &["rewards", "--json"]);
+    ok.then(|| serde_json::from_str::<serde_json::Value>(&out).ok()?["epoch"].as_u64()).flatten()
+}
+
+/// `account`'s reward explanation for `epoch` (JSON).
+fn rewards(dir: &Path, epoch: &str, account: &AccountId) -> serde_json::Value {
+    let info: serde_json::Value = cli_json(dir, &["rewards", "--epoch", epoch, "--account", account.as_str()]);
+    info["details"].clone()
+}

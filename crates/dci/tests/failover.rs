@@ -17,8 +17,10 @@ use dci_gateway::api::{ContainerInfo, SessionInfo, SessionStatus};
 use dci_ledger::{EmbeddedLedger, Genesis};
 use dci_model::{AccountId, Amount, NodeId, PricePerHour};
 
-/// The bound the gateway states (`dci_node::gateway::failover::STATED_BOUND`).
-const BOUND: Duration = dci_node::gateway::failover::STATED_BOUND;
+/// The bound the gateway states (`dci_node::gateway::stated_failover_bound`).
+fn bound() -> Duration {
+    dci_node::gateway::stated_failover_bound()
+}
 
 /// A `dci container run` process.
 struct Host {
@@ -189,7 +191,7 @@ fn operator_control_and_failover_after_sigkill() {
     let killed = Instant::now();
     let killed_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let _ = host.child.wait();
-    let moved = wait_for(BOUND, "the session to run on another container", || {
+    let moved = wait_for(bound(), "the session to run on another container", || {
         let m = session(&net_dir, &s.id);
         (m.status == SessionStatus::Running && m.container != host.id && frame(&m.endpoint)).then_some(m)
     });

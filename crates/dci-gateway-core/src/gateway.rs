@@ -1,0 +1,437 @@
+//! The gateway core: its state, the dispatch of inputs, and the requests it
+//! has in flight (answers are taken only from the node asked).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use dci_committee::SortitionError;
+use dci_ledger::{LedgerError, StakeRole};
+use dci_model::{Amount, Eliminations, NodeId, SessionId, Timestamp};
+use dci_proto::{Evidence, Identity, Inbound, Message, Net, Offer};
+use rand::{Rng as _, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::GatewayError;
+use crate::config::Config;
+use crate::duties::Duties;
+use crate::epoch::EpochClock;
+use crate::io::{CallId, Command, Event, Input, LedgerCall, LedgerReply, Output, Reply, Ticket};
+use crate::placement::Live;
+use crate::record::SessionRecord;
+
+/// What a request to the indexer is for.
+#[derive(Clone, Debug)]
+pub(crate) enum Asking {
+    /// A placement's match (`placement` is the reservation's key).
+    Match { session: SessionId, placement: SessionId },
+    /// A consumer's offers query.
+    Offers { call: CallId },
+    /// A consumer's containers query.
+    Containers { call: CallId },
+    /// The epoch clock's sample of the network.
+    Sample { epoch: u64 },
+}
+
+/// A request in flight: who must answer, by when, and what for.
+#[derive(Clone, Debug)]
+pub(crate) struct Asked {
+    pub to: NodeId,
+    pub deadline: Timestamp,
+    pub what: Asking,
+}
+
+/// What a ledger call in flight is for.
+#[derive(Clone, Debug)]
+pub(crate) enum Waiting {
+    /// A session's lock or close batch (its phase names the ticket).
+    Session(SessionId),
+    /// The checkers' stakes, to open `epoch`'s sortition.
+    EpochStakes { epoch: u64 },
+    /// A container's stake, to propose a penalty for `evidence`.
+    EvidenceStake { reporter: NodeId, evidence: Box<Evidence> },
+    /// A slash that reached its quorum.
+    Slash { evidence_hash: [u8; 32] },
+    /// The epoch's queued settlement going on chain.
+    Flush,
+    /// An epoch's rewards.
+    Distribute { epoch: u64 },
+}
+
+/// The gateway role's core. See the crate docs.
+pub struct Gateway {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) rng: ChaCha20Rng,
+    next_request: u64,
+    next_ticket: Ticket,
+    /// Sessions not yet ended, by session id.
+    pub(crate) sessions: BTreeMap<SessionId, Live>,
+    /// Placement id → session id, for the live sessions' current placements.
+    pub(crate) placements: HashMap<SessionId, SessionId>,
+    pub(crate) asked: HashMap<u64, Asked>,
+    pub(crate) ledger: HashMap<Ticket, Waiting>,
+    pub(crate) epoch: Option<EpochClock>,
+    pub(crate) duties: Option<Duties>,
+    pub(crate) last_renew: Option<Timestamp>,
+    /// A graceful stop of every session: the call, and the sessions it waits for.
+    pub(crate) stop_all: Option<(CallId, HashSet<SessionId>)>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("id", &self.identity.id().short())
+            .field("sessions", &self.sessions.len())
+            .field("asked", &self.asked.len())
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway that signs acknowledgements as `identity`, with all its
+    /// randomness (session and request ids) drawn from `seed`. Call
+    /// [`Gateway::restore`] once before the first input.
+    pub fn new(config: Config, identity: Identity, seed: [u8; 32]) -> Result<Gateway, SortitionError> {
+        let duties = config.committee.as_ref().map(Duties::new).transpose()?;
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let next_request = rng.random::<u32>() as u64;
+        let epoch = config.epoch.map(|period| EpochClock::new(period, config.samples_per_epoch));
+        Ok(Gateway {
+            config,
+            identity,
+            rng,
+            next_request,
+            next_ticket: 1,
+            sessions: BTreeMap::new(),
+            placements: HashMap::new(),
+            asked: HashMap::new(),
+            ledger: HashMap::new(),
+            epoch,
+            duties,
+            last_renew: None,
+            stop_all: None,
+        })
+    }
+
+    /// This gateway's node id (it acknowledges receipts with it).
+    pub fn id(&self) -> NodeId {
+        self.identity.id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A live session's record (tests, diagnostics).
+    pub fn session(&self, id: &SessionId) -> Option<&SessionRecord> {
+        self.sessions.get(id).map(|l| &l.record)
+    }
+
+    /// Sessions not yet ended.
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Requests to other nodes and ledger calls in flight (tests: a core at
+    /// rest has none).
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.asked.len(), self.ledger.len())
+    }
+
+    /// Handles one input at `now`.
+    pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Api { call, cmd } => self.command(now, call, cmd, &mut out),
+            Input::Net(inbound) => self.message(now, inbound, &mut out),
+            Input::Ledger { ticket, reply } => self.ledger_reply(now, ticket, reply, &mut out),
+            Input::Tick => self.tick(now, &mut out),
+        }
+        out
+    }
+
+    fn command(&mut self, now: Timestamp, call: CallId, cmd: Command, out: &mut Vec<Output>) {
+        match cmd {
+            Command::Deploy { account, request, hours } => self.deploy(now, call, account, request, hours, out),
+            Command::Stop { account, session } => self.stop(now, call, &account, session, out),
+            Command::RelayTarget { account, session } => {
+                let result = self.relay_target(&account, session).map(Reply::Target);
+                out.push(Output::Reply { call, result });
+            }
+            Command::ViewTarget { session } => {
+                let result = self.view_target(session).map(Reply::Target);
+                out.push(Output::Reply { call, result });
+            }
+            Command::Relayed { account, session, relayed } => {
+                let result = self.relayed(now, &account, session, relayed, out).map(|_| Reply::Done);
+                out.push(Output::Reply { call, result });
+            }
+            Command::Offers { filter, sort, limit } => {
+                let request_id = self.ask(now, Asking::Offers { call });
+                self.send_indexer(Message::Offers { request_id, filter, sort, limit }, out);
+            }
+            Command::Containers => {
+                let request_id = self.ask(now, Asking::Containers { call });
+                self.send_indexer(Message::ListContainers { request_id }, out);
+            }
+            Command::Committee => {
+                let result = match &self.duties {
+                    None => Err(GatewayError::NotFound("this gateway coordinates no committee".into())),
+                    Some(d) => d
+                        .view()
+                        .map(Reply::Committee)
+                        .ok_or_else(|| GatewayError::NotFound("no committee has been selected yet".into())),
+                };
+                out.push(Output::Reply { call, result });
+            }
+            Command::StopAll => self.stop_everything(now, call, out),
+        }
+    }
+
+    fn message(&mut self, now: Timestamp, Inbound { from, msg, .. }: Inbound, out: &mut Vec<Output>) {
+        let kind = msg.kind();
+        match msg {
+            Message::Matched { request_id, offer } => self.answer(now, from, request_id, Answer::Matched(offer), out),
+            Message::NoMatch { request_id, eliminations } => {
+                self.answer(now, from, request_id, Answer::NoMatch(eliminations), out)
+            }
+            Message::OfferList { request_id, result } => {
+                self.answer(now, from, request_id, Answer::Offers(result), out)
+            }
+            Message::Containers { request_id, containers } => {
+                self.answer(now, from, request_id, Answer::Containers(containers), out)
+            }
+            Message::SessionStarted { session, endpoint } => self.started(now, from, session, Ok(endpoint), out),
+            Message::SessionFailed { session, reason } => self.started(now, from, session, Err(reason), out),
+            Message::Usage { receipt } => self.usage(now, from, receipt, out),
+            Message::SessionStopped { receipt } => self.final_receipt(now, from, receipt, None, out),
+            Message::SessionEnded { receipt, reason } => self.final_receipt(now, from, receipt, Some(reason), out),
+            Message::EpochProof { epoch, proof } => {
+                let result = match self.duties.as_mut() {
+                    Some(d) => d.proof(from, epoch, &proof).map_err(|e| e.to_string()),
+                    None => Err("this gateway coordinates no committee".into()),
+                };
+                if let Err(reason) = result {
+                    reject(out, from, kind, reason);
+                }
+            }
+            Message::Evidence(evidence) => self.handle_evidence(from, evidence, out),
+            Message::PenaltyVote { evidence_hash, signature, chain_signature } => {
+                let result = match self.duties.as_mut() {
+                    Some(d) => d.vote(from, evidence_hash, signature, chain_signature),
+                    None => Err("this gateway coordinates no committee".into()),
+                };
+                match result {
+                    Ok(Some((report, committee))) => {
+                        let op = dci_ledger::LedgerOp::Slash { report, committee };
+                        self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Slash { evidence_hash }, out);
+                    }
+                    Ok(None) => {}
+                    Err(reason) => reject(out, from, kind, reason),
+                }
+            }
+            other => reject(out, from, other.kind(), "the gateway expects no such message".into()),
+        }
+    }
+
+    /// An answer to a request: only from the node asked, only for a
+    /// request in flight, only of the kind asked for.
+    fn answer(&mut self, now: Timestamp, from: NodeId, request_id: u64, answer: Answer, out: &mut Vec<Output>) {
+        let kind = answer.kind();
+        let Some(asked) = self.asked.get(&request_id) else {
+            return reject(out, from, kind, format!("an answer to request {request_id}, which is not in flight"));
+        };
+        if asked.to != from {
+            return reject(
+                out,
+                from,
+                kind,
+                format!("expected the answer from {}, the node asked, found {}", asked.to.short(), from.short()),
+            );
+        }
+        let fits = matches!(
+            (&asked.what, &answer),
+            (Asking::Match { .. }, Answer::Matched(_) | Answer::NoMatch(_))
+                | (Asking::Offers { .. }, Answer::Offers(_))
+                | (Asking::Containers { .. } | Asking::Sample { .. }, Answer::Containers(_))
+        );
+        if !fits {
+            return reject(out, from, kind, format!("expected the answer to a {} request", asked.what.name()));
+        }
+        let asked = self.asked.remove(&request_id).expect("present");
+        match (asked.what, answer) {
+            (Asking::Match { session, placement }, Answer::Matched(offer)) => {
+                if let Some(e) = self.epoch.as_mut() {
+                    e.served(from);
+                }
+                self.matched(now, session, placement, request_id, Ok(offer), out);
+            }
+            (Asking::Match { session, placement }, Answer::NoMatch(el)) => {
+                self.matched(now, session, placement, request_id, Err(el), out)
+            }
+            (Asking::Offers { call }, Answer::Offers(result)) => {
+                let result = result.map(Reply::Offers).map_err(GatewayError::BadRequest);
+                out.push(Output::Reply { call, result });
+            }
+            (Asking::Containers { call }, Answer::Containers(c)) => {
+                out.push(Output::Reply { call, result: Ok(Reply::Containers(c)) });
+            }
+            (Asking::Sample { epoch }, Answer::Containers(c)) => self.sampled(now, epoch, c, out),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// Registers a request to the indexer; returns its id.
+    pub(crate) fn ask(&mut self, now: Timestamp, what: Asking) -> u64 {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        let deadline = now.plus(self.config.timing.indexer_timeout);
+        self.asked.insert(id, Asked { to: self.config.indexer.id, deadline, what });
+        id
+    }
+
+    pub(crate) fn send_indexer(&self, msg: Message, out: &mut Vec<Output>) {
+        out.push(Output::Net(Net::Send { addr: self.config.indexer.addr.clone(), msg }));
+    }
+
+    /// Asks the ledger; its answer comes back as [`Input::Ledger`].
+    pub(crate) fn call_ledger(&mut self, call: LedgerCall, why: Waiting, out: &mut Vec<Output>) -> Ticket {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.ledger.insert(ticket, why);
+        out.push(Output::Ledger { ticket, call });
+        ticket
+    }
+
+    /// A fresh session id.
+    pub(crate) fn session_id(&mut self) -> SessionId {
+        loop {
+            let id = SessionId(self.rng.random());
+            if !self.sessions.contains_key(&id) && !self.placements.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn ledger_reply(&mut self, now: Timestamp, ticket: Ticket, reply: LedgerReply, out: &mut Vec<Output>) {
+        let Some(why) = self.ledger.remove(&ticket) else { return };
+        match (why, reply) {
+            (Waiting::Session(session), LedgerReply::Applied(result)) => {
+                self.session_ledger(now, session, ticket, result, out)
+            }
+            (Waiting::EpochStakes { epoch }, LedgerReply::Stakes(stakes)) => self.open_committee(epoch, &stakes, out),
+            (Waiting::EvidenceStake { reporter, evidence }, LedgerReply::Stakes(stakes)) => {
+                let stake = stakes.first().copied().unwrap_or(Amount::ZERO);
+                if let Some(d) = self.duties.as_mut() {
+                    for (addr, msg) in d.propose(now, reporter, *evidence, stake) {
+                        out.push(Output::Net(Net::Send { addr, msg }));
+                    }
+                }
+            }
+            (Waiting::Slash { evidence_hash }, LedgerReply::Applied(result)) => {
+                let result = result.map_err(|e| e.to_string()).and_then(|o| match o.first() {
+                    Some(dci_ledger::OpOutcome::Slashed(s)) => {
+                        Ok(Amount(s.from_rewards.0 + s.from_stake.0 + s.from_unbonding.0))
+                    }
+                    other => Err(format!("the ledger answered {other:?}")),
+                });
+                if let Some(record) = self.duties.as_mut().and_then(|d| d.applied(evidence_hash, result)) {
+                    out.push(Output::Event(Event::Penalty { record }));
+                }
+            }
+            (Waiting::Flush, LedgerReply::Flushed(result)) => {
+                if !matches!(result, Ok(0)) {
+                    out.push(Output::Event(Event::Flushed { result: result.map_err(|e| e.to_string()) }));
+                }
+            }
+            (Waiting::Distribute { epoch }, LedgerReply::Applied(result)) => self.distributed(epoch, result, out),
+            (why, reply) => out.push(Output::Event(Event::LedgerFailed {
+                what: format!("{why:?}"),
+                error: format!("an answer of the wrong kind: {reply:?}"),
+            })),
+        }
+    }
+
+    pub(crate) fn handle_evidence(&mut self, from: NodeId, evidence: Evidence, out: &mut Vec<Output>) {
+        let Some(d) = self.duties.as_mut() else {
+            return reject(out, from, "evidence", "this gateway coordinates no committee".into());
+        };
+        match d.evidence(from, &evidence) {
+            Ok(Some(container)) => {
+                let call = LedgerCall::Stakes { role: StakeRole::Container, nodes: vec![container] };
+                self.call_ledger(call, Waiting::EvidenceStake { reporter: from, evidence: Box::new(evidence) }, out);
+            }
+            Ok(None) => {}
+            Err(reason) => reject(out, from, "evidence", reason),
+        }
+    }
+
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let expired: Vec<u64> = self.asked.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            let asked = self.asked.remove(&id).expect("present");
+            let why =
+                format!("no answer from the indexer within {} s", self.config.timing.indexer_timeout.as_secs_f64());
+            match asked.what {
+                Asking::Match { session, placement } => {
+                    // The indexer may have reserved a slot we never heard of.
+                    self.send_indexer(Message::Release { session: placement }, out);
+                    self.match_failed(now, session, id, why, out);
+                }
+                Asking::Offers { call } | Asking::Containers { call } => {
+                    out.push(Output::Reply { call, result: Err(GatewayError::Unavailable(why)) })
+                }
+                Asking::Sample { .. } => {}
+            }
+        }
+        self.tick_sessions(now, out);
+        self.renew(now, out);
+        self.tick_epoch(now, out);
+    }
+}
+
+/// An indexer's answer, once its request id is known.
+pub(crate) enum Answer {
+    Matched(Offer),
+    NoMatch(Eliminations),
+    Offers(Result<Vec<dci_proto::OfferView>, String>),
+    Containers(Vec<dci_proto::ContainerView>),
+}
+
+impl Answer {
+    fn kind(&self) -> &'static str {
+        match self {
+            Answer::Matched(_) => "matched",
+            Answer::NoMatch(_) => "no_match",
+            Answer::Offers(_) => "offer_list",
+            Answer::Containers(_) => "containers",
+        }
+    }
+}
+
+impl Asking {
+    fn name(&self) -> &'static str {
+        match self {
+            Asking::Match { .. } => "match",
+            Asking::Offers { .. } => "offers",
+            Asking::Containers { .. } | Asking::Sample { .. } => "list-containers",
+        }
+    }
+}
+
+/// Refuses a node message: nothing changed.
+pub(crate) fn reject(out: &mut Vec<Output>, from: NodeId, kind: &'static str, reason: String) {
+    out.push(Output::Rejected { from, kind, reason });
+}
+
+/// Whether a failed batch failed because its first op had already been
+/// applied (a settle or refund that a crash interrupted before its result
+/// was recorded): the batch is atomic, so all of it was.
+pub(crate) fn already_applied(e: &LedgerError) -> bool {
+    let first = match e {
+        LedgerError::Batch { index: 0, source, .. } => source.as_ref(),
+        LedgerError::Batch { .. } => return false,
+        other => other,
+    };
+    matches!(first, LedgerError::AlreadySettled(_) | LedgerError::AlreadyRefunded(_))
+}
