@@ -110,6 +110,8 @@ struct Proposal {
     report: SlashReport,
     committee: Vec<NodeId>,
     record: PenaltyRecord,
+    /// The quorum was reached and the report went to the ledger.
+    submitted: bool,
 }
 
 /// Messages to send: (address, message).
@@ -256,7 +258,7 @@ impl Duties {
             amount: stake,
             signatures: Vec::new(),
         };
-        self.proposals.insert(hash, Proposal { report, committee: members, record });
+        self.proposals.insert(hash, Proposal { report, committee: members, record, submitted: false });
         sends
     }
 
@@ -274,6 +276,10 @@ impl Duties {
         let chain = self.chain;
         let signer = self.checkers.iter().find(|c| c.id == from).map(|c| c.chain_signer);
         let p = self.proposals.get_mut(&evidence_hash).ok_or("a vote for no pending proposal")?;
+        if p.submitted {
+            // Late votes are normal: the quorum needs only ⌈2n/3⌉ of n.
+            return Ok(None);
+        }
         if !p.committee.contains(&from) {
             return Err(format!("a vote from {}, which is not on the committee", from.short()));
         }
@@ -295,7 +301,8 @@ impl Duties {
             p.report.signatures.push((from, sig));
         }
         p.record.signers.push(from);
-        Ok((p.record.signers.len() >= p.record.quorum).then(|| (p.report.clone(), p.committee.clone())))
+        p.submitted = p.record.signers.len() >= p.record.quorum;
+        Ok(p.submitted.then(|| (p.report.clone(), p.committee.clone())))
     }
 
     /// Records what the ledger did with a report that reached its quorum.

@@ -429,8 +429,6 @@ impl Devnet {
         Ok(Devnet { api_url, client, gateway, containers, chain, anvil, roles, http, shutdown })
     }
 
-    /// Waits until every container is schedulable, or `limit` passes.
-    /// Returns (schedulable, total).
     /// Waits until every container is schedulable or has failed an
     /// inspection (at most `limit`); returns (schedulable, all).
     pub async fn wait_ready(&self, limit: Duration) -> (usize, usize) {
@@ -443,7 +441,9 @@ impl Devnet {
                 .iter()
                 .filter(|v| !v.state.is_schedulable() && v.verdicts.last().is_some_and(|x| !x.passed))
                 .count();
-            if (ready + failed == views.len() && !views.is_empty()) || t0.elapsed() > limit {
+            // Every container has registered, and each is decided.
+            let all_in = views.len() >= self.containers.len() && !views.is_empty();
+            if (all_in && ready + failed == views.len()) || t0.elapsed() > limit {
                 return (ready, views.len());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -264,6 +264,24 @@ impl GatewayNode {
         }
     }
 
+    /// The core knows live sessions only: one it does not know may have
+    /// ended (then it is `NotRunning`, with its status), or not be this
+    /// account's (then it stays `NoSession`, like a missing one).
+    fn ended_if_not_live(
+        &self,
+        account: &AccountId,
+        id: SessionId,
+        r: Result<Reply, GatewayError>,
+    ) -> Result<Reply, GatewayError> {
+        match r {
+            Err(GatewayError::NoSession(_)) => match self.owned(account, id) {
+                Ok(rec) => Err(GatewayError::NotRunning { session: id, status: rec.status }),
+                Err(_) => Err(GatewayError::NoSession(id)),
+            },
+            other => other,
+        }
+    }
+
     fn owned(&self, account: &AccountId, id: SessionId) -> Result<SessionRecord, ApiError> {
         let r: Option<SessionRecord> =
             self.sessions.get(&id.to_string()).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -321,14 +339,8 @@ impl ConsumerApi for GatewayNode {
 
     fn stop(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
         Box::pin(async move {
-            match self.call(Command::Stop { account: account.clone(), session: id }).await {
-                // Not live: ended already, or never this account's.
-                Err(GatewayError::NoSession(_)) => {
-                    let r = self.owned(&account, id)?;
-                    Err(GatewayError::NotRunning { session: id, status: r.status }.into())
-                }
-                other => session_reply(other),
-            }
+            let r = self.call(Command::Stop { account: account.clone(), session: id }).await;
+            session_reply(self.ended_if_not_live(&account, id, r))
         })
     }
 
@@ -434,7 +446,10 @@ impl ConsumerApi for GatewayNode {
     }
 
     fn relay_target(&self, account: AccountId, id: SessionId) -> BoxFuture<'_, Result<RelayTarget, ApiError>> {
-        Box::pin(async move { target_reply(self.call(Command::RelayTarget { account, session: id }).await) })
+        Box::pin(async move {
+            let r = self.call(Command::RelayTarget { account: account.clone(), session: id }).await;
+            target_reply(self.ended_if_not_live(&account, id, r))
+        })
     }
 
     fn meter(&self, account: AccountId, id: SessionId, relayed: HttpRelayed) -> BoxFuture<'_, Result<(), ApiError>> {
