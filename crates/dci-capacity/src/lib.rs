@@ -61,8 +61,8 @@ pub use soundness::{
     soundness_bits,
 };
 pub use timing::{
-    ClassSpec, MARGIN, MIN_N, RESPONSE_FLOPS, SLACK_MS, Timing, TimingClass, TimingNoise, class_of_model, deadline_ms,
-    expected_ms, judge, judge_silence, response_deadline_ms, size_for,
+    CPU_UNITS, ClassSpec, MARGIN, MIN_N, RESPONSE_FLOPS, SLACK_MS, Timing, TimingClass, TimingNoise, class_of_model,
+    deadline_ms, expected_ms, judge, judge_silence, response_deadline_ms, size_for, verified_units,
 };
 pub use verify::{F32_UNIT_ROUNDOFF, pick_rows, tolerance, verify_rows};
 

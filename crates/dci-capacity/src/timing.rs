@@ -156,6 +156,47 @@ impl TimingClass {
     }
 }
 
+impl TimingClass {
+    /// The most memory one device of the class has, GiB (0 for the CPU
+    /// class): the largest member's datasheet figure. A claim of more per
+    /// device than its class has is credited no more than this.
+    pub fn max_vram_gib(&self) -> u32 {
+        match self {
+            TimingClass::Cpu => 0,
+            // RTX A6000 and RTX 6000 Ada: 48 GB.
+            TimingClass::ConsumerAmpere | TimingClass::ConsumerAda => 48,
+            // A10, A10G and L4: 24 GB.
+            TimingClass::A10L4 => 24,
+            // L40 and L40S: 48 GB.
+            TimingClass::L40s => 48,
+            // A100 80GB.
+            TimingClass::A100 => 80,
+            // H100 NVL: 94 GB.
+            TimingClass::H100 => 94,
+            // H200: 141 GB.
+            TimingClass::H200 => 141,
+            // MI300X: 192 GB.
+            TimingClass::Mi300x => 192,
+        }
+    }
+}
+
+/// What a passed proof on a CPU is worth: CPU-only hosts, and every host
+/// whose GPU is simulated (its product runs on the CPU).
+pub const CPU_UNITS: u64 = 1;
+
+/// The capacity units a passed proof vouches for: the reward weight of a
+/// container before uptime (see ARCHITECTURE.md, "verified capacity").
+/// A proof of class `proven` on `devices` devices is worth `devices ×
+/// min(vram_gib, proven's largest device)` GiB of GPU memory; a proof on a
+/// CPU is worth [`CPU_UNITS`], whatever the host claims.
+pub fn verified_units(proven: TimingClass, devices: u32, vram_gib: u32) -> u64 {
+    match proven {
+        TimingClass::Cpu => CPU_UNITS,
+        class => u64::from(devices) * u64::from(vram_gib.min(class.max_vram_gib())),
+    }
+}
+
 /// The class of a GPU model string as reported by the driver, e.g.
 /// `"NVIDIA H100 80GB HBM3"` -> `H100`. `None` for models not in the table
 /// (the caller then judges the host as [`TimingClass::Cpu`] or refuses it).

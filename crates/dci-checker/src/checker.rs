@@ -10,7 +10,7 @@ use dci_model::{AccountId, Amount, ContainerSpec, ServiceName};
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
     ChainDomain, ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net,
-    Response, Reveal, SortitionProof, Verdict,
+    Response, Reveal, SortitionProof, Verdict, VerifiedCapacity,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -121,6 +121,8 @@ struct Inspection {
     container: NodeId,
     /// Where the container receives node messages.
     addr: String,
+    /// What it claims (a passed proof vouches for part of it).
+    spec: ContainerSpec,
     sent: Timestamp,
     phase: Phase,
 }
@@ -264,6 +266,7 @@ impl Checker {
             kind: request.kind,
             container: request.container,
             addr: request.addr.clone(),
+            spec: request.spec.clone(),
             sent: now,
             phase,
         };
@@ -494,6 +497,10 @@ impl Checker {
             // No commitment, or an evaluation: how long the checker waited.
             _ => millis(now.since(inspection.sent)),
         };
+        let capacity = match &inspection.phase {
+            Phase::AwaitingAnswer { params, .. } if passed => Some(verified(&inspection.spec, params.n)),
+            _ => None,
+        };
         let verdict = Verdict {
             request: inspection.request,
             kind: inspection.kind,
@@ -502,6 +509,7 @@ impl Checker {
             passed,
             reason,
             compute_ms,
+            capacity,
         };
         vec![
             Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg: Message::Verdict(verdict.clone()) }),
@@ -530,11 +538,29 @@ impl Checker {
 fn claimed(spec: &ContainerSpec) -> (TimingClass, u64) {
     const GIB: u64 = 1 << 30;
     match &spec.gpu {
+        // A simulated GPU is the host's CPU: it is challenged and judged as one.
+        Some(g) if g.simulated => (TimingClass::Cpu, u64::from(spec.ram_gib) * GIB),
         Some(g) => (
             dci_capacity::class_of_model(&g.model).unwrap_or(TimingClass::Cpu),
             u64::from(g.vram_gib) * u64::from(g.count.max(1)) * GIB,
         ),
         None => (TimingClass::Cpu, u64::from(spec.ram_gib) * GIB),
+    }
+}
+
+/// What a passed proof at dimension `n` vouches for: the class it met the
+/// deadline of (the claimed one, or the CPU for a simulated GPU), on one
+/// device (one challenge), worth [`dci_capacity::verified_units`] — never
+/// the claimed count or memory beyond what the class can have.
+fn verified(spec: &ContainerSpec, n: u32) -> VerifiedCapacity {
+    let (class, _) = claimed(spec);
+    let vram = spec.gpu.as_ref().map_or(0, |g| g.vram_gib);
+    VerifiedCapacity {
+        class: class.name().to_owned(),
+        devices: 1,
+        n,
+        units: dci_capacity::verified_units(class, 1, vram),
+        simulated: spec.gpu.as_ref().is_some_and(|g| g.simulated),
     }
 }
 

@@ -21,7 +21,7 @@ use dci_ledger::{SlashReport, StakeRole};
 use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, ServiceName, Timestamp};
 use dci_proto::{
     ChainDomain, ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
-    MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, seal, sign_transcript,
+    MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, VerifiedCapacity, seal, sign_transcript,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -264,6 +264,14 @@ fn an_honest_container_passes() {
             passed: true,
             reason: v.reason.clone(),
             compute_ms: COMMIT_AT,
+            // A CPU host's proof is worth the CPU units, whatever it claims.
+            capacity: Some(VerifiedCapacity {
+                class: "cpu".into(),
+                devices: 1,
+                n: N,
+                units: dci_capacity::CPU_UNITS,
+                simulated: false
+            }),
         }
     );
     assert!(v.reason.starts_with("passed"), "{}", v.reason);
@@ -678,6 +686,7 @@ fn out_of_order_and_unexpected_messages_are_rejected_and_change_nothing() {
                 passed: true,
                 reason: "passed".into(),
                 compute_ms: 1,
+                capacity: None,
             }),
             "found verdict",
         ),
@@ -1246,4 +1255,40 @@ proptest! {
         prop_assert!(!v.passed, "{:?}", v);
         prop_assert!(v.reason.starts_with(&format!("failed: {kind}: ")), "{}: {}", behaviour.name(), v.reason);
     }
+}
+
+// --- what a passed proof vouches for (the container's reward weight)
+
+/// An honest inspection of a container claiming `spec`; its verdict.
+fn proven(spec: ContainerSpec) -> Verdict {
+    let mut c = checker(7);
+    let node = container();
+    let p = challenge(
+        &c.handle(T0, from(INDEXER, request_for(node, REQUEST_ID, InspectionKind::Registration, spec))),
+        node,
+    );
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(COMMIT_AT), node, p.id, attempt.root());
+    verdict(&answer(&mut c, ms(ANSWER_AT), node, attempt.respond(&r).unwrap().unwrap()))
+}
+
+#[test]
+fn a_proof_vouches_for_what_it_verified_never_the_claim() {
+    // A simulated GPU is the host's CPU: whatever it claims, it is proven as one.
+    let liar = spec(Some(GpuSpec { model: "H100".into(), count: 64, vram_gib: 1024, simulated: true }), 24);
+    let v = proven(liar);
+    let cap = v.capacity.expect("a passed proof vouches for something");
+    assert_eq!((cap.class.as_str(), cap.devices, cap.units, cap.simulated), ("cpu", 1, dci_capacity::CPU_UNITS, true));
+    // A real GPU claim is credited one device (one challenge), and no more
+    // memory per device than its class has (an H100 has at most 94 GiB).
+    let v = proven(spec(gpu("NVIDIA H100", 64, 1024), 256));
+    let cap = v.capacity.unwrap();
+    assert_eq!((cap.class.as_str(), cap.devices, cap.units, cap.simulated), ("h100", 1, 94, false));
+    let v = proven(h100());
+    assert_eq!(v.capacity.unwrap().units, 80);
+    // A failed proof vouches for nothing.
+    let mut c = checker(8);
+    let (v, _) = play(&mut c, container(), Behaviour::WrongProduct, None);
+    assert!(!v.passed);
+    assert_eq!(v.capacity, None);
 }

@@ -111,6 +111,10 @@ pub struct Config {
     pub samples_per_epoch: u32,
     /// The committee duties, if this gateway coordinates the committee.
     pub committee: Option<CommitteeConfig>,
+    /// The network's genesis declares it a dev network: hosts with
+    /// simulated GPUs earn (weighted by what their CPU proved). Elsewhere a
+    /// simulated profile earns nothing.
+    pub dev_network: bool,
 }
 
 impl Config {
@@ -124,6 +128,7 @@ impl Config {
             epoch: None,
             samples_per_epoch: 20,
             committee: None,
+            dev_network: false,
         }
     }
 }

@@ -9,9 +9,12 @@
 //! gateway. At the end it asks the ledger to send queued settlement to the
 //! chain, then to release the epoch's rewards, shared by
 //!
-//! - containers: capacity (total GPU memory in GiB, or CPU cores for a
-//!   CPU-only host) × uptime (the share of samples in which the container was
-//!   schedulable with a fresh heartbeat);
+//! - containers: verified capacity × uptime. The capacity is what the
+//!   container's latest passed proof verified (`ContainerView::verified`,
+//!   vouched for by the checker: `dci_capacity::verified_units`), never
+//!   what it claims; a container with none earns nothing, and a simulated
+//!   GPU earns only on a dev network (`Config::dev_network`). Uptime is the
+//!   share of samples in which it was schedulable with a fresh heartbeat;
 //! - checkers: the inspections whose verdicts the indexer accepted in the epoch;
 //! - indexers: the matches they served, counted only for requests this
 //!   gateway sent to them and that they answered.
@@ -84,7 +87,7 @@ impl EpochClock {
         let containers = self
             .tally
             .values()
-            .filter(|t| t.samples > 0 && t.up > 0)
+            .filter(|t| t.samples > 0 && t.up > 0 && t.capacity > 0)
             .filter_map(|t| {
                 Some(ContainerWork {
                     account: t.account.clone()?,
@@ -180,6 +183,7 @@ impl Gateway {
 
     /// The indexer's view of the containers, sampled for `epoch`.
     pub(crate) fn sampled(&mut self, _now: Timestamp, epoch: u64, views: Vec<ContainerView>, _out: &mut Vec<Output>) {
+        let dev = self.config.dev_network;
         let Some(clock) = self.epoch.as_mut().filter(|c| c.epoch == Some(epoch)) else { return };
         clock.answered += 1;
         let (from, to) = (clock.started.0, clock.started.plus(clock.period).0);
@@ -189,9 +193,9 @@ impl Gateway {
             }
             let t = clock.tally.entry(v.id).or_default();
             t.account = Some(v.payout.clone());
-            t.capacity = match &v.spec.gpu {
-                Some(g) => u64::from(g.count) * u64::from(g.vram_gib),
-                None => u64::from(v.spec.cpu_cores),
+            t.capacity = match &v.verified {
+                Some(c) if dev || !c.simulated => c.units,
+                _ => 0,
             };
             t.samples += 1;
             let alive = v.last_heartbeat_ago_ms.is_some_and(|ms| ms <= FRESH_MS);

@@ -401,6 +401,14 @@ pub struct ContainerInfo {
     pub last_heartbeat_ago_ms: Option<u64>,
     /// Recent lifecycle transitions, newest last.
     pub transitions: Vec<TransitionInfo>,
+    /// The capacity its latest passed proof verified (its reward weight,
+    /// before uptime): the class proven and the units vouched for. `None`
+    /// until an inspection passed (and after a spec change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_class: Option<String>,
+    /// Capacity units vouched for (`dci_capacity::verified_units`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_units: Option<u64>,
     /// Recent checker verdicts, newest last.
     #[serde(default)]
     pub verdicts: Vec<VerdictInfo>,

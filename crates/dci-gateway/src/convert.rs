@@ -110,6 +110,8 @@ impl From<ContainerView> for ContainerInfo {
             reserved: v.reserved,
             reputation: v.reputation,
             last_heartbeat_ago_ms: v.last_heartbeat_ago_ms,
+            verified_class: v.verified.as_ref().map(|c| c.class.clone()),
+            verified_units: v.verified.as_ref().map(|c| c.units),
             transitions: v
                 .transitions
                 .into_iter()

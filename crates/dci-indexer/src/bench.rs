@@ -691,6 +691,7 @@ pub fn population(n: usize, rng: &mut Rng) -> Vec<Member> {
                 reputation,
                 transitions: Vec::new(),
                 verdicts: Vec::new(),
+                verified: None,
             };
             Member { record, reported, stale: rng.chance(0.01) }
         })

@@ -27,6 +27,10 @@ pub struct ContainerRecord {
     /// The most recent checker verdicts (at most [`VERDICTS_LEN`]), newest last.
     #[serde(default)]
     pub verdicts: Vec<VerdictRecord>,
+    /// What its latest passed proof of capacity verified: its reward
+    /// weight. Cleared when its spec changes (it must prove the new one).
+    #[serde(default)]
+    pub verified: Option<dci_proto::VerifiedCapacity>,
 }
 
 impl ContainerRecord {
@@ -125,6 +129,7 @@ impl Container {
             last_heartbeat_ago_ms: self.last_heartbeat.map(|t| now.since(t).as_millis() as u64),
             transitions: self.record.transitions.clone(),
             verdicts: self.record.verdicts.clone(),
+            verified: self.record.verified.clone(),
             payout: r.payout.clone(),
         }
     }

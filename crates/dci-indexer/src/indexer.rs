@@ -742,6 +742,7 @@ impl Indexer {
                     reputation: REPUTATION_START,
                     transitions: Vec::new(),
                     verdicts: Vec::new(),
+                    verified: None,
                 };
                 let mut c = Container::from_record(record, now);
                 let t = transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now);
@@ -755,6 +756,10 @@ impl Indexer {
                 let spec_changed = c.record.registration.spec != reg.spec;
                 let changed = c.record.registration != reg;
                 c.record.registration = reg;
+                if spec_changed {
+                    // What was proven was the old spec.
+                    c.record.verified = None;
+                }
                 let (t, why) = match c.record.state {
                     State::Configuring => (
                         transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now),
@@ -864,8 +869,16 @@ impl Indexer {
         let (to, default_reason) = match (v.passed, v.kind) {
             (true, _) => (State::Ready, "inspection passed"),
             (false, InspectionKind::InService) => (State::QualityControl, "in-service evaluation failed"),
+            // Failing again: it cannot back its claim.
+            (false, _) if rec.state == State::ReinspectionRequired => {
+                (State::QualityControl, "inspection failed again")
+            }
             (false, _) => (State::ReinspectionRequired, "inspection failed"),
         };
+        if v.passed && v.kind != InspectionKind::InService {
+            // Its reward weight is what this proof verified, and nothing else.
+            rec.verified = v.capacity.clone();
+        }
         rec.reputation = if v.passed {
             (rec.reputation + REPUTATION_PASS).min(REPUTATION_MAX)
         } else {
@@ -879,6 +892,7 @@ impl Indexer {
             passed: v.passed,
             reason: reason.clone(),
             compute_ms: v.compute_ms,
+            capacity: v.capacity.clone(),
         });
         // The table decides: e.g. a passed standby inspection of a Healthy
         // container changes only its reputation.
@@ -1086,7 +1100,7 @@ impl Indexer {
 
 /// States in which a container waits for a checker.
 fn needs_inspection(state: State) -> bool {
-    matches!(state, State::AwaitingInspection | State::ReinspectionRequired)
+    matches!(state, State::AwaitingInspection | State::ReinspectionRequired | State::QualityControl)
 }
 
 /// Moves `record` to `to` if the lifecycle table allows it; the only place

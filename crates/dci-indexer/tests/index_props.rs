@@ -153,6 +153,7 @@ fn load(seeds: &[Seed], now: u64) -> Indexer {
             reputation: s.reputation,
             transitions: Vec::new(),
             verdicts: Vec::new(),
+            verified: None,
         };
         ix.restore(vec![record], Timestamp(now - s.age_ms));
     }

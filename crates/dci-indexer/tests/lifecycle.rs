@@ -175,11 +175,12 @@ fn spec_changes_and_failed_verdicts() {
                 Some(ReinspectionRequired),
             ),
             step(8, register(c, cheaper.clone()), &["persist", "send:inspection_request"], Some(ReinspectionRequired)),
-            // Failing again changes reputation, not the state.
-            step(9, verdict(CHECKER, c, false), &["persist"], Some(ReinspectionRequired)),
+            // Failing again: it cannot back its claim (quality control).
+            step(9, verdict(CHECKER, c, false), &["persist", "send:state_changed"], Some(QualityControl)),
             // Nothing in flight: a verdict now is refused.
-            step(10, verdict(CHECKER, c, true), &["rejected"], Some(ReinspectionRequired)),
-            step(11, register(c, cheaper.clone()), &["send:inspection_request"], Some(ReinspectionRequired)),
+            step(10, verdict(CHECKER, c, true), &["rejected"], Some(QualityControl)),
+            // Registering again gets it a fresh inspection, which clears it.
+            step(11, register(c, cheaper.clone()), &["send:inspection_request"], Some(QualityControl)),
             step(12, verdict(CHECKER, c, true), &["persist", "send:state_changed"], Some(Ready)),
         ],
     );

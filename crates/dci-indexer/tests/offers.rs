@@ -31,6 +31,7 @@ fn fleet() -> Indexer {
             reputation,
             transitions: Vec::new(),
             verdicts: Vec::new(),
+            verified: None,
         };
         ix.restore(vec![record], Timestamp(NOW));
     }

@@ -443,9 +443,14 @@ impl EmbeddedLedger {
             }
         }
         match meta("genesis")? {
-            Some(stored) => {
-                let stored: Genesis = from_json("a genesis record", &stored)?;
-                if &stored != genesis {
+            Some(stored_json) => {
+                let stored: Genesis = from_json("a genesis record", &stored_json)?;
+                // A record written before networks had a kind: the kind is
+                // the one given now (the allocations must still agree).
+                let kindless = !stored_json.contains("\"network\"");
+                if kindless && stored.clone().with_network(genesis.network()) == *genesis {
+                    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'genesis'", [json(genesis)?]).st()?;
+                } else if &stored != genesis {
                     return Err(LedgerError::GenesisMismatch {
                         stored: stored.to_string(),
                         given: genesis.to_string(),

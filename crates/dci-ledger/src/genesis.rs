@@ -157,24 +157,41 @@ pub struct Allocation {
 #[serde(try_from = "GenesisFile", into = "GenesisFile")]
 pub struct Genesis {
     allocations: Vec<Allocation>,
+    network: NetworkKind,
+}
+
+/// What kind of network a genesis starts: a production network, or a dev
+/// network (`dci devnet`), where hosts with simulated GPU profiles may earn
+/// (weighted by what their CPU proved). The network declares it once, at
+/// genesis, for every node; no host can claim it for itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkKind {
+    /// Simulated GPUs earn nothing.
+    #[default]
+    Production,
+    /// A development network.
+    Dev,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GenesisFile {
     allocations: Vec<Allocation>,
+    #[serde(default)]
+    network: NetworkKind,
 }
 
 impl TryFrom<GenesisFile> for Genesis {
     type Error = LedgerError;
     fn try_from(f: GenesisFile) -> Result<Self, Self::Error> {
-        Genesis::new(f.allocations)
+        Ok(Genesis::new(f.allocations)?.with_network(f.network))
     }
 }
 
 impl From<Genesis> for GenesisFile {
     fn from(g: Genesis) -> Self {
-        GenesisFile { allocations: g.allocations }
+        GenesisFile { allocations: g.allocations, network: g.network }
     }
 }
 
@@ -207,7 +224,23 @@ impl Genesis {
                 percent_text(sum)
             )));
         }
-        Ok(Genesis { allocations })
+        Ok(Genesis { allocations, network: NetworkKind::Production })
+    }
+
+    /// The same allocations for a network of `kind`.
+    pub fn with_network(mut self, kind: NetworkKind) -> Genesis {
+        self.network = kind;
+        self
+    }
+
+    /// The default allocation, for a dev network (what `dci devnet` starts).
+    pub fn devnet() -> Genesis {
+        Genesis::default().with_network(NetworkKind::Dev)
+    }
+
+    /// The kind of network it starts.
+    pub fn network(&self) -> NetworkKind {
+        self.network
     }
 
     /// Parses and validates a genesis from TOML text.
@@ -270,6 +303,7 @@ impl Default for Genesis {
                 a(accounts::DAO_FOUNDATION, 16),
                 a(accounts::LIQUIDITY, 4),
             ],
+            network: NetworkKind::Production,
         }
     }
 }
@@ -282,6 +316,9 @@ impl fmt::Display for Genesis {
             }
             write!(f, "{} {}", a.account, a.share)?;
         }
+        if self.network == NetworkKind::Dev {
+            f.write_str(" (a dev network)")?;
+        }
         Ok(())
     }
 }
@@ -289,6 +326,19 @@ impl fmt::Display for Genesis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_genesis_declares_its_network_kind() {
+        let text = Genesis::default().to_toml().unwrap();
+        assert_eq!(Genesis::from_toml(&text).unwrap().network(), NetworkKind::Production);
+        let dev = Genesis::devnet();
+        assert_eq!(Genesis::from_toml(&dev.to_toml().unwrap()).unwrap(), dev);
+        assert!(dev.to_string().ends_with("(a dev network)"), "{dev}");
+        assert!(text.contains("network = \"production\""), "{text}");
+        let bad = text.replace("network = \"production\"", "network = \"testnet\"");
+        let e = Genesis::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("production") && e.contains("dev"), "{e}");
+    }
 
     #[test]
     fn shares_parse_exactly() {

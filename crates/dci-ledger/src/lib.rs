@@ -48,7 +48,7 @@ pub use embedded::EmbeddedLedger;
 pub use emission::{EmissionSchedule, EpochEmission};
 pub use error::LedgerError;
 pub use fees::FeeSplit;
-pub use genesis::{Allocation, Genesis, Share};
+pub use genesis::{Allocation, Genesis, NetworkKind, Share};
 pub use ops::{LedgerOp, OpOutcome, UndeliveredRefund};
 pub use params::{Params, ParamsChange, RewardShares, SlashFractions};
 pub use rewards::{

@@ -112,6 +112,8 @@ pub const TABLE: &[(State, State, &[Actor])] = &[
     (Healthy, ReinspectionRequired, &[Checker, Container, Operator, Timer]),
     (Healthy, QualityControl, &[Checker]),
     (ReinspectionRequired, Ready, &[Checker]),
+    // A host that fails its inspection again cannot back its claim.
+    (ReinspectionRequired, QualityControl, &[Checker]),
     (ReinspectionRequired, Configuring, &[Container, Operator]),
     (QualityControl, Ready, &[Checker]),
     (QualityControl, ReinspectionRequired, &[Checker, Timer]),

@@ -141,7 +141,7 @@ fn start_chain(
     let (ledger, fresh) = match existing {
         Some(l) => (l, false),
         None => {
-            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::default(), &Params::default())
+            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::devnet(), &Params::default())
                 .with_context(|| format!("deploying the dci contracts to {}", evm.rpc_url))?;
             evm.deployment = Some(dep.clone());
             (connect(dep, &evm)?, true)
@@ -251,7 +251,8 @@ impl Devnet {
         if let Some(b) = config.settlement {
             settings.backend = b;
         }
-        let books = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default())
+        let genesis = Genesis::devnet();
+        let books = EmbeddedLedger::open(dir.join("ledger.db"), &genesis)
             .with_context(|| format!("opening the ledger in {}", dir.display()))?;
         let client_path = dir.join(CLIENT_FILE);
         let new_client = !client_path.exists();
@@ -336,6 +337,7 @@ impl Devnet {
             dci_gateway_core::Config::new(dci_gateway_core::Peer { id: indexer_node, addr: indexer_addr.clone() });
         gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
         gateway_cfg.epoch = Some(config.epoch);
+        gateway_cfg.dev_network = genesis.network() == dci_ledger::NetworkKind::Dev;
         gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
             network: "devnet".into(),
             size: config.committee_size.max(1),

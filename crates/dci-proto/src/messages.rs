@@ -479,6 +479,26 @@ pub struct Verdict {
     pub reason: String,
     /// Time from challenge to commitment, ms.
     pub compute_ms: u64,
+    /// For a passed proof of capacity: what it verified (the container's
+    /// reward weight comes from this, never from its claim).
+    pub capacity: Option<VerifiedCapacity>,
+}
+
+/// What a passed proof of capacity verified, as the checker vouches for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedCapacity {
+    /// The timing class proven (`dci_capacity::TimingClass::name`: `cpu`,
+    /// `h100`, …): the product met that class's deadline.
+    pub class: String,
+    /// Devices proven (one challenge each, concurrently).
+    pub devices: u32,
+    /// The challenge's dimension.
+    pub n: u32,
+    /// Capacity units vouched for (`dci_capacity::verified_units`).
+    pub units: u64,
+    /// The host's GPU profile is simulated: it was proven as a CPU, and
+    /// earns only on a network whose genesis declares it a dev network.
+    pub simulated: bool,
 }
 
 /// A reserved slot on a container.
@@ -529,6 +549,10 @@ pub struct ContainerView {
     /// Most recent checker verdicts, newest last.
     #[serde(default)]
     pub verdicts: Vec<VerdictRecord>,
+    /// What its latest passed proof of capacity verified (its reward
+    /// weight); `None` until one passed, and again after a spec change.
+    #[serde(default)]
+    pub verified: Option<VerifiedCapacity>,
     /// Account that receives its earnings.
     pub payout: AccountId,
 }
@@ -548,6 +572,9 @@ pub struct VerdictRecord {
     pub reason: String,
     /// Time from challenge to commitment, ms.
     pub compute_ms: u64,
+    /// What a passed proof of capacity verified.
+    #[serde(default)]
+    pub capacity: Option<VerifiedCapacity>,
 }
 
 /// One offer: a container that passes a filter, as a consumer sees it.

@@ -943,7 +943,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("{}: backend evm but no deployment yet", SettlementConfig::path(&dir).display())
                 }
                 (Backend::Embedded, _) => {
-                    dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::default())?.check_invariant()?
+                    dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::devnet())?.check_invariant()?
                 }
             };
             if json {

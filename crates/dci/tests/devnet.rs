@@ -17,7 +17,7 @@ mod common;
 use common::{DCI, Devnet, cli, cli_json, free_port};
 
 fn ledger(dir: &Path) -> EmbeddedLedger {
-    EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::default()).unwrap()
+    EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::devnet()).unwrap()
 }
 
 #[test]

@@ -230,8 +230,60 @@ fn operator_control_and_failover_after_sigkill() {
 
     // The ledger: the host's account holds its share of both of its placements.
     drop(net);
-    let ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::default()).unwrap();
+    let ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
     let host_account = AccountId::for_node(&host.id.parse::<NodeId>().unwrap());
     assert!(ledger.balance(&host_account).unwrap().0 > 0, "the dead host was paid for what it delivered");
     ledger.check_invariant().expect("supply conserved");
+}
+
+/// Issue 14: a host claiming 64 × 1024 GiB of simulated H100 on this CPU
+/// machine joins a devnet as its own process. Its weight is what its proof
+/// verified (the CPU's), so in none of its first three epochs does it earn
+/// more than the best honest devnet container.
+#[test]
+fn a_host_lying_about_its_gpus_earns_no_more_than_an_honest_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (net_dir, host_dir) = (tmp.path().join("devnet"), tmp.path().join("host"));
+    let net = Devnet::start_expecting(&net_dir, free_port(), 2, &["--epoch-secs", "8"], "2/2");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let config = format!(
+        "network = {:?}\nservices = [\"render\"]\nprice = \"0.5\"\nslots = 1\nlocation = {{ lat = 38.7, lon = -9.1 }}\nsimulated_gpu = {{ model = \"H100\", count = 64, vram_gib = 1024 }}\n",
+        net_dir.join("network.toml")
+    );
+    std::fs::write(host_dir.join("container.toml"), config).unwrap();
+    let liar = Host::start(&host_dir);
+    let honest: Vec<String> = {
+        let list: Vec<ContainerInfo> = cli_json(&net_dir, &["containers"]);
+        list.iter().filter(|c| c.id != liar.id).map(|c| c.id.clone()).collect()
+    };
+    let proven = wait_for(Duration::from_secs(60), "the liar to pass its inspection", || {
+        let list: Vec<ContainerInfo> = cli_json(&net_dir, &["containers"]);
+        container(&list, &liar.id).filter(|c| c.verified_units.is_some()).cloned()
+    });
+    assert_eq!((proven.gpu_count, proven.vram_gib, proven.gpu_simulated), (64, 1024, true), "{proven:?}");
+    assert_eq!(proven.verified_class.as_deref(), Some("cpu"), "a simulated GPU is proven as the CPU it is");
+    let latest = || -> Option<u64> {
+        let (ok, out, _) = common::cli(&net_dir, &["rewards", "--json"]);
+        ok.then(|| serde_json::from_str::<serde_json::Value>(&out).ok()?["epoch"].as_u64()).flatten()
+    };
+    let first = latest().map_or(0, |e| e + 1);
+    wait_for(Duration::from_secs(90), "three epochs with the liar", || (latest()? >= first + 2).then_some(()));
+    let earned = |epoch: u64, id: &str| -> u128 {
+        let account = AccountId::for_node(&id.parse::<NodeId>().unwrap());
+        let e = epoch.to_string();
+        let info: serde_json::Value = cli_json(&net_dir, &["rewards", "--epoch", &e, "--account", account.as_str()]);
+        info["details"]["total"].as_str().unwrap().parse().unwrap()
+    };
+    for epoch in first..=first + 2 {
+        let lie = earned(epoch, &liar.id);
+        let best = honest.iter().map(|id| earned(epoch, id)).max().unwrap();
+        println!(
+            "epoch {epoch}: the liar (64 x 1024 GiB simulated H100) earned {} ATH, the best honest container {} ATH",
+            Amount(lie),
+            Amount(best)
+        );
+        assert!(best > 0, "epoch {epoch}: the honest containers earned nothing");
+        assert!(lie <= best, "epoch {epoch}: the liar earned {lie} > {best}");
+    }
+    net.signal("-TERM");
 }

@@ -74,3 +74,92 @@ fn epochs_follow_each_other() {
         .collect();
     assert_eq!(epochs, vec![0, 1]);
 }
+
+/// A container as the indexer shows it: Healthy, fresh, claiming `gpu`,
+/// with what its latest proof verified.
+fn view(
+    n: u8,
+    gpu: Option<(u32, u32, bool)>,
+    verified: Option<dci_proto::VerifiedCapacity>,
+) -> dci_proto::ContainerView {
+    let host = Host::new(n, "1");
+    let offer = host.offer();
+    let mut spec = offer.spec;
+    spec.gpu =
+        gpu.map(|(count, vram_gib, simulated)| dci_model::GpuSpec { model: "H100".into(), count, vram_gib, simulated });
+    dci_proto::ContainerView {
+        id: host.id(),
+        addr: host.addr.clone(),
+        state: dci_model::State::Healthy,
+        spec,
+        services: vec![],
+        warm: vec![],
+        price: host.price,
+        slots: 1,
+        reserved: 0,
+        reputation: 500,
+        last_heartbeat_ago_ms: Some(100),
+        transitions: vec![],
+        verdicts: vec![],
+        verified,
+        payout: host.payout(),
+    }
+}
+
+fn cpu_proof(simulated: bool) -> Option<dci_proto::VerifiedCapacity> {
+    Some(dci_proto::VerifiedCapacity { class: "cpu".into(), devices: 1, n: 256, units: 1, simulated })
+}
+
+/// Answers every sample of the network with `views` for one epoch; the
+/// containers' reward lines.
+fn container_work(dev: bool, views: Vec<dci_proto::ContainerView>) -> Vec<dci_ledger::ContainerWork> {
+    let mut c = config();
+    c.epoch = Some(Duration::from_secs(10));
+    c.dev_network = dev;
+    let mut w = World::with_config(c);
+    let indexer = w.indexer.clone();
+    let mut answered = 0;
+    while last_distribution(&w).is_none() {
+        w.advance(Duration::from_millis(250));
+        let asked: Vec<u64> = w
+            .sent_of("list_containers")
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::ListContainers { request_id } => Some(*request_id),
+                _ => None,
+            })
+            .collect();
+        for request_id in asked.into_iter().skip(answered) {
+            w.from(&indexer, Message::Containers { request_id, containers: views.clone() });
+            answered += 1;
+        }
+    }
+    last_distribution(&w).unwrap().1.containers
+}
+
+#[test]
+fn containers_earn_by_what_their_proofs_verified_never_their_claim() {
+    let liar = view(20, Some((64, 1024, true)), cpu_proof(true));
+    let honest = view(21, Some((8, 80, true)), cpu_proof(true));
+    let unproven = view(22, Some((8, 80, false)), None);
+    let h100 = view(
+        23,
+        Some((1, 80, false)),
+        Some(dci_proto::VerifiedCapacity { class: "h100".into(), devices: 1, n: 16384, units: 80, simulated: false }),
+    );
+    let all = vec![liar.clone(), honest.clone(), unproven, h100.clone()];
+    let units = |work: &[dci_ledger::ContainerWork], v: &dci_proto::ContainerView| {
+        work.iter().find(|c| c.account == v.payout).map(|c| c.capacity_units)
+    };
+    // On a dev network simulated profiles earn what their CPU proved: the
+    // liar's 64 × 1024 GiB claim weighs what the honest devnet host's does.
+    let work = container_work(true, all.clone());
+    assert_eq!(units(&work, &liar), Some(1));
+    assert_eq!(units(&work, &honest), Some(1));
+    assert_eq!(units(&work, &h100), Some(80));
+    assert_eq!(work.len(), 3, "a container with no passed proof earns nothing: {work:?}");
+    // Elsewhere a simulated profile earns nothing.
+    let work = container_work(false, all);
+    assert_eq!(units(&work, &liar), None);
+    assert_eq!(units(&work, &h100), Some(80));
+}

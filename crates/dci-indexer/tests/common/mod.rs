@@ -96,7 +96,14 @@ pub fn verdict(from: NodeId, container: NodeId, passed: bool) -> Input {
 /// A verdict for inspection `request`.
 pub fn verdict_for(from: NodeId, container: NodeId, request: u64, kind: InspectionKind, passed: bool) -> Input {
     let reason = if passed { "capacity proof ok" } else { "capacity proof wrong" };
-    let v = Verdict { request, kind, container, challenge: 1, passed, reason: reason.into(), compute_ms: 10 };
+    let capacity = passed.then(|| dci_proto::VerifiedCapacity {
+        class: "cpu".into(),
+        devices: 1,
+        n: 64,
+        units: 1,
+        simulated: false,
+    });
+    let v = Verdict { request, kind, container, challenge: 1, passed, reason: reason.into(), compute_ms: 10, capacity };
     net(from, Message::Verdict(v))
 }
 
@@ -151,6 +158,7 @@ pub fn container(id: u8, spec: ContainerSpec, services: &[&str], price: PricePer
             reputation: REPUTATION_START,
             transitions: Vec::new(),
             verdicts: Vec::new(),
+            verified: None,
         },
         last_seen: now,
         last_heartbeat: Some(now),
