@@ -118,7 +118,42 @@ pub struct CapacityBench {
     pub rates: Rates,
     /// Per size.
     pub sizes: Vec<SizeBench>,
+    /// Per class of host, at the challenge size it is given.
+    pub classes: Vec<ClassBench>,
 }
+
+/// One class of host at its real challenge size: what the challenge costs
+/// the host (modelled from the class table: the time an honest member takes
+/// and its deadline) and the checker (measured here), and the ratio of
+/// their work on the same hardware (R-PF3's measure: the checker's
+/// verification against the host's product, both single-threaded on this
+/// machine).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassBench {
+    /// The class (`TimingClass::name`).
+    pub class: &'static str,
+    /// The memory of the host this row assumes, GiB (a typical member).
+    pub memory_gib: u32,
+    /// The challenge's dimension ([`size_for`]).
+    pub n: u32,
+    /// The product's work, GFLOP (`2n³`).
+    pub host_gflop: f64,
+    /// An honest member's time to its commitment, ms (the class table).
+    pub host_expected_ms: u64,
+    /// The commitment deadline, ms.
+    pub deadline_ms: u64,
+    /// The checker's verification, measured, ms.
+    pub checker_ms: f64,
+    /// Checker time / host time on the same hardware (target <= 0.01).
+    pub verify_cost_ratio: f64,
+    /// Checker flops / host flops.
+    pub flop_fraction: f64,
+}
+
+/// The classes reported, with a typical member's memory (GiB): an H100 and
+/// an A100 with 80 GB, an RTX 4090 with 24 GB, a CPU host with 64 GB of RAM.
+pub const CLASS_ROWS: [(TimingClass, u32); 4] =
+    [(TimingClass::H100, 80), (TimingClass::A100, 80), (TimingClass::ConsumerAda, 24), (TimingClass::Cpu, 64)];
 
 /// Runs the bench. Sizes outside `1..=MAX_N` are an error, not a panic.
 pub fn run(config: &BenchConfig) -> Result<CapacityBench, CapacityError> {
@@ -167,6 +202,24 @@ pub fn run(config: &BenchConfig) -> Result<CapacityBench, CapacityError> {
             soundness_bits: soundness(n, p.rounds, p.rows, MODEL_SKIPPED_FRACTION).sampling_bits,
         });
     }
+    let classes = CLASS_ROWS
+        .iter()
+        .filter_map(|&(class, memory_gib)| {
+            let n = size_for(u64::from(memory_gib) << 30, class);
+            let s = sizes.iter().find(|s| s.n == n)?;
+            Some(ClassBench {
+                class: class.name(),
+                memory_gib,
+                n,
+                host_gflop: 2.0 * f64::from(n).powi(3) / 1e9,
+                host_expected_ms: crate::timing::expected_ms(class, n),
+                deadline_ms: crate::timing::deadline_ms(class, n),
+                checker_ms: s.checker_ms,
+                verify_cost_ratio: s.verify_cost_ratio,
+                flop_fraction: s.flop_fraction,
+            })
+        })
+        .collect();
     Ok(CapacityBench {
         workload: "one proof-of-capacity inspection per size: container derives, multiplies and commits; checker verifies k Freivalds rounds and s opened rows; single-threaded",
         rounds: config.params.rounds,
@@ -177,6 +230,7 @@ pub fn run(config: &BenchConfig) -> Result<CapacityBench, CapacityError> {
         verify_cost_ratio: sizes.iter().map(|s| s.verify_cost_ratio).fold(0.0, f64::max),
         rates,
         sizes,
+        classes,
     })
 }
 

@@ -815,6 +815,9 @@ impl EvmLedger {
                 indexers_bps: p.rewardIndexersBps,
             },
             slash: SlashFractions { container_bps: p.containerSlashBps, checker_bps: p.checkerSlashBps },
+            // Not on chain yet (the indexers enforce it, reading it from the
+            // gateway): the default.
+            min_container_stake: dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE,
         };
         let mining_genesis = u256_amount(mining)?;
         // Sessions: every lock is an event; closed/refunded are bitmaps.

@@ -115,6 +115,9 @@ pub struct Config {
     /// simulated GPUs earn (weighted by what their CPU proved). Elsewhere a
     /// simulated profile earns nothing.
     pub dev_network: bool,
+    /// The container stake a host must have bonded to be inspected and to
+    /// earn (the ledger's governance parameter `min_container_stake`).
+    pub min_container_stake: Amount,
 }
 
 impl Config {
@@ -129,6 +132,7 @@ impl Config {
             samples_per_epoch: 20,
             committee: None,
             dev_network: false,
+            min_container_stake: dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE,
         }
     }
 }

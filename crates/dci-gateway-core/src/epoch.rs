@@ -13,8 +13,10 @@
 //!   container's latest passed proof verified (`ContainerView::verified`,
 //!   vouched for by the checker: `dci_capacity::verified_units`), never
 //!   what it claims; a container with none earns nothing, and a simulated
-//!   GPU earns only on a dev network (`Config::dev_network`). Uptime is the
-//!   share of samples in which it was schedulable with a fresh heartbeat;
+//!   GPU earns only on a dev network (`Config::dev_network`), and only
+//!   while its account has the minimum container stake bonded (read at the
+//!   epoch's end). Uptime is the share of samples in which it was
+//!   schedulable with a fresh heartbeat;
 //! - checkers: the inspections whose verdicts the indexer accepted in the epoch;
 //! - indexers: the matches they served, counted only for requests this
 //!   gateway sent to them and that they answered.
@@ -173,10 +175,12 @@ impl Gateway {
         let end = clock.started.plus(clock.period);
         let all_in = clock.answered >= clock.samples || now >= end.plus(timeout);
         if clock.asked >= clock.samples && now >= end && all_in {
-            let input = clock.input();
+            // Only containers with their bond in place earn: read the bonds first.
+            let finished = Box::new(clock.clone());
+            let nodes: Vec<NodeId> = finished.tally.keys().copied().collect();
             self.call_ledger(LedgerCall::Flush, Waiting::Flush, out);
-            let op = LedgerOp::DistributeEpoch { epoch, input };
-            self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Distribute { epoch }, out);
+            let call = LedgerCall::Stakes { role: StakeRole::Container, nodes: nodes.clone() };
+            self.call_ledger(call, Waiting::EpochBonds { epoch, finished, nodes }, out);
             self.begin_epoch(now, epoch + 1, out);
         }
     }
@@ -203,6 +207,26 @@ impl Gateway {
                 t.up += 1;
             }
         }
+    }
+
+    /// The containers' bonds at an epoch's end: those below the minimum
+    /// stake earn nothing; then the epoch's rewards are asked for.
+    pub(crate) fn bonds_read(
+        &mut self,
+        epoch: u64,
+        mut finished: Box<EpochClock>,
+        nodes: &[NodeId],
+        bonds: &[Amount],
+        out: &mut Vec<Output>,
+    ) {
+        let minimum = self.config.min_container_stake;
+        for (node, bond) in nodes.iter().zip(bonds) {
+            if *bond < minimum {
+                finished.tally.remove(node);
+            }
+        }
+        let op = LedgerOp::DistributeEpoch { epoch, input: finished.input() };
+        self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Distribute { epoch }, out);
     }
 
     /// The ledger's answer to an epoch's distribution.

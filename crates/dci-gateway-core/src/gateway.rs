@@ -50,6 +50,8 @@ pub(crate) enum Waiting {
     EvidenceStake { reporter: NodeId, evidence: Box<Evidence> },
     /// A slash that reached its quorum.
     Slash { evidence_hash: [u8; 32] },
+    /// The containers' bonds at the end of `epoch`, before its rewards.
+    EpochBonds { epoch: u64, finished: Box<EpochClock>, nodes: Vec<NodeId> },
     /// The epoch's queued settlement going on chain.
     Flush,
     /// An epoch's rewards.
@@ -345,6 +347,9 @@ impl Gateway {
                 }
             }
             (Waiting::Distribute { epoch }, LedgerReply::Applied(result)) => self.distributed(epoch, result, out),
+            (Waiting::EpochBonds { epoch, finished, nodes }, LedgerReply::Stakes(bonds)) => {
+                self.bonds_read(epoch, finished, &nodes, &bonds, out)
+            }
             (why, reply) => out.push(Output::Event(Event::LedgerFailed {
                 what: format!("{why:?}"),
                 error: format!("an answer of the wrong kind: {reply:?}"),

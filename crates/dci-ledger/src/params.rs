@@ -12,7 +12,8 @@
 //! emission over 10 years decaying 20% a year ([`crate::emission`]); epoch
 //! rewards 70% to containers, 20% to checkers, 10% to indexers; one slash
 //! report may take at most 10% of the offender's bonded stake in the role
-//! (after all of its pending rewards).
+//! (after all of its pending rewards); a container must bond at least
+//! 100 ATH before it is inspected (the Sybil cost of a registration).
 
 use dci_model::{Amount, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,11 @@ pub struct Params {
     pub rewards: RewardShares,
     /// The largest part of bonded stake one slash report may take.
     pub slash: SlashFractions,
+    /// The container stake a host must have bonded before it is inspected
+    /// and scheduled (at most 1,000,000 ATH). Absent in parameters recorded
+    /// before it existed: the default.
+    #[serde(default = "default_min_container_stake")]
+    pub min_container_stake: Amount,
 }
 
 /// Shares of an epoch's emission, in basis points summing to 10,000.
@@ -87,6 +93,13 @@ impl Default for SlashFractions {
     }
 }
 
+/// The default [`Params::min_container_stake`]: 100 ATH.
+pub const DEFAULT_MIN_CONTAINER_STAKE: Amount = Amount::ath(100);
+
+fn default_min_container_stake() -> Amount {
+    DEFAULT_MIN_CONTAINER_STAKE
+}
+
 impl Default for Params {
     fn default() -> Self {
         Params {
@@ -96,6 +109,7 @@ impl Default for Params {
             emission: EmissionSchedule::default(),
             rewards: RewardShares::default(),
             slash: SlashFractions::default(),
+            min_container_stake: DEFAULT_MIN_CONTAINER_STAKE,
         }
     }
 }
@@ -130,6 +144,12 @@ impl Params {
         if sum != u64::from(BPS) {
             return bad(format!(
                 "expected reward shares containers + checkers + indexers = {BPS} basis points, found {sum}"
+            ));
+        }
+        if self.min_container_stake > Amount::ath(1_000_000) {
+            return bad(format!(
+                "expected a minimum container stake of at most 1000000 ATH, found {}",
+                self.min_container_stake
             ));
         }
         for (name, bps) in [("container", self.slash.container_bps), ("checker", self.slash.checker_bps)] {

@@ -251,7 +251,22 @@ fn a_host_lying_about_its_gpus_earns_no_more_than_an_honest_one() {
         net_dir.join("network.toml")
     );
     std::fs::write(host_dir.join("container.toml"), config).unwrap();
+    // The liar bonds the minimum stake, as any host must before it is
+    // inspected (its operator funds its node account; here straight in the
+    // devnet's ledger, from the liquidity pool).
+    let key = dci_node::keys::load_or_create(&host_dir.join("container.key")).unwrap();
+    {
+        use dci_ledger::{LedgerOp, Settlement, StakeRole, Transfer};
+        let mut ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
+        let account = AccountId::for_node(&key.id());
+        let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
+        let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
+        ledger
+            .apply(&[LedgerOp::Transfer(fund), LedgerOp::Stake { account, role: StakeRole::Container, amount: stake }])
+            .unwrap();
+    }
     let liar = Host::start(&host_dir);
+    assert_eq!(liar.id, key.id().to_string());
     let honest: Vec<String> = {
         let list: Vec<ContainerInfo> = cli_json(&net_dir, &["containers"]);
         list.iter().filter(|c| c.id != liar.id).map(|c| c.id.clone()).collect()

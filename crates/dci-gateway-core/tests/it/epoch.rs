@@ -112,11 +112,26 @@ fn cpu_proof(simulated: bool) -> Option<dci_proto::VerifiedCapacity> {
 
 /// Answers every sample of the network with `views` for one epoch; the
 /// containers' reward lines.
-fn container_work(dev: bool, views: Vec<dci_proto::ContainerView>) -> Vec<dci_ledger::ContainerWork> {
+fn container_work(
+    dev: bool,
+    views: Vec<dci_proto::ContainerView>,
+    bonded: &[&dci_proto::ContainerView],
+) -> Vec<dci_ledger::ContainerWork> {
     let mut c = config();
     c.epoch = Some(Duration::from_secs(10));
     c.dev_network = dev;
     let mut w = World::with_config(c);
+    for v in bonded {
+        let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
+        let fund =
+            dci_ledger::Transfer { from: dci_ledger::accounts::liquidity(), to: v.payout.clone(), amount: stake };
+        let bond = dci_ledger::LedgerOp::Stake {
+            account: v.payout.clone(),
+            role: dci_ledger::StakeRole::Container,
+            amount: stake,
+        };
+        w.ledger.apply(&[dci_ledger::LedgerOp::Transfer(fund), bond]).unwrap();
+    }
     let indexer = w.indexer.clone();
     let mut answered = 0;
     while last_distribution(&w).is_none() {
@@ -147,19 +162,26 @@ fn containers_earn_by_what_their_proofs_verified_never_their_claim() {
         Some((1, 80, false)),
         Some(dci_proto::VerifiedCapacity { class: "h100".into(), devices: 1, n: 16384, units: 80, simulated: false }),
     );
-    let all = vec![liar.clone(), honest.clone(), unproven, h100.clone()];
+    let unbonded = view(
+        24,
+        Some((1, 80, false)),
+        Some(dci_proto::VerifiedCapacity { class: "h100".into(), devices: 1, n: 16384, units: 80, simulated: false }),
+    );
+    let all = vec![liar.clone(), honest.clone(), unproven.clone(), h100.clone(), unbonded.clone()];
+    let bonded = [&liar, &honest, &unproven, &h100];
     let units = |work: &[dci_ledger::ContainerWork], v: &dci_proto::ContainerView| {
         work.iter().find(|c| c.account == v.payout).map(|c| c.capacity_units)
     };
     // On a dev network simulated profiles earn what their CPU proved: the
     // liar's 64 × 1024 GiB claim weighs what the honest devnet host's does.
-    let work = container_work(true, all.clone());
+    let work = container_work(true, all.clone(), &bonded);
     assert_eq!(units(&work, &liar), Some(1));
     assert_eq!(units(&work, &honest), Some(1));
     assert_eq!(units(&work, &h100), Some(80));
-    assert_eq!(work.len(), 3, "a container with no passed proof earns nothing: {work:?}");
+    assert_eq!(work.len(), 3, "no passed proof, or no bond: nothing earned: {work:?}");
+    assert_eq!(units(&work, &unbonded), None, "a container without its bond earns nothing");
     // Elsewhere a simulated profile earns nothing.
-    let work = container_work(false, all);
+    let work = container_work(false, all, &bonded);
     assert_eq!(units(&work, &liar), None);
     assert_eq!(units(&work, &h100), Some(80));
 }
