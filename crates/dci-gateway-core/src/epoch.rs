@@ -214,7 +214,7 @@ impl Gateway {
     pub(crate) fn bonds_read(
         &mut self,
         epoch: u64,
-        mut finished: Box<EpochClock>,
+        mut finished: EpochClock,
         nodes: &[NodeId],
         bonds: &[Amount],
         out: &mut Vec<Output>,

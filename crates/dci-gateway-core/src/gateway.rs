@@ -348,7 +348,7 @@ impl Gateway {
             }
             (Waiting::Distribute { epoch }, LedgerReply::Applied(result)) => self.distributed(epoch, result, out),
             (Waiting::EpochBonds { epoch, finished, nodes }, LedgerReply::Stakes(bonds)) => {
-                self.bonds_read(epoch, finished, &nodes, &bonds, out)
+                self.bonds_read(epoch, *finished, &nodes, &bonds, out)
             }
             (why, reply) => out.push(Output::Event(Event::LedgerFailed {
                 what: format!("{why:?}"),
