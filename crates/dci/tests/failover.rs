@@ -256,7 +256,7 @@ fn a_host_lying_about_its_gpus_earns_no_more_than_an_honest_one() {
     // devnet's ledger, from the liquidity pool).
     let key = dci_node::keys::load_or_create(&host_dir.join("container.key")).unwrap();
     {
-        use dci_ledger::{LedgerOp, Settlement, StakeRole, Transfer};
+        use dci_ledger::{LedgerOp, StakeRole, Transfer};
         let mut ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
         let account = AccountId::for_node(&key.id());
         let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
