@@ -53,6 +53,8 @@ pub enum Input {
     Net(Inbound),
     /// A challenge computation finished.
     Computed {
+        /// The checker that sent the challenge.
+        checker: NodeId,
         /// The challenge.
         params: ChallengeParams,
         /// What was committed to, and the data to answer from.
@@ -118,8 +120,11 @@ pub enum Output {
     /// Network traffic.
     Net(Net),
     /// Run a proof-of-capacity computation (off the core's thread):
-    /// `behaviour.commit(&params, earlier)`.
+    /// `behaviour.commit(&params, earlier)`, then answer with
+    /// [`Input::Computed`].
     Compute {
+        /// The checker that sent the challenge (echoed in `Computed`).
+        checker: NodeId,
         /// The challenge.
         params: ChallengeParams,
         /// How to play it.
@@ -179,18 +184,37 @@ pub struct SessionView {
 /// A challenge computed and committed to: what the answer to its reveal needs.
 type Computed = (ChallengeParams, Attempt);
 
-/// At most this many challenges are worked on at once; more are refused.
-const MAX_CHALLENGES: usize = 2;
-/// At most this many in-service evaluation sessions run at once.
-const MAX_EVALUATIONS: usize = 2;
+/// At most this many challenges of one checker are worked on at once; more
+/// are refused. Per checker, so that one checker's abandoned challenges
+/// never keep another's out.
+pub const MAX_CHALLENGES_PER_CHECKER: usize = 2;
+/// At most this many in-service evaluation sessions of one checker run at once.
+pub const MAX_EVALUATIONS_PER_CHECKER: usize = 2;
+/// How long after the checker's own deadline ([`ChallengeParams::deadline_ms`],
+/// `EvaluationRequest::deadline_ms`, counted from arrival here) a challenge
+/// without its reveal, or an evaluation without its `EvaluationDone`, is
+/// still held: room for the network. Then it is forgotten (an evaluation's
+/// session stopped): the checker gave up on it long before.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(5);
+
+/// A checker's challenge being worked on.
+struct Challenge {
+    /// Where the commitment goes.
+    conn: ConnId,
+    /// Past this without a reveal, the checker has given up: forget it.
+    expires: Timestamp,
+    /// The commitment's data, once computed.
+    computed: Option<Computed>,
+}
 
 /// A checker's evaluation session (R-CK3, R-CK4): unbilled, outside the slots.
 struct Evaluation {
+    checker: NodeId,
     conn: ConnId,
     id: u64,
     started: bool,
-    /// The checker is done with it (possibly before it started).
-    done: bool,
+    /// Past this without `EvaluationDone`, the checker has given up: stop it.
+    expires: Timestamp,
 }
 
 /// The session id of `checker`'s evaluation `id`: distinct from consumer
@@ -209,7 +233,8 @@ pub struct Agent {
     state: Option<State>,
     heartbeat_seq: u64,
     last_heartbeat: Option<Timestamp>,
-    challenges: HashMap<u64, (ConnId, NodeId, Option<Computed>)>,
+    /// Challenges worked on, by (checker, challenge id).
+    challenges: HashMap<(NodeId, u64), Challenge>,
     /// The last result computed (what a replaying container answers with).
     last_solution: Option<Solution>,
     sessions: HashMap<SessionId, Session>,
@@ -429,7 +454,8 @@ impl Agent {
             Input::Boot => vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)],
             Input::Tick => {
                 let due = self.last_heartbeat.is_none_or(|t| now.since(t) >= self.config.heartbeat_interval);
-                let mut out = self.meter(now);
+                let mut out = self.expire(now);
+                out.extend(self.meter(now));
                 if due {
                     out.push(self.heartbeat(now));
                 }
@@ -446,29 +472,29 @@ impl Agent {
                 vec![self.heartbeat(now)]
             }
             Input::Net(inbound) => self.on_message(now, inbound),
-            Input::Computed { params, attempt } => match self.challenges.get_mut(&params.id) {
-                Some((conn, _, slot)) => {
-                    let conn = *conn;
+            Input::Computed { checker, params, attempt } => match self.challenges.get_mut(&(checker, params.id)) {
+                // A challenge forgotten meanwhile (cancelled, expired) is not committed to.
+                Some(c) if c.computed.is_none() => {
+                    let conn = c.conn;
                     let root = attempt.root();
                     if self.config.behaviour == Behaviour::Replay {
                         self.last_solution = Some(attempt.solution().clone());
                     }
                     let challenge = params.id;
-                    *slot = Some((params, attempt));
+                    c.computed = Some((params, attempt));
                     vec![Output::Net(Net::Reply { conn, msg: Message::Commitment { challenge, root } })]
                 }
-                None => vec![],
+                _ => vec![],
             },
             Input::ServiceStarted { session, endpoint } => {
                 if let Some(e) = self.evaluations.get_mut(&session) {
                     e.started = true;
-                    if e.done {
-                        return vec![Output::StopService { session }];
-                    }
                     let msg = Message::EvaluationReady { id: e.id, endpoint };
                     return vec![Output::Net(Net::Reply { conn: e.conn, msg })];
                 }
-                let Some(s) = self.sessions.get_mut(&session) else { return vec![] };
+                // Nobody owns it any more (an evaluation ended or expired
+                // before its service started): stop it.
+                let Some(s) = self.sessions.get_mut(&session) else { return vec![Output::StopService { session }] };
                 s.started_at = Some(now);
                 s.endpoint = Some(endpoint.clone());
                 let conn = s.start_conn;
@@ -518,12 +544,40 @@ impl Agent {
         }
     }
 
+    /// Forgets an evaluation session and stops its service if it started
+    /// (one that starts later is stopped then: nobody owns it).
+    fn end_evaluation(&mut self, session: SessionId) -> Vec<Output> {
+        match self.evaluations.remove(&session) {
+            Some(e) if e.started => vec![Output::StopService { session }],
+            _ => vec![],
+        }
+    }
+
+    /// Forgets the challenges whose reveal, and the evaluations whose end,
+    /// did not come by their deadline and grace: the checker gave up on
+    /// them, so they must not keep its next ones out.
+    fn expire(&mut self, now: Timestamp) -> Vec<Output> {
+        self.challenges.retain(|_, c| now <= c.expires);
+        let mut due: Vec<SessionId> =
+            self.evaluations.iter().filter(|(_, e)| now > e.expires).map(|(session, _)| *session).collect();
+        due.sort();
+        due.into_iter().flat_map(|session| self.end_evaluation(session)).collect()
+    }
+
     fn on_message(&mut self, now: Timestamp, Inbound { conn, from, msg }: Inbound) -> Vec<Output> {
         let reject = |reason: String| vec![Output::Rejected { from, reason }];
         match msg {
-            Message::StateChanged { transition } => {
+            Message::StateChanged { container, transition } => {
                 if !self.config.indexers.contains(&from) {
                     return reject(format!("state report from {} which is not a trusted indexer", from.short()));
+                }
+                if container != self.identity.id() {
+                    // Another registration names this container's address.
+                    return reject(format!(
+                        "expected a state report about this container {}, found one about {}",
+                        self.identity.id().short(),
+                        container.short()
+                    ));
                 }
                 self.state = Some(transition.to);
                 self.transitions.push(transition.clone());
@@ -543,40 +597,70 @@ impl Agent {
                 out
             }
             Message::Challenge(params) => {
+                // An untrusted sender gets no answer and takes no place.
                 if !self.config.checkers.contains(&from) {
                     return reject(format!("challenge from {} which is not a trusted checker", from.short()));
                 }
-                if self.challenges.len() >= MAX_CHALLENGES {
-                    return reject(format!("already working on {MAX_CHALLENGES} challenges"));
+                let challenge = params.id;
+                if self.challenges.contains_key(&(from, challenge)) {
+                    return reject(format!("challenge {challenge} is already being worked on"));
                 }
-                if params.n == 0 || params.n > dci_capacity::MAX_N {
-                    return reject(format!("challenge size: expected 1..={}, found {}", dci_capacity::MAX_N, params.n));
+                let me = self.identity.id();
+                let refusal = if params.container != me {
+                    Some(format!(
+                        "wrong_node: this is container {me}, the challenge is for container {}",
+                        params.container
+                    ))
+                } else if params.n == 0 || params.n > dci_capacity::MAX_N {
+                    Some(format!("challenge size: expected 1..={}, found {}", dci_capacity::MAX_N, params.n))
+                } else if self.challenges.keys().filter(|(checker, _)| *checker == from).count()
+                    >= MAX_CHALLENGES_PER_CHECKER
+                {
+                    Some(format!("already working on {MAX_CHALLENGES_PER_CHECKER} challenges of this checker"))
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    return vec![
+                        Output::Net(Net::Reply {
+                            conn,
+                            msg: Message::ChallengeRefused { challenge, reason: reason.clone() },
+                        }),
+                        Output::Rejected { from, reason },
+                    ];
                 }
-                self.challenges.insert(params.id, (conn, from, None));
+                let expires = now.plus(Duration::from_millis(params.deadline_ms)).plus(DEADLINE_GRACE);
+                self.challenges.insert((from, challenge), Challenge { conn, expires, computed: None });
                 let behaviour = self.config.behaviour;
                 let earlier = if behaviour == Behaviour::Replay { self.last_solution.clone() } else { None };
-                vec![Output::Compute { params, behaviour, earlier }]
+                vec![Output::Compute { checker: from, params, behaviour, earlier }]
+            }
+            Message::ChallengeCancelled { challenge } => {
+                // Only the checker's own: the key is (sender, id). An
+                // unknown one (answered, expired) is nothing to forget.
+                if self.challenges.remove(&(from, challenge)).is_some() {
+                    return vec![];
+                }
+                self.end_evaluation(evaluation_session(&from, challenge))
             }
             Message::Reveal(reveal) => {
                 let challenge = reveal.challenge;
-                match self.challenges.get(&challenge) {
-                    Some((_, checker, Some(_))) if *checker == from => {
-                        let Some((_, _, Some((params, attempt)))) = self.challenges.remove(&challenge) else {
-                            return reject(format!("reveal for unknown or unfinished challenge {challenge}"));
-                        };
-                        match attempt.respond(&reveal) {
-                            Ok(Some(response)) => {
-                                // Signed whatever it says: an honest answer always
-                                // verifies, a cheat's becomes evidence against it.
-                                let signature =
-                                    sign_transcript(&self.identity, &params, &attempt.root(), &reveal, &response);
-                                vec![Output::Net(Net::Reply { conn, msg: Message::Answer { response, signature } })]
-                            }
-                            Ok(None) => vec![], // a container that went dark
-                            Err(e) => reject(format!("cannot answer the reveal: {e}")),
-                        }
+                let key = (from, challenge);
+                if self.challenges.get(&key).is_none_or(|c| c.computed.is_none()) {
+                    return reject(format!("reveal for unknown or unfinished challenge {challenge}"));
+                }
+                let Some(Challenge { computed: Some((params, attempt)), .. }) = self.challenges.remove(&key) else {
+                    return vec![];
+                };
+                match attempt.respond(&reveal) {
+                    Ok(Some(response)) => {
+                        // Signed whatever it says: an honest answer always
+                        // verifies, a cheat's becomes evidence against it.
+                        let signature = sign_transcript(&self.identity, &params, &attempt.root(), &reveal, &response);
+                        vec![Output::Net(Net::Reply { conn, msg: Message::Answer { response, signature } })]
                     }
-                    _ => reject(format!("reveal for unknown or unfinished challenge {challenge}")),
+                    Ok(None) => vec![], // a container that went dark
+                    Err(e) => reject(format!("cannot answer the reveal: {e}")),
                 }
             }
             Message::StartSession { session, service, consumer, price } => {
@@ -634,7 +718,7 @@ impl Agent {
                 s.stop = Some((conn, now));
                 if s.started_at.is_some() { vec![Output::StopService { session }] } else { vec![] }
             }
-            Message::EvaluationRequest { id, service } => {
+            Message::EvaluationRequest { id, service, container, deadline_ms } => {
                 if !self.config.checkers.contains(&from) {
                     return reject(format!("evaluation request from {} which is not a trusted checker", from.short()));
                 }
@@ -642,26 +726,27 @@ impl Agent {
                 let fail = |reason: String| {
                     vec![Output::Net(Net::Reply { conn, msg: Message::EvaluationFailed { id, reason } })]
                 };
+                let me = self.identity.id();
+                if container != me {
+                    return fail(format!(
+                        "wrong_node: this is container {me}, the evaluation is for container {container}"
+                    ));
+                }
                 if !self.config.services.contains(&service) {
                     return fail(format!("service {service} is not installed on this container"));
                 }
                 if self.evaluations.contains_key(&session) {
                     return reject(format!("evaluation {id} already runs"));
                 }
-                if self.evaluations.len() >= MAX_EVALUATIONS {
-                    return fail(format!("already running {MAX_EVALUATIONS} evaluations"));
+                if self.evaluations.values().filter(|e| e.checker == from).count() >= MAX_EVALUATIONS_PER_CHECKER {
+                    return fail(format!("already running {MAX_EVALUATIONS_PER_CHECKER} evaluations of this checker"));
                 }
-                self.evaluations.insert(session, Evaluation { conn, id, started: false, done: false });
+                let expires = now.plus(Duration::from_millis(deadline_ms)).plus(DEADLINE_GRACE);
+                self.evaluations.insert(session, Evaluation { checker: from, conn, id, started: false, expires });
                 vec![Output::StartService { session, service }]
             }
-            Message::EvaluationDone { id } => {
-                let session = evaluation_session(&from, id);
-                let Some(e) = self.evaluations.get_mut(&session) else {
-                    return reject(format!("no evaluation {id} of this checker"));
-                };
-                e.done = true;
-                if e.started { vec![Output::StopService { session }] } else { vec![] }
-            }
+            // An unknown one (already over) is nothing to stop.
+            Message::EvaluationDone { id } => self.end_evaluation(evaluation_session(&from, id)),
             other => reject(format!("a container does not handle {} messages", other.kind())),
         }
     }

@@ -1,19 +1,43 @@
-//! The container core as the gateway and the operator see it: per-second
-//! signed usage receipts, a session ending on its own with its final
-//! receipt, and the operator's maintenance lock and price (R-AG4, R-AG5).
+//! The container core as the gateway, the operator and the checkers see it:
+//! per-second signed usage receipts, a session ending on its own with its
+//! final receipt, the operator's maintenance lock and price (R-AG4, R-AG5);
+//! and challenges and evaluations that never pile up: those naming another
+//! container are refused, abandoned ones expire or are cancelled, and each
+//! checker has places of its own (issue 14). Virtual time, no sockets.
 
 use std::time::Duration;
 
-use dci_agent::{Agent, AgentConfig, Input, OperatorCommand, Output};
-use dci_model::{AccountId, ContainerSpec, GeoPoint, PricePerHour, ServiceName, SessionId, Timestamp};
-use dci_proto::{ConnId, Identity, Inbound, Message, Net, SignedReceipt};
+use dci_agent::{
+    Agent, AgentConfig, DEADLINE_GRACE, Input, MAX_CHALLENGES_PER_CHECKER, MAX_EVALUATIONS_PER_CHECKER,
+    OperatorCommand, Output,
+};
+use dci_model::{
+    AccountId, Actor, ContainerSpec, GeoPoint, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp,
+    Transition,
+};
+use dci_proto::{ChallengeParams, ConnId, Identity, Inbound, Message, Net, SignedReceipt};
 
 const GATEWAY_CONN: ConnId = ConnId(7);
+const CHECKER_CONN: ConnId = ConnId(8);
 
 struct Rig {
     agent: Agent,
     gateway: Identity,
     now: Timestamp,
+}
+
+/// The two checkers the container trusts.
+fn checker(i: u8) -> NodeId {
+    Identity::from_secret([10 + i; 32]).id()
+}
+
+/// The container's own id.
+fn me() -> NodeId {
+    Identity::from_secret([3; 32]).id()
+}
+
+fn indexer() -> NodeId {
+    Identity::from_secret([2; 32]).id()
 }
 
 fn config(gateway: &Identity, indexer: &Identity) -> AgentConfig {
@@ -34,7 +58,7 @@ fn config(gateway: &Identity, indexer: &Identity) -> AgentConfig {
         slots: 2,
         payout: AccountId::new("provider:test").unwrap(),
         indexers: vec![indexer.id()],
-        checkers: vec![],
+        checkers: vec![checker(0), checker(1)],
         gateways: vec![gateway.id()],
         heartbeat_interval: Duration::from_secs(1),
         behaviour: dci_capacity::Behaviour::Honest,
@@ -74,6 +98,65 @@ impl Rig {
         });
         assert!(out.iter().any(|o| matches!(o, Output::StartService { session, .. } if *session == s)));
         self.step(Input::ServiceStarted { session: s, endpoint: "http://127.0.0.1:9".into() });
+    }
+
+    fn says(&mut self, from: NodeId, msg: Message) -> Vec<Output> {
+        self.step(Input::Net(Inbound { conn: CHECKER_CONN, from, msg }))
+    }
+
+    /// `checker` sends challenge `id` naming `container`, with a 2 s deadline.
+    fn challenge(&mut self, checker: NodeId, id: u64, container: NodeId) -> Vec<Output> {
+        self.says(checker, Message::Challenge(params(id, container)))
+    }
+
+    /// `checker` asks for evaluation `id` of `container`, to take at most `deadline_ms`.
+    fn evaluation(&mut self, checker: NodeId, id: u64, container: NodeId, deadline_ms: u64) -> Vec<Output> {
+        let service = ServiceName::new("render").unwrap();
+        self.says(checker, Message::EvaluationRequest { id, service, container, deadline_ms })
+    }
+}
+
+const DEADLINE_MS: u64 = 2_000;
+
+fn params(id: u64, container: NodeId) -> ChallengeParams {
+    ChallengeParams { id, seed: [id as u8; 32], n: 8, container, deadline_ms: DEADLINE_MS }
+}
+
+/// Did the core start computing challenge `id`?
+fn computes(out: &[Output], id: u64) -> bool {
+    out.iter().any(|o| matches!(o, Output::Compute { params, .. } if params.id == id))
+}
+
+/// The refusal of challenge `id` replied to the checker, if any.
+fn refusal(out: &[Output], id: u64) -> Option<String> {
+    out.iter().find_map(|o| match o {
+        Output::Net(Net::Reply { conn: CHECKER_CONN, msg: Message::ChallengeRefused { challenge, reason } })
+            if *challenge == id =>
+        {
+            Some(reason.clone())
+        }
+        _ => None,
+    })
+}
+
+/// Runs the computation of challenge `id` (of `checker`) as the driver
+/// would and returns the core's outputs.
+fn computed(rig: &mut Rig, checker: NodeId, id: u64) -> Vec<Output> {
+    let p = params(id, me());
+    let attempt = dci_capacity::Behaviour::Honest.commit(&p, None).unwrap();
+    rig.step(Input::Computed { checker, params: p, attempt })
+}
+
+/// The core did nothing.
+#[track_caller]
+fn nothing(out: Vec<Output>) {
+    assert!(out.is_empty(), "expected no output, found {out:?}");
+}
+
+fn session_started(out: &[Output]) -> SessionId {
+    match out {
+        [Output::StartService { session, .. }] => *session,
+        other => panic!("expected the evaluation's service to start, found {other:?}"),
     }
 }
 
@@ -200,4 +283,166 @@ fn a_new_price_is_offered_by_registering_again() {
         out.iter().any(|o| matches!(o, Output::Net(Net::Send { msg: Message::Register(r), .. }) if r.price == price))
     );
     assert_eq!(rig.agent.status().price, price);
+}
+
+// --- challenges and evaluations never pile up (issue 14)
+
+/// Two registrations naming this container's address make a checker
+/// challenge it for two other containers: it refuses both at once, without
+/// computing, and takes its own next challenge at once.
+#[test]
+fn challenges_for_other_containers_leave_it_free_for_its_own() {
+    let mut rig = Rig::new();
+    let (k1, k2) = (Identity::from_secret([0x41; 32]).id(), Identity::from_secret([0x42; 32]).id());
+    for (id, other) in [(1, k1), (2, k2)] {
+        let out = rig.challenge(checker(0), id, other);
+        assert!(!computes(&out, id), "{out:?}");
+        let why = refusal(&out, id).unwrap_or_else(|| panic!("expected a refusal, found {out:?}"));
+        assert!(why.starts_with("wrong_node") && why.contains(&other.to_string()), "{why}");
+    }
+    let out = rig.challenge(checker(0), 3, me());
+    assert!(computes(&out, 3) && refusal(&out, 3).is_none(), "{out:?}");
+    // Its own commitment follows as soon as the computation does.
+    let out = computed(&mut rig, checker(0), 3);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Net(Net::Reply { conn: CHECKER_CONN, msg: Message::Commitment { challenge: 3, .. } })]
+        ),
+        "{out:?}"
+    );
+}
+
+/// A challenge whose reveal never came is forgotten once its deadline and
+/// the grace have passed: its place is free again, and a late reveal finds nothing.
+#[test]
+fn a_challenge_past_its_deadline_is_forgotten() {
+    let mut rig = Rig::new();
+    for id in 1..=MAX_CHALLENGES_PER_CHECKER as u64 {
+        assert!(computes(&rig.challenge(checker(0), id, me()), id));
+        computed(&mut rig, checker(0), id);
+    }
+    let out = rig.challenge(checker(0), 9, me());
+    assert!(refusal(&out, 9).is_some_and(|r| r.contains("already working on 2")), "{out:?}");
+    // The deadline and the grace themselves are still in time.
+    rig.advance(DEADLINE_MS + DEADLINE_GRACE.as_millis() as u64);
+    assert!(refusal(&rig.challenge(checker(0), 10, me()), 10).is_some());
+    rig.advance(1);
+    assert!(computes(&rig.challenge(checker(0), 11, me()), 11), "the expired challenges no longer count");
+    let reveal = dci_proto::Reveal { challenge: 1, seed: [0; 32], rounds: 1, rows: vec![0], columns: 8 };
+    let out = rig.says(checker(0), Message::Reveal(reveal));
+    assert!(matches!(out.as_slice(), [Output::Rejected { reason, .. }] if reason.contains("unknown")), "{out:?}");
+}
+
+/// A cancelled challenge frees its place at once, whether it was still
+/// computing (no commitment follows) or waiting for its reveal; a cancel
+/// of another checker's challenge, or of an unknown one, changes nothing.
+#[test]
+fn a_cancelled_challenge_frees_its_place() {
+    let mut rig = Rig::new();
+    assert!(computes(&rig.challenge(checker(0), 1, me()), 1));
+    assert!(computes(&rig.challenge(checker(0), 2, me()), 2));
+    computed(&mut rig, checker(0), 2);
+    // Another checker cannot cancel them.
+    nothing(rig.says(checker(1), Message::ChallengeCancelled { challenge: 1 }));
+    assert!(refusal(&rig.challenge(checker(0), 3, me()), 3).is_some());
+    nothing(rig.says(checker(0), Message::ChallengeCancelled { challenge: 1 }));
+    // No commitment to a cancelled challenge.
+    nothing(computed(&mut rig, checker(0), 1));
+    assert!(computes(&rig.challenge(checker(0), 4, me()), 4));
+    nothing(rig.says(checker(0), Message::ChallengeCancelled { challenge: 2 }));
+    assert!(computes(&rig.challenge(checker(0), 5, me()), 5));
+    // An unknown one: nothing to forget.
+    nothing(rig.says(checker(0), Message::ChallengeCancelled { challenge: 77 }));
+}
+
+/// Places are per checker: one checker's challenges never keep another's
+/// out; an untrusted node's challenge is refused without a place or a reply.
+#[test]
+fn each_checker_has_its_own_places_and_strangers_none() {
+    let mut rig = Rig::new();
+    for id in 1..=MAX_CHALLENGES_PER_CHECKER as u64 {
+        assert!(computes(&rig.challenge(checker(0), id, me()), id));
+    }
+    assert!(refusal(&rig.challenge(checker(0), 3, me()), 3).is_some());
+    assert!(computes(&rig.challenge(checker(1), 3, me()), 3), "the other checker's challenge is taken");
+    let stranger = Identity::from_secret([0x66; 32]).id();
+    let out = rig.challenge(stranger, 4, me());
+    assert!(
+        matches!(out.as_slice(), [Output::Rejected { reason, .. }] if reason.contains("not a trusted checker")),
+        "{out:?}"
+    );
+}
+
+/// An evaluation whose `EvaluationDone` never comes is stopped after its
+/// run time (and the grace), and its place freed; one whose service starts
+/// only after it expired is stopped as it starts.
+#[test]
+fn an_evaluation_never_finished_is_stopped_after_its_run_time() {
+    let mut rig = Rig::new();
+    let session = session_started(&rig.evaluation(checker(0), 1, me(), 3_000));
+    let out = rig.step(Input::ServiceStarted { session, endpoint: "http://127.0.0.1:9".into() });
+    assert!(matches!(out.as_slice(), [Output::Net(Net::Reply { msg: Message::EvaluationReady { id: 1, .. }, .. })]));
+    let never_started = session_started(&rig.evaluation(checker(0), 2, me(), 3_000));
+    let out = rig.evaluation(checker(0), 3, me(), 3_000);
+    assert!(
+        matches!(out.as_slice(), [Output::Net(Net::Reply { msg: Message::EvaluationFailed { id: 3, reason }, .. })] if reason.contains(&format!("{MAX_EVALUATIONS_PER_CHECKER} evaluations"))),
+        "{out:?}"
+    );
+
+    let grace = DEADLINE_GRACE.as_millis() as u64;
+    let out = rig.advance(3_000 + grace);
+    assert!(!out.iter().any(|o| matches!(o, Output::StopService { .. })), "still in time: {out:?}");
+    let out = rig.advance(1);
+    let stopped: Vec<_> = out.iter().filter(|o| matches!(o, Output::StopService { .. })).collect();
+    assert!(matches!(stopped.as_slice(), [Output::StopService { session: s }] if *s == session), "{out:?}");
+    let out = rig.step(Input::ServiceStarted { session: never_started, endpoint: "http://127.0.0.1:9".into() });
+    assert!(matches!(out.as_slice(), [Output::StopService { session: s }] if *s == never_started), "{out:?}");
+    nothing(rig.step(Input::ServiceStopped { session }));
+    // Both places are free again.
+    session_started(&rig.evaluation(checker(0), 4, me(), 3_000));
+    session_started(&rig.evaluation(checker(0), 5, me(), 3_000));
+}
+
+/// An evaluation request naming another container is refused at once and
+/// starts nothing; the checker's `EvaluationDone` or cancel stops one that runs.
+#[test]
+fn evaluations_for_other_containers_are_refused_and_done_ones_stopped() {
+    let mut rig = Rig::new();
+    let other = Identity::from_secret([0x41; 32]).id();
+    let out = rig.evaluation(checker(0), 1, other, 3_000);
+    assert!(
+        matches!(out.as_slice(), [Output::Net(Net::Reply { msg: Message::EvaluationFailed { id: 1, reason }, .. })] if reason.starts_with("wrong_node")),
+        "{out:?}"
+    );
+    for end in [Message::EvaluationDone { id: 2 }, Message::ChallengeCancelled { challenge: 2 }] {
+        let session = session_started(&rig.evaluation(checker(1), 2, me(), 60_000));
+        rig.step(Input::ServiceStarted { session, endpoint: "http://127.0.0.1:9".into() });
+        let out = rig.says(checker(1), end.clone());
+        assert!(matches!(out.as_slice(), [Output::StopService { session: s }] if *s == session), "{end:?}: {out:?}");
+        rig.step(Input::ServiceStopped { session });
+        // A second end is nothing to do.
+        nothing(rig.says(checker(1), end));
+    }
+}
+
+/// A state report about another container (whose registration names this
+/// address) changes nothing here and asks for no re-registration.
+#[test]
+fn state_reports_about_another_container_are_ignored() {
+    let mut rig = Rig::new();
+    let other = Identity::from_secret([0x41; 32]).id();
+    let transition = Transition {
+        from: State::AwaitingInspection,
+        to: State::ReinspectionRequired,
+        actor: Actor::Checker,
+        reason: "failed: wrong_node".into(),
+        at: rig.now,
+    };
+    let out = rig.says(indexer(), Message::StateChanged { container: other, transition: transition.clone() });
+    assert!(matches!(out.as_slice(), [Output::Rejected { .. }]), "{out:?}");
+    assert_eq!(rig.agent.state(), None);
+    let out = rig.says(indexer(), Message::StateChanged { container: me(), transition });
+    assert!(out.iter().any(|o| matches!(o, Output::Net(Net::Send { msg: Message::Register(_), .. }))), "{out:?}");
+    assert_eq!(rig.agent.state(), Some(State::ReinspectionRequired));
 }

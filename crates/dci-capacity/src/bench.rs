@@ -166,7 +166,14 @@ pub fn run(config: &BenchConfig) -> Result<CapacityBench, CapacityError> {
     let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
     let mut sizes = Vec::new();
     for (id, &n) in config.sizes.iter().enumerate() {
-        let params = ChallengeParams { id: id as u64, seed: seed_bytes(config.seed, n), n };
+        // The bench plays both sides: no container is named, no deadline kept.
+        let params = ChallengeParams {
+            id: id as u64,
+            seed: seed_bytes(config.seed, n),
+            n,
+            container: dci_model::NodeId([0; 32]),
+            deadline_ms: 0,
+        };
         let reveal = Reveal::draw(&mut rng, &params, config.params);
         let (container_ms, container_measured, root, response) = if n <= at_n {
             let mut container_ms = f64::INFINITY;

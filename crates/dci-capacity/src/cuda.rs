@@ -157,7 +157,13 @@ mod tests {
     fn cuda_matches_the_cpu_backend() {
         let gpu = CudaBackend::new(0).expect("a CUDA device");
         for n in [1usize, 7, 64, 1000, 4096] {
-            let params = ChallengeParams { id: n as u64, seed: [n as u8; 32], n: n as u32 };
+            let params = ChallengeParams {
+                id: n as u64,
+                seed: [n as u8; 32],
+                n: n as u32,
+                container: dci_model::NodeId([0; 32]),
+                deadline_ms: 0,
+            };
             let (a, b) = matrices(&params.seed, n);
             let mut on_gpu = vec![0.0f32; n * n];
             let mut on_cpu = vec![0.0f32; n * n];

@@ -6,13 +6,14 @@ use dci_capacity::{
     Backend, CapacityError, CpuBackend, MAX_N, MerkleTree, Solution, a_row, cost, depth, leaf_hash, matrices,
     pick_rows, solve, verify_opening, verify_rows,
 };
+use dci_model::NodeId;
 use dci_proto::{ChallengeParams, RowOpening};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 fn params(seed: u8, n: u32) -> ChallengeParams {
-    ChallengeParams { id: 1, seed: [seed; 32], n }
+    ChallengeParams { id: 1, seed: [seed; 32], n, container: NodeId([0; 32]), deadline_ms: 0 }
 }
 
 fn all_rows(n: u32) -> Vec<u32> {
@@ -267,7 +268,7 @@ proptest! {
         target in any::<prop::sample::Index>(),
         delta in prop_oneof![Just(-1.0f32), Just(0.5), Just(1e-2), Just(3.0)],
     ) {
-        let p = ChallengeParams { id: 7, seed, n };
+        let p = ChallengeParams { id: 7, seed, n, container: NodeId([0; 32]), deadline_ms: 0 };
         let honest = solve(&p).unwrap();
         let rows = pick_rows(&mut ChaCha20Rng::from_seed(pick_seed), n, k);
         prop_assert_eq!(check(&p, &honest, &rows), Ok(()));

@@ -8,13 +8,14 @@ use dci_capacity::{
     TimingClass, TimingNoise, Violation, deadline_ms, judge, judge_silence, matrices, respond, response_deadline_ms,
     solve, verify,
 };
+use dci_model::NodeId;
 use dci_proto::ChallengeParams;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 fn params(seed: u8, n: u32) -> ChallengeParams {
-    ChallengeParams { id: 9, seed: [seed; 32], n }
+    ChallengeParams { id: 9, seed: [seed; 32], n, container: NodeId([0; 32]), deadline_ms: 0 }
 }
 
 fn small(rounds: u32, rows: u32, columns: u32) -> Params {
@@ -161,7 +162,8 @@ fn no_honest_container_is_penalized_over_10_000_inspections() {
     for i in 0..10_000u64 {
         // The math at small n (it is the same code at any n) ...
         let n = 2 + (i % 11) as u32;
-        let p = ChallengeParams { id: i, seed: rand::Rng::random(&mut rng), n };
+        let p =
+            ChallengeParams { id: i, seed: rand::Rng::random(&mut rng), n, container: NodeId([0; 32]), deadline_ms: 0 };
         let attempt = Behaviour::Honest.commit(&p, None).unwrap();
         let r = Reveal::draw(&mut rng, &p, q);
         let answer = attempt.respond(&r).unwrap().unwrap();
@@ -350,7 +352,7 @@ proptest! {
         pick in any::<prop::sample::Index>(),
         delta in prop_oneof![Just(-1.0f32), Just(0.25), Just(4.0)],
     ) {
-        let p = ChallengeParams { id: 3, seed, n };
+        let p = ChallengeParams { id: 3, seed, n, container: NodeId([0; 32]), deadline_ms: 0 };
         let q = Params { rounds: 3, rows: 4, columns: 3 };
         let honest = solve(&p).unwrap();
         let r = Reveal::draw(&mut ChaCha20Rng::seed_from_u64(rng_seed), &p, q);

@@ -92,7 +92,9 @@ enum Rejection {
     DuplicateCommitment(u64),
     #[error("expected a commitment for challenge {0} before its answer, found the answer first")]
     AnswerBeforeCommitment(u64),
-    #[error("expected an inspection_request, commitment, answer, epoch_open or penalty_proposal, found {0}")]
+    #[error(
+        "expected an inspection_request, commitment, challenge_refused, answer, evaluation_ready, evaluation_failed, epoch_open or penalty_proposal, found {0}"
+    )]
     UnexpectedMessage(&'static str),
     #[error("expected {0} from the epoch coordinator, found one from {1}")]
     NotCoordinator(&'static str, NodeId),
@@ -137,11 +139,25 @@ pub type ChainSigner = fn(&Identity, &ChainDomain, &SlashReport) -> Vec<u8>;
 ///
 /// One inspection per container is in flight at a time: a new
 /// `InspectionRequest` for a container replaces the running inspection,
-/// which ends without a verdict (the indexer has replaced it too and would
-/// refuse that verdict as stale), so a container never juggles several
-/// challenges. Every other inspection ends in exactly one verdict: passed,
-/// failed, or timed out. The core signs only its penalty votes: the driver seals
-/// every outgoing message, the verdict included, with the checker's identity.
+/// which ends without a verdict and without evidence (the indexer has
+/// replaced it too and would refuse that verdict as stale), so a container
+/// never juggles several challenges. Every other inspection ends in exactly
+/// one verdict: passed, failed, or timed out.
+///
+/// Every inspection also frees the container: it ends with the container's
+/// answer to a `Reveal`, or else the checker sends `ChallengeCancelled`
+/// (a challenge) or `EvaluationDone` (an evaluation) to the registered
+/// address, whatever ended it (a slow commitment, dark, a refusal, a wrong
+/// node, a replacement, a judged evaluation).
+///
+/// A challenge and an evaluation request name the registrant and carry a
+/// random id. The first answer to one (a commitment, a `ChallengeRefused`,
+/// an evaluation session's start or failure) signed by another key means
+/// the registered address answers with a key that is not the registrant's:
+/// the inspection fails at once, `failed: wrong_node: ...`, the registrant's
+/// failure alone (the node that answered is named in no verdict and no
+/// evidence). The core signs only its penalty votes: the driver seals every
+/// outgoing message, the verdict included, with the checker's identity.
 #[derive(Debug)]
 pub struct Checker {
     config: Config,
@@ -149,7 +165,6 @@ pub struct Checker {
     chain_signer: Option<ChainSigner>,
     vrf: CommitteeKey,
     rng: ChaCha20Rng,
-    next_id: u64,
     inspections: BTreeMap<u64, Inspection>,
     by_container: BTreeMap<NodeId, u64>,
 }
@@ -162,9 +177,7 @@ impl Checker {
     /// penalty votes (never logged).
     pub fn new(config: Config, rng_seed: [u8; 32], identity: Identity) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut rng = ChaCha20Rng::from_seed(rng_seed);
-        // Random start, so a restarted checker does not reuse recent ids.
-        let next_id = rng.next_u64();
+        let rng = ChaCha20Rng::from_seed(rng_seed);
         let vrf = CommitteeKey::from_identity(&identity);
         Ok(Checker {
             config,
@@ -172,7 +185,6 @@ impl Checker {
             chain_signer: None,
             vrf,
             rng,
-            next_id,
             inspections: BTreeMap::new(),
             by_container: BTreeMap::new(),
         })
@@ -211,13 +223,11 @@ impl Checker {
                 let result = match msg {
                     Message::InspectionRequest(request) => self.on_request(now, from, request),
                     Message::Commitment { challenge, root } => self.on_commitment(now, conn, from, challenge, root),
+                    Message::ChallengeRefused { challenge, reason } => self.on_refused(now, from, challenge, reason),
                     Message::Answer { response, signature } => self.on_answer(now, from, response, signature),
                     Message::EpochOpen { epoch, seed } => self.on_epoch_open(conn, from, epoch, seed),
                     Message::EvaluationReady { id, endpoint } => self.on_evaluation_ready(now, from, id, endpoint),
-                    Message::EvaluationFailed { id, reason } => match self.expect_from(from, id) {
-                        Ok(_) => Ok(self.finish(now, id, false, format!("failed: no_session: {reason}"))),
-                        Err(e) => Err(e),
-                    },
+                    Message::EvaluationFailed { id, reason } => self.on_evaluation_failed(now, from, id, reason),
                     Message::PenaltyProposal { epoch, amount, evidence, chain } => {
                         self.on_penalty_proposal(conn, from, epoch, amount, &evidence, chain)
                     }
@@ -237,27 +247,101 @@ impl Checker {
         if !self.config.indexers.contains(&from) {
             return Err(Rejection::UntrustedIndexer(from));
         }
-        if let Some(replaced) = self.by_container.remove(&request.container) {
-            self.inspections.remove(&replaced);
+        // The replaced inspection ends without a verdict (the indexer
+        // replaced it too) and costs the container nothing; it is told to
+        // forget it.
+        let mut out = Vec::new();
+        if let Some(replaced) = self.by_container.remove(&request.container)
+            && let Some(old) = self.inspections.remove(&replaced)
+        {
+            out.push(release(replaced, &old));
         }
         let id = self.fresh_id();
         if request.kind == InspectionKind::InService
             && let Some(service) = request.service.clone()
         {
-            let deadline = now.plus(self.deadline(self.config.evaluation.session_start_ms));
-            let phase = Phase::AwaitingService { service: service.clone(), deadline };
+            let start = self.deadline(self.config.evaluation.session_start_ms);
+            let run = self.deadline(self.config.evaluation.run_ms);
+            let phase = Phase::AwaitingService { service: service.clone(), deadline: now.plus(start) };
             self.begin(id, &request, now, phase);
-            let msg = Message::EvaluationRequest { id, service };
-            return Ok(vec![Output::Net(Net::Send { addr: request.addr, msg })]);
+            let deadline_ms = millis(start).saturating_add(millis(run));
+            let msg = Message::EvaluationRequest { id, service, container: request.container, deadline_ms };
+            out.push(Output::Net(Net::Send { addr: request.addr, msg }));
+            return Ok(out);
         }
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let (class, memory) = claimed(&request.spec);
         let n = dci_capacity::size_for(memory, class).min(self.config.challenge_n);
-        let params = ChallengeParams { id, seed, n };
-        let deadline = now.plus(self.deadline(dci_capacity::deadline_ms(class, n)));
+        let window = self.deadline(dci_capacity::deadline_ms(class, n));
+        let params = ChallengeParams { id, seed, n, container: request.container, deadline_ms: millis(window) };
+        let deadline = now.plus(window);
         self.begin(id, &request, now, Phase::AwaitingCommitment { params: params.clone(), class, deadline });
-        Ok(vec![Output::Net(Net::Send { addr: request.addr, msg: Message::Challenge(params) })])
+        out.push(Output::Net(Net::Send { addr: request.addr, msg: Message::Challenge(params) }));
+        Ok(out)
+    }
+
+    /// Who sent the first answer to inspection `id` (a commitment, a
+    /// refusal, an evaluation session's start or failure). The id is random
+    /// and went only to the registered address, so whoever names it got it
+    /// there: if that is not the registrant, the address does not answer
+    /// with the registrant's key, and the inspection fails at once (the
+    /// registrant's failure; the node that answered is not judged, and is
+    /// told to forget the challenge). `Ok(None)`: the registrant answered.
+    fn first_answer(&mut self, now: Timestamp, from: NodeId, id: u64) -> Result<Option<Vec<Output>>, Rejection> {
+        let inspection = self.inspections.get(&id).ok_or(Rejection::UnknownChallenge(id))?;
+        if inspection.container == from {
+            return Ok(None);
+        }
+        if !matches!(inspection.phase, Phase::AwaitingCommitment { .. } | Phase::AwaitingService { .. }) {
+            // The registrant already answered from this address: a late
+            // message of another key changes nothing.
+            return Err(Rejection::WrongSender { challenge: id, expected: inspection.container, found: from });
+        }
+        let reason = format!(
+            "failed: wrong_node: the address answers with key {from}, not the registrant's {}",
+            inspection.container
+        );
+        Ok(Some(self.finish(now, id, false, reason)))
+    }
+
+    /// The container will not compute the challenge. From another key: the
+    /// registrant's address is not its own. From the registrant: it fails
+    /// now rather than at the deadline.
+    fn on_refused(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        challenge: u64,
+        reason: String,
+    ) -> Result<Vec<Output>, Rejection> {
+        if let Some(out) = self.first_answer(now, from, challenge)? {
+            return Ok(out);
+        }
+        match &self.inspections[&challenge].phase {
+            Phase::AwaitingCommitment { .. } => {
+                Ok(self.finish(now, challenge, false, format!("failed: refused: {reason}")))
+            }
+            _ => Err(Rejection::UnexpectedMessage("challenge_refused")),
+        }
+    }
+
+    fn on_evaluation_failed(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        id: u64,
+        reason: String,
+    ) -> Result<Vec<Output>, Rejection> {
+        if let Some(out) = self.first_answer(now, from, id)? {
+            return Ok(out);
+        }
+        match &self.inspections[&id].phase {
+            Phase::AwaitingService { .. } | Phase::Evaluating { .. } => {
+                Ok(self.finish(now, id, false, format!("failed: no_session: {reason}")))
+            }
+            _ => Err(Rejection::UnexpectedMessage("evaluation_failed")),
+        }
     }
 
     fn begin(&mut self, id: u64, request: &InspectionRequest, now: Timestamp, phase: Phase) {
@@ -281,7 +365,10 @@ impl Checker {
         id: u64,
         endpoint: String,
     ) -> Result<Vec<Output>, Rejection> {
-        let inspection = self.expect_from(from, id)?;
+        if let Some(out) = self.first_answer(now, from, id)? {
+            return Ok(out);
+        }
+        let inspection = &self.inspections[&id];
         let Phase::AwaitingService { service, .. } = &inspection.phase else {
             return Err(Rejection::UnexpectedMessage("evaluation_ready"));
         };
@@ -299,14 +386,11 @@ impl Checker {
         if !matches!(inspection.phase, Phase::Evaluating { .. }) {
             return Vec::new();
         }
-        let addr = inspection.addr.clone();
         let (passed, reason) = match result {
             Err(e) => (false, format!("failed: unusable: the simulated user could not use the service: {e}")),
             Ok(r) => self.config.evaluation.judge(&r),
         };
-        let mut out = self.finish(now, id, passed, reason);
-        out.push(Output::Net(Net::Send { addr, msg: Message::EvaluationDone { id } }));
-        out
+        self.finish(now, id, passed, reason)
     }
 
     fn on_commitment(
@@ -317,7 +401,10 @@ impl Checker {
         challenge: u64,
         root: [u8; 32],
     ) -> Result<Vec<Output>, Rejection> {
-        let inspection = self.expect_from(from, challenge)?;
+        if let Some(out) = self.first_answer(now, from, challenge)? {
+            return Ok(out);
+        }
+        let inspection = &self.inspections[&challenge];
         let (params, class) = match &inspection.phase {
             Phase::AwaitingCommitment { params, class, .. } => (params.clone(), *class),
             Phase::AwaitingAnswer { .. } => return Err(Rejection::DuplicateCommitment(challenge)),
@@ -357,7 +444,8 @@ impl Checker {
             return Err(Rejection::AnswerBeforeCommitment(challenge));
         };
         if now > *deadline {
-            return Ok(self.finish(now, challenge, false, "failed: dark: answered after the deadline".into()));
+            let reason = "failed: dark: answered after the deadline".into();
+            return Ok(self.finish_answered(now, challenge, false, reason));
         }
         let n = params.n;
         let evidence = Evidence {
@@ -370,25 +458,27 @@ impl Checker {
         };
         if !evidence.signed_by_container() {
             let reason = "failed: bad_signature: the answer is not signed by the container over its transcript";
-            return Ok(self.finish(now, challenge, false, reason.into()));
+            return Ok(self.finish_answered(now, challenge, false, reason.into()));
         }
         let rounds = evidence.reveal.rounds;
         let opened = evidence.reveal.rows.len();
-        let (passed, reason) =
+        let (passed, reason, evident) =
             match dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response) {
                 Ok(()) => (
                     true,
                     format!(
                         "passed: {rounds} Freivalds rounds and {opened} opened rows of a {n}x{n} fp32 product verified"
                     ),
+                    false,
                 ),
-                Err(e) => (false, format!("failed: {}: {e}", e.kind())),
+                Err(e) => (false, format!("failed: {}: {e}", e.kind()), e.is_container_fault()),
             };
-        let mut out = self.finish(now, challenge, passed, reason);
+        let mut out = self.finish_answered(now, challenge, passed, reason);
         // A wrong answer signed by the container is evidence: the committee
         // re-verifies it and may penalize (R-CK6). Timeouts are not: nobody
-        // else can check that a message did not arrive.
-        if !passed && let Some(c) = &self.config.coordinator {
+        // else can check that a message did not arrive. Nor is a failure of
+        // the checker's own challenge or reveal (`Violation::Setup`).
+        if evident && let Some(c) = &self.config.coordinator {
             out.push(Output::Net(Net::Send { addr: c.addr.clone(), msg: Message::Evidence(evidence) }));
         }
         Ok(out)
@@ -432,11 +522,20 @@ impl Checker {
         if !evidence.signed_by_container() {
             return Err(refuse("the transcript is not signed by the container".into()));
         }
+        if evidence.params.container != evidence.container {
+            return Err(refuse("the challenge names another container".into()));
+        }
         if evidence.reveal.challenge != evidence.params.id || evidence.response.challenge != evidence.params.id {
             return Err(refuse("the reveal or answer belongs to another challenge".into()));
         }
-        if dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response).is_ok() {
-            return Err(refuse("the answer verifies: nothing to punish".into()));
+        match dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response) {
+            Ok(()) => return Err(refuse("the answer verifies: nothing to punish".into())),
+            // An invalid challenge or reveal is the checker's failure, never
+            // the container's, whoever signed what.
+            Err(v) if !v.is_container_fault() => {
+                return Err(refuse(format!("the failure is the checker's own, not the container's: {v}")));
+            }
+            Err(_) => {}
         }
         let report = SlashReport {
             offender: AccountId::for_node(&evidence.container),
@@ -486,8 +585,19 @@ impl Checker {
         Ok(inspection)
     }
 
-    /// Ends an inspection with a verdict, sent to the indexer and reported.
+    /// Ends an inspection before the container's answer to a reveal: the
+    /// verdict, then what frees the container of it ([`release`]).
     fn finish(&mut self, now: Timestamp, challenge: u64, passed: bool, reason: String) -> Vec<Output> {
+        let release = self.inspections.get(&challenge).map(|i| release(challenge, i));
+        let mut out = self.finish_answered(now, challenge, passed, reason);
+        out.extend(release);
+        out
+    }
+
+    /// Ends an inspection with a verdict, sent to the indexer and reported.
+    /// Only for an answer to a reveal: the container forgot the challenge
+    /// when it answered.
+    fn finish_answered(&mut self, now: Timestamp, challenge: u64, passed: bool, reason: String) -> Vec<Output> {
         let Some(inspection) = self.inspections.remove(&challenge) else {
             return Vec::new();
         };
@@ -522,14 +632,30 @@ impl Checker {
         std::time::Duration::from_millis(ms).max(self.config.min_deadline)
     }
 
+    /// A random id: only the node a challenge reached can name it, so an
+    /// answer naming it comes from whoever listens at the address it went
+    /// to (see `first_answer`).
     fn fresh_id(&mut self) -> u64 {
-        while self.inspections.contains_key(&self.next_id) {
-            self.next_id = self.next_id.wrapping_add(1);
+        loop {
+            let id = self.rng.next_u64();
+            if !self.inspections.contains_key(&id) {
+                return id;
+            }
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        id
     }
+}
+
+/// What frees a container of an inspection the checker ends without
+/// waiting for its answer: `ChallengeCancelled` for a challenge,
+/// `EvaluationDone` for an evaluation (whose session it stops).
+fn release(id: u64, inspection: &Inspection) -> Output {
+    let msg = match inspection.phase {
+        Phase::AwaitingService { .. } | Phase::Evaluating { .. } => Message::EvaluationDone { id },
+        Phase::AwaitingCommitment { .. } | Phase::AwaitingAnswer { .. } => {
+            Message::ChallengeCancelled { challenge: id }
+        }
+    };
+    Output::Net(Net::Send { addr: inspection.addr.clone(), msg })
 }
 
 /// The timing class and the memory a container claims: its GPUs' (all of

@@ -11,12 +11,22 @@
 //! [`Input`] at a time, with `now` passed in, and returns [`Output`]s; all
 //! randomness comes from a seed the caller gives.
 //!
+//! In service (R-CK3, R-CK4) it asks the container for an evaluation
+//! session and has the driver run a scripted simulated user against it.
+//!
+//! A challenge or evaluation request names the container meant and a
+//! deadline; the container refuses one that names another container, and a
+//! registration whose address answers with another key fails at once as
+//! `wrong_node`. Whatever ends an inspection, the container is freed of it
+//! (a reveal, `ChallengeCancelled` or `EvaluationDone`). Only a wrong answer
+//! the container signed is evidence; a failure of the checker's own
+//! challenge or reveal never is, and never gets its vote.
+//!
 //! This crate does no IO, reads no clock and signs only its penalty votes
 //! (ed25519, and for a chain ledger through the [`ChainSigner`] the node
 //! gives it, so the EVM stays in `dci-chain`): the driver
 //! (`dci-node`) moves and seals the messages. The math lives in
-//! `dci-capacity`, the epoch committee in `dci-committee`. In-service
-//! evaluation with a simulated user (R-CK3, R-CK4) is not here yet.
+//! `dci-capacity`, the epoch committee in `dci-committee`.
 
 mod checker;
 mod config;

@@ -128,8 +128,13 @@ fn request(container: NodeId) -> Message {
     request_for(container, REQUEST_ID, InspectionKind::Registration, cpu_host())
 }
 
-/// The single challenge in `out`, sent to `container`.
+/// The single challenge in `out`, sent to `container`, after at most the
+/// cancel of the inspection it replaces.
 fn challenge(out: &[Output], container: NodeId) -> ChallengeParams {
+    let out = match out {
+        [first, rest @ ..] if released(std::slice::from_ref(first)).len() == 1 => rest,
+        _ => out,
+    };
     match out {
         [Output::Net(Net::Send { addr, msg: Message::Challenge(p) })] if *addr == addr_of(container) => {
             SEEN.with(|s| s.borrow_mut().insert(p.id, (p.clone(), None)));
@@ -187,16 +192,36 @@ fn checker_key() -> Identity {
     KEYS[200].clone()
 }
 
-/// The single verdict in `out`: sent to the indexer and reported, identical.
+/// The single verdict in `out`: sent to the indexer and reported, identical,
+/// then at most what frees the container of the inspection ([`released`]).
 fn verdict(out: &[Output]) -> Verdict {
     match out {
-        [Output::Net(Net::Send { addr, msg: Message::Verdict(sent) }), Output::Verdict(reported)]
-            if addr == INDEXER_ADDR && sent == reported =>
+        [Output::Net(Net::Send { addr, msg: Message::Verdict(sent) }), Output::Verdict(reported), rest @ ..]
+            if addr == INDEXER_ADDR && sent == reported && rest.len() <= 1 && released(rest).len() == rest.len() =>
         {
             sent.clone()
         }
         other => panic!("expected a verdict to the indexer, found {other:?}"),
     }
+}
+
+/// The messages in `out` that free a container of an inspection (a cancel
+/// of its challenge, the end of its evaluation), with where they go.
+fn released(out: &[Output]) -> Vec<(String, Message)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Net(Net::Send {
+                addr,
+                msg: m @ (Message::ChallengeCancelled { .. } | Message::EvaluationDone { .. }),
+            }) => Some((addr.clone(), m.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A cancel of `challenge`, sent to `container`'s address.
+fn cancel(container: NodeId, challenge: u64) -> (String, Message) {
+    (addr_of(container), Message::ChallengeCancelled { challenge })
 }
 
 fn rejected(out: &[Output], sender: NodeId, words: &str) {
@@ -632,16 +657,20 @@ fn only_trusted_indexers_start_inspections() {
     assert_eq!((v.challenge, v.passed), (p.id, false));
 }
 
+/// Once the registrant has committed from its address, messages of any
+/// other key about its challenge are rejected and change nothing.
 #[test]
-fn answers_from_anyone_but_the_challenged_container_are_rejected_and_change_nothing() {
+fn after_the_commitment_messages_from_anyone_else_are_rejected_and_change_nothing() {
     let mut c = checker(3);
     let p = start(&mut c, T0, container());
     let honest = Behaviour::Honest.commit(&p, None).unwrap();
     let forged = Behaviour::Honest.commit(&ChallengeParams { seed: [9; 32], ..p.clone() }, None).unwrap();
 
-    let out = c.handle(ms(10), from(STRANGER, Message::Commitment { challenge: p.id, root: forged.root() }));
-    rejected(&out, STRANGER, "answered by container");
     let r = commit(&mut c, ms(20), container(), p.id, honest.root());
+    let out = c.handle(ms(25), from(STRANGER, Message::Commitment { challenge: p.id, root: forged.root() }));
+    rejected(&out, STRANGER, "answered by container");
+    let refusal = Message::ChallengeRefused { challenge: p.id, reason: "busy".into() };
+    rejected(&c.handle(ms(26), from(STRANGER, refusal)), STRANGER, "answered by container");
 
     let out = answer(&mut c, ms(30), STRANGER, forged.respond(&r).unwrap().unwrap());
     rejected(&out, STRANGER, "answered by container");
@@ -709,8 +738,11 @@ fn a_new_request_replaces_the_inspection_in_flight() {
     let mut c = checker(8);
     let old = start(&mut c, T0, container());
     // A new request replaces the running inspection: the old challenge is
-    // forgotten (no verdict), the new one answered with the new request id.
+    // forgotten (no verdict, the container told to forget it too), the new
+    // one answered with the new request id.
     let out = c.handle(ms(1), from(INDEXER, request_for(container(), 78, InspectionKind::Standby, cpu_host())));
+    assert_eq!(released(&out), vec![cancel(container(), old.id)], "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Verdict(_))), "{out:?}");
     let p = challenge(&out, container());
     assert_ne!((p.id, p.seed), (old.id, old.seed));
     assert_eq!(c.in_flight(), 1);
@@ -722,14 +754,8 @@ fn a_new_request_replaces_the_inspection_in_flight() {
     let q = start(&mut c, ms(2), other_container());
     assert_ne!((p.id, p.seed), (q.id, q.seed));
     assert_eq!(c.in_flight(), 2);
-    // A container cannot answer another container's challenge.
-    let theirs = Behaviour::Honest.commit(&q, None).unwrap();
-    rejected(
-        &c.handle(ms(3), from(container(), Message::Commitment { challenge: q.id, root: theirs.root() })),
-        container(),
-        "answered by container",
-    );
-    // Both time out independently, each with its own request's id and kind.
+    // Both time out independently, each with its own request's id and
+    // kind, and each container is told to forget its challenge.
     let out = c.handle(ms(60_000), Input::Tick);
     let verdicts: Vec<(NodeId, u64, InspectionKind, bool)> = out
         .iter()
@@ -738,8 +764,13 @@ fn a_new_request_replaces_the_inspection_in_flight() {
             _ => None,
         })
         .collect();
-    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out.len(), 6, "{out:?}");
     assert_eq!(verdicts.len(), 2, "{out:?}");
+    let mut cancels = released(&out);
+    cancels.sort_by_key(|(addr, _)| addr.clone());
+    let mut expected = vec![cancel(container(), p.id), cancel(other_container(), q.id)];
+    expected.sort_by_key(|(addr, _)| addr.clone());
+    assert_eq!(cancels, expected);
     assert!(verdicts.contains(&(container(), 78, InspectionKind::Standby, false)), "{verdicts:?}");
     assert!(verdicts.contains(&(other_container(), REQUEST_ID, InspectionKind::Registration, false)), "{verdicts:?}");
     assert_eq!(c.in_flight(), 0);
@@ -755,10 +786,9 @@ fn a_replaced_inspection_awaiting_its_answer_gets_no_verdict() {
     let old = start(&mut c, T0, container());
     let old_attempt = Behaviour::Honest.commit(&old, None).unwrap();
     let old_reveal = commit(&mut c, ms(10), container(), old.id, old_attempt.root());
-    let p = challenge(
-        &c.handle(ms(20), from(INDEXER, request_for(container(), 79, InspectionKind::InService, cpu_host()))),
-        container(),
-    );
+    let out = c.handle(ms(20), from(INDEXER, request_for(container(), 79, InspectionKind::InService, cpu_host())));
+    assert_eq!(released(&out), vec![cancel(container(), old.id)], "the replaced challenge is cancelled");
+    let p = challenge(&out, container());
     let stale = old_attempt.respond(&old_reveal).unwrap().unwrap();
     rejected(&answer(&mut c, ms(30), container(), stale), container(), "no challenge");
     let attempt = Behaviour::Honest.commit(&p, None).unwrap();
@@ -792,6 +822,157 @@ fn the_same_seed_gives_the_same_challenges() {
     assert_ne!(a[0].0.seed, a[1].0.seed, "every challenge has a fresh seed");
     assert_ne!(a[0].1.seed, a[1].1.seed, "every reveal has a fresh seed");
     assert!(a.iter().chain(&b).all(|(_, _, v)| v.passed));
+}
+
+// --- every inspection frees the container; wrong nodes (issue 14)
+
+/// A challenge names the container meant and how long the checker waits
+/// for the commitment; ids are drawn at random, so only the node a
+/// challenge reached can name it.
+#[test]
+fn challenges_name_their_container_and_commitment_deadline() {
+    let mut c = checker(20);
+    let p = start(&mut c, T0, container());
+    assert_eq!((p.container, p.deadline_ms), (container(), commit_window(c.config(), TimingClass::Cpu, N)));
+    let q = start(&mut c, T0, other_container());
+    assert_eq!(q.container, other_container());
+    assert!(p.id.abs_diff(q.id) > 1_000_000, "ids are drawn, not counted: {} then {}", p.id, q.id);
+
+    let config = Config { challenge_n: 64, min_deadline: Duration::ZERO, ..config() };
+    let mut c = Checker::new(config, [21; 32], checker_key()).unwrap();
+    let request = request_for(container(), 5, InspectionKind::Standby, h100());
+    let p = challenge(&c.handle(T0, from(INDEXER, request)), container());
+    assert_eq!(p.deadline_ms, dci_capacity::deadline_ms(TimingClass::H100, 64));
+}
+
+/// A commitment slower than the claimed class fails, and the container is
+/// told to forget the challenge instead of being left waiting for a reveal.
+#[test]
+fn a_slow_commitment_gets_a_cancel() {
+    const SIZE: u32 = 64;
+    let config = Config { challenge_n: SIZE, min_deadline: Duration::ZERO, ..config() };
+    let mut c = Checker::new(config, [22; 32], checker_key()).unwrap();
+    let p = challenge(
+        &c.handle(T0, from(INDEXER, request_for(container(), 5, InspectionKind::Standby, h100()))),
+        container(),
+    );
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let late = dci_capacity::deadline_ms(TimingClass::H100, SIZE) + 1;
+    let out = c.handle(ms(late), from(container(), Message::Commitment { challenge: p.id, root: attempt.root() }));
+    let v = verdict(&out);
+    assert!(!v.passed && v.reason.starts_with("failed: slow:"), "{v:?}");
+    assert_eq!(released(&out), vec![cancel(container(), p.id)], "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Net(Net::Reply { msg: Message::Reveal(_), .. }))), "{out:?}");
+    assert_eq!(c.in_flight(), 0);
+}
+
+/// A silent container's challenge, found dark by a tick, is cancelled too
+/// (before or after the reveal: a reveal may have been lost).
+#[test]
+fn a_dark_inspection_gets_a_cancel() {
+    let mut c = checker(23);
+    let p = start(&mut c, T0, container());
+    let window = commit_window(c.config(), TimingClass::Cpu, N);
+    let out = c.handle(ms(window + 1), Input::Tick);
+    assert!(verdict(&out).reason.starts_with("failed: dark: no commitment"));
+    assert_eq!(released(&out), vec![cancel(container(), p.id)]);
+
+    let p = start(&mut c, ms(window + 2), container());
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(window + 3), container(), p.id, attempt.root());
+    let out = c.handle(ms(window + 3 + answer_window(c.config(), N, r.rounds) + 1), Input::Tick);
+    assert!(verdict(&out).reason.starts_with("failed: dark: no answer"));
+    assert_eq!(released(&out), vec![cancel(container(), p.id)]);
+}
+
+/// The answer a registration's address gives with a key that is not the
+/// registrant's (its commitment, or its refusal, since the challenge names
+/// the registrant) ends that inspection at once: failed, with the reason,
+/// the registrant's failure alone. The node that answered is told to forget
+/// the challenge, is named in no verdict and in no evidence.
+#[test]
+fn a_wrong_node_answer_fails_the_inspection_at_once() {
+    let wrong = other_container();
+    let expected =
+        format!("failed: wrong_node: the address answers with key {wrong}, not the registrant's {}", container());
+    type FirstAnswer = fn(&ChallengeParams) -> Message;
+    let cases: [(&str, FirstAnswer); 2] = [
+        ("a commitment", |p| Message::Commitment {
+            challenge: p.id,
+            root: Behaviour::Honest.commit(p, None).unwrap().root(),
+        }),
+        ("a refusal", |p| Message::ChallengeRefused {
+            challenge: p.id,
+            reason: format!(
+                "wrong_node: this is container {}, the challenge is for container {}",
+                other_container(),
+                container()
+            ),
+        }),
+    ];
+    for (what, msg) in cases {
+        let mut c = on_committee(24, KEYS[201].clone());
+        let p = start(&mut c, T0, container());
+        // Long before the deadline.
+        let out = c.handle(ms(40), from(wrong, msg(&p)));
+        let v = verdict(&out);
+        assert_eq!(
+            (v.container, v.request, v.challenge, v.passed, v.reason.as_str(), v.compute_ms),
+            (container(), REQUEST_ID, p.id, false, expected.as_str(), 40),
+            "{what}"
+        );
+        assert_eq!(released(&out), vec![cancel(container(), p.id)], "{what}: the registered address is told");
+        assert_eq!(evidence_in(&out), None, "{what}");
+        assert_eq!(c.in_flight(), 0, "{what}");
+        assert_eq!(c.handle(ms(1_000_000), Input::Tick), vec![], "{what}: nothing left to time out");
+    }
+
+    // The same for an evaluation: its request names the registrant, and
+    // another key answering it (starting the session or refusing) fails it.
+    for ready in [true, false] {
+        let mut c = checker(25);
+        let out = c.handle(T0, from(INDEXER, evaluation_request(8)));
+        let [Output::Net(Net::Send { msg: Message::EvaluationRequest { id, .. }, .. })] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let id = *id;
+        let msg = if ready {
+            Message::EvaluationReady { id, endpoint: "http://127.0.0.1:9/".into() }
+        } else {
+            Message::EvaluationFailed { id, reason: "wrong_node".into() }
+        };
+        let out = c.handle(ms(50), from(wrong, msg));
+        let v = verdict(&out);
+        assert_eq!(
+            (v.container, v.passed, v.reason.as_str()),
+            (container(), false, expected.as_str()),
+            "ready={ready}"
+        );
+        assert_eq!(released(&out), vec![(addr_of(container()), Message::EvaluationDone { id })]);
+        assert!(!out.iter().any(|o| matches!(o, Output::Evaluate { .. })), "no simulated user runs: {out:?}");
+    }
+}
+
+/// A registrant that refuses its own challenge fails at once, not at the deadline.
+#[test]
+fn a_refusal_by_the_registrant_fails_at_once() {
+    let mut c = checker(26);
+    let p = start(&mut c, T0, container());
+    let refusal = Message::ChallengeRefused { challenge: p.id, reason: "already working on 2 challenges".into() };
+    let out = c.handle(ms(30), from(container(), refusal));
+    let v = verdict(&out);
+    assert_eq!(
+        (v.passed, v.reason.as_str(), v.compute_ms),
+        (false, "failed: refused: already working on 2 challenges", 30)
+    );
+    assert_eq!(c.in_flight(), 0);
+    // A refusal after the commitment is out of order.
+    let p = start(&mut c, ms(40), container());
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    commit(&mut c, ms(50), container(), p.id, attempt.root());
+    let refusal = Message::ChallengeRefused { challenge: p.id, reason: "late".into() };
+    rejected(&c.handle(ms(60), from(container(), refusal)), container(), "challenge_refused");
+    assert_eq!(c.in_flight(), 1);
 }
 
 // --- configuration
@@ -915,9 +1096,15 @@ fn good_report() -> ServiceReport {
 fn evaluating(c: &mut Checker) -> u64 {
     let out = c.handle(T0, from(INDEXER, evaluation_request(31)));
     let id = match out.as_slice() {
-        [Output::Net(Net::Send { addr, msg: Message::EvaluationRequest { id, service } })]
-            if *addr == addr_of(container()) && *service == render() =>
-        {
+        [
+            Output::Net(Net::Send {
+                addr,
+                msg: Message::EvaluationRequest { id, service, container: named, deadline_ms },
+            }),
+        ] if *addr == addr_of(container()) && *service == render() => {
+            // It names the container meant and how long the whole evaluation may take.
+            let floor = EvaluationFloor::DEVNET;
+            assert_eq!((*named, *deadline_ms), (container(), floor.session_start_ms + floor.run_ms));
             *id
         }
         other => panic!("expected an evaluation request to the container, found {other:?}"),
@@ -972,18 +1159,23 @@ fn an_in_service_evaluation_is_judged_on_what_the_simulated_user_saw() {
 }
 
 #[test]
-fn evaluations_that_cannot_run_fail_and_strangers_change_nothing() {
+fn evaluations_that_cannot_run_fail_and_unknown_ids_change_nothing() {
     // The container could not start the session.
     let mut c = checker(41);
     let out = c.handle(T0, from(INDEXER, evaluation_request(5)));
     let Output::Net(Net::Send { msg: Message::EvaluationRequest { id, .. }, .. }) = &out[0] else { panic!("{out:?}") };
     let id = *id;
-    rejected(&c.handle(ms(1), from(STRANGER, Message::EvaluationReady { id, endpoint: "x".into() })), STRANGER, "");
-    assert_eq!(c.in_flight(), 1);
-    let v = verdict(
-        &c.handle(ms(2), from(container(), Message::EvaluationFailed { id, reason: "render not installed".into() })),
+    rejected(
+        &c.handle(ms(1), from(container(), Message::EvaluationReady { id: id ^ 1, endpoint: "x".into() })),
+        container(),
+        "no challenge",
     );
+    assert_eq!(c.in_flight(), 1);
+    let out =
+        c.handle(ms(2), from(container(), Message::EvaluationFailed { id, reason: "render not installed".into() }));
+    let v = verdict(&out);
     assert!(!v.passed && v.reason.starts_with("failed: no_session: render not installed"), "{v:?}");
+    assert_eq!(released(&out), vec![(addr_of(container()), Message::EvaluationDone { id })]);
 
     // The session never starts, or the simulated user never reports.
     let floor = EvaluationFloor::DEVNET;
@@ -994,8 +1186,10 @@ fn evaluations_that_cannot_run_fail_and_strangers_change_nothing() {
     assert!(!v.passed && v.reason.contains("did not start"), "{v:?}");
     let mut c = checker(43);
     let id = evaluating(&mut c);
-    let v = verdict(&c.handle(ms(100 + floor.run_ms + 1), Input::Tick));
+    let out = c.handle(ms(100 + floor.run_ms + 1), Input::Tick);
+    let v = verdict(&out);
     assert!(!v.passed && v.reason.contains("did not finish"), "{v:?}");
+    assert_eq!(released(&out), vec![(addr_of(container()), Message::EvaluationDone { id })], "its session is stopped");
     // A late report of a finished evaluation changes nothing.
     assert_eq!(c.handle(ms(200_000), Input::Evaluated { id, result: Ok(good_report()) }), vec![]);
 
@@ -1195,6 +1389,51 @@ fn honest_or_unsigned_answers_are_never_evidence() {
     let out = c.handle(ms(ANSWER_AT), from(container(), Message::Answer { response, signature: vec![7; 64] }));
     let v = verdict(&out);
     assert!(!v.passed && v.reason.starts_with("failed: bad_signature"), "{v:?}");
+}
+
+/// A transcript the container signed over a challenge or reveal that is
+/// itself invalid (the checker's own setup failed) is never worth a vote,
+/// nor one whose challenge names another container.
+#[test]
+fn a_failure_of_the_checkers_own_setup_is_never_evidence_nor_a_vote() {
+    let key = &KEYS[2];
+    let signed = |params: ChallengeParams, reveal: Reveal| {
+        let response = Response { challenge: params.id, products: vec![vec![0.0; params.n as usize]; 2], rows: vec![] };
+        let signature = sign_transcript(key, &params, &[7; 32], &reveal, &response);
+        Evidence { container: key.id(), params, root: [7; 32], reveal, response, signature }
+    };
+    let params = ChallengeParams { id: 5, seed: [3; 32], n: 16, container: key.id(), deadline_ms: 10_000 };
+    let reveal = Reveal { challenge: 5, seed: [1; 32], rounds: 2, rows: vec![3, 9], columns: 16 };
+    let cases = [
+        (
+            "a row out of range",
+            signed(params.clone(), Reveal { rows: vec![3, 99], ..reveal.clone() }),
+            "the checker's own",
+        ),
+        ("a row twice", signed(params.clone(), Reveal { rows: vec![9, 9], ..reveal.clone() }), "the checker's own"),
+        ("no rounds", signed(params.clone(), Reveal { rounds: 0, ..reveal.clone() }), "the checker's own"),
+        (
+            "a zero-sized challenge",
+            signed(ChallengeParams { n: 0, ..params.clone() }, reveal.clone()),
+            "the checker's own",
+        ),
+        (
+            "a challenge for another container",
+            signed(ChallengeParams { container: other_container(), ..params.clone() }, reveal.clone()),
+            "names another container",
+        ),
+    ];
+    for (what, evidence, why) in cases {
+        assert!(evidence.signed_by_container(), "{what}");
+        let v = dci_capacity::verify(&evidence.params, &evidence.root, &evidence.reveal, &evidence.response);
+        assert!(v.is_err(), "{what}: the transcript fails");
+        let mut voter = on_committee(6, KEYS[202].clone());
+        rejected(&voter.handle(T0, proposal(3, evidence)), COORDINATOR, why);
+    }
+    // The same transcript with a valid reveal is the container's failure: a vote.
+    let mut voter = on_committee(6, KEYS[202].clone());
+    let out = voter.handle(T0, proposal(3, signed(params, reveal)));
+    assert!(matches!(out.as_slice(), [Output::Net(Net::Reply { msg: Message::PenaltyVote { .. }, .. })]), "{out:?}");
 }
 
 // --- properties

@@ -784,7 +784,7 @@ impl Indexer {
             out.push(self.request_inspection(slot, InspectionKind::Registration, why));
         }
         if let Some(t) = transition {
-            out.push(reply(conn, Message::StateChanged { transition: t }));
+            out.push(reply(conn, Message::StateChanged { container: from, transition: t }));
         }
         Ok(())
     }
@@ -814,7 +814,7 @@ impl Indexer {
         let t = c.record.state.transition(to, Actor::Operator, reason, now)?;
         c.record.apply(t.clone());
         out.push(Output::Persist(c.record.clone()));
-        out.push(reply(conn, Message::StateChanged { transition: t }));
+        out.push(reply(conn, Message::StateChanged { container: from, transition: t }));
         self.changed(slot);
         Ok(())
     }
@@ -842,7 +842,7 @@ impl Indexer {
         }
         if ready && let Some(t) = transition(&mut c.record, State::Healthy, Actor::Indexer, "heartbeat", now) {
             out.push(Output::Persist(c.record.clone()));
-            out.push(reply(conn, Message::StateChanged { transition: t }));
+            out.push(reply(conn, Message::StateChanged { container: from, transition: t }));
             self.changed(slot);
         }
         Ok(())
@@ -899,7 +899,7 @@ impl Indexer {
         let t = transition(rec, to, Actor::Checker, reason, now);
         out.push(Output::Persist(rec.clone()));
         if let Some(t) = t {
-            out.push(send(&rec.registration.addr, Message::StateChanged { transition: t }));
+            out.push(send(&rec.registration.addr, Message::StateChanged { container: rec.id, transition: t }));
         }
         self.changed(slot);
         Ok(())
@@ -1079,7 +1079,8 @@ impl Indexer {
             let reason = format!("missed {missed} heartbeats");
             if let Some(t) = transition(&mut c.record, State::ReinspectionRequired, Actor::Timer, reason, now) {
                 out.push(Output::Persist(c.record.clone()));
-                out.push(send(&c.record.registration.addr, Message::StateChanged { transition: t }));
+                let container = c.record.id;
+                out.push(send(&c.record.registration.addr, Message::StateChanged { container, transition: t }));
             }
             self.release_all(slot);
             self.changed(slot);

@@ -262,10 +262,11 @@ fn messages_carry_the_right_content() {
     assert_eq!((rec.id, rec.state, rec.reputation), (c, AwaitingInspection, REPUTATION_START));
 
     let outs = ix.feed(Timestamp(T0 + 5), verdict(CHECKER, c, true));
-    let Some(Output::Net(Net::Send { addr, msg: Message::StateChanged { transition } })) = outs.get(1) else {
+    let Some(Output::Net(Net::Send { addr, msg: Message::StateChanged { container, transition } })) = outs.get(1)
+    else {
         panic!("{outs:?}")
     };
-    assert_eq!(addr, &reg().addr);
+    assert_eq!((addr, *container), (&reg().addr, c), "sent to the address, naming the container");
     assert_eq!((transition.from, transition.to, transition.at), (AwaitingInspection, Ready, Timestamp(T0 + 5)));
 
     ix.feed(Timestamp(T0 + 6), heartbeat(c, 0));

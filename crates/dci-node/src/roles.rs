@@ -270,11 +270,11 @@ pub async fn spawn_agent_controlled<R: Runtime>(
             for out in outputs {
                 match out {
                     Output::Net(net) => transport.dispatch(net).await,
-                    Output::Compute { params, behaviour, earlier } => {
+                    Output::Compute { checker, params, behaviour, earlier } => {
                         let events = events_tx.clone();
                         tokio::task::spawn_blocking(move || match behaviour.commit(&params, earlier.as_ref()) {
                             Ok(attempt) => {
-                                let _ = events.blocking_send(Input::Computed { params, attempt });
+                                let _ = events.blocking_send(Input::Computed { checker, params, attempt });
                             }
                             Err(e) => tracing::warn!(error = %e, "challenge computation failed"),
                         });

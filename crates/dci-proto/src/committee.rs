@@ -78,6 +78,8 @@ pub struct CommitteeAnnouncement {
 /// The checker chose `params` and `reveal`, the container computed `root`
 /// and `response` and signed all four, so nobody can make an honest
 /// container's transcript fail, and a failing one cannot be denied.
+/// `params.container` must be `container`: a container signs only the
+/// challenges that name it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// The container.

@@ -22,6 +22,9 @@ pub enum Message {
     // --- indexer -> container
     /// The container's lifecycle state changed.
     StateChanged {
+        /// The container whose state changed. A container takes only the
+        /// reports about itself: another registration may name its address.
+        container: NodeId,
         /// The recorded transition.
         transition: Transition,
     },
@@ -31,22 +34,42 @@ pub enum Message {
     InspectionRequest(InspectionRequest),
 
     // --- checker -> container
-    /// Proof-of-capacity challenge: compute and commit.
+    /// Proof-of-capacity challenge: compute and commit. The container
+    /// refuses one that names another container
+    /// ([`ChallengeParams::container`]) with [`Message::ChallengeRefused`].
     Challenge(ChallengeParams),
     /// After the commitment: the Freivalds vectors' seed and the rows to
     /// open (chosen only now, so the container could not know them).
     Reveal(Reveal),
+    /// The checker no longer wants an answer to this challenge (it judged
+    /// the inspection already, or it was replaced): the container forgets
+    /// it and frees its place. Every challenge ends with a `Reveal` or
+    /// this; an unknown challenge is ignored.
+    ChallengeCancelled {
+        /// The challenge ([`ChallengeParams::id`]).
+        challenge: u64,
+    },
 
     /// In-service evaluation (R-CK3, R-CK4): start a short session of
     /// `service` for the checker's simulated user. Unbilled, outside the
-    /// container's slots.
+    /// container's slots. The container refuses one that names another
+    /// container with [`Message::EvaluationFailed`].
     EvaluationRequest {
         /// The checker's evaluation id.
         id: u64,
         /// The service to evaluate.
         service: ServiceName,
+        /// The container the checker means to evaluate (the registrant of
+        /// the address it sent this to).
+        container: NodeId,
+        /// How long the whole evaluation may take, ms from when the checker
+        /// sent this (the session's start plus the simulated user's run):
+        /// the checker sends `EvaluationDone` by then, and the container
+        /// stops the session by itself soon after if that never arrives.
+        deadline_ms: u64,
     },
-    /// The evaluation is over: stop its session.
+    /// The evaluation is over: stop its session. Every evaluation ends
+    /// with this, whatever its verdict; an unknown one is ignored.
     EvaluationDone {
         /// The evaluation id.
         id: u64,
@@ -60,11 +83,23 @@ pub enum Message {
         /// URL of the service endpoint.
         endpoint: String,
     },
-    /// The evaluation session could not start.
+    /// The evaluation session could not start, or the container refused the
+    /// request (it names another container, or too many run).
     EvaluationFailed {
         /// The evaluation id.
         id: u64,
         /// Why.
+        reason: String,
+    },
+    /// The container will not compute this challenge: it names another
+    /// container (the address the checker used is not the registrant's),
+    /// its size is out of range, or the checker already has as many
+    /// challenges in flight here as a container takes. Sent at once, so the
+    /// checker need not wait for a deadline.
+    ChallengeRefused {
+        /// The challenge ([`ChallengeParams::id`]).
+        challenge: u64,
+        /// Why, in words.
         reason: String,
     },
     /// Commitment to a challenge result.
@@ -299,6 +334,8 @@ impl Message {
             Message::InspectionRequest(_) => "inspection_request",
             Message::Challenge(_) => "challenge",
             Message::Reveal(_) => "reveal",
+            Message::ChallengeCancelled { .. } => "challenge_cancelled",
+            Message::ChallengeRefused { .. } => "challenge_refused",
             Message::Commitment { .. } => "commitment",
             Message::EvaluationRequest { .. } => "evaluation_request",
             Message::EvaluationDone { .. } => "evaluation_done",
@@ -411,15 +448,27 @@ pub struct InspectionRequest {
     pub service: Option<ServiceName>,
 }
 
-/// Parameters of a proof-of-capacity challenge (R-CK5).
+/// Parameters of a proof-of-capacity challenge (R-CK5). The container signs
+/// them with its answer ([`crate::sign_transcript`]), so a transcript also
+/// says which container the challenge was for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChallengeParams {
-    /// Challenge id, unique per checker.
+    /// Challenge id, unique per checker and drawn at random, so only the
+    /// node the challenge reached can name it.
     pub id: u64,
     /// Fresh random seed the matrices are derived from.
     pub seed: [u8; 32],
     /// Matrix dimension (n x n).
     pub n: u32,
+    /// The container the checker means to inspect: the registrant of the
+    /// address it sent the challenge to. Any other node there refuses it
+    /// ([`Message::ChallengeRefused`]).
+    pub container: NodeId,
+    /// How long the checker waits for the commitment, ms from when it sent
+    /// the challenge. The checker reveals right after a commitment in time,
+    /// so a container that holds no reveal by then (plus a grace for the
+    /// network) may forget the challenge.
+    pub deadline_ms: u64,
 }
 
 /// What the checker reveals once it holds the container's commitment:
