@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::Message;
 
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 6;
+pub const VERSION: u16 = 7;
 /// Largest sealed message accepted, in bytes: room for a proof-of-capacity
 /// answer at the largest challenge (n = 16384, 40 rows: about 2.9 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
