@@ -153,6 +153,9 @@ pub enum Output {
     },
     /// The indexer reported a lifecycle change.
     StateChanged(Transition),
+    /// The indexer refused the registration, and why (e.g. no container
+    /// stake bonded); for the log. [`AgentStatus::refused`] keeps it.
+    Refused(String),
 }
 
 #[derive(Debug)]
@@ -246,6 +249,9 @@ pub struct Agent {
     transitions: Vec<Transition>,
     /// Services with a started instance waiting (as the runtime last said).
     warm: Vec<ServiceName>,
+    /// The indexer's latest refusal of the registration, until it reports
+    /// a state again.
+    refused: Option<String>,
 }
 
 /// How often a running session's usage is signed (R-AG4).
@@ -276,6 +282,9 @@ pub struct AgentStatus {
     pub earned: Earnings,
     /// The latest lifecycle transitions, newest last (with who and why).
     pub transitions: Vec<Transition>,
+    /// Why the indexer refused the registration (`Message::Refused`, e.g.
+    /// no container stake bonded), until it reports a state again.
+    pub refused: Option<String>,
 }
 
 impl Agent {
@@ -295,6 +304,7 @@ impl Agent {
             earned: Earnings::default(),
             transitions: Vec::new(),
             warm: Vec::new(),
+            refused: None,
         }
     }
 
@@ -311,6 +321,7 @@ impl Agent {
             sessions: self.sessions(),
             earned: self.earned,
             transitions: self.transitions.clone(),
+            refused: self.refused.clone(),
         }
     }
 
@@ -580,6 +591,7 @@ impl Agent {
                     ));
                 }
                 self.state = Some(transition.to);
+                self.refused = None;
                 self.transitions.push(transition.clone());
                 if self.transitions.len() > TRANSITIONS_KEPT {
                     self.transitions.remove(0);
@@ -595,6 +607,16 @@ impl Agent {
                     _ => {}
                 }
                 out
+            }
+            Message::Refused { reason } => {
+                if !self.config.indexers.contains(&from) {
+                    return reject(format!(
+                        "registration refusal from {} which is not a trusted indexer",
+                        from.short()
+                    ));
+                }
+                self.refused = Some(reason.clone());
+                vec![Output::Refused(reason)]
             }
             Message::Challenge(params) => {
                 // An untrusted sender gets no answer and takes no place.

@@ -446,3 +446,33 @@ fn state_reports_about_another_container_are_ignored() {
     assert!(out.iter().any(|o| matches!(o, Output::Net(Net::Send { msg: Message::Register(_), .. }))), "{out:?}");
     assert_eq!(rig.agent.state(), Some(State::ReinspectionRequired));
 }
+
+/// Issue 14: the indexer refused the registration (no container stake).
+/// The operator sees why in the status until the indexer reports a state;
+/// a refusal from a node that is not a trusted indexer is not taken.
+#[test]
+fn a_refused_registration_is_logged_and_shown_in_the_status() {
+    let mut rig = Rig::new();
+    let indexer = Identity::from_secret([2; 32]).id();
+    let reason = "registration refused: expected a container stake of at least 100 ATH bonded by node:x, found 0 ATH";
+    let refused = |from| Input::Net(Inbound { conn: ConnId(9), from, msg: Message::Refused { reason: reason.into() } });
+
+    let out = rig.step(refused(rig.gateway.id()));
+    assert!(matches!(out.as_slice(), [Output::Rejected { .. }]), "{out:?}");
+    assert_eq!(rig.agent.status().refused, None);
+
+    let out = rig.step(refused(indexer));
+    assert!(matches!(out.as_slice(), [Output::Refused(r)] if r == reason), "{out:?}");
+    assert_eq!(rig.agent.status().refused.as_deref(), Some(reason));
+
+    // Admitted later (after bonding and registering again): cleared.
+    let transition = dci_model::State::Configuring
+        .transition(dci_model::State::AwaitingInspection, dci_model::Actor::Container, "registered", rig.now)
+        .unwrap();
+    rig.step(Input::Net(Inbound {
+        conn: ConnId(9),
+        from: indexer,
+        msg: Message::StateChanged { container: me(), transition },
+    }));
+    assert_eq!(rig.agent.status().refused, None);
+}

@@ -692,6 +692,7 @@ pub fn population(n: usize, rng: &mut Rng) -> Vec<Member> {
                 transitions: Vec::new(),
                 verdicts: Vec::new(),
                 verified: None,
+                ever_passed: false,
             };
             Member { record, reported, stale: rng.chance(0.01) }
         })

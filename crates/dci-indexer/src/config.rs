@@ -44,9 +44,24 @@ pub struct Config {
     /// are not evaluated.
     pub evaluated_service: Option<ServiceName>,
     /// Seeds the indexer's randomness (which containers a standby inspection
-    /// picks, inspection ids). The node passes fresh OS randomness; tests a
-    /// fixed value.
+    /// picks, inspection and stake query ids). The node passes fresh OS
+    /// randomness; tests a fixed value.
     pub seed: u64,
+    /// The stake oracle (the gateway that holds the ledger): its node id
+    /// and node address. With one, a *new* registration waits (at most
+    /// [`crate::MAX_PENDING`] at once, oldest dropped first) until the
+    /// oracle says the registrant's account has bonded at least the
+    /// governance minimum of container stake (`Message::StakeQuery` →
+    /// `StakeOf`, taken only from this node for a query in flight, dropped
+    /// after [`crate::STAKE_QUERY_TIMEOUT`]); below it the container gets
+    /// `Message::Refused` and nothing is kept. A container already in the
+    /// registry is not asked again when it re-registers. `None`: no check.
+    pub stake_oracle: Option<(NodeId, String)>,
+    /// A container that never passed an inspection and has not been heard
+    /// from (registration, heartbeat, or this indexer's start) for this
+    /// long is removed from the registry at the next tick: no longer listed,
+    /// matched or persisted. A container that passed once is never removed.
+    pub prune_after: Duration,
 }
 
 /// Default heartbeat interval.
@@ -59,9 +74,12 @@ pub const DEFAULT_STANDBY_EVERY: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REINSPECT_AFTER_MISSED: u32 = 30;
 /// Default lifetime of an unrenewed reservation.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(30);
+/// Default silence after which a never-inspected-ok container is removed.
+pub const DEFAULT_PRUNE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl Config {
-    /// A config with the default timings and the given peers.
+    /// A config with the default timings and the given peers, and no stake
+    /// oracle.
     pub fn new(checker_addr: impl Into<String>, checkers: Vec<NodeId>, gateways: Vec<NodeId>) -> Self {
         Config {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -74,6 +92,8 @@ impl Config {
             standby_every: Some(DEFAULT_STANDBY_EVERY),
             evaluated_service: ServiceName::new("render").ok(),
             seed: 0,
+            stake_oracle: None,
+            prune_after: DEFAULT_PRUNE_AFTER,
         }
     }
 
@@ -99,6 +119,12 @@ impl Config {
         }
         if self.reservation_ttl.is_zero() {
             return Err(ConfigError::ZeroReservationTtl);
+        }
+        if self.stake_oracle.as_ref().is_some_and(|(_, addr)| addr.trim().is_empty()) {
+            return Err(ConfigError::NoStakeOracleAddr);
+        }
+        if self.prune_after.is_zero() {
+            return Err(ConfigError::ZeroPruneAfter);
         }
         Ok(())
     }
@@ -140,6 +166,12 @@ pub enum ConfigError {
     /// Reservations that expire at once.
     #[error("expected a reservation_ttl above zero, found 0")]
     ZeroReservationTtl,
+    /// A stake oracle without an address.
+    #[error("expected the stake oracle's address host:port, found an empty string")]
+    NoStakeOracleAddr,
+    /// Containers removed as soon as they are silent.
+    #[error("expected prune_after above zero, found 0")]
+    ZeroPruneAfter,
 }
 
 #[cfg(test)]
@@ -153,13 +185,16 @@ mod tests {
         assert_eq!(ok.fresh_window(), Duration::from_secs(3));
         assert_eq!(ok.reservation_ttl, Duration::from_secs(30));
         type Edit = fn(&mut Config);
-        let cases: [(Edit, ConfigError); 6] = [
+        assert_eq!((ok.stake_oracle.clone(), ok.prune_after), (None, Duration::from_secs(86_400)));
+        let cases: [(Edit, ConfigError); 8] = [
             (|c| c.heartbeat_interval = Duration::ZERO, ConfigError::ZeroInterval),
             (|c| c.missed_heartbeats = 0, ConfigError::ZeroMissed),
             (|c| c.reinspect_after_missed = 2, ConfigError::ReinspectBeforeUnschedulable { reinspect: 2, missed: 3 }),
             (|c| c.checker_addr = " ".into(), ConfigError::NoCheckerAddr),
             (|c| c.standby_every = Some(Duration::ZERO), ConfigError::ZeroStandbyInterval),
             (|c| c.reservation_ttl = Duration::ZERO, ConfigError::ZeroReservationTtl),
+            (|c| c.stake_oracle = Some((NodeId([1; 32]), "".into())), ConfigError::NoStakeOracleAddr),
+            (|c| c.prune_after = Duration::ZERO, ConfigError::ZeroPruneAfter),
         ];
         for (edit, want) in cases {
             let mut c = ok.clone();

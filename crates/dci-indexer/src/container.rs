@@ -31,9 +31,25 @@ pub struct ContainerRecord {
     /// weight. Cleared when its spec changes (it must prove the new one).
     #[serde(default)]
     pub verified: Option<dci_proto::VerifiedCapacity>,
+    /// Some inspection of it passed, ever: it is never pruned
+    /// ([`crate::Config::prune_after`]). Records written before this field
+    /// existed get it from what they show ([`ContainerRecord::shows_a_pass`]).
+    #[serde(default)]
+    pub ever_passed: bool,
 }
 
 impl ContainerRecord {
+    /// Whether the record shows that an inspection passed: the flag, a
+    /// passed verdict, verified capacity, a schedulable state or a
+    /// transition to `Ready`.
+    pub fn shows_a_pass(&self) -> bool {
+        self.ever_passed
+            || self.state.is_schedulable()
+            || self.verified.is_some()
+            || self.verdicts.iter().any(|v| v.passed)
+            || self.transitions.iter().any(|t| t.to == State::Ready)
+    }
+
     /// Records a verdict, keeping the most recent [`VERDICTS_LEN`].
     pub(crate) fn note_verdict(&mut self, v: VerdictRecord) {
         self.verdicts.push(v);

@@ -14,7 +14,9 @@
 //! index work unless the load crosses "full". Each container also has a
 //! compact record (`Hot`: price, place, load, resources, reputation, model,
 //! services as a bit set) so that checking a candidate touches two cache
-//! lines, not the whole record.
+//! lines, not the whole record. Slots are never reused: a pruned container
+//! leaves a tombstone (in no tree, never counted). Service ids are u32,
+//! dense and distinct.
 //!
 //! **Trees.** Members are bucketed by what is selective and fixed between
 //! registrations: a *bucket tree* per (service, exact GPU model, GPU count,
@@ -142,10 +144,12 @@ struct Hot {
     schedulable: bool,
     /// In state `Ready` (its first heartbeat makes it `Healthy`).
     ready: bool,
+    /// A tombstone: the container was removed ([`Index::tombstone`]).
+    removed: bool,
 }
 
 impl Hot {
-    fn of(c: &Container, model: u32, services: &[u16]) -> Hot {
+    fn of(c: &Container, model: u32, services: &[u32]) -> Hot {
         let reg = &c.record.registration;
         let spec = &reg.spec;
         let (gpu_count, vram) = spec.gpu.as_ref().map_or((0, 0), |g| (g.count, g.vram_gib));
@@ -169,6 +173,7 @@ impl Hot {
             model,
             schedulable: c.record.state.is_schedulable(),
             ready: c.record.state == dci_model::State::Ready,
+            removed: false,
         }
     }
 
@@ -192,7 +197,7 @@ impl Hot {
 #[derive(Clone, Debug, Default)]
 struct Member {
     /// Interned services, sorted, without duplicates.
-    services: Vec<u16>,
+    services: Vec<u32>,
     /// The leaves it is in, one per tree (empty: not a member).
     leaves: Vec<u32>,
     /// Price and reputation it was inserted with.
@@ -545,12 +550,15 @@ pub(crate) struct Index {
     trees: Vec<Tree>,
     /// Per tree, its root's summary (roots have no parent to hold it).
     roots: Vec<Child>,
-    service_ids: HashMap<dci_model::ServiceName, u16>,
+    /// Service name → id: ids are dense and distinct (`services[id]`), u32 so
+    /// they never wrap (each service costs five trees: memory runs out long
+    /// before 2³² of them).
+    service_ids: HashMap<dci_model::ServiceName, u32>,
     services: Vec<ServiceTrees>,
     /// Model 0 is "no GPU".
     model_ids: HashMap<String, u32>,
     models: Vec<Option<String>>,
-    buckets: HashMap<(u16, u32, u32, u32), u32>,
+    buckets: HashMap<(u32, u32, u32, u32), u32>,
     /// Cell bounds of the request being searched.
     spans: SpanMemo,
     /// While loading in bulk: the order entries to add, (node, price, slot,
@@ -558,6 +566,8 @@ pub(crate) struct Index {
     bulk: Option<Vec<(u32, u128, u32, u32)>>,
     /// Internal nodes whose summary may be looser than exact.
     dirty: Vec<u32>,
+    /// Slots that are tombstones.
+    removed: usize,
 }
 
 impl Index {
@@ -569,7 +579,7 @@ impl Index {
     /// is the next one).
     pub(crate) fn upsert(&mut self, slot: u32, c: &Container) {
         let model = self.intern_model(c);
-        let mut services: Vec<u16> = c.record.registration.services.iter().map(|s| self.intern_service(s)).collect();
+        let mut services: Vec<u32> = c.record.registration.services.iter().map(|s| self.intern_service(s)).collect();
         services.sort_unstable();
         services.dedup();
         let hot = Hot::of(c, model, &services);
@@ -586,6 +596,25 @@ impl Index {
             self.members[s].services = services;
         }
         self.sync(slot);
+    }
+
+    /// Removes the container at `slot` for good. Slots are never reused:
+    /// the slot stays as a tombstone that is in no tree, is never a
+    /// candidate and is not counted among the containers considered. The
+    /// indexer never touches it again.
+    pub(crate) fn tombstone(&mut self, slot: u32) {
+        let s = slot as usize;
+        if self.hot[s].removed {
+            return;
+        }
+        self.unindex(slot);
+        self.members[s] = Member::default();
+        let h = &mut self.hot[s];
+        h.removed = true;
+        h.schedulable = false;
+        h.ready = false;
+        h.services = 0;
+        self.removed += 1;
     }
 
     /// A heartbeat: O(1) unless the container becomes full or gets free.
@@ -630,11 +659,11 @@ impl Index {
         id
     }
 
-    fn intern_service(&mut self, s: &dci_model::ServiceName) -> u16 {
+    fn intern_service(&mut self, s: &dci_model::ServiceName) -> u32 {
         if let Some(&id) = self.service_ids.get(s) {
             return id;
         }
-        let id = self.services.len() as u16;
+        let id = u32::try_from(self.services.len()).expect("fewer than 2^32 services: each costs five trees");
         let classes = std::array::from_fn(|_| self.new_tree(0, 0, 0, false));
         self.services.push(ServiceTrees { classes, buckets: Vec::new() });
         self.service_ids.insert(s.clone(), id);
@@ -654,7 +683,7 @@ impl Index {
         tree
     }
 
-    fn bucket(&mut self, service: u16, h: &Hot) -> u32 {
+    fn bucket(&mut self, service: u32, h: &Hot) -> u32 {
         let key = (service, h.model, h.gpu_count, h.vram);
         if let Some(&t) = self.buckets.get(&key) {
             return t;
@@ -1045,6 +1074,9 @@ impl Index {
         };
         let mut counts = [0u64; 13];
         for (i, h) in self.hot.iter().enumerate() {
+            if h.removed {
+                continue;
+            }
             let failed = if !h.schedulable {
                 Criterion::State
             } else if p.now.saturating_sub(h.last_seen) > p.fresh_ms {
@@ -1080,7 +1112,7 @@ impl Index {
             };
             counts[failed as usize] += 1;
         }
-        let mut e = Eliminations { considered: self.hot.len() as u64, ..Default::default() };
+        let mut e = Eliminations { considered: (self.hot.len() - self.removed) as u64, ..Default::default() };
         for (c, n) in CRITERIA.iter().zip(counts) {
             if n > 0 {
                 e.by_criterion.insert(*c, n);
@@ -1527,16 +1559,41 @@ impl Index {
 
     // --- checks ---------------------------------------------------------
 
-    /// Checks that the index mirrors `containers` and that every tree is
-    /// consistent: memberships, orders, exact leaves, valid summaries,
-    /// geometry. For tests and debug
-    /// builds. On error: the slot or node concerned, and what is wrong.
-    pub(crate) fn check(&self, containers: &[Container]) -> Result<(), (usize, String)> {
-        if self.hot.len() != containers.len() || self.members.len() != containers.len() {
+    /// Checks that the index mirrors `containers` (`removed[slot]`: a
+    /// tombstone) and that every tree is consistent: memberships, orders,
+    /// exact leaves, valid summaries, geometry, distinct service ids. For
+    /// tests and debug builds. On error: the slot or node concerned, and
+    /// what is wrong.
+    pub(crate) fn check(&self, containers: &[Container], removed: &[bool]) -> Result<(), (usize, String)> {
+        if self.hot.len() != containers.len()
+            || self.members.len() != containers.len()
+            || removed.len() != containers.len()
+        {
             return Err((0, format!("{} records for {} containers", self.hot.len(), containers.len())));
         }
         if self.bulk.is_some() {
             return Err((0, "a bulk load is not finished".into()));
+        }
+        // Two names never share an id: ids are exactly 0..services.len().
+        let mut ids: Vec<u32> = self.service_ids.values().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.service_ids.len()
+            || ids.len() != self.services.len()
+            || ids.last().is_some_and(|&l| l as usize + 1 != ids.len())
+        {
+            let (names, n) = (self.service_ids.len(), self.services.len());
+            return Err((
+                0,
+                format!(
+                    "expected {n} service names with the ids 0..{n} once each, found {names} names sharing {} ids",
+                    ids.len()
+                ),
+            ));
+        }
+        let tombstones = removed.iter().filter(|&&r| r).count();
+        if tombstones != self.removed {
+            return Err((0, format!("{} tombstones counted, {tombstones} expected", self.removed)));
         }
         let mut entries = 0u64;
         // Members below each node, counted from the memberships.
@@ -1544,9 +1601,18 @@ impl Index {
         for (s, c) in containers.iter().enumerate() {
             let h = &self.hot[s];
             let m = &self.members[s];
+            if h.removed != removed[s] {
+                return Err((s, format!("tombstone is {}, expected {}", h.removed, removed[s])));
+            }
+            if h.removed {
+                if !m.leaves.is_empty() || !m.services.is_empty() || h.schedulable || h.services != 0 {
+                    return Err((s, "a tombstone is still indexed".into()));
+                }
+                continue;
+            }
             let model =
                 c.record.registration.spec.gpu.as_ref().map_or(Some(0), |g| self.model_ids.get(&g.model).copied());
-            let mut services: Vec<u16> = Vec::new();
+            let mut services: Vec<u32> = Vec::new();
             for name in &c.record.registration.services {
                 services.push(*self.service_ids.get(name).ok_or((s, "service not interned".to_owned()))?);
             }
@@ -1726,7 +1792,7 @@ enum Check {
 #[derive(Debug)]
 pub(crate) struct Prepared<'r> {
     request: &'r MatchRequest,
-    service: Option<u16>,
+    service: Option<u32>,
     /// The bucket trees that hold exactly the containers with the service,
     /// GPU model, count and VRAM asked for. Walks of the roots' orders merge
     /// them all.

@@ -5,13 +5,28 @@ use crate::container::{Container, ContainerRecord, HISTORY_LEN};
 use crate::index::{Index, IndexStats, SearchStats};
 use crate::scan::{self, Choice};
 use crate::{REPUTATION_FAIL, REPUTATION_MAX, REPUTATION_PASS, REPUTATION_START};
-use dci_model::{Actor, Eliminations, MatchRequest, NodeId, SessionId, SpecError, State, Timestamp, Transition};
+use dci_model::{
+    AccountId, Actor, Amount, Eliminations, MatchRequest, NodeId, ServiceName, SessionId, SpecError, State, Timestamp,
+    Transition,
+};
 use dci_proto::{
-    ConnId, ContainerView, Heartbeat, Inbound, InspectionKind, InspectionRequest, Message, Net, Offer, Registration,
-    Verdict, VerdictRecord,
+    ConnId, ContainerView, Heartbeat, Inbound, InspectionKind, InspectionRequest, MAX_SERVICES, Message, Net, Offer,
+    Registration, Verdict, VerdictRecord,
 };
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// Most new registrations waiting for the stake oracle at once
+/// ([`Config::stake_oracle`]); beyond it the oldest is dropped (its
+/// container registers again later). About 200 bytes each plus the
+/// registration: a flood of registrations from fresh keys costs at most
+/// this many in memory.
+pub const MAX_PENDING: usize = 10_000;
+
+/// How long a new registration waits for the stake oracle's answer; then
+/// it is dropped (checked on [`Input::Tick`]).
+pub const STAKE_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the indexer core reacts to.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +48,9 @@ pub enum Output {
     Net(Net),
     /// Store this record, replacing any earlier record with the same id.
     Persist(ContainerRecord),
+    /// Delete the stored record of this container: it was pruned
+    /// ([`Config::prune_after`]).
+    Forget(NodeId),
     /// An inbound message was refused; nothing changed. For logs and metrics.
     Rejected {
         /// The sender.
@@ -54,6 +72,64 @@ pub enum Rejection {
     /// A registration offers no service.
     #[error("invalid registration: expected at least one pre-installed service, found none")]
     NoServices,
+    /// A registration lists more than [`MAX_SERVICES`] services.
+    #[error("invalid registration: expected at most {max} services, found {found}")]
+    TooManyServices {
+        /// [`MAX_SERVICES`].
+        max: usize,
+        /// Services listed.
+        found: usize,
+    },
+    /// A heartbeat reports more than [`MAX_SERVICES`] warm services.
+    #[error("invalid heartbeat: expected at most {max} warm services, found {found}")]
+    TooManyWarm {
+        /// [`MAX_SERVICES`].
+        max: usize,
+        /// Warm services reported.
+        found: usize,
+    },
+    /// A heartbeat reports a warm service the container did not register.
+    #[error(
+        "invalid heartbeat: expected warm services among those the container registered, found {0}, which it did not register"
+    )]
+    WarmNotRegistered(ServiceName),
+    /// The stake oracle says the registrant has not bonded the minimum
+    /// container stake: the registration is refused (the container is told
+    /// with `Message::Refused`, whose reason is this text) and nothing kept.
+    #[error(
+        "registration refused: expected a container stake of at least {minimum} ATH bonded by {account}, found {bonded} ATH; bond it with `dci stake {missing} --role container` from that account",
+        account = AccountId::for_node(.node),
+        missing = Amount(.minimum.0.saturating_sub(.bonded.0)),
+    )]
+    Unstaked {
+        /// The registrant.
+        node: NodeId,
+        /// Container stake its account has bonded.
+        bonded: Amount,
+        /// The governance minimum.
+        minimum: Amount,
+    },
+    /// A new registration whose stake query the oracle did not answer in
+    /// time: it is dropped (the container registers again later).
+    #[error(
+        "registration dropped: expected the stake oracle {oracle} to answer within {} ms, found no answer",
+        STAKE_QUERY_TIMEOUT.as_millis()
+    )]
+    StakeUnanswered {
+        /// The stake oracle.
+        oracle: NodeId,
+    },
+    /// A stake answer for no query in flight: late (the registration was
+    /// answered, dropped or timed out), repeated, or made up.
+    #[error(
+        "expected a stake answer for a registration in flight, found one for request {request_id} about node {node}, which is not"
+    )]
+    StaleStake {
+        /// The node it names.
+        node: NodeId,
+        /// The request it names.
+        request_id: u64,
+    },
     /// A registration's address is unusable.
     #[error("invalid registration: expected an address host:port without spaces, found {0:?}")]
     BadAddr(String),
@@ -77,11 +153,12 @@ pub enum Rejection {
     /// A heartbeat from, or a verdict about, a container that never registered.
     #[error("expected a registered container, found unknown node {0}")]
     UnknownContainer(NodeId),
-    /// A verdict from a node that is not a trusted checker, or a gateway
-    /// request from a node that is not a trusted gateway.
+    /// A verdict from a node that is not a trusted checker, a gateway
+    /// request from a node that is not a trusted gateway, or a stake answer
+    /// from a node that is not the stake oracle.
     #[error("expected a message from a trusted {expected}, found an untrusted sender")]
     Untrusted {
-        /// `checker` or `gateway`.
+        /// `checker`, `gateway` or `stake oracle`.
         expected: &'static str,
     },
     /// A verdict that answers no inspection of this container in flight:
@@ -202,6 +279,19 @@ pub enum InvariantError {
         /// What disagrees.
         detail: String,
     },
+    /// Pruning's bookkeeping is wrong: a tombstone still reachable, a
+    /// never-passed container without a prune deadline, a schedulable one
+    /// never passed.
+    #[error("container {container:?}: pruning disagrees with the container: {detail}")]
+    Prune {
+        /// The container.
+        container: NodeId,
+        /// What disagrees.
+        detail: String,
+    },
+    /// The registrations waiting for the stake oracle are inconsistent.
+    #[error("pending registrations: {0}")]
+    Pending(String),
     /// The history is longer than [`HISTORY_LEN`] or reputation out of range.
     #[error(
         "container {container:?}: expected at most {HISTORY_LEN} transitions and reputation <= {REPUTATION_MAX}, found {transitions} and {reputation}"
@@ -228,6 +318,17 @@ struct Reservation {
     /// (≤ `expires`: renewing moves `expires` and leaves the entry, which
     /// is re-armed when it comes due).
     armed: u64,
+}
+
+/// A new registration waiting for the stake oracle.
+#[derive(Clone, Debug)]
+struct Pending {
+    /// The query in flight (only its answer is taken).
+    request_id: u64,
+    /// Where the registration came from (the `StateChanged` reply goes there).
+    conn: ConnId,
+    /// The latest registration (a repeat while pending replaces it).
+    registration: Registration,
 }
 
 /// "No timer armed".
@@ -280,6 +381,24 @@ const DEBUG_CHECK_LIMIT: usize = 512;
 /// - A verdict moves the state only where the lifecycle table allows it
 ///   (a passed standby inspection of a `Healthy` container changes only its
 ///   reputation); it always updates the reputation.
+/// - With a stake oracle ([`Config::stake_oracle`]) a registration from a
+///   node not in the registry waits in a pending map (at most
+///   [`MAX_PENDING`], oldest dropped first) for `StakeOf` from that oracle
+///   for the query in flight; `bonded >= minimum` admits it exactly as a
+///   registration without the check, below it the container gets
+///   `Refused` at its registered address and nothing is kept; no answer
+///   within [`STAKE_QUERY_TIMEOUT`] drops it. A repeat while pending
+///   replaces the registration and asks nothing more. Re-registrations of
+///   known containers are not checked again (a stake withdrawn later costs
+///   the container its reward weight at the next epoch: that is the
+///   ledger's rule, not the indexer's).
+/// - Containers that never passed an inspection and have been silent for
+///   [`Config::prune_after`] are removed on a tick ([`Output::Forget`]):
+///   their slot stays as a tombstone (slots are never reused), their id is
+///   free (registering again is a new registration), and nothing lists,
+///   matches, inspects or counts them any more.
+/// - Lists are bounded: a registration lists at most [`MAX_SERVICES`]
+///   services, a heartbeat at most as many warm ones, all registered.
 ///
 /// Matching uses the match index (`index.rs`) and returns exactly what
 /// [`scan::match_scan`] over all containers would ([`Indexer::evaluate`] and
@@ -295,8 +414,26 @@ const DEBUG_CHECK_LIMIT: usize = 512;
 #[derive(Debug)]
 pub struct Indexer {
     config: Config,
-    /// Slot → container; slots are never reused (containers are not removed).
+    /// Slot → container; slots are never reused (a pruned container leaves
+    /// a tombstone, see `removed`).
     containers: Vec<Container>,
+    /// Per slot: a tombstone (pruned; its id is no longer in `slots`).
+    removed: Vec<bool>,
+    /// Tombstones.
+    pruned: usize,
+    /// Prune deadlines of containers that never passed: (due ms, slot), at
+    /// most one entry per slot, re-armed lazily at the container's last
+    /// sign of life plus `prune_after` when it comes due.
+    prunes: BinaryHeap<Reverse<(u64, u32)>>,
+    /// New registrations waiting for the stake oracle (keyed with a random
+    /// seed, like `slots`).
+    pending: HashMap<NodeId, Pending, foldhash::fast::RandomState>,
+    /// (asked ms, node, request id) of each stake query, in arrival order:
+    /// the oldest is dropped first, and timeouts are found at the front.
+    /// An entry whose query is no longer in `pending` is stale, skipped.
+    pending_order: VecDeque<(u64, NodeId, u64)>,
+    /// The next stake query id (random start, like inspections).
+    next_stake_query: u64,
     /// Keyed with a per-process random seed: ids are chosen by containers,
     /// so a fixed hash could be flooded with colliding ids.
     slots: HashMap<NodeId, u32, foldhash::fast::RandomState>,
@@ -333,7 +470,15 @@ impl Indexer {
     pub fn new(config: Config) -> Self {
         let mut rng = crate::rng::Rng::new(config.seed);
         let next_inspection = rng.next_u64();
+        // A stream of its own, so the draws of standby inspections stay as they were.
+        let next_stake_query = crate::rng::Rng::new(config.seed ^ 0x5354_414b_4551_5259).next_u64();
         Indexer {
+            removed: Vec::new(),
+            pruned: 0,
+            prunes: BinaryHeap::new(),
+            pending: HashMap::default(),
+            pending_order: VecDeque::new(),
+            next_stake_query,
             inspecting: HashMap::new(),
             committee: None,
             next_inspection,
@@ -365,6 +510,9 @@ impl Indexer {
     /// again. Records for ids already known are ignored: live state is newer
     /// than the store. Over-long histories are trimmed, reputations clamped,
     /// and a history whose last transition disagrees with the state dropped.
+    /// A record written before `ever_passed` existed gets it from what it
+    /// shows ([`ContainerRecord::shows_a_pass`]). Restoring counts as a sign
+    /// of life: pruning counts `prune_after` from `now`.
     pub fn restore(&mut self, records: Vec<ContainerRecord>, now: Timestamp) -> Vec<Output> {
         let mut out = Vec::new();
         let mut batch: HashSet<NodeId> = HashSet::new();
@@ -380,6 +528,7 @@ impl Indexer {
                 // A history that disagrees with the state is not trustworthy.
                 record.transitions.clear();
             }
+            record.ever_passed = record.shows_a_pass();
             kept.push(record);
         }
         // Neighbours on the map are neighbours in the index: loading them
@@ -401,7 +550,7 @@ impl Indexer {
         for (_, slot) in waiting {
             out.push(self.request_inspection(slot, InspectionKind::Registration, "indexer restart"));
         }
-        if cfg!(debug_assertions) && self.containers.len() <= DEBUG_CHECK_LIMIT {
+        if cfg!(debug_assertions) && self.containers.len() + self.pending.len() <= DEBUG_CHECK_LIMIT {
             debug_assert_eq!(self.check_invariants(), Ok(()));
         }
         out
@@ -414,7 +563,9 @@ impl Indexer {
             Input::Tick => {
                 self.index.repair(usize::MAX);
                 self.expire(now);
+                self.expire_pending(now, &mut out);
                 self.tick(now, &mut out);
+                self.prune(now, &mut out);
                 self.standby_inspections(now, &mut out);
                 self.last_tick = Some(now);
             }
@@ -430,7 +581,7 @@ impl Indexer {
                 }
             }
         }
-        if cfg!(debug_assertions) && self.containers.len() <= DEBUG_CHECK_LIMIT {
+        if cfg!(debug_assertions) && self.containers.len() + self.pending.len() <= DEBUG_CHECK_LIMIT {
             debug_assert_eq!(self.check_invariants(), Ok(()));
         }
         out
@@ -467,7 +618,7 @@ impl Indexer {
         request: &MatchRequest,
         session: SessionId,
     ) -> Result<Choice, Eliminations> {
-        scan::match_scan(&self.containers, request, session, now, &self.config)
+        scan::match_scan(self.iter_unordered(), request, session, now, &self.config)
     }
 
     /// The inspection of a container in flight: its request id and kind.
@@ -497,24 +648,34 @@ impl Indexer {
 
     /// All containers, ordered by id.
     pub fn iter(&self) -> impl Iterator<Item = &Container> {
-        let mut all: Vec<&Container> = self.containers.iter().collect();
+        let mut all: Vec<&Container> = self.iter_unordered().collect();
         all.sort_unstable_by_key(|c| c.record.id);
         all.into_iter()
     }
 
     /// All containers in no particular order (cheaper than [`Indexer::iter`]).
     pub fn iter_unordered(&self) -> impl Iterator<Item = &Container> {
-        self.containers.iter()
+        self.containers.iter().zip(&self.removed).filter(|(_, removed)| !**removed).map(|(c, _)| c)
     }
 
-    /// Number of known containers.
+    /// Number of known containers (pruned ones are not).
     pub fn len(&self) -> usize {
-        self.containers.len()
+        self.containers.len() - self.pruned
     }
 
     /// True when no container is known.
     pub fn is_empty(&self) -> bool {
-        self.containers.is_empty()
+        self.len() == 0
+    }
+
+    /// New registrations waiting for the stake oracle (at most [`MAX_PENDING`]).
+    pub fn pending_registrations(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `node`'s registration waits for the stake oracle.
+    pub fn is_pending(&self, node: &NodeId) -> bool {
+        self.pending.contains_key(node)
     }
 
     /// The container reserved for `session`, if any.
@@ -535,7 +696,9 @@ impl Indexer {
     /// Checks R-IX2 (no slot double-booked: reserved ≤ slots, one session
     /// maps to one container, counters agree with the session table), the
     /// record invariants (state = last transition's target, bounded history
-    /// and reputation), and that the match index mirrors the containers.
+    /// and reputation), that the match index mirrors the containers, that
+    /// tombstones are unreachable and every never-passed container has a
+    /// prune deadline, and that the pending registrations are bounded.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         let armed: HashSet<(u64, SessionId)> = self.expiries.iter().map(|&Reverse(e)| e).collect();
         for (session, r) in &self.reservations {
@@ -547,7 +710,7 @@ impl Indexer {
         }
         let mut per_slot: HashMap<u32, u32> = HashMap::new();
         for (session, r) in &self.reservations {
-            let Some(c) = self.containers.get(r.slot as usize) else {
+            let Some(c) = self.containers.get(r.slot as usize).filter(|_| !self.removed[r.slot as usize]) else {
                 return Err(InvariantError::DanglingReservation { session: *session, container: r.offer.container });
             };
             if c.id() != r.offer.container || !self.sessions.contains(&(r.slot, *session)) {
@@ -565,9 +728,25 @@ impl Indexer {
             let container = self.containers.get(slot as usize).map_or(NodeId([0; 32]), Container::id);
             return Err(InvariantError::DanglingReservation { session, container });
         }
+        let prunes: HashSet<u32> = self.prunes.iter().map(|&Reverse((_, slot))| slot).collect();
         for (slot, c) in self.containers.iter().enumerate() {
             let rec = &c.record;
             let key = rec.id;
+            if self.removed[slot] {
+                let reachable = self.slots.get(&key) == Some(&(slot as u32))
+                    || self.inspecting.contains_key(&(slot as u32))
+                    || self.timer_due[slot] != NO_TIMER;
+                if reachable || c.reserved > 0 {
+                    return Err(InvariantError::Prune { container: key, detail: "a tombstone is reachable".into() });
+                }
+                continue;
+            }
+            if !rec.ever_passed && !prunes.contains(&(slot as u32)) {
+                return Err(InvariantError::Prune { container: key, detail: "never passed, no prune deadline".into() });
+            }
+            if rec.state.is_schedulable() && !rec.ever_passed {
+                return Err(InvariantError::Prune { container: key, detail: "schedulable, never passed".into() });
+            }
             if self.slots.get(&key) != Some(&(slot as u32)) {
                 let found = self.slots.iter().find(|&(_, &s)| s == slot as u32).map_or(NodeId([0; 32]), |(id, _)| *id);
                 return Err(InvariantError::IdMismatch { key, found });
@@ -600,13 +779,35 @@ impl Indexer {
                 return Err(InvariantError::Index { container: key, detail: "no re-inspection deadline armed".into() });
             }
         }
-        if self.slots.len() != self.containers.len() {
+        if self.slots.len() != self.len() || self.removed.iter().filter(|&&r| r).count() != self.pruned {
             return Err(InvariantError::IdMismatch { key: NodeId([0; 32]), found: NodeId([0; 32]) });
         }
-        self.index.check(&self.containers).map_err(|(slot, detail)| InvariantError::Index {
+        self.check_pending()?;
+        self.index.check(&self.containers, &self.removed).map_err(|(slot, detail)| InvariantError::Index {
             container: self.containers.get(slot).map_or(NodeId([0; 32]), Container::id),
             detail,
         })
+    }
+
+    /// Bounded, disjoint from the registry, each query with its entry.
+    fn check_pending(&self) -> Result<(), InvariantError> {
+        if self.pending.len() > MAX_PENDING || self.pending_order.len() > 2 * MAX_PENDING {
+            let (n, order) = (self.pending.len(), self.pending_order.len());
+            return Err(InvariantError::Pending(format!(
+                "expected at most {MAX_PENDING} pending and {} queued, found {n} and {order}",
+                2 * MAX_PENDING
+            )));
+        }
+        let queued: HashSet<(NodeId, u64)> = self.pending_order.iter().map(|&(_, n, r)| (n, r)).collect();
+        for (node, p) in &self.pending {
+            if self.slots.contains_key(node) {
+                return Err(InvariantError::Pending(format!("{node} is both pending and registered")));
+            }
+            if !queued.contains(&(*node, p.request_id)) {
+                return Err(InvariantError::Pending(format!("{node}'s query {} is not queued", p.request_id)));
+            }
+        }
+        Ok(())
     }
 
     fn fresh_ms(&self) -> u64 {
@@ -624,10 +825,69 @@ impl Indexer {
     fn add(&mut self, c: Container) -> u32 {
         let slot = self.containers.len() as u32;
         self.slots.insert(c.id(), slot);
+        if !c.record.ever_passed {
+            self.prunes.push(Reverse((self.prune_due(c.last_seen), slot)));
+        }
         self.containers.push(c);
+        self.removed.push(false);
         self.timer_due.push(NO_TIMER);
         self.changed(slot);
         slot
+    }
+
+    /// When a never-passed container last seen at `last_seen` is pruned.
+    fn prune_due(&self, last_seen: Timestamp) -> u64 {
+        let after = u64::try_from(self.config.prune_after.as_millis()).unwrap_or(u64::MAX);
+        last_seen.0.saturating_add(after)
+    }
+
+    /// Removes containers that never passed an inspection and have been
+    /// silent for `prune_after` (in id order). Looks only at deadlines that
+    /// are due; one whose container was heard from since is re-armed, one
+    /// whose container passed meanwhile is dropped.
+    fn prune(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let mut gone = Vec::new();
+        while let Some(&Reverse((due, slot))) = self.prunes.peek() {
+            if due > now.0 {
+                break;
+            }
+            self.prunes.pop();
+            let c = &self.containers[slot as usize];
+            if self.removed[slot as usize] || c.record.ever_passed {
+                continue;
+            }
+            let due = self.prune_due(c.last_seen);
+            if due > now.0 {
+                self.prunes.push(Reverse((due, slot)));
+            } else {
+                gone.push(slot);
+            }
+        }
+        gone.sort_unstable_by_key(|&s| self.containers[s as usize].id());
+        for slot in gone {
+            out.push(Output::Forget(self.remove(slot)));
+        }
+    }
+
+    /// Turns the container at `slot` into a tombstone: out of the id map,
+    /// the index, the timers, inspections and reservations; its slot is
+    /// never reused and its id may register again (a new slot).
+    fn remove(&mut self, slot: u32) -> NodeId {
+        self.release_all(slot);
+        self.inspecting.remove(&slot);
+        self.timer_due[slot as usize] = NO_TIMER;
+        self.index.tombstone(slot);
+        self.removed[slot as usize] = true;
+        self.pruned += 1;
+        let c = &mut self.containers[slot as usize];
+        let id = c.id();
+        self.slots.remove(&id);
+        // A tombstone keeps only what its slot needs.
+        c.warm = Vec::new();
+        c.record.transitions = Vec::new();
+        c.record.verdicts = Vec::new();
+        c.record.registration.services = Vec::new();
+        id
     }
 
     /// Tells the index and the timer queue that the container at `slot` changed.
@@ -667,6 +927,9 @@ impl Indexer {
     ) -> Result<(), Rejection> {
         match msg {
             Message::Register(reg) => self.on_register(now, conn, from, reg, out),
+            Message::StakeOf { request_id, node, bonded, minimum } => {
+                self.on_stake_of(now, from, (node, request_id), (bonded, minimum), out)
+            }
             Message::Heartbeat(hb) => self.on_heartbeat(now, conn, from, hb, out),
             Message::Maintenance { on } => self.on_maintenance(now, conn, from, on, out),
             Message::Verdict(v) => {
@@ -733,6 +996,122 @@ impl Indexer {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         validate(&reg)?;
+        if !self.slots.contains_key(&from)
+            && let Some((_, oracle)) = &self.config.stake_oracle
+        {
+            let oracle = oracle.clone();
+            self.pend(now, conn, from, reg, &oracle, out);
+            return Ok(());
+        }
+        self.admit(now, conn, from, reg, out)
+    }
+
+    /// Holds a new registration until the stake oracle answers (asking it
+    /// once per registration in flight).
+    fn pend(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        from: NodeId,
+        registration: Registration,
+        oracle: &str,
+        out: &mut Vec<Output>,
+    ) {
+        if let Some(p) = self.pending.get_mut(&from) {
+            // Asked already: the answer admits this latest registration.
+            p.conn = conn;
+            p.registration = registration;
+            return;
+        }
+        while self.pending.len() >= MAX_PENDING && self.drop_oldest_pending() {}
+        let request_id = self.next_stake_query;
+        self.next_stake_query = self.next_stake_query.wrapping_add(1);
+        self.pending.insert(from, Pending { request_id, conn, registration });
+        self.pending_order.push_back((now.0, from, request_id));
+        if self.pending_order.len() > 2 * MAX_PENDING {
+            // Answered queries leave stale entries behind: drop them.
+            let pending = &self.pending;
+            self.pending_order.retain(|(_, n, r)| pending.get(n).is_some_and(|p| p.request_id == *r));
+        }
+        out.push(send(oracle, Message::StakeQuery { request_id, node: from }));
+    }
+
+    /// Whether the queue entry (`node`, `request_id`) is a query in flight.
+    fn is_live_query(&self, node: &NodeId, request_id: u64) -> bool {
+        self.pending.get(node).is_some_and(|p| p.request_id == request_id)
+    }
+
+    /// Drops the oldest pending registration (to make room); false if
+    /// there was none.
+    fn drop_oldest_pending(&mut self) -> bool {
+        while let Some((_, node, request_id)) = self.pending_order.pop_front() {
+            if self.is_live_query(&node, request_id) {
+                self.pending.remove(&node);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops pending registrations whose query went unanswered for
+    /// [`STAKE_QUERY_TIMEOUT`] (in arrival order).
+    fn expire_pending(&mut self, now: Timestamp, out: &mut Vec<Output>) {
+        let timeout = STAKE_QUERY_TIMEOUT.as_millis() as u64;
+        let Some((oracle, _)) = &self.config.stake_oracle else { return };
+        let oracle = *oracle;
+        while let Some(&(asked, node, request_id)) = self.pending_order.front() {
+            if asked.saturating_add(timeout) > now.0 {
+                break;
+            }
+            self.pending_order.pop_front();
+            if self.is_live_query(&node, request_id) {
+                self.pending.remove(&node);
+                out.push(Output::Rejected { from: node, reason: Rejection::StakeUnanswered { oracle } });
+            }
+        }
+    }
+
+    /// The stake oracle's answer: admit the registration in flight, or
+    /// refuse it and keep nothing.
+    fn on_stake_of(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        (node, request_id): (NodeId, u64),
+        (bonded, minimum): (Amount, Amount),
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
+        if self.config.stake_oracle.as_ref().is_none_or(|(oracle, _)| *oracle != from) {
+            return Err(Rejection::Untrusted { expected: "stake oracle" });
+        }
+        if !self.is_live_query(&node, request_id) {
+            return Err(Rejection::StaleStake { node, request_id });
+        }
+        // Its queue entry is stale from now on.
+        let Some(p) = self.pending.remove(&node) else { return Err(Rejection::StaleStake { node, request_id }) };
+        if bonded >= minimum {
+            if let Err(reason) = self.admit(now, p.conn, node, p.registration, out) {
+                out.push(Output::Rejected { from: node, reason });
+            }
+        } else {
+            let reason = Rejection::Unstaked { node, bonded, minimum };
+            out.push(send(&p.registration.addr, Message::Refused { reason: reason.to_string() }));
+            out.push(Output::Rejected { from: node, reason });
+        }
+        Ok(())
+    }
+
+    /// A registration that may enter the registry: a new container is
+    /// added (`Configuring → AwaitingInspection`, inspection requested), a
+    /// known one updated.
+    fn admit(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        from: NodeId,
+        reg: Registration,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
         let (slot, persist, transition, why) = match self.slots.get(&from) {
             None => {
                 let record = ContainerRecord {
@@ -743,6 +1122,7 @@ impl Indexer {
                     transitions: Vec::new(),
                     verdicts: Vec::new(),
                     verified: None,
+                    ever_passed: false,
                 };
                 let mut c = Container::from_record(record, now);
                 let t = transition(&mut c.record, State::AwaitingInspection, Actor::Container, "registered", now);
@@ -755,6 +1135,8 @@ impl Indexer {
                 }
                 let spec_changed = c.record.registration.spec != reg.spec;
                 let changed = c.record.registration != reg;
+                // Warm is a subset of the registered services.
+                c.warm.retain(|s| reg.services.contains(s));
                 c.record.registration = reg;
                 if spec_changed {
                     // What was proven was the old spec.
@@ -830,6 +1212,15 @@ impl Indexer {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
         let slot = *self.slots.get(&from).ok_or(Rejection::UnknownContainer(from))?;
+        if hb.warm.len() > MAX_SERVICES {
+            return Err(Rejection::TooManyWarm { max: MAX_SERVICES, found: hb.warm.len() });
+        }
+        let c = &self.containers[slot as usize];
+        if c.warm != hb.warm
+            && let Some(s) = hb.warm.iter().find(|s| !c.record.registration.services.contains(s))
+        {
+            return Err(Rejection::WarmNotRegistered(s.clone()));
+        }
         // The compact record knows whether the state is `Ready`: the full
         // record is read only then.
         let ready = self.index.heartbeat(slot, now.0, hb.sessions);
@@ -879,6 +1270,8 @@ impl Indexer {
             // Its reward weight is what this proof verified, and nothing else.
             rec.verified = v.capacity.clone();
         }
+        // Never pruned from now on.
+        rec.ever_passed |= v.passed;
         rec.reputation = if v.passed {
             (rec.reputation + REPUTATION_PASS).min(REPUTATION_MAX)
         } else {
@@ -1016,8 +1409,8 @@ impl Indexer {
     /// predict. An idle container gets a standby inspection (R-CK2); one
     /// serving sessions an in-service evaluation of
     /// [`Config::evaluated_service`] if it offers it (R-CK3, R-CK4). Draws
-    /// slots uniformly (with replacement); a draw that lands on an
-    /// unschedulable container, or a busy one without the service, is
+    /// slots uniformly (with replacement); a draw that lands on a tombstone,
+    /// an unschedulable container, or a busy one without the service, is
     /// dropped, so the rate per container does not depend on the others.
     fn standby_inspections(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         const MAX_PER_TICK: f64 = 10_000.0;
@@ -1031,6 +1424,9 @@ impl Indexer {
         while self.standby_credit >= 1.0 {
             self.standby_credit -= 1.0;
             let slot = self.rng.below(n) as u32;
+            if self.removed[slot as usize] {
+                continue;
+            }
             let c = &self.containers[slot as usize];
             let idle = c.reserved == 0 && c.reported_sessions == 0;
             let fresh = now.since(c.last_seen) <= self.config.fresh_window();
@@ -1125,6 +1521,9 @@ fn validate(reg: &Registration) -> Result<(), Rejection> {
     }
     if reg.services.is_empty() {
         return Err(Rejection::NoServices);
+    }
+    if reg.services.len() > MAX_SERVICES {
+        return Err(Rejection::TooManyServices { max: MAX_SERVICES, found: reg.services.len() });
     }
     let addr_ok =
         !reg.addr.is_empty() && reg.addr.len() <= 255 && !reg.addr.chars().any(|c| c.is_whitespace() || c.is_control());

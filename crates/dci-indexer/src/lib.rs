@@ -21,6 +21,17 @@
 //! (R-CK2); it applies only the verdict of the inspection in flight, and keeps
 //! the latest verdicts and a reputation per container.
 //!
+//! Sybil cost (issue 14): with a [`Config::stake_oracle`] (the gateway that
+//! holds the ledger), a registration from a node not in the registry waits
+//! in a bounded pending map ([`MAX_PENDING`], oldest dropped first) until
+//! the oracle answers `Message::StakeOf` for that query; below the minimum
+//! container stake the container gets `Message::Refused` and nothing is
+//! kept; unanswered after [`STAKE_QUERY_TIMEOUT`], it is dropped. Containers
+//! that never passed an inspection and were silent for
+//! [`Config::prune_after`] are removed on a tick ([`Output::Forget`]; their
+//! slot stays a tombstone, slots are never reused). Registrations list at
+//! most `dci_proto::MAX_SERVICES` services, heartbeats as many warm ones.
+//!
 //! This crate is not: the transport or the store (`dci-node` owns sockets and
 //! disk and persists [`ContainerRecord`]s), the wire format (`dci-proto`), the
 //! vocabulary (`dci-model`), or the CLI and HTTP API (`dci`, `dci-gateway`
@@ -37,10 +48,10 @@ mod rng;
 pub mod scan;
 mod serving;
 
-pub use config::{Config, ConfigError, DEFAULT_RESERVATION_TTL};
+pub use config::{Config, ConfigError, DEFAULT_PRUNE_AFTER, DEFAULT_RESERVATION_TTL};
 pub use container::{Container, ContainerRecord, HISTORY_LEN, VERDICTS_LEN};
 pub use index::{IndexStats, MAX_BUCKETS, MAX_BUCKETS_UX, SearchStats};
-pub use indexer::{InFlight, Indexer, Input, InvariantError, Output, Rejection};
+pub use indexer::{InFlight, Indexer, Input, InvariantError, MAX_PENDING, Output, Rejection, STAKE_QUERY_TIMEOUT};
 pub use offers::{SortKey, SortKeyError};
 pub use scan::Choice;
 pub use serving::{serving_indexer, serving_score};

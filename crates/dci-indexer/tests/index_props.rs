@@ -1,7 +1,8 @@
 //! The index against the scan oracle: for random fleets, random requests and
 //! random interleavings of registrations, heartbeats, verdicts, matches
-//! (reservations), renewals, releases, ticks (expiring reservations) and
-//! time, the index answers exactly what
+//! (reservations), renewals, releases, ticks (expiring reservations and
+//! pruning newcomers that never passed, whose ids may then register again)
+//! and time, the index answers exactly what
 //! [`dci_indexer::scan::match_scan`] answers (the container, its RTT, and the
 //! elimination counts when nothing matches), and the index's own invariants
 //! hold after every step.
@@ -154,6 +155,7 @@ fn load(seeds: &[Seed], now: u64) -> Indexer {
             transitions: Vec::new(),
             verdicts: Vec::new(),
             verified: None,
+            ever_passed: false,
         };
         ix.restore(vec![record], Timestamp(now - s.age_ms));
     }
@@ -212,12 +214,17 @@ enum Op {
 }
 
 const FLEET: u8 = 12;
+/// Ids that start unregistered: they register, may fail or never get a
+/// verdict, and are pruned when silent for `PRUNE_AFTER_MS`.
+const NEWCOMERS: u8 = 4;
+const PRUNE_AFTER_MS: u64 = 20_000;
 
 fn op() -> impl Strategy<Value = Op> {
+    let ids = FLEET + NEWCOMERS;
     prop_oneof![
-        2 => (0..FLEET, reg()).prop_map(|(c, r)| Op::Register(c, r)),
-        4 => (0..FLEET, 0u32..=3).prop_map(|(c, s)| Op::Heartbeat(c, s)),
-        3 => (0..FLEET, prop::bool::weighted(0.8)).prop_map(|(c, p)| Op::Verdict(c, p)),
+        2 => (0..ids, reg()).prop_map(|(c, r)| Op::Register(c, r)),
+        4 => (0..ids, 0u32..=3).prop_map(|(c, s)| Op::Heartbeat(c, s)),
+        3 => (0..ids, prop::bool::weighted(0.7)).prop_map(|(c, p)| Op::Verdict(c, p)),
         6 => (0..16u8, request()).prop_map(|(s, r)| Op::Match(s, r)),
         2 => (0..16u8).prop_map(Op::Release),
         2 => prop::collection::vec(0..16u8, 0..=6).prop_map(Op::Renew),
@@ -238,7 +245,8 @@ proptest! {
         ops in prop::collection::vec(op(), 1..70),
         probes in prop::collection::vec(request(), 3),
     ) {
-        let mut ix = Indexer::new(config());
+        let cfg = dci_indexer::Config { prune_after: std::time::Duration::from_millis(PRUNE_AFTER_MS), ..config() };
+        let mut ix = Indexer::new(cfg);
         let mut now = T0;
         // Start from a registered, inspected, heartbeating fleet.
         for (c, r) in fleet.into_iter().enumerate() {

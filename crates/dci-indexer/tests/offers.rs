@@ -32,6 +32,7 @@ fn fleet() -> Indexer {
             transitions: Vec::new(),
             verdicts: Vec::new(),
             verified: None,
+            ever_passed: false,
         };
         ix.restore(vec![record], Timestamp(NOW));
     }

@@ -8,7 +8,10 @@
 //! `cheapest`/`best-ux` never skip a strictly better candidate. A container
 //! the timer declares lost loses its sessions; a reservation expires at the
 //! first tick a ttl after its match or last renewal (the model keeps each
-//! expiry), and a renewal from a non-gateway changes nothing.
+//! expiry), and a renewal from a non-gateway changes nothing. Newcomers
+//! register too; a tick removes exactly the containers that never passed an
+//! inspection (the model notes every passing verdict the indexer persists)
+//! and were silent for `prune_after`, and nothing else.
 
 mod common;
 
@@ -21,12 +24,16 @@ use dci_model::{
 use dci_proto::{Message, Net, Registration};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 const CITIES: [&str; 4] = ["lisbon", "frankfurt", "virginia", "tokyo"];
 const MODELS: [&str; 3] = ["NVIDIA H100", "A100-SXM4", "GeForce RTX 4090"];
 const SERVICES: [&str; 2] = ["llm", "render"];
 const FLEET: u8 = 5;
+/// Ids that start unregistered (they may register, fail, be pruned, come back).
+const NEWCOMERS: u8 = 2;
 const SESSIONS: u8 = 8;
+const PRUNE_AFTER_MS: u64 = 20_000;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -124,11 +131,12 @@ fn request() -> impl Strategy<Value = MatchRequest> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let ids = FLEET + NEWCOMERS;
     prop_oneof![
-        1 => (0..FLEET, reg()).prop_map(|(c, r)| Op::Register(c, r)),
-        3 => (0..FLEET, 0u32..=2).prop_map(|(c, s)| Op::Heartbeat(c, s)),
+        2 => (0..ids, reg()).prop_map(|(c, r)| Op::Register(c, r)),
+        3 => (0..ids, 0u32..=2).prop_map(|(c, s)| Op::Heartbeat(c, s)),
         3 => Just(Op::Pulse),
-        3 => (0..FLEET, prop::bool::weighted(0.8), prop::bool::weighted(0.9))
+        3 => (0..ids, prop::bool::weighted(0.7), prop::bool::weighted(0.9))
             .prop_map(|(container, passed, trusted)| Op::Verdict { container, passed, trusted }),
         6 => (0..SESSIONS, request()).prop_map(|(s, r)| Op::Match(s, r)),
         2 => (0..SESSIONS).prop_map(Op::Release),
@@ -272,9 +280,12 @@ proptest! {
             [Op::Register(c, r), Op::Verdict { container: c, passed: true, trusted: true }, Op::Heartbeat(c, 0)]
         });
         let ops: Vec<Op> = warm_up.chain(random).collect();
-        let mut ix = Indexer::new(config());
+        let cfg = dci_indexer::Config { prune_after: std::time::Duration::from_millis(PRUNE_AFTER_MS), ..config() };
+        let mut ix = Indexer::new(cfg);
         let mut now = Timestamp(1_700_000_000_000);
         let mut booked: BTreeMap<SessionId, NodeId> = BTreeMap::new();
+        // Containers the indexer recorded a passing verdict for, ever.
+        let mut passed: BTreeSet<NodeId> = BTreeSet::new();
         // When each booking expires (ms), unless renewed.
         let mut expires: BTreeMap<SessionId, u64> = BTreeMap::new();
         let ttl = config().reservation_ttl.as_millis() as u64;
@@ -287,6 +298,13 @@ proptest! {
             for input in inputs(op) {
                 outs.extend(ix.feed(now, input));
                 prop_assert_eq!(ix.check_invariants(), Ok(()));
+            }
+            for o in &outs {
+                if let Output::Persist(r) = o
+                    && r.verdicts.iter().any(|v| v.passed)
+                {
+                    passed.insert(r.id);
+                }
             }
             match op {
                 Op::Match(s, r) => {
@@ -317,6 +335,21 @@ proptest! {
                     expires.remove(&session(*s));
                 }
                 Op::Tick => {
+                    // Exactly the never-passed containers silent for prune_after go.
+                    let forgotten: BTreeSet<NodeId> = outs
+                        .iter()
+                        .filter_map(|o| if let Output::Forget(id) = o { Some(*id) } else { None })
+                        .collect();
+                    let silent: BTreeSet<NodeId> = before
+                        .iter()
+                        .filter(|c| !passed.contains(&c.id()) && now.0 - c.last_seen.0 >= PRUNE_AFTER_MS)
+                        .map(Container::id)
+                        .collect();
+                    prop_assert_eq!(&forgotten, &silent);
+                    let left: BTreeSet<NodeId> = ix.iter().map(Container::id).collect();
+                    let expected: BTreeSet<NodeId> =
+                        before.iter().map(Container::id).filter(|id| !silent.contains(id)).collect();
+                    prop_assert_eq!(left, expected);
                     // Expired reservations are released.
                     expires.retain(|_, e| *e > now.0);
                     booked.retain(|s, _| expires.contains_key(s));

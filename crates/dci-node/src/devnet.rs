@@ -293,8 +293,10 @@ impl Devnet {
         }
         keys::write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
 
-        // Indexer and checkers: bind all first so each knows the others' addresses.
+        // Indexer, gateway and checkers: bind all first so each knows the others' addresses.
         let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
+        let gateway_bound = Bound::bind(gateway_id.clone(), "127.0.0.1:0").await?;
+        let gateway_addr = gateway_bound.addr();
         let mut checker_bounds = Vec::new();
         for (i, id) in checker_ids.iter().enumerate() {
             crate::settlement::blocking(|| bond(&mut ledger, &id.id(), StakeRole::Checker, checker_stake(i)))?;
@@ -305,6 +307,8 @@ impl Devnet {
         let indexer_cfg = dci_indexer::Config {
             standby_every: Some(config.inspect_every),
             seed: rand::random(),
+            // The gateway holds the ledger: it says what a registrant bonded.
+            stake_oracle: Some((gateway_id.id(), gateway_addr.clone())),
             // Before the first committee, inspections go to the first checker.
             ..dci_indexer::Config::new(checker_bounds[0].addr(), checker_nodes.clone(), vec![gateway_id.id()])
         };
@@ -331,8 +335,6 @@ impl Devnet {
             ledger.chain_domain()
         })?;
         let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
-        let gateway_bound = Bound::bind(gateway_id.clone(), "127.0.0.1:0").await?;
-        let gateway_addr = gateway_bound.addr();
         let mut gateway_cfg =
             dci_gateway_core::Config::new(dci_gateway_core::Peer { id: indexer_node, addr: indexer_addr.clone() });
         gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());

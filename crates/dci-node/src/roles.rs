@@ -86,6 +86,12 @@ pub fn spawn_indexer(
                             tracing::error!(error = %e, "cannot persist container record");
                         }
                     }
+                    Output::Forget(id) => {
+                        tracing::info!(container = %id.short(), "pruned a container that never passed an inspection");
+                        if let Err(e) = store.delete(&id.to_string()) {
+                            tracing::error!(error = %e, "cannot delete a pruned container's record");
+                        }
+                    }
                     Output::Rejected { from, reason } => {
                         metrics::counter!("dci_indexer_rejected_total").increment(1);
                         tracing::warn!(from = %from.short(), %reason, "indexer rejected a message");
@@ -300,6 +306,9 @@ pub async fn spawn_agent_controlled<R: Runtime>(
                     }
                     Output::StateChanged(t) => {
                         tracing::info!(from = %t.from, to = %t.to, actor = ?t.actor, reason = %t.reason, "container state changed");
+                    }
+                    Output::Refused(reason) => {
+                        tracing::error!(%reason, "the indexer refused this container's registration");
                     }
                     Output::Rejected { from, reason } => {
                         metrics::counter!("dci_agent_rejected_total").increment(1);

@@ -11,8 +11,9 @@ use crate::Message;
 /// Protocol version spoken by this build. 6: challenges and evaluation
 /// requests name their container and deadline; `ChallengeRefused`,
 /// `ChallengeCancelled`; `StateChanged` names its container. 7: a verdict
-/// carries the capacity its proof verified (`Verdict::capacity`).
-pub const VERSION: u16 = 7;
+/// carries the capacity its proof verified (`Verdict::capacity`). 8:
+/// `StakeQuery`, `StakeOf`, `Refused` (a registration needs a bond).
+pub const VERSION: u16 = 8;
 /// Largest sealed message accepted, in bytes: room for a proof-of-capacity
 /// answer at the largest challenge (n = 16384, 40 rows: about 2.9 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;

@@ -318,7 +318,44 @@ pub enum Message {
         /// The sessions to keep.
         sessions: Vec<SessionId>,
     },
+
+    // --- indexer -> stake oracle (the gateway that holds the ledger), and back
+    /// How much container-role stake does `node`'s account
+    /// (`AccountId::for_node(node)`) have bonded? Asked before a new
+    /// registration enters the registry; the answer is taken only from the
+    /// node asked, for a request in flight.
+    StakeQuery {
+        /// Correlates the answer.
+        request_id: u64,
+        /// The registrant.
+        node: NodeId,
+    },
+    /// The answer to a [`Message::StakeQuery`].
+    StakeOf {
+        /// The query's id.
+        request_id: u64,
+        /// The registrant asked about.
+        node: NodeId,
+        /// Container-role stake bonded by `AccountId::for_node(node)` now
+        /// (unbonding stake not included).
+        bonded: dci_model::Amount,
+        /// The smallest container stake governance requires.
+        minimum: dci_model::Amount,
+    },
+
+    // --- indexer -> container
+    /// The container's registration was refused and nothing of it was kept
+    /// (e.g. it has not bonded the minimum container stake): what was
+    /// expected and what was found. It may register again once it has.
+    Refused {
+        /// Why, for the operator.
+        reason: String,
+    },
 }
+
+/// Most services a [`Registration`] may list, and most entries a
+/// [`Heartbeat::warm`] may report; the indexer refuses longer lists.
+pub const MAX_SERVICES: usize = 64;
 
 /// Most sessions one [`Message::Renew`] may name (160 kB on the wire, well
 /// within [`crate::MAX_MESSAGE_BYTES`]); a gateway with more sends several.
@@ -366,6 +403,9 @@ impl Message {
             Message::Offers { .. } => "offers",
             Message::OfferList { .. } => "offer_list",
             Message::Renew { .. } => "renew",
+            Message::StakeQuery { .. } => "stake_query",
+            Message::StakeOf { .. } => "stake_of",
+            Message::Refused { .. } => "refused",
         }
     }
 }
@@ -377,7 +417,7 @@ pub struct Registration {
     pub addr: String,
     /// Declared resources (verified by checkers).
     pub spec: ContainerSpec,
-    /// Pre-installed, warm services (R-AG3).
+    /// Pre-installed, warm services (R-AG3); at most [`MAX_SERVICES`].
     pub services: Vec<ServiceName>,
     /// Price per hour of one slot.
     pub price: PricePerHour,
@@ -396,6 +436,7 @@ pub struct Heartbeat {
     pub sessions: u32,
     /// Pre-installed services with an instance started and waiting for the
     /// next session (R-AG3); empty if the host does not pre-start them.
+    /// At most [`MAX_SERVICES`], each one the container registered.
     #[serde(default)]
     pub warm: Vec<ServiceName>,
 }

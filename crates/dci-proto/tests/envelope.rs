@@ -104,3 +104,68 @@ fn the_largest_renew_fits_in_a_message() {
     assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
     assert_eq!(opener().open(T0, &bytes).unwrap().message, msg);
 }
+
+/// The stake check's messages (issue 14) open unchanged, with their names.
+#[test]
+fn stake_messages_open_unchanged() {
+    let id = Identity::from_secret([5; 32]);
+    let node = NodeId([7; 32]);
+    let cases = [
+        (Message::StakeQuery { request_id: 9, node }, "stake_query"),
+        (
+            Message::StakeOf {
+                request_id: 9,
+                node,
+                bonded: dci_model::Amount::ath(3),
+                minimum: dci_model::Amount::ath(100),
+            },
+            "stake_of",
+        ),
+        (Message::Refused { reason: "registration refused: expected ..., found ...".into() }, "refused"),
+    ];
+    let mut o = opener();
+    for (nonce, (msg, kind)) in cases.into_iter().enumerate() {
+        assert_eq!(msg.kind(), kind);
+        assert_eq!(o.open(T0, &seal(&id, nonce as u64, T0, &msg)).unwrap().message, msg);
+    }
+}
+
+/// A service name longer than the model allows (48 characters) never
+/// decodes: a registration carrying one is malformed on the wire, so no
+/// role ever sees it. (The body is patched at the postcard level, the
+/// decoding `Opener::open` does, since no `ServiceName` can hold it.)
+#[test]
+fn an_overlong_service_name_does_not_decode() {
+    let name = "s".repeat(47);
+    let reg = dci_proto::Registration {
+        addr: "127.0.0.1:9".into(),
+        spec: dci_model::ContainerSpec {
+            gpu: None,
+            cpu_cores: 1,
+            ram_gib: 1,
+            disk_gib: 1,
+            bandwidth_up_mbps: 1,
+            bandwidth_down_mbps: 1,
+            location: dci_model::GeoPoint::new(0.0, 0.0).unwrap(),
+        },
+        services: vec![dci_model::ServiceName::new(name.clone()).unwrap()],
+        price: "1".parse().unwrap(),
+        slots: 1,
+        payout: dci_model::AccountId::new("provider:x").unwrap(),
+    };
+    let body = postcard::to_stdvec(&Message::Register(reg)).unwrap();
+    // varint(47) then the name: replace it with a name of `len` characters.
+    let mut pattern = vec![47u8];
+    pattern.extend_from_slice(name.as_bytes());
+    let at = body.windows(pattern.len()).position(|w| w == pattern.as_slice()).expect("the name is in the body");
+    let with_name_of = |len: usize| -> Result<Message, postcard::Error> {
+        let mut b = body[..at].to_vec();
+        b.push(len as u8);
+        b.extend_from_slice("s".repeat(len).as_bytes());
+        b.extend_from_slice(&body[at + pattern.len()..]);
+        postcard::from_bytes::<Message>(&b)
+    };
+    let Ok(Message::Register(r)) = with_name_of(48) else { panic!("48 characters are allowed") };
+    assert_eq!(r.services[0].as_str().len(), 48);
+    assert!(with_name_of(49).is_err(), "49 characters decoded");
+}

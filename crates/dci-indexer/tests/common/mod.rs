@@ -136,11 +136,12 @@ pub fn release(from: NodeId, s: SessionId) -> Input {
 }
 
 /// One word per output, for data-driven expectations:
-/// `persist`, `rejected`, `send:<kind>`, `reply:<kind>`.
+/// `persist`, `forget`, `rejected`, `send:<kind>`, `reply:<kind>`.
 pub fn summary(outs: &[Output]) -> Vec<String> {
     outs.iter()
         .map(|o| match o {
             Output::Persist(_) => "persist".to_owned(),
+            Output::Forget(_) => "forget".to_owned(),
             Output::Rejected { .. } => "rejected".to_owned(),
             Output::Net(Net::Send { msg, .. }) => format!("send:{}", msg.kind()),
             Output::Net(Net::Reply { msg, .. }) => format!("reply:{}", msg.kind()),
@@ -159,6 +160,7 @@ pub fn container(id: u8, spec: ContainerSpec, services: &[&str], price: PricePer
             transitions: Vec::new(),
             verdicts: Vec::new(),
             verified: None,
+            ever_passed: false,
         },
         last_seen: now,
         last_heartbeat: Some(now),
