@@ -4,14 +4,16 @@ pragma solidity ^0.8.24;
 import {AthToken} from "./AthToken.sol";
 import {LedgerBase} from "./LedgerBase.sol";
 import {Escrow} from "./Escrow.sol";
+import {Staking} from "./Staking.sol";
 import {Rewards} from "./Rewards.sol";
 
 /// @title The DCI ledger on an EVM chain: transfers between DCI accounts,
 /// staking (Staking.sol), escrow and netted settlement (Escrow.sol), epoch
 /// rewards (Rewards.sol), applied in atomic, idempotent batches.
 ///
-/// Trust assumptions: see LedgerBase (the settler), AthToken (custody),
-/// Staking (committee), Escrow (netting) and Rewards (shares). In addition:
+/// Trust assumptions: see LedgerBase (the settler, the epoch clock),
+/// AthToken (custody), Staking (the committee chain, slashing, unbonding
+/// bound), Escrow (netting) and Rewards (shares). In addition:
 /// - `batch` applies all of its calls or none (one transaction), and a batch
 ///   id is applied at most once, so a settler that lost track of a
 ///   transaction (RPC down, node restart) can re-send it safely.
@@ -29,9 +31,16 @@ contract DciLedger is Escrow, Rewards {
     error HoldingsMismatch(uint256 held, uint256 owed);
     error SelfTransfer(address account);
 
-    constructor(AthToken token_, address settler_, Params memory params_, Pools memory pools_, uint256 miningGenesis_)
-        LedgerBase(token_, settler_, params_, pools_, miningGenesis_)
-    {
+    /// `genesisCommittee`: the chain signer addresses of the committee of
+    /// epoch 0 (the staked checkers at deployment), trusted on deploy.
+    constructor(
+        AthToken token_,
+        address settler_,
+        Params memory params_,
+        Pools memory pools_,
+        uint256 miningGenesis_,
+        address[] memory genesisCommittee
+    ) LedgerBase(token_, settler_, params_, pools_, miningGenesis_) Staking(genesisCommittee) {
         deployedAt = block.number;
     }
 

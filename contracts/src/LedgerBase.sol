@@ -12,10 +12,15 @@ import {AthToken} from "./AthToken.sol";
 ///   make sure that whatever it submits conserves the supply, never takes
 ///   more from a consumer than the consumer locked in escrow, never closes a
 ///   session twice, never applies a batch twice, never releases stake before
-///   its unbonding period, pays epoch rewards at most once and at most the
-///   emission schedule, and slashes only with a committee quorum.
+///   its unbonding period, pays epoch rewards at most once, only once the
+///   epoch has ended and at most the emission schedule, and slashes only
+///   with a quorum of a committee the settler cannot choose (Staking).
 /// - Times given by the settler (milliseconds) must be within MAX_SKEW_MS of
 ///   the chain's clock, so the settler cannot move time to release stake.
+/// - Epoch e lasts from genesisTime + e * epochSecs to genesisTime + (e + 1)
+///   * epochSecs (chain time, seconds); genesisTime is the deployment block's
+///   time, so nobody picks it. An epoch's rewards are paid only once it has
+///   ended (Rewards), so emission cannot be taken ahead of the clock.
 /// - Everything the ledger holds for accounts (escrow, stake, unbonding,
 ///   pending rewards) is held as ATH by this contract; the invariant
 ///   token.balanceOf(this) == the sum of those totals is checked after every
@@ -58,6 +63,8 @@ abstract contract LedgerBase {
     Pools public pools;
     /// The mining pool's genesis allocation (the schedule's P).
     uint256 public immutable miningGenesis;
+    /// When epoch 0 starts: the deployment block's time (seconds).
+    uint256 public immutable genesisTime;
 
     uint256 public totalEscrowed;
     uint256 public totalStaked;
@@ -80,6 +87,7 @@ abstract contract LedgerBase {
         _params = params_;
         pools = pools_;
         miningGenesis = miningGenesis_;
+        genesisTime = block.timestamp;
     }
 
     function params() external view returns (Params memory) {

@@ -11,7 +11,9 @@ import {Staking} from "./Staking.sol";
 ///
 /// Trust assumptions: the settler computes each participant's share from the
 /// work verified off chain (capacity x uptime, correct inspections, served
-/// matches). The contract enforces that an epoch is paid once, that the
+/// matches). The contract enforces that an epoch is paid once and only after
+/// it has ended on the chain's clock (`epochEnd`, from LedgerBase's
+/// genesisTime and epochSecs: no emission ahead of time), that the
 /// mining part never exceeds the epoch's emission nor the pool's balance,
 /// that the fee parts never exceed the fee pools, and that the lines add up.
 /// Rewards are credited as pending (Staking.pendingRewards: slashable) until
@@ -28,6 +30,7 @@ abstract contract Rewards is Staking {
     event RewardsClaimed(address indexed account, uint256 amount);
 
     error EpochAlreadyDistributed(uint64 epoch);
+    error EpochNotEnded(uint64 epoch, uint256 endsAt, uint256 chainTime);
     error EmissionExceeded(uint64 epoch, uint256 allowed, uint256 found);
     error LinesMismatch(uint256 expected, uint256 found);
     error NoPendingRewards(address account);
@@ -64,8 +67,15 @@ abstract contract Rewards is Staking {
         return amount;
     }
 
-    /// Credits `epoch`'s rewards: `mining` from the mining pool (at most the
-    /// epoch's emission) and the fee parts from the fee pools.
+    /// When `epoch` ends (chain time, seconds): genesisTime + (epoch + 1) *
+    /// epochSecs.
+    function epochEnd(uint64 epoch) public view returns (uint256) {
+        return genesisTime + (uint256(epoch) + 1) * _params.epochSecs;
+    }
+
+    /// Credits `epoch`'s rewards, once it has ended: `mining` from the mining
+    /// pool (at most the epoch's emission) and the fee parts from the fee
+    /// pools.
     function distributeEpoch(
         uint64 epoch,
         uint256 mining,
@@ -75,6 +85,8 @@ abstract contract Rewards is Staking {
         uint256[] calldata amounts
     ) external onlySettler {
         if (distributed[epoch]) revert EpochAlreadyDistributed(epoch);
+        uint256 end = epochEnd(epoch);
+        if (block.timestamp < end) revert EpochNotEnded(epoch, end, block.timestamp);
         if (accounts.length != amounts.length) revert LinesMismatch(accounts.length, amounts.length);
         uint256 allowed = emission(epoch);
         if (mining > allowed) revert EmissionExceeded(epoch, allowed, mining);

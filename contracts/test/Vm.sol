@@ -15,6 +15,9 @@ interface Vm {
 abstract contract TestBase {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
+    /// Shown by `forge test -vv` (the DSTest log event forge decodes).
+    event log_named_uint(string key, uint256 val);
+
     function assertEq(uint256 a, uint256 b, string memory what) internal pure {
         if (a != b) revert(string.concat(what, ": expected ", _s(b), ", found ", _s(a)));
     }

@@ -78,7 +78,7 @@ sol! {
             uint256 pending;
         }
 
-        constructor(address token, address settler, Params params, Pools pools, uint256 miningGenesis);
+        constructor(address token, address settler, Params params, Pools pools, uint256 miningGenesis, address[] genesisCommittee);
 
         function batch(bytes32 id, bytes[] calls) external;
         function move(address from, address to, uint256 amount) external;
@@ -89,7 +89,7 @@ sol! {
         function withdrawUnbonded(address account, uint64 nowMs) external;
         function claimRewards(address account) external;
         function distributeEpoch(uint64 epoch, uint256 mining, uint256 checkerFees, uint256 indexerFees, address[] accounts, uint256[] amounts) external;
-        function setCommittee(uint64 epoch, address[] members) external;
+        function setCommittee(uint64 epoch, address[] members, bytes[] signatures) external;
         function slash(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount, bytes[] signatures) external;
 
         function applied(bytes32 id) external view returns (bool);
@@ -105,6 +105,14 @@ sol! {
         function distributed(uint64 epoch) external view returns (bool);
         function slashApplied(bytes32 evidence) external view returns (bool);
         function committee(uint64 epoch) external view returns (address[]);
+        function latestCommitteeEpoch() external view returns (uint64);
+        function isCommitteeMember(uint64 epoch, address who) external view returns (bool);
+        function committeeDigest(uint64 epoch, address[] members) external view returns (bytes32);
+        function genesisTime() external view returns (uint256);
+        function epochEnd(uint64 epoch) external view returns (uint256);
+        function unbondingCount(address account, uint8 role) external view returns (uint256);
+        function MAX_UNBONDING() external view returns (uint256);
+        function MAX_COMMITTEE() external view returns (uint256);
         function slashDigest(address offender, uint8 role, uint64 epoch, bytes32 evidence, uint256 amount) external view returns (bytes32);
         function emission(uint64 epoch) external view returns (uint256);
         function unbondingOf(address account) external view returns (Unbonding[]);
@@ -117,6 +125,7 @@ sol! {
 
         event EscrowLocked(bytes16 indexed session, address indexed consumer, uint256 amount, uint64 index);
         event BatchApplied(bytes32 indexed id, uint256 calls);
+        event CommitteeSet(uint64 indexed epoch, address[] members, uint64 signedBy, uint256 signers);
 
         error NotSettler(address caller);
         error ZeroAmount();
@@ -124,7 +133,13 @@ sol! {
         error InvalidRole(uint8 role);
         error InsufficientStake(address account, uint8 role, uint256 have, uint256 need);
         error NothingToWithdraw(address account, uint64 nowMs);
-        error CommitteeAlreadySet(uint64 epoch);
+        error TooManyUnbonding(address account, uint8 role, uint256 max);
+        error CommitteeEpochNotNewer(uint64 epoch, uint64 latest);
+        error CommitteeQuorum(uint256 valid, uint256 needed, uint256 committee);
+        error EmptyCommittee(uint64 epoch);
+        error CommitteeTooLarge(uint256 members, uint256 max);
+        error InvalidMember(address member);
+        error DuplicateMember(address member);
         error NoCommittee(uint64 epoch);
         error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
         error SlashAlreadyApplied(bytes32 evidence);
@@ -137,6 +152,7 @@ sol! {
         error NotConserved(uint256 released, uint256 paidOut);
         error BadWords(uint256 length);
         error EpochAlreadyDistributed(uint64 epoch);
+        error EpochNotEnded(uint64 epoch, uint256 endsAt, uint256 chainTime);
         error EmissionExceeded(uint64 epoch, uint256 allowed, uint256 found);
         error LinesMismatch(uint256 expected, uint256 found);
         error NoPendingRewards(address account);

@@ -96,7 +96,9 @@ pub fn run_on(rpc_url: &str, key: &str, opts: &BenchOptions) -> Result<Settlemen
     if opts.consumers == 0 || opts.providers == 0 {
         return Err(ChainError::Input("expected at least one consumer and one provider".into()));
     }
-    let dep = deploy(rpc_url, key, &Genesis::default(), &Params::default())?;
+    // The settlement bench slashes nothing: any genesis committee will do.
+    let committee = [crate::node_signer(&Identity::from_secret(seed(b"checker", 0))).address()];
+    let dep = deploy(rpc_url, key, &Genesis::default(), &Params::default(), &committee)?;
     let mut ledger = EvmLedger::connect(rpc_url, key, &dep)?;
     let erc20_transfer_gas = erc20_transfer(rpc_url, key, &dep)?;
 

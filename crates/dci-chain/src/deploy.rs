@@ -95,8 +95,24 @@ fn create(client: &Client, code: Bytes, args: Vec<u8>, what: &str) -> Result<(Ad
 /// Deploys the ATH token (minting `genesis` to the accounts' addresses) and
 /// the ledger contract with `params`, whose settler is the deployer, then
 /// binds the ledger as the token's custodian. Three transactions.
-pub fn deploy(rpc_url: &str, deployer_key: &str, genesis: &Genesis, params: &Params) -> Result<Deployment, ChainError> {
+///
+/// `committee` is the genesis committee, the committee of epoch 0: the
+/// chain signers ([`crate::node_signer`]'s addresses) of the checkers
+/// staked at deployment, 1 to 256 of them, distinct. It is trusted on
+/// deploy, like `genesis`: every later committee needs the signatures of
+/// two thirds of the one before it, so whoever holds these keys decides
+/// the next. Epoch 0 starts at the ledger's deployment block
+/// (`genesisTime()`), and epoch e ends `(e + 1) × params.epoch_secs` later.
+pub fn deploy(
+    rpc_url: &str,
+    deployer_key: &str,
+    genesis: &Genesis,
+    params: &Params,
+    committee: &[Address],
+) -> Result<Deployment, ChainError> {
     params.validate()?;
+    let members: Vec<[u8; 20]> = committee.iter().map(|a| a.into_array()).collect();
+    dci_ledger::rules::committee(0, &members, None)?;
     let client = Client::connect(rpc_url, deployer_key)?;
     let chain_id = client.chain_id()?;
     let amounts = genesis.amounts()?;
@@ -111,6 +127,7 @@ pub fn deploy(rpc_url: &str, deployer_key: &str, genesis: &Genesis, params: &Par
         params: sol_params(params),
         pools: pools(),
         miningGenesis: amount_u256(mining),
+        genesisCommittee: committee.to_vec(),
     }
     .abi_encode();
     let (ledger, block) = create(&client, bytecode("DciLedger")?, ledger_args, "deploying DciLedger")?;

@@ -25,13 +25,23 @@
 //! leaves, and [`EvmLedger::resolve_batch`] resolves such a batch after a
 //! restart as the pending batch is resolved within one process.
 //!
-//! Slashing: the contract counts ECDSA signatures of the epoch's committee
-//! as published on chain. A `Slash` op whose epoch has no committee on
-//! chain yet publishes it (`setCommittee`, from the signers given to
-//! [`EvmLedger::set_signers`]) in the same batch, and the simulation checks
-//! the chain quorum before anything is sent. A piece of evidence is slashed
-//! at most once, in any epoch: the contract keys `slashApplied` by the
-//! evidence hash, and the simulation reads it there.
+//! Committees and slashing: the contract counts ECDSA signatures of the
+//! epoch's committee as published on chain. A committee gets there only by
+//! a `SetCommittee` op (`setCommittee(epoch, members, signatures)`): for an
+//! epoch after the latest committee on chain, signed by ⌈2n/3⌉ distinct
+//! members of that committee ([`crate::committee_digest_at`]); the genesis
+//! committee (epoch 0) is fixed at deployment. A `Slash` of an epoch with
+//! no committee on chain (nor published earlier in the same batch) is
+//! refused ([`LedgerError::NoCommittee`]): the settler never publishes one
+//! by itself. The simulation checks both quorums before anything is sent.
+//! A piece of evidence is slashed at most once, in any epoch: the contract
+//! keys `slashApplied` by the evidence hash, and the simulation reads it
+//! there.
+//!
+//! Time: an epoch is distributed only once it has ended on the chain's
+//! clock (`genesisTime + (epoch + 1) × epochSecs`, read against the pending
+//! block's time), and an account has at most
+//! [`dci_ledger::rules::MAX_UNBONDING`] unbonding entries per role.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -123,8 +133,8 @@ pub struct EvmLedger {
     pending: Option<Pending>,
     resolution: Option<Resolution>,
     last: LastBatch,
-    /// Committee members' chain signers ([`crate::node_signer`]'s addresses).
-    signers: HashMap<NodeId, Address>,
+    /// When epoch 0 started on chain (seconds; the deployment block's time).
+    genesis_time: u64,
 }
 
 /// A batch simulated and ready to send ([`EvmLedger::prepare`]): its id
@@ -269,6 +279,11 @@ struct Sim<'a> {
     slashes_done: HashSet<B256>,
     /// Committees on chain (read before the batch, or published in it).
     committees: HashMap<u64, Vec<Address>>,
+    /// The latest committee on chain: its epoch and members (read before
+    /// the batch when it publishes one, then the one it published).
+    latest: Option<(u64, Vec<Address>)>,
+    /// The chain's time for the batch (seconds; read when it distributes).
+    chain_now: u64,
     calls: Vec<Bytes>,
     effects: Effects,
 }
@@ -382,14 +397,16 @@ impl Sim<'_> {
                 }
                 let a = self.name(account);
                 let i = role_u8(*role);
-                let row = self.row(a);
-                let have = row.staked[i as usize];
-                row.staked[i as usize] = have.checked_sub(*amount).map_err(|_| LedgerError::InsufficientStake {
+                let have = self.row(a).staked[i as usize];
+                let left = have.checked_sub(*amount).map_err(|_| LedgerError::InsufficientStake {
                     account: account.clone(),
                     role: *role,
                     have,
                     need: *amount,
                 })?;
+                let entries = self.unb.get(&a).map_or(0, |l| l.iter().filter(|u| u.role == *role).count());
+                dci_ledger::rules::unbonding_room(account, *role, entries)?;
+                self.row(a).staked[i as usize] = left;
                 let release = now.0.saturating_add(self.l.params.unbonding_ms());
                 self.unb.entry(a).or_default().push(Unb { role: *role, release_ms: release, amount: *amount });
                 self.calls.push(
@@ -472,6 +489,9 @@ impl Sim<'_> {
             }
             LedgerOp::DistributeEpoch { epoch, input } => self.distribute(*epoch, input).map(OpOutcome::Epoch),
             LedgerOp::Slash { report, committee } => self.slash(report, committee).map(OpOutcome::Slashed),
+            LedgerOp::SetCommittee { epoch, members, signatures } => {
+                self.set_committee(*epoch, members, signatures).map(|()| OpOutcome::Done)
+            }
             LedgerOp::RefundUndelivered { .. } => Err(unsupported(
                 "refund_undelivered",
                 "settled sessions keep no per-session record on chain (they are netted); refund with a transfer from the payout account",
@@ -529,6 +549,14 @@ impl Sim<'_> {
     fn distribute(&mut self, epoch: u64, input: &EpochInput) -> Result<EpochSummary, LedgerError> {
         if self.epochs_done.contains(&epoch) {
             return Err(LedgerError::EpochAlreadyDistributed(epoch));
+        }
+        let ends = self.l.epoch_end(epoch);
+        if self.chain_now < ends {
+            return Err(LedgerError::EpochNotEnded {
+                epoch,
+                ends_at: Timestamp(ends.saturating_mul(1000)),
+                now: Timestamp(self.chain_now.saturating_mul(1000)),
+            });
         }
         let schedule = self.l.params.emission(self.l.mining_genesis, epoch)?;
         let (mining, cf, ix) = (
@@ -597,48 +625,18 @@ impl Sim<'_> {
             ));
         }
         // The epoch's committee on chain: published by an earlier batch, or
-        // now, in this one (from the members' registered chain signers).
-        let on_chain = match self.committees.get(&report.epoch) {
-            Some(list) => list.clone(),
-            None => {
-                let mut list = Vec::with_capacity(committee.len());
-                for m in committee {
-                    let a = self.l.signers.get(m).copied().ok_or_else(|| {
-                        LedgerError::InvalidInput(format!(
-                            "expected the chain signer of committee member {m} (EvmLedger::set_signers), found none: the epoch's committee cannot be published"
-                        ))
-                    })?;
-                    if !list.contains(&a) {
-                        list.push(a);
-                    }
-                }
-                list
-            }
-        };
+        // by a `SetCommittee` earlier in this one.
+        let on_chain = self.committees.get(&report.epoch).cloned().ok_or(LedgerError::NoCommittee(report.epoch))?;
         let digest = crate::slash_digest(&self.l.dep, report);
-        let mut valid: HashSet<Address> = HashSet::new();
-        for sig in &chain_sigs {
-            let signer = alloy::primitives::Signature::try_from(sig.as_ref())
-                .ok()
-                .and_then(|s| s.recover_address_from_msg(digest.as_slice()).ok());
-            if let Some(a) = signer.filter(|a| on_chain.contains(a)) {
-                valid.insert(a);
-            }
-        }
+        let valid = distinct_signers(digest, &chain_sigs, &on_chain);
         let needed = (2 * on_chain.len() as u64).div_ceil(3);
-        if (valid.len() as u64) < needed {
+        if valid < needed {
             return Err(LedgerError::SlashQuorum {
                 offender: report.offender.clone(),
-                valid: valid.len() as u64,
+                valid,
                 needed,
                 committee: on_chain.len() as u64,
             });
-        }
-        if !self.committees.contains_key(&report.epoch) {
-            self.calls.push(
-                DciLedger::setCommitteeCall { epoch: report.epoch, members: on_chain.clone() }.abi_encode().into(),
-            );
-            self.committees.insert(report.epoch, on_chain);
         }
         let a = self.name(offender);
         let i = role_u8(role);
@@ -677,6 +675,40 @@ impl Sim<'_> {
         );
         Ok(out)
     }
+
+    /// `setCommittee`: an epoch after the latest committee's, valid members
+    /// ([`dci_ledger::rules::committee`]), and the signatures of ⌈2n/3⌉
+    /// distinct members of the latest committee.
+    fn set_committee(&mut self, epoch: u64, members: &[[u8; 20]], signatures: &[Vec<u8>]) -> Result<(), LedgerError> {
+        let (latest, signers) = self
+            .latest
+            .clone()
+            .ok_or_else(|| LedgerError::Storage("evm backend: the latest committee was not read".into()))?;
+        dci_ledger::rules::committee(epoch, members, Some(latest))?;
+        let members: Vec<Address> = members.iter().map(|m| Address::from(*m)).collect();
+        let sigs: Vec<Bytes> = signatures.iter().map(|s| Bytes::copy_from_slice(s)).collect();
+        let digest = crate::committee_digest_at(self.l.dep.chain_id, self.l.dep.ledger, epoch, &members);
+        let valid = distinct_signers(digest, &sigs, &signers);
+        let n = signers.len() as u64;
+        let needed = (2 * n).div_ceil(3);
+        if valid < needed {
+            return Err(LedgerError::CommitteeQuorum { epoch, latest, valid, needed, committee: n });
+        }
+        self.calls.push(
+            DciLedger::setCommitteeCall { epoch, members: members.clone(), signatures: sigs }.abi_encode().into(),
+        );
+        self.committees.insert(epoch, members.clone());
+        self.latest = Some((epoch, members));
+        Ok(())
+    }
+}
+
+/// How many distinct members of `committee` signed `digest` among `sigs`,
+/// as the contract counts them (`_countSigners`).
+fn distinct_signers(digest: B256, sigs: &[Bytes], committee: &[Address]) -> u64 {
+    let valid: HashSet<Address> =
+        sigs.iter().filter_map(|s| crate::recover(digest, s)).filter(|a| committee.contains(a)).collect();
+    valid.len() as u64
 }
 
 fn unsupported(op: &str, why: &str) -> LedgerError {
@@ -705,7 +737,7 @@ impl EvmLedger {
             pending: None,
             resolution: None,
             last: LastBatch::default(),
-            signers: HashMap::new(),
+            genesis_time: 0,
         };
         for id in [
             accounts::mining_pool(),
@@ -803,6 +835,9 @@ impl EvmLedger {
         }
         let p = self.rpc("reading params()", ledger.params().call())?;
         let mining = self.rpc("reading miningGenesis()", ledger.miningGenesis().call())?;
+        let genesis_time = self.rpc("reading genesisTime()", ledger.genesisTime().call())?;
+        let genesis_time = u64::try_from(genesis_time)
+            .map_err(|_| ChainError::Deployment(format!("expected a genesis time in seconds, found {genesis_time}")))?;
         let next = self.rpc("reading nextSession()", ledger.nextSession().call())?;
         let params = Params {
             unbonding_secs: p.unbondingSecs,
@@ -858,6 +893,7 @@ impl EvmLedger {
         }
         self.mining_genesis = mining_genesis;
         self.params = params;
+        self.genesis_time = genesis_time;
         self.sessions = sessions;
         Ok(())
     }
@@ -885,13 +921,24 @@ impl EvmLedger {
             .collect()
     }
 
-    /// Publishes the committee of `epoch` (EVM signer addresses, see
-    /// [`crate::node_signer`]); once per epoch, before a slash of that epoch.
-    pub fn set_committee(&mut self, epoch: u64, members: &[Address]) -> Result<(), ChainError> {
-        self.resolve_before_new_batch()?;
-        let call: Bytes = DciLedger::setCommitteeCall { epoch, members: members.to_vec() }.abi_encode().into();
-        self.send_batch(vec![call], Vec::new(), Effects::default(), 1)?;
-        Ok(())
+    /// The latest committee on chain: its epoch and members (chain
+    /// signers). Its members sign the next committee
+    /// ([`crate::committee_signature_at`]).
+    pub fn latest_committee(&self) -> Result<(u64, Vec<Address>), ChainError> {
+        let ledger = self.ledger();
+        let epoch = self.rpc("reading latestCommitteeEpoch()", ledger.latestCommitteeEpoch().call())?;
+        Ok((epoch, self.committee(epoch)?))
+    }
+
+    /// The committee of `epoch` on chain (empty if none was published).
+    pub fn committee(&self, epoch: u64) -> Result<Vec<Address>, ChainError> {
+        self.rpc("reading committee()", self.ledger().committee(epoch).call())
+    }
+
+    /// When `epoch` ends on the chain's clock (seconds): the genesis time
+    /// (the ledger's deployment block) + (epoch + 1) × the epoch length.
+    pub fn epoch_end(&self, epoch: u64) -> u64 {
+        self.genesis_time.saturating_add(epoch.saturating_add(1).saturating_mul(self.params.epoch_secs))
     }
 
     /// Resolves the pending batch, if any (see the module docs).
@@ -1015,17 +1062,6 @@ impl EvmLedger {
         }
     }
 
-    fn send_batch(
-        &mut self,
-        calls: Vec<Bytes>,
-        outcomes: Vec<OpOutcome>,
-        effects: Effects,
-        ops: usize,
-    ) -> Result<Vec<OpOutcome>, ChainError> {
-        let p = self.prepare_calls(calls, outcomes, effects, ops)?;
-        self.submit(p)
-    }
-
     /// The outcomes `ops` would have if applied now, with the same rules
     /// and errors as [`Settlement::apply`], without sending anything.
     pub fn check(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
@@ -1070,13 +1106,6 @@ impl EvmLedger {
         }
     }
 
-    /// Records committee members' chain signers (their
-    /// [`crate::node_signer`] addresses), so that a slash can publish its
-    /// epoch's committee on chain in the same batch when it is not there yet.
-    pub fn set_signers(&mut self, signers: impl IntoIterator<Item = (NodeId, Address)>) {
-        self.signers.extend(signers);
-    }
-
     fn apply_ops(&mut self, ops: &[LedgerOp]) -> Result<Vec<OpOutcome>, LedgerError> {
         if ops.is_empty() {
             self.resolve_before_new_batch()?;
@@ -1105,6 +1134,7 @@ impl EvmLedger {
         let mut epochs = Vec::new();
         let mut slashes = Vec::new();
         let mut locks = false;
+        let mut publishes = false;
         for op in ops {
             match op {
                 LedgerOp::Transfer(t) => addrs.extend([account_address(&t.from), account_address(&t.to)]),
@@ -1138,6 +1168,7 @@ impl EvmLedger {
                     unb_for.push(account_address(&report.offender));
                     slashes.push((B256::from(report.evidence_hash), report.epoch));
                 }
+                LedgerOp::SetCommittee { .. } => publishes = true,
                 LedgerOp::RefundUndelivered { .. } | LedgerOp::SetParams { .. } => {}
             }
         }
@@ -1152,6 +1183,7 @@ impl EvmLedger {
         }
         let ledger = self.ledger();
         let mut epochs_done = HashSet::new();
+        let chain_now = if epochs.is_empty() { 0 } else { self.pending_time()? };
         for e in epochs {
             if self.rpc("reading distributed()", ledger.distributed(e).call())? {
                 epochs_done.insert(e);
@@ -1168,6 +1200,7 @@ impl EvmLedger {
                 committees.insert(epoch, list);
             }
         }
+        let latest = if publishes { Some(self.latest_committee()?) } else { None };
         let next_index = if locks { self.rpc("reading nextSession()", ledger.nextSession().call())? } else { 0 };
         let mut sim = Sim {
             l: self,
@@ -1181,6 +1214,8 @@ impl EvmLedger {
             epochs_done,
             slashes_done,
             committees,
+            latest,
+            chain_now,
             calls: Vec::new(),
             effects: Effects::default(),
         };
@@ -1259,6 +1294,20 @@ impl EvmLedger {
             .from_block(0u64);
         let logs = c.block_on(c.provider.get_logs(&filter)).map_err(|e| c.rpc_error("reading Transfer events", e))?;
         Ok(!logs.is_empty())
+    }
+
+    /// The time (seconds) of the block the next transaction will be in, as
+    /// the endpoint announces it (the pending block; the latest one if it
+    /// announces none): the `block.timestamp` `distributeEpoch` will see,
+    /// at least (anvil mines the pending block at the wall clock's time).
+    fn pending_time(&self) -> Result<u64, ChainError> {
+        use alloy::eips::BlockNumberOrTag;
+        let c = &self.client;
+        let pending = c.block_on(c.provider.get_block_by_number(BlockNumberOrTag::Pending)).ok().flatten();
+        if let Some(b) = pending {
+            return Ok(b.header.timestamp);
+        }
+        Ok(self.chain_time()?.0 / 1000)
     }
 
     /// The chain's clock (the latest block's time) in milliseconds: the
@@ -1350,7 +1399,7 @@ impl Settlement for EvmLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dci_ledger::{EmbeddedLedger, Genesis, Transfer};
+    use dci_ledger::{EmbeddedLedger, EpochInput, Genesis, Transfer};
     use dci_model::{PricePerHour, ServiceName, money::ONE_ATH};
     use dci_proto::{Identity, UsageReceipt};
 
@@ -1376,7 +1425,7 @@ mod tests {
             pending: None,
             resolution: None,
             last: LastBatch::default(),
-            signers: HashMap::new(),
+            genesis_time: 1_000,
         }
     }
 
@@ -1393,6 +1442,8 @@ mod tests {
             epochs_done: HashSet::new(),
             slashes_done: HashSet::new(),
             committees: HashMap::new(),
+            latest: None,
+            chain_now: 0,
             calls: Vec::new(),
             effects: Effects::default(),
         }
@@ -1555,6 +1606,133 @@ mod tests {
         assert!(matches!(later.op(&slash(report(4, 2))), Ok(OpOutcome::Slashed(_))));
         let call = DciLedger::slashCall::abi_decode(later.calls.last().unwrap()).unwrap();
         assert_eq!((call.epoch, call.evidence), (4, B256::from([2; 32])));
+    }
+
+    /// `SetCommittee` as the simulation checks it, before anything is sent:
+    /// the latest committee's two thirds, distinct, over this committee;
+    /// an epoch after the latest; then a slash of that epoch counts its
+    /// members, and a slash of an epoch without a committee is refused.
+    #[test]
+    fn a_committee_is_published_only_with_two_thirds_of_the_latest_one() {
+        let l = offline();
+        let genesis: Vec<Identity> = (0..3).map(|i| Identity::from_secret([50 + i; 32])).collect();
+        let next: Vec<Identity> = (0..3).map(|i| Identity::from_secret([70 + i; 32])).collect();
+        let addrs = |ids: &[Identity]| ids.iter().map(|m| crate::node_signer(m).address()).collect::<Vec<_>>();
+        let (chain, ledger) = (l.dep.chain_id, l.dep.ledger);
+        let op = |epoch: u64, by: &[&Identity]| LedgerOp::SetCommittee {
+            epoch,
+            members: addrs(&next).iter().map(|a| a.into_array()).collect(),
+            signatures: by
+                .iter()
+                .map(|m| crate::committee_signature_at(chain, ledger, epoch, &addrs(&next), m))
+                .collect(),
+        };
+        let mut sim = sim(&l);
+        sim.latest = Some((0, addrs(&genesis)));
+        sim.committees.insert(0, addrs(&genesis));
+        let quorum = |valid| LedgerError::CommitteeQuorum { epoch: 1, latest: 0, valid, needed: 2, committee: 3 };
+        let cases: Vec<(&str, LedgerOp, LedgerError)> = vec![
+            ("one member", op(1, &[&genesis[0]]), quorum(1)),
+            ("one member thrice", op(1, &[&genesis[0], &genesis[0], &genesis[0]]), quorum(1)),
+            ("the new members themselves", op(1, &[&next[0], &next[1], &next[2]]), quorum(0)),
+            ("the settler's keys alone", op(1, &[]), quorum(0)),
+            ("the genesis epoch again", op(0, &[&genesis[0], &genesis[1]]), {
+                LedgerError::CommitteeEpochNotNewer { epoch: 0, latest: 0 }
+            }),
+        ];
+        for (name, op, want) in cases {
+            assert_eq!(sim.op(&op).unwrap_err(), want, "{name}");
+        }
+        // Signatures of epoch 2's committee do not count for epoch 1.
+        let LedgerOp::SetCommittee { signatures, .. } = op(2, &[&genesis[0], &genesis[1]]) else { unreachable!() };
+        let LedgerOp::SetCommittee { members, .. } = op(1, &[]) else { unreachable!() };
+        let swapped = LedgerOp::SetCommittee { epoch: 1, members, signatures };
+        assert_eq!(sim.op(&swapped).unwrap_err(), quorum(0));
+        assert!(sim.calls.is_empty(), "nothing to send");
+
+        assert_eq!(sim.op(&op(1, &[&genesis[2], &genesis[0]])).unwrap(), OpOutcome::Done);
+        let call = DciLedger::setCommitteeCall::abi_decode(sim.calls.last().unwrap()).unwrap();
+        assert_eq!((call.epoch, call.members, call.signatures.len()), (1, addrs(&next), 2));
+        assert_eq!(sim.latest, Some((1, addrs(&next))));
+        // Now only epoch 1's committee signs for epoch 2.
+        let e = sim.op(&op(2, &[&genesis[0], &genesis[1]])).unwrap_err();
+        assert_eq!(e, LedgerError::CommitteeQuorum { epoch: 2, latest: 1, valid: 0, needed: 2, committee: 3 });
+
+        // Slashes: epoch 1 by its committee; epoch 2 has none.
+        let p = acc("node:p");
+        sim.rows.insert(account_address(&p), Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        let slash = |epoch: u64, by: &[Identity]| {
+            let mut r = SlashReport::new(p.clone(), StakeRole::Container, epoch, [epoch as u8; 32], Amount::ath(1));
+            for m in by {
+                r.sign(m);
+                r.signatures.push((m.id(), crate::slash_signature_at(chain, ledger, &r, m)));
+            }
+            LedgerOp::Slash { report: r, committee: by.iter().map(Identity::id).collect() }
+        };
+        assert!(matches!(sim.op(&slash(1, &next[..2])), Ok(OpOutcome::Slashed(_))));
+        assert_eq!(sim.op(&slash(2, &next[..2])).unwrap_err(), LedgerError::NoCommittee(2));
+        let e = sim.op(&slash(3, &genesis[..2])).unwrap_err();
+        assert!(e.to_string().contains("no committee of epoch 3 on chain"), "{e}");
+    }
+
+    /// An unstake beyond `rules::MAX_UNBONDING` entries of the role is
+    /// refused by the simulation as by the embedded ledger, whatever the
+    /// other role holds.
+    #[test]
+    fn the_simulation_bounds_unbonding_like_the_embedded_ledger() {
+        let l = offline();
+        let p = acc("node:p");
+        let max = dci_ledger::rules::MAX_UNBONDING;
+        let mut emb = EmbeddedLedger::open_in_memory(&Genesis::default()).unwrap();
+        emb.transfer(&accounts::liquidity(), &p, Amount::ath(100)).unwrap();
+        emb.stake(&p, StakeRole::Checker, Amount::ath(50)).unwrap();
+        let mut sim = sim(&l);
+        let a = account_address(&p);
+        sim.rows.insert(a, Row { staked: [Amount::ZERO, Amount::ath(50)], ..Row::default() });
+        let container = Unb { role: StakeRole::Container, release_ms: 5, amount: Amount(1) };
+        sim.unb.insert(a, vec![container; max]);
+        let unstake = |i: u64| LedgerOp::Unstake {
+            account: p.clone(),
+            role: StakeRole::Checker,
+            amount: Amount::ath(1),
+            now: Timestamp(i),
+        };
+        for i in 0..max as u64 {
+            let want = emb.apply(&[unstake(i)]).unwrap().pop().unwrap();
+            assert_eq!(sim.op(&unstake(i)).unwrap(), want, "entry {i}");
+        }
+        let want = emb.apply(&[unstake(99)]).unwrap_err().unbatch();
+        assert_eq!(want, LedgerError::TooManyUnbonding { account: p.clone(), role: StakeRole::Checker, max: 16 });
+        assert_eq!(sim.op(&unstake(99)).unwrap_err(), want);
+        assert_eq!(sim.rows[&a].staked[1], Amount::ath(34), "the refused unstake moved nothing");
+    }
+
+    /// Epoch e is distributed only once genesis + (e + 1) × epoch length has
+    /// passed on the chain's clock.
+    #[test]
+    fn the_simulation_distributes_an_epoch_only_once_it_has_ended() {
+        let l = offline();
+        assert_eq!((l.genesis_time, l.params.epoch_secs), (1_000, 900));
+        assert_eq!(l.epoch_end(0), 1_900);
+        assert_eq!(l.epoch_end(u64::MAX), u64::MAX, "saturates");
+        let op = |epoch| LedgerOp::DistributeEpoch { epoch, input: EpochInput::default() };
+        for (epoch, now, ended) in [(0, 1_899, false), (0, 1_900, true), (1, 2_799, false), (1, 2_800, true)] {
+            let mut sim = sim(&l);
+            sim.chain_now = now;
+            match sim.op(&op(epoch)) {
+                Err(LedgerError::EpochNotEnded { epoch: e, ends_at, now: n }) => {
+                    assert!(!ended, "epoch {epoch} at {now}");
+                    assert_eq!((e, ends_at, n), (epoch, Timestamp(l.epoch_end(epoch) * 1000), Timestamp(now * 1000)));
+                }
+                other => assert!(ended, "epoch {epoch} at {now}: {other:?}"),
+            }
+        }
+        let mut sim = sim(&l);
+        let e = sim.op(&op(0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "epoch 0 ends at 1900.000, the ledger's clock is at 0.000: expected an epoch that has ended"
+        );
     }
 
     /// (session indices closed, refunded) -> (word, bits) pairs sent on chain.

@@ -65,10 +65,14 @@
 //! a key for ([`account_address`]), whose tokens only the DciLedger contract
 //! moves, on the instructions of one settler key (the operator's node). The
 //! contracts guarantee conservation, escrow bounds, paid-once sessions,
-//! idempotent atomic batches, unbonding delays (against the chain's clock),
-//! the emission schedule's cap, and that slashing needs ECDSA signatures of
-//! two thirds of the epoch's committee (published by the settler). Each
-//! contract states its assumptions at its top.
+//! idempotent atomic batches, unbonding delays (against the chain's clock,
+//! at most 16 entries per account and role), the emission schedule's cap
+//! and no epoch paid before it ends on the chain's clock, and that slashing
+//! needs ECDSA signatures of two thirds of the epoch's committee on chain.
+//! No single key puts a committee there: the genesis committee is fixed at
+//! deployment ([`deploy`], trust on deploy), and each later one needs the
+//! signatures of two thirds of the latest one ([`committee_digest_at`]).
+//! Each contract states its assumptions at its top.
 //!
 //! # What is not supported on chain
 //!
@@ -178,8 +182,64 @@ pub fn slash_signature_at(chain_id: u64, ledger: Address, report: &SlashReport, 
 /// `ledger` on chain `chain_id`, as the contract recovers it; `None` if it
 /// is not a valid signature.
 pub fn slash_signer_at(chain_id: u64, ledger: Address, report: &SlashReport, signature: &[u8]) -> Option<Address> {
+    recover(slash_digest_at(chain_id, ledger, report), signature)
+}
+
+/// What the members of the latest committee on chain sign to put the
+/// committee of `epoch` on the DciLedger contract at `ledger` on chain
+/// `chain_id` (before the EIP-191 prefix): keccak256 of
+/// `abi.encode(keccak256("dci/committee/v1"), chain id, ledger, epoch,
+/// members)`, i.e. of the 32-byte words typehash ‖ chain id ‖ ledger
+/// (left-padded) ‖ epoch (left-padded) ‖ 0xa0 (the list's offset) ‖ n ‖
+/// each member (left-padded): 32 × (6 + n) bytes. `members` are the chain
+/// signers ([`node_signer`]) in the order they will be sent.
+pub fn committee_digest_at(chain_id: u64, ledger: Address, epoch: u64, members: &[Address]) -> B256 {
+    keccak256(
+        (keccak256(b"dci/committee/v1"), U256::from(chain_id), ledger, epoch, members.to_vec()).abi_encode_params(),
+    )
+}
+
+/// `identity`'s chain signature (65 bytes, r ‖ s ‖ v, EIP-191, with its
+/// [`node_signer`] key) of "the committee of `epoch` is `members`" for the
+/// ledger at `ledger` on chain `chain_id`: what a member of the latest
+/// committee adds to [`dci_ledger::LedgerOp::SetCommittee`]'s signatures.
+pub fn committee_signature_at(
+    chain_id: u64,
+    ledger: Address,
+    epoch: u64,
+    members: &[Address],
+    identity: &Identity,
+) -> Vec<u8> {
+    let digest = committee_digest_at(chain_id, ledger, epoch, members);
+    node_signer(identity)
+        .sign_message_sync(digest.as_slice())
+        .unwrap_or_else(|e| unreachable!("signing a 32-byte message with a local key cannot fail: {e}"))
+        .as_bytes()
+        .to_vec()
+}
+
+/// Who signed `signature` (65 bytes) over "the committee of `epoch` is
+/// `members`" for the ledger at `ledger` on chain `chain_id`, as the
+/// contract recovers it; `None` if it is not a valid signature (the
+/// contract also refuses a high-s signature, as this does).
+pub fn committee_signer_at(
+    chain_id: u64,
+    ledger: Address,
+    epoch: u64,
+    members: &[Address],
+    signature: &[u8],
+) -> Option<Address> {
+    recover(committee_digest_at(chain_id, ledger, epoch, members), signature)
+}
+
+/// The EIP-191 signer of `digest`, as OpenZeppelin's `ECDSA.tryRecover`
+/// finds it: 65 bytes, s in the lower half of the order, v 27 or 28.
+pub(crate) fn recover(digest: B256, signature: &[u8]) -> Option<Address> {
     let sig = alloy::primitives::Signature::try_from(signature).ok()?;
-    sig.recover_address_from_msg(slash_digest_at(chain_id, ledger, report).as_slice()).ok()
+    if sig.normalize_s().is_some() || !matches!(signature.get(64), Some(27 | 28)) {
+        return None;
+    }
+    sig.recover_address_from_msg(digest.as_slice()).ok()
 }
 
 /// `identity`'s chain signature of `report` (65 bytes, r ‖ s ‖ v), to add to
@@ -187,4 +247,99 @@ pub fn slash_signer_at(chain_id: u64, ledger: Address, report: &SlashReport, sig
 /// it (not 64 bytes), the EVM backend forwards it to the contract.
 pub fn chain_slash_signature(deployment: &Deployment, report: &SlashReport, identity: &Identity) -> (NodeId, Vec<u8>) {
     (identity.id(), slash_signature_at(deployment.chain_id, deployment.ledger, report, identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAIN: u64 = 31_337;
+
+    fn ledger() -> Address {
+        Address::repeat_byte(0x42)
+    }
+
+    fn members(n: u8) -> Vec<Address> {
+        (0..n).map(|i| Address::repeat_byte(i + 1)).collect()
+    }
+
+    /// The digest is keccak256 of the 32-byte words the contract's
+    /// `abi.encode` lays out: typehash, chain id, ledger, epoch, the list's
+    /// offset (0xa0), its length, then each member, all left-padded.
+    #[test]
+    fn the_committee_digest_is_the_contracts_abi_encoding() {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 32];
+            w[32 - b.len()..].copy_from_slice(b);
+            w
+        };
+        for n in [0u8, 1, 3] {
+            let list = members(n);
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(keccak256(b"dci/committee/v1").as_slice());
+            bytes.extend_from_slice(&word(&CHAIN.to_be_bytes()));
+            bytes.extend_from_slice(&word(ledger().as_slice()));
+            bytes.extend_from_slice(&word(&7u64.to_be_bytes()));
+            bytes.extend_from_slice(&word(&[0xa0]));
+            bytes.extend_from_slice(&word(&[n]));
+            for m in &list {
+                bytes.extend_from_slice(&word(m.as_slice()));
+            }
+            assert_eq!(bytes.len(), 32 * (6 + n as usize));
+            assert_eq!(committee_digest_at(CHAIN, ledger(), 7, &list), keccak256(&bytes), "{n} members");
+        }
+    }
+
+    /// Every input is bound: another chain, ledger, epoch, member, order or
+    /// length is another digest.
+    #[test]
+    fn every_field_of_the_committee_digest_is_bound() {
+        let base = committee_digest_at(CHAIN, ledger(), 7, &members(3));
+        let mut reordered = members(3);
+        reordered.swap(0, 2);
+        let others = [
+            committee_digest_at(1, ledger(), 7, &members(3)),
+            committee_digest_at(CHAIN, Address::repeat_byte(0x43), 7, &members(3)),
+            committee_digest_at(CHAIN, ledger(), 8, &members(3)),
+            committee_digest_at(CHAIN, ledger(), 7, &members(2)),
+            committee_digest_at(CHAIN, ledger(), 7, &reordered),
+            committee_digest_at(CHAIN, ledger(), 7, &[members(3), vec![Address::ZERO]].concat()),
+        ];
+        for (i, o) in others.iter().enumerate() {
+            assert_ne!(*o, base, "variant {i}");
+        }
+    }
+
+    /// A member's signature recovers to its node signer over exactly the
+    /// committee it signed; malformed and malleated signatures recover to
+    /// nobody, as the contract (OpenZeppelin's ECDSA) decides.
+    #[test]
+    fn committee_signatures_recover_to_the_signer_only_for_what_was_signed() {
+        let id = Identity::from_secret([9; 32]);
+        let me = node_signer(&id).address();
+        let list = members(3);
+        let sig = committee_signature_at(CHAIN, ledger(), 7, &list, &id);
+        assert_eq!(sig.len(), 65);
+        assert!(matches!(sig[64], 27 | 28), "v is 27 or 28");
+        assert_eq!(committee_signer_at(CHAIN, ledger(), 7, &list, &sig), Some(me));
+        assert_ne!(committee_signer_at(CHAIN, ledger(), 8, &list, &sig), Some(me), "another epoch");
+        assert_ne!(committee_signer_at(CHAIN, ledger(), 7, &members(2), &sig), Some(me), "other members");
+        assert_ne!(committee_signer_at(1, ledger(), 7, &list, &sig), Some(me), "another chain");
+        // Not a slash signature either: the domains differ.
+        let report =
+            SlashReport::new(AccountId::new("node:x").unwrap(), StakeRole::Container, 7, [1; 32], Amount::ath(1));
+        assert_ne!(slash_signer_at(CHAIN, ledger(), &report, &sig), Some(me));
+        // Malformed: too short, a bad v, the high-s twin.
+        assert_eq!(committee_signer_at(CHAIN, ledger(), 7, &list, &sig[..64]), None);
+        let mut bad_v = sig.clone();
+        bad_v[64] = 1;
+        assert_eq!(committee_signer_at(CHAIN, ledger(), 7, &list, &bad_v), None);
+        let parsed = alloy::primitives::Signature::try_from(&sig[..]).unwrap();
+        let n = U256::from_be_bytes(
+            alloy::primitives::b256!("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").0,
+        );
+        let twin = alloy::primitives::Signature::new(parsed.r(), n - parsed.s(), !parsed.v());
+        assert_eq!(twin.recover_address_from_msg(committee_digest_at(CHAIN, ledger(), 7, &list)).ok(), Some(me));
+        assert_eq!(committee_signer_at(CHAIN, ledger(), 7, &list, &twin.as_bytes()), None, "high s");
+    }
 }

@@ -110,8 +110,7 @@ fn a_stopped_or_replaced_chain_is_a_clear_error() {
     let e = EvmLedger::connect(&replaced.url(), DEV_KEYS[0], &deployment).unwrap_err();
     assert!(e.to_string().contains("no DciLedger contract") && e.to_string().contains("replaced"), "{e}");
     // A key that is not the settler's.
-    let dep =
-        dci_chain::deploy(&replaced.url(), DEV_KEYS[0], &dci_ledger::Genesis::default(), &Default::default()).unwrap();
+    let dep = common::deploy(&replaced.url());
     let e = EvmLedger::connect(&replaced.url(), DEV_KEYS[1], &dep).unwrap_err();
     assert!(e.to_string().contains("only the settler's key"), "{e}");
 }

@@ -36,11 +36,12 @@ use crate::{
 };
 use tx::Tx;
 
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 
 /// Version 1 had accounts, escrows, settlements and API keys; version 2 adds
 /// the tables after `api_keys`; version 3 adds `settlements.extra_charged`
-/// and `slashed_evidence` (the at-most-once key of a slash: its evidence).
+/// and `slashed_evidence` (the at-most-once key of a slash: its evidence);
+/// version 4 adds `committees` (`LedgerOp::SetCommittee`, recorded).
 /// Opening an older file upgrades it in place ([`upgrade`]): new tables
 /// start empty, the parameters at their defaults, the settlements of
 /// before charged no extra, and every evidence already slashed is recorded
@@ -136,6 +137,11 @@ CREATE TABLE IF NOT EXISTS undelivered (
     session BLOB PRIMARY KEY,
     record  TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS committees (
+    epoch      INTEGER PRIMARY KEY,
+    members    TEXT NOT NULL,
+    signatures TEXT NOT NULL
+);
 ";
 
 /// Prefix of every API key.
@@ -431,7 +437,7 @@ impl EmbeddedLedger {
                 tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION]).st()?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(v @ ("1" | "2")) => {
+            Some(v @ ("1" | "2" | "3")) => {
                 upgrade(&tx)?;
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).st()?;
                 tracing::info!(location, "upgraded ledger schema from version {v} to {SCHEMA_VERSION}");
@@ -647,6 +653,19 @@ impl EmbeddedLedger {
         self.run(|t| t.slash(report, committee))
     }
 
+    /// Records the committee of `epoch` ([`LedgerOp::SetCommittee`]): for an
+    /// epoch after the latest recorded, with valid members
+    /// ([`crate::rules::committee`]); the signatures are kept as given (a
+    /// single-node ledger has no chain to count them for).
+    pub fn set_committee(
+        &mut self,
+        epoch: u64,
+        members: &[[u8; 20]],
+        signatures: &[Vec<u8>],
+    ) -> Result<(), LedgerError> {
+        self.run(|t| t.set_committee(epoch, members, signatures))
+    }
+
     /// Validates and records new governance parameters, in force from `now`.
     pub fn set_params(&mut self, params: &Params, now: Timestamp) -> Result<(), LedgerError> {
         self.run(|t| t.set_params(params, now))
@@ -860,6 +879,29 @@ impl EmbeddedLedger {
             .optional()
             .st()?;
         s.map(|s| from_json("an epoch summary", &s)).transpose()
+    }
+
+    /// The committee recorded for `epoch` (members' chain signers), if any.
+    pub fn committee(&self, epoch: u64) -> Result<Option<Vec<[u8; 20]>>, LedgerError> {
+        let Ok(key) = i64::try_from(epoch) else { return Ok(None) };
+        let s: Option<String> = self
+            .conn
+            .prepare_cached("SELECT members FROM committees WHERE epoch = ?1")
+            .st()?
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .st()?;
+        let Some(s) = s else { return Ok(None) };
+        let list: Vec<String> = from_json("a committee's members", &s)?;
+        list.iter()
+            .map(|a| {
+                let mut out = [0u8; 20];
+                hex::decode_to_slice(a.trim_start_matches("0x"), &mut out)
+                    .map_err(|_| corrupt("a member's 20-byte address", a))?;
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()
+            .map(Some)
     }
 
     /// The latest distributed epoch, if any.

@@ -151,6 +151,67 @@ pub enum LedgerError {
         /// The evidence's hash ([`crate::SlashReport::evidence_hash`]).
         evidence: [u8; 32],
     },
+    /// An account has as many unbonding entries in a role as it may have
+    /// ([`crate::rules::MAX_UNBONDING`]): it withdraws released ones first.
+    #[error(
+        "{account} already has {max} {role} stake entries unbonding: expected at most {max}, so withdraw the released ones before unstaking again"
+    )]
+    TooManyUnbonding {
+        /// Whose stake.
+        account: AccountId,
+        /// In which role.
+        role: StakeRole,
+        /// The bound.
+        max: u64,
+    },
+    /// An epoch's rewards before the epoch has ended on the ledger's clock
+    /// (the evm backend: the chain's).
+    #[error("epoch {epoch} ends at {ends_at}, the ledger's clock is at {now}: expected an epoch that has ended")]
+    EpochNotEnded {
+        /// The epoch.
+        epoch: u64,
+        /// When it ends.
+        ends_at: Timestamp,
+        /// The ledger's clock.
+        now: Timestamp,
+    },
+    /// A committee for an epoch at or before the latest one recorded.
+    #[error("a committee of epoch {epoch} cannot be set: expected an epoch after {latest}, the latest committee's")]
+    CommitteeEpochNotNewer {
+        /// The epoch asked.
+        epoch: u64,
+        /// The latest committee's epoch.
+        latest: u64,
+    },
+    /// A committee not signed by two thirds of the latest one.
+    #[error(
+        "the committee of epoch {epoch} has {valid} valid signatures from the latest committee (epoch {latest}, {committee} members): expected at least {needed} (two thirds)"
+    )]
+    CommitteeQuorum {
+        /// The epoch of the committee published.
+        epoch: u64,
+        /// The latest committee's epoch (the signers').
+        latest: u64,
+        /// Distinct members of the latest committee whose signature recovered.
+        valid: u64,
+        /// `ceil(2n/3)`.
+        needed: u64,
+        /// The latest committee's size.
+        committee: u64,
+    },
+    /// A committee's member list that cannot be a committee.
+    #[error("invalid committee of epoch {epoch}: {why}")]
+    InvalidCommittee {
+        /// The epoch.
+        epoch: u64,
+        /// What is wrong with the members.
+        why: String,
+    },
+    /// A slash of an epoch whose committee is not on chain.
+    #[error(
+        "no committee of epoch {0} on chain: expected it published (LedgerOp::SetCommittee, signed by two thirds of the latest committee) before a slash of that epoch"
+    )]
+    NoCommittee(u64),
     /// The offender has neither pending rewards nor stake in the role.
     #[error("nothing to slash: {offender} has no pending rewards and no {role} stake")]
     NothingToSlash {

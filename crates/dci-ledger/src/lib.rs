@@ -92,7 +92,9 @@ use serde::{Deserialize, Serialize};
 ///   container signature, arithmetic and acknowledgement by `acker` verify.
 /// - **Stake leaves only through unbonding.** `unstake` starts the unbonding
 ///   period of the parameters in force; `withdraw_unbonded` returns only
-///   entries released at or before `now`.
+///   entries released at or before `now`. An account has at most
+///   [`rules::MAX_UNBONDING`] unbonding entries per role
+///   ([`LedgerError::TooManyUnbonding`]).
 /// - **Rewards follow the schedule.** Each epoch is distributed once, pays at
 ///   most its emission ([`emission`]) and never more than `pool:mining` holds.
 /// - **Penalties need a quorum.** `slash` applies a report only with valid
@@ -100,6 +102,11 @@ use serde::{Deserialize, Serialize};
 ///   ([`rules::slash`]); a piece of evidence (its hash) is slashed at most
 ///   once, whatever the report's epoch, offender or amount
 ///   ([`LedgerError::SlashAlreadyApplied`]).
+/// - **Committees follow one another.** `set_committee` records an epoch's
+///   committee only for an epoch after the latest recorded, with valid
+///   members ([`rules::committee`]); a chain backend also requires the
+///   signatures of ⌈2n/3⌉ of the latest committee, and slashes only with
+///   the signatures of the report's epoch's committee on chain.
 ///
 /// Methods are synchronous and may block on disk or network: an async node
 /// calls them from a blocking thread (`tokio::task::spawn_blocking`), behind a
@@ -178,6 +185,11 @@ pub trait Settlement: Send {
     fn slash(&mut self, report: &SlashReport, committee: &[NodeId]) -> Result<Slashed, LedgerError> {
         let op = LedgerOp::Slash { report: report.clone(), committee: committee.to_vec() };
         apply_one(self, op)?.slashed("slash")
+    }
+    /// Publishes the committee of `epoch` ([`LedgerOp::SetCommittee`]).
+    fn set_committee(&mut self, epoch: u64, members: &[[u8; 20]], signatures: &[Vec<u8>]) -> Result<(), LedgerError> {
+        let op = LedgerOp::SetCommittee { epoch, members: members.to_vec(), signatures: signatures.to_vec() };
+        apply_one(self, op)?.done("set_committee")
     }
     /// Changes the governance parameters from `now` on.
     fn set_params(&mut self, params: &Params, now: Timestamp) -> Result<(), LedgerError> {

@@ -100,6 +100,29 @@ pub enum LedgerOp {
         /// The epoch's committee.
         committee: Vec<NodeId>,
     },
+    /// Publishes the committee of `epoch` for the chain ledger: its members'
+    /// chain signers, with the signatures the contract counts. The evm
+    /// backend sends `DciLedger.setCommittee(epoch, members, signatures)`,
+    /// which needs ⌈2n/3⌉ distinct members of the latest committee on chain
+    /// (n members) to have signed `dci_chain::committee_digest_at(chain id,
+    /// ledger, epoch, members)`, and an epoch after that committee's; the
+    /// batch's simulation checks both first. The embedded ledger (one node,
+    /// no chain) records it under the same epoch and member rules
+    /// ([`crate::rules::committee`]) without checking the signatures, and
+    /// its slashes keep counting the ed25519 signatures of the committee
+    /// each `Slash` names.
+    SetCommittee {
+        /// The epoch the committee serves.
+        epoch: u64,
+        /// The members' chain signer addresses (`dci_chain::node_signer`),
+        /// in the order signed.
+        #[serde(with = "hex_list")]
+        members: Vec<[u8; 20]>,
+        /// Signatures of members of the latest committee (65 bytes, r ‖ s ‖
+        /// v, EIP-191), each over the digest of `epoch` and `members`.
+        #[serde(with = "hex_list")]
+        signatures: Vec<Vec<u8>>,
+    },
     /// Changes the governance parameters from `now` on.
     SetParams {
         /// The new parameters.
@@ -138,7 +161,7 @@ pub struct UndeliveredRefund {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpOutcome {
-    /// Transfer, stake, lock, set params.
+    /// Transfer, stake, lock, set committee, set params.
     Done,
     /// Unstake: the new unbonding entry.
     Unbonding(UnbondingEntry),
@@ -169,8 +192,30 @@ impl LedgerOp {
             LedgerOp::RefundUndelivered { .. } => "refund_undelivered",
             LedgerOp::DistributeEpoch { .. } => "distribute_epoch",
             LedgerOp::Slash { .. } => "slash",
+            LedgerOp::SetCommittee { .. } => "set_committee",
             LedgerOp::SetParams { .. } => "set_params",
         }
+    }
+}
+
+/// A list of byte strings as `0x`-prefixed hex strings.
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer, T: AsRef<[u8]>>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| format!("0x{}", hex::encode(b.as_ref()))))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<Vec<u8>>>(d: D) -> Result<Vec<T>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        list.iter()
+            .map(|s| {
+                let bytes = hex::decode(s.trim_start_matches("0x"))
+                    .map_err(|_| serde::de::Error::custom(format!("expected hex bytes, found {s:?}")))?;
+                let n = bytes.len();
+                T::try_from(bytes).map_err(|_| serde::de::Error::custom(format!("unexpected length {n} of {s:?}")))
+            })
+            .collect()
     }
 }
 
@@ -258,11 +303,13 @@ mod tests {
                 },
             },
             LedgerOp::Slash { report, committee: vec![NodeId([1; 32])] },
+            LedgerOp::SetCommittee { epoch: 6, members: vec![[0xab; 20], [2; 20]], signatures: vec![vec![7; 65]] },
             LedgerOp::SetParams { params: Params::default(), now: Timestamp(5) },
         ];
         let json = serde_json::to_string(&ops).unwrap();
         assert_eq!(serde_json::from_str::<Vec<LedgerOp>>(&json).unwrap(), ops);
         assert!(json.contains("\"set_params\""), "{json}");
+        assert!(json.contains(&format!("\"0x{}\"", "ab".repeat(20))), "addresses as hex: {json}");
     }
 
     /// Settles queued (and outcomes recorded) before `extra` existed still

@@ -29,7 +29,10 @@ pub struct Params {
     /// Seconds between `unstake` and the funds becoming withdrawable
     /// (0 to one year).
     pub unbonding_secs: u64,
-    /// Length of an epoch in seconds (60 to one year).
+    /// Length of an epoch in seconds (1, for devnets, to one year; a
+    /// production network uses 900). On the evm backend it is the chain's
+    /// epoch clock too: epoch e ends `(e + 1) × epoch_secs` after the
+    /// ledger's deployment, and is distributed only then.
     pub epoch_secs: u64,
     /// How a session's charge is split.
     pub fees: FeeSplit,
@@ -135,8 +138,8 @@ impl Params {
                 self.unbonding_secs
             ));
         }
-        if !(60..=YEAR_SECS).contains(&self.epoch_secs) {
-            return bad(format!("expected an epoch length from 60 to {YEAR_SECS} seconds, found {}", self.epoch_secs));
+        if !(1..=YEAR_SECS).contains(&self.epoch_secs) {
+            return bad(format!("expected an epoch length from 1 to {YEAR_SECS} seconds, found {}", self.epoch_secs));
         }
         self.emission.validate()?;
         let r = self.rewards;
@@ -209,7 +212,7 @@ mod tests {
         let d = Params::default();
         let cases: Vec<(Params, &str)> = vec![
             (Params { unbonding_secs: YEAR_SECS + 1, ..d }, "unbonding period of at most 31536000 seconds, found"),
-            (Params { epoch_secs: 59, ..d }, "epoch length from 60"),
+            (Params { epoch_secs: 0, ..d }, "epoch length from 1"),
             (Params { emission: EmissionSchedule { years: 0, decay_bps: 1 }, ..d }, "emission years"),
             (
                 Params { rewards: RewardShares { containers_bps: 7000, checkers_bps: 2000, indexers_bps: 2000 }, ..d },

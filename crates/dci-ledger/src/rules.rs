@@ -31,12 +31,60 @@
 //! first. That order depends only on the entries, not on how a backend
 //! stores them (SQLite rows, the contract's array reordered by swap-remove),
 //! so every backend leaves the same entries behind.
+//!
+//! Bounds both backends keep, so that every loop over an account's entries
+//! (the contract's slash) is bounded: [`unbonding_room`] — at most
+//! [`MAX_UNBONDING`] unbonding entries per account and role; and
+//! [`committee`] — a committee is published for an epoch after the latest
+//! one, with 1 to [`MAX_COMMITTEE`] distinct, non-zero members.
 
-use dci_model::{Amount, SessionId, Timestamp};
+use dci_model::{AccountId, Amount, SessionId, Timestamp};
 
 use crate::fees::BPS;
 use crate::slash::{SlashReport, Slashed};
-use crate::{FeeSplit, LedgerError, SlashFractions, accounts};
+use crate::{FeeSplit, LedgerError, SlashFractions, StakeRole, accounts};
+
+/// Unbonding entries an account may have per role (the contract's
+/// `MAX_UNBONDING`).
+pub const MAX_UNBONDING: usize = 16;
+
+/// Members a committee may have (the contract's `MAX_COMMITTEE`).
+pub const MAX_COMMITTEE: usize = 256;
+
+/// May `account`, which has `entries` unbonding entries in `role`, start
+/// one more? [`LedgerError::TooManyUnbonding`] at [`MAX_UNBONDING`].
+pub fn unbonding_room(account: &AccountId, role: StakeRole, entries: usize) -> Result<(), LedgerError> {
+    if entries >= MAX_UNBONDING {
+        return Err(LedgerError::TooManyUnbonding { account: account.clone(), role, max: MAX_UNBONDING as u64 });
+    }
+    Ok(())
+}
+
+/// May `members` (chain signer addresses) be recorded as the committee of
+/// `epoch`, the latest committee recorded being that of `latest`? The epoch
+/// must come after it ([`LedgerError::CommitteeEpochNotNewer`]), and the
+/// members be 1 to [`MAX_COMMITTEE`], none zero, none twice
+/// ([`LedgerError::InvalidCommittee`]). Who signed it is the backend's to
+/// check (the contract: ⌈2n/3⌉ of the latest committee).
+pub fn committee(epoch: u64, members: &[[u8; 20]], latest: Option<u64>) -> Result<(), LedgerError> {
+    if let Some(latest) = latest.filter(|l| epoch <= *l) {
+        return Err(LedgerError::CommitteeEpochNotNewer { epoch, latest });
+    }
+    let bad = |why: String| Err(LedgerError::InvalidCommittee { epoch, why });
+    if members.is_empty() || members.len() > MAX_COMMITTEE {
+        return bad(format!("expected 1 to {MAX_COMMITTEE} members, found {}", members.len()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for m in members {
+        if *m == [0; 20] {
+            return bad("expected members' addresses, found the zero address".into());
+        }
+        if !seen.insert(m) {
+            return bad(format!("expected each member once, found 0x{} twice", hex::encode(m)));
+        }
+    }
+    Ok(())
+}
 
 /// What a settlement takes from an escrow, before the fee split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,6 +354,55 @@ mod tests {
             (s.offender, s.role, s.epoch, s.evidence_hash, s.amount),
             (r.offender, r.role, 1, [9; 32], r.amount)
         );
+    }
+
+    /// (entries already unbonding) -> room for one more?
+    #[test]
+    fn unbonding_is_bounded_per_account_and_role() {
+        let a = AccountId::new("node:x").unwrap();
+        for (entries, ok) in [(0, true), (MAX_UNBONDING - 1, true), (MAX_UNBONDING, false), (100, false)] {
+            let got = unbonding_room(&a, StakeRole::Checker, entries);
+            assert_eq!(got.is_ok(), ok, "{entries}: {got:?}");
+        }
+        let e = unbonding_room(&a, StakeRole::Container, MAX_UNBONDING).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node:x already has 16 container stake entries unbonding: expected at most 16, so withdraw the released ones before unstaking again"
+        );
+    }
+
+    /// (epoch, members, latest) -> the error's words, or accepted.
+    #[test]
+    fn a_committee_is_for_a_later_epoch_with_distinct_members() {
+        let m = |b: u8| [b; 20];
+        let many: Vec<[u8; 20]> = (0..=MAX_COMMITTEE as u16)
+            .map(|i| {
+                let mut a = [1; 20];
+                a[..2].copy_from_slice(&i.to_be_bytes());
+                a
+            })
+            .collect();
+        /// (epoch, members, latest) -> the error's words, or `None`: accepted.
+        type Case<'a> = (u64, &'a [[u8; 20]], Option<u64>, Option<&'a str>);
+        let cases: [Case<'_>; 8] = [
+            (0, &[m(1)], None, None),
+            (5, &[m(1), m(2), m(3)], Some(4), None),
+            (4, &[m(1)], Some(4), Some("expected an epoch after 4")),
+            (3, &[m(1)], Some(4), Some("expected an epoch after 4")),
+            (5, &[], Some(4), Some("expected 1 to 256 members, found 0")),
+            (5, &many, Some(4), Some("expected 1 to 256 members, found 257")),
+            (5, &[m(1), m(0)], Some(4), Some("found the zero address")),
+            (5, &[m(1), m(2), m(1)], Some(4), Some("found 0x0101010101010101010101010101010101010101 twice")),
+        ];
+        for (epoch, members, latest, want) in cases {
+            let got = committee(epoch, members, latest);
+            match (want, got) {
+                (None, Ok(())) => {}
+                (Some(needle), Err(e)) => assert!(e.to_string().contains(needle), "{needle:?} in {e}"),
+                (want, got) => panic!("epoch {epoch} latest {latest:?}: expected {want:?}, found {got:?}"),
+            }
+        }
+        assert!(committee(5, &many[..MAX_COMMITTEE], Some(4)).is_ok());
     }
 
     const BIG: u128 = dci_model::money::TOTAL_SUPPLY.0;

@@ -105,6 +105,14 @@ struct StartedChain {
     fresh: bool,
 }
 
+/// What a devnet deploys on a fresh chain: the genesis committee (the
+/// checkers' chain signers) and the epoch length (the gateway's: the
+/// contract pays an epoch only once it has ended on the chain's clock).
+struct Launch {
+    committee: Vec<dci_chain::Address>,
+    epoch: Duration,
+}
+
 /// Starts anvil if the config says so, connects to the deployment or
 /// deploys the contracts (blocking: call it from a blocking thread).
 fn start_chain(
@@ -113,6 +121,7 @@ fn start_chain(
     books: EmbeddedLedger,
     queue: RecordStore,
     settings: SettlementConfig,
+    launch: Launch,
 ) -> anyhow::Result<StartedChain> {
     let anvil = if evm.anvil {
         let opts = AnvilOptions { state: Some(state), own_process_group: true, ..AnvilOptions::default() };
@@ -141,7 +150,8 @@ fn start_chain(
     let (ledger, fresh) = match existing {
         Some(l) => (l, false),
         None => {
-            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::devnet(), &Params::default())
+            let params = Params { epoch_secs: launch.epoch.as_secs().max(1), ..Params::default() };
+            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::devnet(), &params, &launch.committee)
                 .with_context(|| format!("deploying the dci contracts to {}", evm.rpc_url))?;
             evm.deployment = Some(dep.clone());
             (connect(dep, &evm)?, true)
@@ -263,7 +273,11 @@ impl Devnet {
                 let state = dir.join(ANVIL_STATE_FILE);
                 let queue = RecordStore::open(&dir.join("ledger.db"), crate::settlement::QUEUE_TABLE)?;
                 let cfg = settings.clone();
-                let started = tokio::task::spawn_blocking(move || start_chain(evm, state, books, queue, cfg)).await??;
+                // The genesis committee: every staked checker of the devnet.
+                let committee = checker_ids.iter().map(|id| dci_chain::node_signer(id).address()).collect();
+                let launch = Launch { committee, epoch: config.epoch };
+                let started =
+                    tokio::task::spawn_blocking(move || start_chain(evm, state, books, queue, cfg, launch)).await??;
                 let chain = ChainInfo {
                     rpc_url: started.config.rpc_url.clone(),
                     deployment: started.config.deployment.clone().context("a started chain has a deployment")?,
@@ -327,18 +341,30 @@ impl Devnet {
                 chain_signer: dci_chain::node_signer(id).address().into_array(),
             })
             .collect::<Vec<_>>();
-        // On a chain, slashes need the members' chain signatures, and the
-        // ledger publishes each epoch's committee from their signers.
-        let signers = seats.iter().map(|s| (s.id, s.chain_signer)).collect();
-        let domain = crate::settlement::blocking(|| {
-            ledger.set_chain_signers(signers)?;
-            ledger.chain_domain()
+        // On a chain, slashes need the members' chain signatures, counted
+        // against the epoch's committee on chain (the genesis committee, or
+        // one signed by two thirds of the committee before it); and epochs
+        // are the chain's: the deployed length, whatever --epoch-secs says.
+        let (domain, epoch) = crate::settlement::blocking(|| {
+            let domain = ledger.chain_domain()?;
+            let epoch = match domain {
+                Some(_) => Duration::from_secs(Settlement::params(&ledger)?.epoch_secs),
+                None => config.epoch,
+            };
+            Ok::<_, dci_ledger::LedgerError>((domain, epoch))
         })?;
+        if epoch != config.epoch {
+            tracing::warn!(
+                chain_secs = epoch.as_secs(),
+                asked_secs = config.epoch.as_secs(),
+                "the chain's ledger was deployed with another epoch length; the gateway follows the chain's"
+            );
+        }
         let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
         let mut gateway_cfg =
             dci_gateway_core::Config::new(dci_gateway_core::Peer { id: indexer_node, addr: indexer_addr.clone() });
         gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
-        gateway_cfg.epoch = Some(config.epoch);
+        gateway_cfg.epoch = Some(epoch);
         gateway_cfg.dev_network = genesis.network() == dci_ledger::NetworkKind::Dev;
         gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
             network: "devnet".into(),

@@ -34,7 +34,7 @@ use dci_ledger::{
     AccountView, EmbeddedLedger, LedgerError, LedgerOp, OpOutcome, Params, RewardExplanation, Settlement, StakeRole,
     SupplyReport, UnbondingEntry, accounts,
 };
-use dci_model::{AccountId, Amount, NodeId};
+use dci_model::{AccountId, Amount};
 use dci_proto::ChainDomain;
 use serde::{Deserialize, Serialize};
 
@@ -579,16 +579,6 @@ impl NodeLedger {
         let Some(c) = &self.chain else { return Ok(None) };
         let dep = c.evm.call(|l| Ok(l.deployment().clone()))?;
         Ok(Some(ChainDomain { chain_id: dep.chain_id, ledger: dep.ledger.into_array() }))
-    }
-
-    /// Records the checkers' chain signers (`dci_chain::node_signer`'s
-    /// addresses), so a slash can publish its epoch's committee on chain.
-    pub fn set_chain_signers(&mut self, signers: Vec<(NodeId, [u8; 20])>) -> Result<(), LedgerError> {
-        let Some(c) = &self.chain else { return Ok(()) };
-        c.evm.call(move |l| {
-            l.set_signers(signers.into_iter().map(|(id, a)| (id, dci_chain::Address::from(a))));
-            Ok(())
-        })
     }
 
     /// Creates an API key for `account` (kept in the embedded books).

@@ -282,6 +282,12 @@ enum ChainCommand {
         /// Data directory whose settlement.toml receives the addresses.
         #[arg(long, env = "DCI_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The genesis committee (epoch 0's, trusted on deploy: it signs the
+        /// next committee): the staked checkers' chain signer addresses,
+        /// comma-separated. Default: the checkers whose keys are in the data
+        /// directory (keys/checker*.key).
+        #[arg(long, value_delimiter = ',')]
+        committee: Vec<dci_chain::Address>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -348,6 +354,27 @@ struct DevnetArgs {
     /// settlement.toml). Default: the data directory's settlement.toml, or embedded.
     #[arg(long)]
     settlement: Option<Backend>,
+}
+
+/// The chain signers of the checkers whose keys are in `dir`/keys (the
+/// devnet's `checker.key`, `checker-1.key`, ...): the default genesis
+/// committee of `dci chain deploy`.
+fn checker_signers(dir: &std::path::Path) -> anyhow::Result<Vec<dci_chain::Address>> {
+    let keys = dir.join("keys");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&keys)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.retain(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.starts_with("checker") && name.ends_with(".key")
+    });
+    paths.sort();
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "no genesis committee: expected --committee <address,...> (the staked checkers' chain signers) or checker keys in {}",
+        keys.display()
+    );
+    paths.iter().map(|p| Ok(dci_chain::node_signer(&dci_node::keys::load_or_create(p)?).address())).collect()
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -888,14 +915,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Chain(ChainCommand::Deploy { rpc_url, settler_key, data_dir, json }) => {
+        Command::Chain(ChainCommand::Deploy { rpc_url, settler_key, data_dir, committee, json }) => {
             init_logs("warn");
             let dir = data_dir.unwrap_or_else(default_data_dir);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let key = settler_key.unwrap_or_else(|| dci_chain::DEV_KEYS[0].to_owned());
+            let committee = if committee.is_empty() { checker_signers(&dir)? } else { committee };
             let (url, k) = (rpc_url.clone(), key.clone());
             let dep = tokio::task::spawn_blocking(move || {
-                dci_chain::deploy(&url, &k, &dci_ledger::Genesis::default(), &dci_ledger::Params::default())
+                let (genesis, params) = (dci_ledger::Genesis::default(), dci_ledger::Params::default());
+                dci_chain::deploy(&url, &k, &genesis, &params, &committee)
             })
             .await??;
             let config = SettlementConfig {

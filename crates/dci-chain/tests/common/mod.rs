@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use alloy::providers::{Provider, ProviderBuilder};
-use dci_chain::{Anvil, AnvilOptions, DEV_KEYS, Deployment, EvmLedger};
+use dci_chain::{Address, Anvil, AnvilOptions, DEV_KEYS, Deployment, EvmLedger};
 use dci_ledger::{Genesis, LedgerOp, Params, Transfer, accounts};
 use dci_model::{AccountId, Amount, PricePerHour, SessionId, Timestamp, money::ONE_ATH, spec::ServiceName};
 use dci_proto::{Identity, SignedReceipt, UsageReceipt};
@@ -92,6 +92,32 @@ pub fn session(n: u8) -> SessionId {
     SessionId([n; 16])
 }
 
+/// `n` checkers' identities, from secret `[first; 32]` on.
+pub fn checkers(first: u8, n: u8) -> Vec<Identity> {
+    (0..n).map(|i| Identity::from_secret([first + i; 32])).collect()
+}
+
+/// Their chain signers.
+pub fn signers(members: &[Identity]) -> Vec<Address> {
+    members.iter().map(|m| dci_chain::node_signer(m).address()).collect()
+}
+
+/// The genesis committee every test chain is deployed with.
+pub fn genesis_committee() -> Vec<Identity> {
+    checkers(50, 3)
+}
+
+/// A `SetCommittee` op putting `members` on chain for `epoch`, signed by
+/// `by` (members of the latest committee, for the op to be accepted).
+pub fn publish(deployment: &Deployment, epoch: u64, members: &[Identity], by: &[Identity]) -> LedgerOp {
+    let addrs = signers(members);
+    let signatures = by
+        .iter()
+        .map(|m| dci_chain::committee_signature_at(deployment.chain_id, deployment.ledger, epoch, &addrs, m))
+        .collect();
+    LedgerOp::SetCommittee { epoch, members: addrs.iter().map(|a| a.into_array()).collect(), signatures }
+}
+
 /// anvil + a deployed ledger + the settler's connection.
 pub struct Chain {
     pub anvil: Anvil,
@@ -99,9 +125,15 @@ pub struct Chain {
     pub ledger: EvmLedger,
 }
 
+/// The ledger's parameters in the tests: the defaults, epochs of 15 min.
+pub fn deploy(url: &str) -> Deployment {
+    dci_chain::deploy(url, DEV_KEYS[0], &Genesis::default(), &Params::default(), &signers(&genesis_committee()))
+        .unwrap()
+}
+
 pub fn chain_with(opts: &AnvilOptions) -> Chain {
     let anvil = Anvil::start_with(opts).expect("anvil (run `cargo xtask deps` if it is missing)");
-    let deployment = dci_chain::deploy(&anvil.url(), DEV_KEYS[0], &Genesis::default(), &Params::default()).unwrap();
+    let deployment = deploy(&anvil.url());
     let ledger = EvmLedger::connect(&anvil.url(), DEV_KEYS[0], &deployment).unwrap();
     Chain { anvil, deployment, ledger }
 }

@@ -217,6 +217,10 @@ impl<'c> Tx<'c> {
             }
             LedgerOp::DistributeEpoch { epoch, input } => OpOutcome::Epoch(self.distribute_epoch(*epoch, input)?),
             LedgerOp::Slash { report, committee } => OpOutcome::Slashed(self.slash(report, committee)?),
+            LedgerOp::SetCommittee { epoch, members, signatures } => {
+                self.set_committee(*epoch, members, signatures)?;
+                OpOutcome::Done
+            }
             LedgerOp::SetParams { params, now } => {
                 self.set_params(params, *now)?;
                 OpOutcome::Done
@@ -279,6 +283,13 @@ impl<'c> Tx<'c> {
             have,
             need: value,
         })?;
+        let entries: i64 = self
+            .c
+            .prepare_cached("SELECT count(*) FROM unbonding WHERE account = ?1 AND role = ?2")
+            .st()?
+            .query_row(params![account.as_str(), role.as_str()], |r| r.get(0))
+            .st()?;
+        rules::unbonding_room(account, role, usize::try_from(entries).map_err(|_| corrupt("a row count", entries))?)?;
         ms(now)?;
         let release_at = Timestamp(now.0.checked_add(self.params.unbonding_ms()).ok_or_else(|| {
             LedgerError::InvalidInput(format!("expected a time that leaves room for the unbonding period, found {now}"))
@@ -613,6 +624,30 @@ impl<'c> Tx<'c> {
         out.seq = u64::try_from(seq).map_err(|_| corrupt("a positive sequence", "negative"))?;
         tracing::info!(offender = %out.offender, role = %role, taken = %out.taken(), "slashed");
         Ok(out)
+    }
+
+    pub(super) fn set_committee(
+        &mut self,
+        epoch: u64,
+        members: &[[u8; 20]],
+        signatures: &[Vec<u8>],
+    ) -> Result<(), LedgerError> {
+        let key = i64::try_from(epoch).map_err(|_| {
+            LedgerError::InvalidInput(format!("expected an epoch number up to {}, found {epoch}", i64::MAX))
+        })?;
+        let latest: Option<i64> =
+            self.c.prepare_cached("SELECT max(epoch) FROM committees").st()?.query_row([], |r| r.get(0)).st()?;
+        let latest = latest.map(|e| u64::try_from(e).map_err(|_| corrupt("a non-negative epoch", e))).transpose()?;
+        rules::committee(epoch, members, latest)?;
+        let hexes = |v: &[&[u8]]| v.iter().map(|b| format!("0x{}", hex::encode(b))).collect::<Vec<_>>();
+        let members = hexes(&members.iter().map(|m| &m[..]).collect::<Vec<_>>());
+        let signatures = hexes(&signatures.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        self.c
+            .prepare_cached("INSERT INTO committees (epoch, members, signatures) VALUES (?1, ?2, ?3)")
+            .st()?
+            .execute(params![key, json(&members)?, json(&signatures)?])
+            .st()?;
+        Ok(())
     }
 
     pub(super) fn set_params(&mut self, params: &Params, now: Timestamp) -> Result<(), LedgerError> {

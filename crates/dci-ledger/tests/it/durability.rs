@@ -66,7 +66,7 @@ fn a_version_2_file_is_upgraded_keeping_its_slashes_and_settlements() {
     // Back to version 2, with evidence 1 slashed again in epoch 4.
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(
-        "DROP TABLE slashed_evidence; ALTER TABLE settlements DROP COLUMN extra_charged; \
+        "DROP TABLE slashed_evidence; DROP TABLE committees; ALTER TABLE settlements DROP COLUMN extra_charged; \
          INSERT INTO slashes (offender, role, epoch, evidence, record) \
              SELECT offender, role, 4, evidence, record FROM slashes; \
          UPDATE meta SET value = '2' WHERE key = 'schema';",
@@ -83,9 +83,12 @@ fn a_version_2_file_is_upgraded_keeping_its_slashes_and_settlements() {
         assert_eq!(e, LedgerError::SlashAlreadyApplied { evidence: [1; 32] }, "epoch {epoch}");
     }
     assert_eq!(l.slash(&report(5, 2), &ids).unwrap().from_stake, Amount::ath(1));
+    // Version 4's committees start empty.
+    assert_eq!(l.committee(0).unwrap(), None);
+    l.set_committee(0, &[[1; 20]], &[]).unwrap();
     l.check_invariant().unwrap();
     drop(l);
     let c = rusqlite::Connection::open(&path).unwrap();
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, "3");
+    assert_eq!(v, "4");
 }

@@ -54,7 +54,7 @@ fn invalid_parameters_are_refused_and_change_nothing() {
     let mut l = funded();
     let d = Params::default();
     let cases = [
-        (Params { epoch_secs: 0, ..d }, "expected an epoch length from 60"),
+        (Params { epoch_secs: 0, ..d }, "expected an epoch length from 1"),
         (Params { unbonding_secs: u64::MAX, ..d }, "unbonding period of at most"),
         (
             Params { rewards: dci_ledger::RewardShares { containers_bps: 1, checkers_bps: 0, indexers_bps: 0 }, ..d },

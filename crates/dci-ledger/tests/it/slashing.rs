@@ -1,5 +1,6 @@
 use dci_ledger::{
-    ContainerWork, EpochInput, LedgerError, SlashReport, StakeRole, accounts, rewards::PPM, slash::SLASH_DOMAIN,
+    ContainerWork, EpochInput, LedgerError, Settlement, SlashReport, StakeRole, accounts, rewards::PPM,
+    slash::SLASH_DOMAIN,
 };
 use dci_model::{Amount, NodeId};
 use dci_proto::Identity;
@@ -171,5 +172,39 @@ fn unbonding_released_together_is_taken_smallest_first() {
     assert_eq!((s.from_stake, s.from_unbonding), (Amount::ZERO, Amount::ath(150)));
     let left: Vec<Amount> = l.unbonding(&p).unwrap().iter().map(|u| u.amount).collect();
     assert_eq!(left, [Amount::ath(600), Amount::ath(250), Amount::ath(500)]);
+    l.check_invariant().unwrap();
+}
+
+/// The embedded ledger records committees published for the chain under
+/// the chain's epoch and member rules (it has no chain to count their
+/// signatures for), and its slashes still count the ed25519 quorum of the
+/// committee each report names.
+#[test]
+fn committees_are_recorded_in_order_and_slashes_keep_their_quorum() {
+    let mut l = funded();
+    let p = acc("node:p");
+    l.stake(&p, StakeRole::Container, Amount::ath(100)).unwrap();
+    let sig = vec![vec![1u8; 65]];
+    l.set_committee(0, &[[1; 20], [2; 20]], &sig).unwrap();
+    let ops = [dci_ledger::LedgerOp::SetCommittee { epoch: 2, members: vec![[3; 20]], signatures: sig.clone() }];
+    Settlement::apply(&mut l, &ops).unwrap();
+    assert_eq!(l.committee(0).unwrap(), Some(vec![[1; 20], [2; 20]]));
+    assert_eq!(l.committee(1).unwrap(), None, "skipped");
+    assert_eq!(l.committee(2).unwrap(), Some(vec![[3; 20]]));
+    let before = snapshot(&l, &[]);
+    for (epoch, members, needle) in [
+        (2, vec![[4; 20]], "expected an epoch after 2"),
+        (1, vec![[4; 20]], "expected an epoch after 2"),
+        (3, vec![], "expected 1 to 256 members, found 0"),
+        (3, vec![[4; 20], [4; 20]], "twice"),
+    ] {
+        let e = l.set_committee(epoch, &members, &sig).unwrap_err();
+        assert!(e.to_string().contains(needle), "epoch {epoch}: expected {needle:?} in {e}");
+    }
+    assert_eq!(snapshot(&l, &[]), before, "refusals change nothing");
+    let (members, ids) = committee(3);
+    let e = l.slash(&report(1, Amount::ath(1), &members[..1]), &ids).unwrap_err();
+    assert!(matches!(e, LedgerError::SlashQuorum { valid: 1, needed: 2, .. }), "{e}");
+    l.slash(&report(1, Amount::ath(1), &members[..2]), &ids).unwrap();
     l.check_invariant().unwrap();
 }

@@ -133,3 +133,34 @@ fn staking_through_the_trait() {
     run(&mut l).unwrap();
     assert_eq!(l.account(&acc("node:q")).unwrap().balance, Amount::ath(997));
 }
+
+/// At most `rules::MAX_UNBONDING` unbonding entries per account and role
+/// (the contract's bound); withdrawn entries free their places.
+#[test]
+fn unbonding_entries_are_bounded_per_account_and_role() {
+    let mut l = funded();
+    let p = acc("node:p");
+    let max = dci_ledger::rules::MAX_UNBONDING;
+    l.stake(&p, StakeRole::Container, Amount::ath(100)).unwrap();
+    l.stake(&p, StakeRole::Checker, Amount::ath(100)).unwrap();
+    for i in 0..max as u64 {
+        l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(i)).unwrap();
+    }
+    let before = snapshot(&l, &[]);
+    let e = l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(20)).unwrap_err();
+    assert_eq!(e, LedgerError::TooManyUnbonding { account: p.clone(), role: StakeRole::Container, max: max as u64 });
+    assert_eq!(snapshot(&l, &[]), before, "nothing changed");
+    // The other role has its own bound.
+    l.unstake(&p, StakeRole::Checker, Amount::ath(1), hours(20)).unwrap();
+    // Released entries withdrawn: room again.
+    let released = hours(2).0 + l.params().unbonding_ms();
+    l.withdraw_unbonded(&p, Timestamp(released)).unwrap();
+    l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(20)).unwrap();
+    l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(20)).unwrap();
+    l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(20)).unwrap();
+    assert!(matches!(
+        l.unstake(&p, StakeRole::Container, Amount::ath(1), hours(20)),
+        Err(LedgerError::TooManyUnbonding { .. })
+    ));
+    l.check_invariant().unwrap();
+}
