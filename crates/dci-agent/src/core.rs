@@ -187,6 +187,13 @@ pub struct SessionView {
 /// A challenge computed and committed to: what the answer to its reveal needs.
 type Computed = (ChallengeParams, Attempt);
 
+/// How long an agent the indexer has not admitted yet (no state reported:
+/// its registration was refused, or never answered) waits before it
+/// registers again; the wait doubles up to [`REGISTER_RETRY_MAX`].
+pub const REGISTER_RETRY: Duration = Duration::from_secs(10);
+/// The longest wait between two registrations of an agent not admitted.
+pub const REGISTER_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// At most this many challenges of one checker are worked on at once; more
 /// are refused. Per checker, so that one checker's abandoned challenges
 /// never keep another's out.
@@ -252,6 +259,11 @@ pub struct Agent {
     /// The indexer's latest refusal of the registration, until it reports
     /// a state again.
     refused: Option<String>,
+    /// Until the indexer reports a state: when to register again, and the
+    /// wait after that (doubling from [`REGISTER_RETRY`] to
+    /// [`REGISTER_RETRY_MAX`]: a refused host, e.g. not bonded yet, is
+    /// admitted once its operator bonds, without a restart).
+    register_again: Option<(Timestamp, Duration)>,
 }
 
 /// How often a running session's usage is signed (R-AG4).
@@ -305,6 +317,7 @@ impl Agent {
             transitions: Vec::new(),
             warm: Vec::new(),
             refused: None,
+            register_again: None,
         }
     }
 
@@ -462,10 +475,21 @@ impl Agent {
     /// Advances the core by one input.
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
         match input {
-            Input::Boot => vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)],
+            Input::Boot => {
+                self.register_again = Some((now.plus(REGISTER_RETRY), REGISTER_RETRY));
+                vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)]
+            }
             Input::Tick => {
                 let due = self.last_heartbeat.is_none_or(|t| now.since(t) >= self.config.heartbeat_interval);
                 let mut out = self.expire(now);
+                if let Some((at, wait)) = self.register_again
+                    && self.state.is_none()
+                    && now >= at
+                {
+                    let wait = (wait * 2).min(REGISTER_RETRY_MAX);
+                    self.register_again = Some((now.plus(wait), wait));
+                    out.push(self.to_indexer(Message::Register(self.registration())));
+                }
                 out.extend(self.meter(now));
                 if due {
                     out.push(self.heartbeat(now));

@@ -476,3 +476,33 @@ fn a_refused_registration_is_logged_and_shown_in_the_status() {
     }));
     assert_eq!(rig.agent.status().refused, None);
 }
+
+/// An agent the indexer has not admitted (refused: no bond yet) registers
+/// again by itself, waiting longer each time, so a host is admitted once
+/// its operator bonds, without a restart; once admitted it stops.
+#[test]
+fn a_host_not_admitted_registers_again_later_and_less_often() {
+    let mut rig = Rig::new();
+    let registers = |out: &[Output]| {
+        out.iter().filter(|o| matches!(o, Output::Net(Net::Send { msg: Message::Register(_), .. }))).count()
+    };
+    let mut at = Vec::new();
+    for s in 1..=80u64 {
+        if registers(&rig.advance(1_000)) > 0 {
+            at.push(s);
+        }
+    }
+    assert_eq!(at, vec![10, 30, 70], "10 s, then 20 s, then 40 s later");
+    let transition = dci_model::State::Configuring
+        .transition(dci_model::State::AwaitingInspection, dci_model::Actor::Container, "registered", rig.now)
+        .unwrap();
+    let indexer = Identity::from_secret([2; 32]).id();
+    rig.step(Input::Net(Inbound {
+        conn: ConnId(9),
+        from: indexer,
+        msg: Message::StateChanged { container: me(), transition },
+    }));
+    for _ in 0..400 {
+        assert_eq!(registers(&rig.advance(1_000)), 0, "admitted: no more registrations on the timer");
+    }
+}

@@ -50,6 +50,8 @@ pub(crate) enum Waiting {
     EvidenceStake { reporter: NodeId, evidence: Box<Evidence> },
     /// A slash that reached its quorum.
     Slash { evidence_hash: [u8; 32] },
+    /// The indexer asked what a registrant bonded.
+    StakeQuery { request_id: u64, node: NodeId },
     /// The containers' bonds at the end of `epoch`, before its rewards.
     EpochBonds { epoch: u64, finished: Box<EpochClock>, nodes: Vec<NodeId> },
     /// The epoch's queued settlement going on chain.
@@ -218,6 +220,7 @@ impl Gateway {
                 }
             }
             Message::Evidence(evidence) => self.handle_evidence(from, evidence, out),
+            Message::StakeQuery { request_id, node } => self.stake_query(from, request_id, node, out),
             Message::PenaltyVote { evidence_hash, signature, chain_signature } => {
                 let result = match self.duties.as_mut() {
                     Some(d) => d.vote(from, evidence_hash, signature, chain_signature),
@@ -347,6 +350,11 @@ impl Gateway {
                 }
             }
             (Waiting::Distribute { epoch }, LedgerReply::Applied(result)) => self.distributed(epoch, result, out),
+            (Waiting::StakeQuery { request_id, node }, LedgerReply::Stakes(stakes)) => {
+                let bonded = stakes.first().copied().unwrap_or(Amount::ZERO);
+                let minimum = self.config.min_container_stake;
+                self.send_indexer(Message::StakeOf { request_id, node, bonded, minimum }, out);
+            }
             (Waiting::EpochBonds { epoch, finished, nodes }, LedgerReply::Stakes(bonds)) => {
                 self.bonds_read(epoch, *finished, &nodes, &bonds, out)
             }
@@ -355,6 +363,23 @@ impl Gateway {
                 error: format!("an answer of the wrong kind: {reply:?}"),
             })),
         }
+    }
+
+    /// The indexer asks what a registrant bonded (this gateway holds the
+    /// ledger: it is the indexer's stake oracle). Only the indexer may ask,
+    /// and at most [`MAX_STAKE_QUERIES`] wait for the ledger at once.
+    fn stake_query(&mut self, from: NodeId, request_id: u64, node: NodeId, out: &mut Vec<Output>) {
+        if from != self.config.indexer.id {
+            let reason = format!("expected a stake query from the indexer {}", self.config.indexer.id.short());
+            return reject(out, from, "stake_query", reason);
+        }
+        let waiting = self.ledger.values().filter(|w| matches!(w, Waiting::StakeQuery { .. })).count();
+        if waiting >= MAX_STAKE_QUERIES {
+            let reason = format!("expected at most {MAX_STAKE_QUERIES} stake queries waiting, found more");
+            return reject(out, from, "stake_query", reason);
+        }
+        let call = LedgerCall::Stakes { role: StakeRole::Container, nodes: vec![node] };
+        self.call_ledger(call, Waiting::StakeQuery { request_id, node }, out);
     }
 
     pub(crate) fn handle_evidence(&mut self, from: NodeId, evidence: Evidence, out: &mut Vec<Output>) {
@@ -423,6 +448,9 @@ impl Asking {
         }
     }
 }
+
+/// Most stake queries waiting for the ledger at once.
+pub const MAX_STAKE_QUERIES: usize = 1_000;
 
 /// Refuses a node message: nothing changed.
 pub(crate) fn reject(out: &mut Vec<Output>, from: NodeId, kind: &'static str, reason: String) {

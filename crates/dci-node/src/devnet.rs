@@ -366,6 +366,8 @@ impl Devnet {
         gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
         gateway_cfg.epoch = Some(epoch);
         gateway_cfg.dev_network = genesis.network() == dci_ledger::NetworkKind::Dev;
+        gateway_cfg.min_container_stake =
+            crate::settlement::blocking(|| Settlement::params(&ledger))?.min_container_stake;
         gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
             network: "devnet".into(),
             size: config.committee_size.max(1),

@@ -57,6 +57,24 @@ impl Drop for Host {
     }
 }
 
+/// Bonds the minimum container stake for the host of `host_dir` (creating
+/// its key), as every host must before the indexer admits it: its operator
+/// funds its node account and bonds (here straight in the devnet's ledger,
+/// from the liquidity pool, as a faucet would).
+fn bond_host(net_dir: &Path, host_dir: &Path) -> dci_proto::Identity {
+    use dci_ledger::{LedgerOp, StakeRole, Transfer};
+    std::fs::create_dir_all(host_dir).unwrap();
+    let key = dci_node::keys::load_or_create(&host_dir.join("container.key")).unwrap();
+    let mut ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
+    let account = AccountId::for_node(&key.id());
+    let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
+    let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
+    ledger
+        .apply(&[LedgerOp::Transfer(fund), LedgerOp::Stake { account, role: StakeRole::Container, amount: stake }])
+        .unwrap();
+    key
+}
+
 fn host_cli(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(DCI).args(args).arg("--data-dir").arg(dir).env("DCI_LOG", "warn").output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -118,6 +136,7 @@ fn operator_control_and_failover_after_sigkill() {
         net_dir.join("network.toml")
     );
     std::fs::write(host_dir.join("container.toml"), config).unwrap();
+    bond_host(&net_dir, &host_dir);
     let mut host = Host::start(&host_dir);
     let schedulable = |dir: &Path, id: &str| {
         let list: Vec<ContainerInfo> = cli_json(dir, &["containers"]);
@@ -251,20 +270,8 @@ fn a_host_lying_about_its_gpus_earns_no_more_than_an_honest_one() {
         net_dir.join("network.toml")
     );
     std::fs::write(host_dir.join("container.toml"), config).unwrap();
-    // The liar bonds the minimum stake, as any host must before it is
-    // inspected (its operator funds its node account; here straight in the
-    // devnet's ledger, from the liquidity pool).
-    let key = dci_node::keys::load_or_create(&host_dir.join("container.key")).unwrap();
-    {
-        use dci_ledger::{LedgerOp, StakeRole, Transfer};
-        let mut ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
-        let account = AccountId::for_node(&key.id());
-        let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
-        let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
-        ledger
-            .apply(&[LedgerOp::Transfer(fund), LedgerOp::Stake { account, role: StakeRole::Container, amount: stake }])
-            .unwrap();
-    }
+    // The liar bonds the minimum stake, as any host must.
+    let key = bond_host(&net_dir, &host_dir);
     let liar = Host::start(&host_dir);
     assert_eq!(liar.id, key.id().to_string());
     let honest: Vec<String> = {

@@ -248,3 +248,27 @@ fn messages_the_gateway_never_expects_are_refused() {
     );
     assert_eq!(w.rejected.len(), before + 2);
 }
+
+#[test]
+fn only_the_indexer_may_ask_what_a_registrant_bonded() {
+    let mut w = World::new();
+    let host = Host::new(10, "1");
+    let stake = Amount::ath(250);
+    let fund = dci_ledger::Transfer { from: dci_ledger::accounts::liquidity(), to: host.payout(), amount: stake };
+    let bond =
+        dci_ledger::LedgerOp::Stake { account: host.payout(), role: dci_ledger::StakeRole::Container, amount: stake };
+    w.ledger.apply(&[dci_ledger::LedgerOp::Transfer(fund), bond]).unwrap();
+    let before = w.rejected.len();
+    w.from(&identity(66), Message::StakeQuery { request_id: 5, node: host.id() });
+    assert_eq!(w.rejected.len(), before + 1);
+    assert!(w.sent_of("stake_of").is_empty());
+    let indexer = w.indexer.clone();
+    w.from(&indexer, Message::StakeQuery { request_id: 6, node: host.id() });
+    let minimum = w.config.min_container_stake;
+    assert_eq!(
+        w.sent_of("stake_of").last().map(|(_, m)| m.clone()),
+        Some(Message::StakeOf { request_id: 6, node: host.id(), bonded: stake, minimum })
+    );
+    w.from(&indexer, Message::StakeQuery { request_id: 7, node: identity(77).id() });
+    assert!(matches!(w.sent_of("stake_of").last(), Some((_, Message::StakeOf { bonded, .. })) if bonded.is_zero()));
+}
