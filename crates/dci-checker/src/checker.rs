@@ -93,13 +93,15 @@ enum Rejection {
     #[error("expected a commitment for challenge {0} before its answer, found the answer first")]
     AnswerBeforeCommitment(u64),
     #[error(
-        "expected an inspection_request, commitment, challenge_refused, answer, evaluation_ready, evaluation_failed, epoch_open or penalty_proposal, found {0}"
+        "expected an inspection_request, commitment, challenge_refused, answer, evaluation_ready, evaluation_failed, epoch_open, committee_sign or penalty_proposal, found {0}"
     )]
     UnexpectedMessage(&'static str),
     #[error("expected {0} from the epoch coordinator, found one from {1}")]
     NotCoordinator(&'static str, NodeId),
     #[error("refusing to vote for a penalty on {container}: {why}")]
     NoPenalty { container: NodeId, why: String },
+    #[error("refusing to sign the committee of epoch {epoch}: {why}")]
+    NoCommitteeSignature { epoch: u64, why: String },
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +137,11 @@ struct Inspection {
 /// belong to `dci-chain`.
 pub type ChainSigner = fn(&Identity, &ChainDomain, &SlashReport) -> Vec<u8>;
 
+/// Signs "the committee of `epoch` is `members`" (their chain signer
+/// addresses) for a ledger on a chain: `(identity, ledger, epoch, members)
+/// -> signature`. The node provides it (`dci_chain::committee_signature_at`).
+pub type CommitteeSigner = fn(&Identity, &ChainDomain, u64, &[[u8; 20]]) -> Vec<u8>;
+
 /// The checker role's sans-IO core (SPEC §4, R-CK1 registration validation).
 ///
 /// One inspection per container is in flight at a time: a new
@@ -163,6 +170,10 @@ pub struct Checker {
     config: Config,
     identity: Identity,
     chain_signer: Option<ChainSigner>,
+    committee_signer: Option<CommitteeSigner>,
+    /// The latest epoch whose committee it signed: it never signs two
+    /// committees for one epoch, nor an older one.
+    signed_committee: Option<u64>,
     vrf: CommitteeKey,
     rng: ChaCha20Rng,
     inspections: BTreeMap<u64, Inspection>,
@@ -183,6 +194,8 @@ impl Checker {
             config,
             identity,
             chain_signer: None,
+            committee_signer: None,
+            signed_committee: None,
             vrf,
             rng,
             inspections: BTreeMap::new(),
@@ -196,6 +209,13 @@ impl Checker {
     /// the ed25519 signature, which a chain ledger does not count.
     pub fn with_chain_signer(mut self, signer: ChainSigner) -> Self {
         self.chain_signer = Some(signer);
+        self
+    }
+
+    /// Lets it sign epoch committees for a chain ledger (see
+    /// [`CommitteeSigner`]). Without one it signs none.
+    pub fn with_committee_signer(mut self, signer: CommitteeSigner) -> Self {
+        self.committee_signer = Some(signer);
         self
     }
 
@@ -228,6 +248,9 @@ impl Checker {
                     Message::EpochOpen { epoch, seed } => self.on_epoch_open(conn, from, epoch, seed),
                     Message::EvaluationReady { id, endpoint } => self.on_evaluation_ready(now, from, id, endpoint),
                     Message::EvaluationFailed { id, reason } => self.on_evaluation_failed(now, from, id, reason),
+                    Message::CommitteeSign { announcement, chain } => {
+                        self.on_committee_sign(conn, from, &announcement, chain)
+                    }
                     Message::PenaltyProposal { epoch, amount, evidence, chain } => {
                         self.on_penalty_proposal(conn, from, epoch, amount, &evidence, chain)
                     }
@@ -504,6 +527,40 @@ impl Checker {
         let p = dci_committee::prove(&self.vrf, &dci_committee::EpochSeed(seed), epoch);
         let proof = SortitionProof { node: p.node, output: p.output, proof: p.proof.to_vec() };
         Ok(vec![Output::Net(Net::Reply { conn, msg: Message::EpochProof { epoch, proof } })])
+    }
+
+    /// Signs an epoch's committee for a chain ledger, only as recomputed here
+    /// from the announcement's proofs, listing the members' chain signers as
+    /// this checker knows them, and never twice for an epoch.
+    fn on_committee_sign(
+        &mut self,
+        conn: ConnId,
+        from: NodeId,
+        announcement: &dci_proto::CommitteeAnnouncement,
+        chain: ChainDomain,
+    ) -> Result<Vec<Output>, Rejection> {
+        self.coordinator("committee_sign", from)?;
+        let refuse = |why: String| Rejection::NoCommitteeSignature { epoch: announcement.epoch, why };
+        let Some(sign) = self.committee_signer else {
+            return Err(refuse("it signs no committee (no chain signer)".into()));
+        };
+        if self.signed_committee.is_some_and(|e| e >= announcement.epoch) {
+            return Err(refuse(format!("it already signed epoch {}", self.signed_committee.unwrap_or(0))));
+        }
+        let committee = dci_committee::recompute(announcement).map_err(|e| refuse(e.to_string()))?;
+        let mut members = Vec::with_capacity(committee.members.len());
+        for m in &committee.members {
+            let signer = self.config.chain_signers.get(&m.id).ok_or_else(|| {
+                refuse(format!("member {} has no chain signer in this checker's network file", m.id.short()))
+            })?;
+            members.push(*signer);
+        }
+        self.signed_committee = Some(announcement.epoch);
+        let signature = sign(&self.identity, &chain, announcement.epoch, &members);
+        Ok(vec![Output::Net(Net::Reply {
+            conn,
+            msg: Message::CommitteeSigned { epoch: announcement.epoch, signature },
+        })])
     }
 
     /// Votes for a penalty only when the container signed the transcript and

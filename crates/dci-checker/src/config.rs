@@ -29,6 +29,12 @@ pub struct Config {
     pub coordinator: Option<Coordinator>,
     /// How in-service evaluations are run and judged (R-CK3, R-CK4).
     pub evaluation: EvaluationFloor,
+    /// The chain signer address of every checker of the network, as this
+    /// checker knows them (its own network file, not the coordinator's
+    /// word): a committee it signs for a chain ledger lists these addresses
+    /// of the members it recomputed, so a coordinator cannot slip its own
+    /// keys in. Empty: it signs no committee.
+    pub chain_signers: std::collections::BTreeMap<NodeId, [u8; 20]>,
 }
 
 /// The service an in-service evaluation must deliver to pass, as the
@@ -120,6 +126,7 @@ impl Config {
             min_deadline: Duration::from_secs(10),
             coordinator: None,
             evaluation: EvaluationFloor::DEVNET,
+            chain_signers: std::collections::BTreeMap::new(),
         }
     }
 

@@ -1531,3 +1531,55 @@ fn a_proof_vouches_for_what_it_verified_never_the_claim() {
     assert!(!v.passed);
     assert_eq!(v.capacity, None);
 }
+
+/// A stand-in for the EVM's committee signature: the signer's address
+/// followed by the members it signed (a real one is ECDSA over their digest).
+fn committee_signature(identity: &Identity, _: &ChainDomain, epoch: u64, members: &[[u8; 20]]) -> Vec<u8> {
+    let mut sig = identity.id().0[..20].to_vec();
+    sig.extend(epoch.to_be_bytes());
+    sig.extend(members.iter().flatten());
+    sig
+}
+
+/// A checker signs an epoch's committee for a chain only as it recomputes
+/// it, listing the members' chain signers as its own network file knows
+/// them, once per epoch, and only for the coordinator.
+#[test]
+fn a_checker_signs_a_committee_only_as_it_recomputes_it() {
+    let key = KEYS[201].clone();
+    let known = |n: u8| [n; 20];
+    let chain_signers = [(key.id(), known(1))].into_iter().collect();
+    let coordinator = Some(Coordinator { id: COORDINATOR, addr: COORDINATOR_ADDR.into() });
+    let mut c = Checker::new(Config { coordinator, chain_signers, ..config() }, [3; 32], key.clone())
+        .unwrap()
+        .with_committee_signer(committee_signature);
+    // Its committee of epoch 4, as a coordinator announces it.
+    let seed = EpochSeed::genesis("checker-test");
+    let proof = match c.handle(T0, from(COORDINATOR, Message::EpochOpen { epoch: 4, seed: seed.0 })).as_slice() {
+        [Output::Net(Net::Reply { msg: Message::EpochProof { proof, .. }, .. })] => proof.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut coordinator = EpochCoordinator::new("checker-test", 1).unwrap();
+    let me = Registered { id: key.id(), addr: "x:1".into(), vrf_public: c.vrf_public(), stake: Amount::ath(10) };
+    coordinator.open(4, &[me]).unwrap();
+    coordinator.proof(key.id(), 4, &proof).unwrap();
+    let (announcement, _) = coordinator.close().unwrap();
+    let chain = ChainDomain { chain_id: 31337, ledger: [9; 20] };
+    let ask = |a: &dci_proto::CommitteeAnnouncement| Message::CommitteeSign { announcement: a.clone(), chain };
+
+    rejected(&c.handle(T0, from(STRANGER, ask(&announcement))), STRANGER, "coordinator");
+    // A tampered announcement (another VRF key for the member) does not
+    // recompute: no signature.
+    let mut forged = announcement.clone();
+    forged.candidates[0].vrf_public = CommitteeKey::from_identity(&KEYS[202]).public();
+    rejected(&c.handle(T0, from(COORDINATOR, ask(&forged))), COORDINATOR, "committee of epoch 4");
+    let out = c.handle(T0, from(COORDINATOR, ask(&announcement)));
+    match out.as_slice() {
+        [Output::Net(Net::Reply { msg: Message::CommitteeSigned { epoch: 4, signature }, .. })] => {
+            assert_eq!(signature, &committee_signature(&key, &chain, 4, &[known(1)]), "its own signer list");
+        }
+        other => panic!("expected a committee signature, found {other:?}"),
+    }
+    // Never twice for an epoch (nor an older one).
+    rejected(&c.handle(T0, from(COORDINATOR, ask(&announcement))), COORDINATOR, "already signed");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dci_model::{Amount, NodeId, ServiceName};
 
-use crate::duties::{ChainVerifier, CheckerSeat};
+use crate::duties::{ChainHooks, CheckerSeat};
 
 /// A node: its id (what its envelopes are signed with) and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,9 +89,9 @@ pub struct CommitteeConfig {
     pub size: usize,
     /// The checkers that may sit on it.
     pub checkers: Vec<CheckerSeat>,
-    /// When the ledger is a chain: its domain, and how to recover a vote's
-    /// chain signer (the EVM's, handed in so this crate knows no EVM).
-    pub chain: Option<(dci_proto::ChainDomain, ChainVerifier)>,
+    /// When the ledger is a chain: its domain, and how to recover the EVM's
+    /// signatures (handed in so this crate knows no EVM).
+    pub chain: Option<ChainHooks>,
 }
 
 /// A gateway's configuration.

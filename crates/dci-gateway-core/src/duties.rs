@@ -31,6 +31,36 @@ use crate::config::CommitteeConfig;
 /// `domain` (65-byte r ‖ s ‖ v signature); `None` if it does not recover.
 pub type ChainVerifier = fn(&ChainDomain, &SlashReport, &[u8]) -> Option<[u8; 20]>;
 
+/// Recovers the chain address that signed "the committee of `epoch` is
+/// `members`" for the ledger of `domain`; `None` if it does not recover.
+pub type CommitteeVerifier = fn(&ChainDomain, u64, &[[u8; 20]], &[u8]) -> Option<[u8; 20]>;
+
+/// What the duties need of a chain ledger: its domain, and how to recover
+/// the EVM's signatures (handed in, so this crate knows no EVM).
+#[derive(Clone, Copy, Debug)]
+pub struct ChainHooks {
+    /// The ledger contract.
+    pub domain: ChainDomain,
+    /// Recovers a penalty vote's chain signer.
+    pub vote_signer: ChainVerifier,
+    /// Recovers a committee signature's signer.
+    pub committee_signer: CommitteeVerifier,
+}
+
+/// An epoch's committee being signed for the chain: its members' chain
+/// signers and the signatures collected so far.
+#[derive(Clone, Debug)]
+pub struct Signing {
+    /// The epoch.
+    pub epoch: u64,
+    /// Members' chain signers, in committee order.
+    pub members: Vec<[u8; 20]>,
+    /// Valid signatures so far, by checker.
+    pub signatures: std::collections::BTreeMap<NodeId, Vec<u8>>,
+    /// When the checkers were asked.
+    pub asked_at: Timestamp,
+}
+
 /// A checker that offers itself for the committee.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckerSeat {
@@ -132,7 +162,15 @@ pub struct Duties {
     proposals: HashMap<[u8; 32], Proposal>,
     decided: VecDeque<PenaltyRecord>,
     decided_hashes: HashSet<[u8; 32]>,
-    chain: Option<(ChainDomain, ChainVerifier)>,
+    chain: Option<ChainHooks>,
+    /// The committee being signed for the chain, if any.
+    signing: Option<Signing>,
+    /// The latest epoch whose committee is on chain (the genesis committee
+    /// serves epoch 0).
+    published: Option<u64>,
+    /// Slashes that reached their quorum before their epoch's committee was
+    /// on chain, by epoch.
+    held: std::collections::BTreeMap<u64, Vec<(SlashReport, Vec<NodeId>)>>,
 }
 
 impl std::fmt::Debug for Duties {
@@ -156,6 +194,9 @@ impl Duties {
             decided: VecDeque::new(),
             decided_hashes: HashSet::new(),
             chain: config.chain,
+            signing: None,
+            published: config.chain.map(|_| 0),
+            held: std::collections::BTreeMap::new(),
         })
     }
 
@@ -241,7 +282,7 @@ impl Duties {
             return Vec::new();
         }
         let addr_of: HashMap<NodeId, String> = announcement.candidates.iter().map(|c| (c.id, c.addr.clone())).collect();
-        let chain = self.chain.map(|(d, _)| d);
+        let chain = self.chain.map(|h| h.domain);
         let sends = members
             .iter()
             .filter_map(|m| addr_of.get(m))
@@ -289,8 +330,8 @@ impl Duties {
         if !p.report.verifies(&from, &signature) {
             return Err("a vote whose signature does not verify".into());
         }
-        if let Some((domain, verify)) = chain {
-            let by = chain_signature.as_deref().and_then(|sig| verify(&domain, &p.report, sig));
+        if let Some(h) = chain {
+            let by = chain_signature.as_deref().and_then(|sig| (h.vote_signer)(&h.domain, &p.report, sig));
             match (by, signer) {
                 (Some(by), Some(registered)) if by == registered => {}
                 _ => return Err("a vote without a valid chain signature of the member's registered signer".into()),
@@ -303,6 +344,82 @@ impl Duties {
         p.record.signers.push(from);
         p.submitted = p.record.signers.len() >= p.record.quorum;
         Ok(p.submitted.then(|| (p.report.clone(), p.committee.clone())))
+    }
+
+    /// After a committee is selected, on a chain ledger: asks every checker
+    /// to sign it (the ledger accepts it with two thirds of the committee
+    /// before it); returns the requests.
+    pub fn ask_signatures(&mut self, now: Timestamp, announcement: &CommitteeAnnouncement) -> Sends {
+        let Some(h) = self.chain else { return Vec::new() };
+        let Some((_, committee)) = self.coordinator.current() else { return Vec::new() };
+        if self.published.is_some_and(|p| p >= committee.epoch) {
+            return Vec::new();
+        }
+        let signer_of: HashMap<NodeId, [u8; 20]> = self.checkers.iter().map(|c| (c.id, c.chain_signer)).collect();
+        let Some(members) = committee.members.iter().map(|m| signer_of.get(&m.id).copied()).collect() else {
+            return Vec::new();
+        };
+        self.signing = Some(Signing { epoch: committee.epoch, members, signatures: Default::default(), asked_at: now });
+        let msg = Message::CommitteeSign { announcement: announcement.clone(), chain: h.domain };
+        self.checkers.iter().map(|c| (c.addr.clone(), msg.clone())).collect()
+    }
+
+    /// A checker's signature of the committee being signed. `Ok(true)` when
+    /// every checker has answered (time to publish).
+    pub fn committee_signed(&mut self, from: NodeId, epoch: u64, signature: Vec<u8>) -> Result<bool, String> {
+        let h = self.chain.ok_or("the ledger is not a chain: no committee is signed")?;
+        let registered = self.checkers.iter().find(|c| c.id == from).map(|c| c.chain_signer);
+        let registered = registered.ok_or_else(|| format!("{} is not a checker of this network", from.short()))?;
+        let s =
+            self.signing.as_mut().filter(|s| s.epoch == epoch).ok_or("no committee of that epoch is being signed")?;
+        if (h.committee_signer)(&h.domain, epoch, &s.members, &signature) != Some(registered) {
+            return Err("a committee signature that does not recover to the checker's registered signer".into());
+        }
+        s.signatures.insert(from, signature);
+        Ok(s.signatures.len() == self.checkers.len())
+    }
+
+    /// The committee to publish now: everyone answered (`all`), or the
+    /// checkers were asked at least `wait` ago; the ledger op, once.
+    pub fn publication(
+        &mut self,
+        now: Timestamp,
+        all: bool,
+        wait: std::time::Duration,
+    ) -> Option<dci_ledger::LedgerOp> {
+        let s = self.signing.as_ref()?;
+        if !all && now.since(s.asked_at) < wait {
+            return None;
+        }
+        let s = self.signing.take()?;
+        Some(dci_ledger::LedgerOp::SetCommittee {
+            epoch: s.epoch,
+            members: s.members,
+            signatures: s.signatures.into_values().collect(),
+        })
+    }
+
+    /// The ledger published `epoch`'s committee (or already had it):
+    /// returns the slashes that waited for it.
+    pub fn published(&mut self, epoch: u64) -> Vec<(SlashReport, Vec<NodeId>)> {
+        self.published = Some(self.published.map_or(epoch, |p| p.max(epoch)));
+        let later = self.held.split_off(&(epoch + 1));
+        let ready = std::mem::replace(&mut self.held, later);
+        ready.into_values().flatten().collect()
+    }
+
+    /// A slash that reached its quorum: `Some` to apply it now, `None` when
+    /// it waits for its epoch's committee to be on chain.
+    pub fn ready_to_slash(
+        &mut self,
+        report: SlashReport,
+        committee: Vec<NodeId>,
+    ) -> Option<(SlashReport, Vec<NodeId>)> {
+        if self.chain.is_none() || self.published.is_some_and(|p| p >= report.epoch) {
+            return Some((report, committee));
+        }
+        self.held.entry(report.epoch).or_default().push((report, committee));
+        None
     }
 
     /// Records what the ledger did with a report that reached its quorum.

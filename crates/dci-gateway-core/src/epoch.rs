@@ -139,12 +139,14 @@ impl Gateway {
         }
     }
 
-    fn close_committee(&mut self, out: &mut Vec<Output>) {
+    fn close_committee(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         let Some(d) = self.duties.as_mut() else { return };
         match d.close() {
             Ok((announcement, waiting)) => {
                 let epoch = announcement.epoch;
                 let members = d.current().map_or(0, |(_, c)| c.members.len());
+                let sign = d.ask_signatures(now, &announcement);
+                out.extend(sign.into_iter().map(|(addr, msg)| Output::Net(Net::Send { addr, msg })));
                 self.send_indexer(Message::Committee(announcement), out);
                 out.push(Output::Event(Event::CommitteeSelected { epoch, members }));
                 for (reporter, evidence) in waiting {
@@ -168,7 +170,7 @@ impl Gateway {
             let request_id = self.ask(now, Asking::Sample { epoch });
             self.send_indexer(Message::ListContainers { request_id }, out);
             if first {
-                self.close_committee(out);
+                self.close_committee(now, out);
             }
             return;
         }

@@ -50,6 +50,8 @@ pub(crate) enum Waiting {
     EvidenceStake { reporter: NodeId, evidence: Box<Evidence> },
     /// A slash that reached its quorum.
     Slash { evidence_hash: [u8; 32] },
+    /// An epoch's committee going on chain.
+    Publish { epoch: u64 },
     /// The indexer asked what a registrant bonded.
     StakeQuery { request_id: u64, node: NodeId },
     /// The containers' bonds at the end of `epoch`, before its rewards.
@@ -221,6 +223,17 @@ impl Gateway {
             }
             Message::Evidence(evidence) => self.handle_evidence(from, evidence, out),
             Message::StakeQuery { request_id, node } => self.stake_query(from, request_id, node, out),
+            Message::CommitteeSigned { epoch, signature } => {
+                let result = match self.duties.as_mut() {
+                    Some(d) => d.committee_signed(from, epoch, signature),
+                    None => Err("this gateway coordinates no committee".into()),
+                };
+                match result {
+                    Ok(true) => self.publish_committee(now, true, out),
+                    Ok(false) => {}
+                    Err(reason) => reject(out, from, kind, reason),
+                }
+            }
             Message::PenaltyVote { evidence_hash, signature, chain_signature } => {
                 let result = match self.duties.as_mut() {
                     Some(d) => d.vote(from, evidence_hash, signature, chain_signature),
@@ -228,8 +241,10 @@ impl Gateway {
                 };
                 match result {
                     Ok(Some((report, committee))) => {
-                        let op = dci_ledger::LedgerOp::Slash { report, committee };
-                        self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Slash { evidence_hash }, out);
+                        let ready = self.duties.as_mut().and_then(|d| d.ready_to_slash(report, committee));
+                        if let Some((report, committee)) = ready {
+                            self.slash(report, committee, out);
+                        }
                     }
                     Ok(None) => {}
                     Err(reason) => reject(out, from, kind, reason),
@@ -344,6 +359,22 @@ impl Gateway {
                     out.push(Output::Event(Event::Penalty { record }));
                 }
             }
+            (Waiting::Publish { epoch }, LedgerReply::Applied(result)) => {
+                let done = match &result {
+                    Ok(_) => true,
+                    Err(e) => matches!(e.clone().unbatch(), LedgerError::CommitteeEpochNotNewer { .. }),
+                };
+                if done {
+                    out.push(Output::Event(Event::CommitteePublished { epoch, result: Ok(()) }));
+                    let ready = self.duties.as_mut().map(|d| d.published(epoch)).unwrap_or_default();
+                    for (report, committee) in ready {
+                        self.slash(report, committee, out);
+                    }
+                } else {
+                    let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    out.push(Output::Event(Event::CommitteePublished { epoch, result: Err(why) }));
+                }
+            }
             (Waiting::Flush, LedgerReply::Flushed(result)) => {
                 if !matches!(result, Ok(0)) {
                     out.push(Output::Event(Event::Flushed { result: result.map_err(|e| e.to_string()) }));
@@ -362,6 +393,26 @@ impl Gateway {
                 what: format!("{why:?}"),
                 error: format!("an answer of the wrong kind: {reply:?}"),
             })),
+        }
+    }
+
+    /// Applies a slash that reached its quorum.
+    fn slash(&mut self, report: dci_ledger::SlashReport, committee: Vec<NodeId>, out: &mut Vec<Output>) {
+        let evidence_hash = report.evidence_hash;
+        let op = dci_ledger::LedgerOp::Slash { report, committee };
+        self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Slash { evidence_hash }, out);
+    }
+
+    /// Sends the committee being signed to the ledger, once every checker
+    /// signed (`all`) or [`COMMITTEE_SIGNING`] after they were asked.
+    pub(crate) fn publish_committee(&mut self, now: Timestamp, all: bool, out: &mut Vec<Output>) {
+        let op = self.duties.as_mut().and_then(|d| d.publication(now, all, COMMITTEE_SIGNING));
+        if let Some(op) = op {
+            let epoch = match &op {
+                dci_ledger::LedgerOp::SetCommittee { epoch, .. } => *epoch,
+                _ => 0,
+            };
+            self.call_ledger(LedgerCall::Apply(vec![op]), Waiting::Publish { epoch }, out);
         }
     }
 
@@ -417,6 +468,7 @@ impl Gateway {
         self.tick_sessions(now, out);
         self.renew(now, out);
         self.tick_epoch(now, out);
+        self.publish_committee(now, false, out);
     }
 }
 
@@ -448,6 +500,10 @@ impl Asking {
         }
     }
 }
+
+/// How long the checkers have to sign a committee before it is sent to
+/// the chain with the signatures that came.
+pub const COMMITTEE_SIGNING: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most stake queries waiting for the ledger at once.
 pub const MAX_STAKE_QUERIES: usize = 1_000;

@@ -204,6 +204,13 @@ pub enum Event {
         /// Members.
         members: usize,
     },
+    /// An epoch's committee was put on chain (or why not: its slashes wait).
+    CommitteePublished {
+        /// The epoch.
+        epoch: u64,
+        /// Done, or the ledger's refusal.
+        result: Result<(), String>,
+    },
     /// No committee could be opened or selected this epoch.
     NoCommittee {
         /// Why.

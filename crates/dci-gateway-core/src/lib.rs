@@ -50,7 +50,7 @@ pub mod record;
 mod recovery;
 
 pub use config::{CommitteeConfig, Config, ModelTerms, Peer, Timing};
-pub use duties::{ChainVerifier, CheckerSeat, CommitteeView, PenaltyRecord};
+pub use duties::{ChainHooks, ChainVerifier, CheckerSeat, CommitteeVerifier, CommitteeView, PenaltyRecord};
 pub use error::GatewayError;
 pub use gateway::Gateway;
 pub use io::{CallId, Command, Event, Input, LedgerCall, LedgerReply, Output, Relayed, Reply, Ticket};

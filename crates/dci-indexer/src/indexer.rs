@@ -386,7 +386,8 @@ const DEBUG_CHECK_LIMIT: usize = 512;
 ///   [`MAX_PENDING`], oldest dropped first) for `StakeOf` from that oracle
 ///   for the query in flight; `bonded >= minimum` admits it exactly as a
 ///   registration without the check, below it the container gets
-///   `Refused` at its registered address and nothing is kept; no answer
+///   `Refused` on the connection it registered on (not at its registered
+///   address, which may be someone else's) and nothing is kept; no answer
 ///   within [`STAKE_QUERY_TIMEOUT`] drops it. A repeat while pending
 ///   replaces the registration and asks nothing more. Re-registrations of
 ///   known containers are not checked again (a stake withdrawn later costs
@@ -1095,7 +1096,9 @@ impl Indexer {
             }
         } else {
             let reason = Rejection::Unstaked { node, bonded, minimum };
-            out.push(send(&p.registration.addr, Message::Refused { reason: reason.to_string() }));
+            // On the registration's own connection: the registered address
+            // is the registrant's claim, and may be someone else's.
+            out.push(reply(p.conn, Message::Refused { reason: reason.to_string() }));
             out.push(Output::Rejected { from: node, reason });
         }
         Ok(())

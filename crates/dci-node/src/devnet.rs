@@ -371,8 +371,12 @@ impl Devnet {
         gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
             network: "devnet".into(),
             size: config.committee_size.max(1),
-            checkers: seats,
-            chain: domain.map(|d| (d, crate::gateway::chain_vote_signer as dci_gateway_core::ChainVerifier)),
+            checkers: seats.clone(),
+            chain: domain.map(|domain| dci_gateway_core::ChainHooks {
+                domain,
+                vote_signer: crate::gateway::chain_vote_signer,
+                committee_signer: crate::gateway::chain_committee_signer,
+            }),
         });
         // A restarted gateway settles what the last run left unfinished first.
         let (gateway_role, gateway) =
@@ -383,6 +387,9 @@ impl Devnet {
             let checker_cfg = dci_checker::Config {
                 challenge_n: config.challenge_n,
                 coordinator: Some(coordinator.clone()),
+                // Every checker knows every checker's chain signer (the
+                // devnet's network), to sign committees for the chain.
+                chain_signers: seats.iter().map(|s| (s.id, s.chain_signer)).collect(),
                 ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_node])
             };
             roles.push(spawn_checker(bound, checker_cfg, identity.clone(), shutdown.clone())?);

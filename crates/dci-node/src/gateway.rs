@@ -72,6 +72,18 @@ pub fn chain_vote_signer(
         .map(|a| a.into_array())
 }
 
+/// A committee signature's chain signer (the EVM's recovery, for the gateway core).
+pub fn chain_committee_signer(
+    domain: &dci_proto::ChainDomain,
+    epoch: u64,
+    members: &[[u8; 20]],
+    signature: &[u8],
+) -> Option<[u8; 20]> {
+    let members: Vec<dci_chain::Address> = members.iter().map(|m| dci_chain::Address::from(*m)).collect();
+    dci_chain::committee_signer_at(domain.chain_id, dci_chain::Address::from(domain.ledger), epoch, &members, signature)
+        .map(|a| a.into_array())
+}
+
 /// The stated failover bound, for services that start within 5 s: from the
 /// failed container's last receipt until the session serves elsewhere
 /// (with the default timing: 3 s of silence + 0.25 s to notice + 1 s to match

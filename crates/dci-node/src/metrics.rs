@@ -51,6 +51,10 @@ pub fn gateway_event(e: &dci_gateway_core::Event) {
         Event::Flushed { result: Err(why) } => tracing::warn!(error = %why, "the epoch's settlement stays queued"),
         Event::CommitteeSelected { epoch, members } => tracing::info!(epoch, members, "committee selected"),
         Event::NoCommittee { why } => tracing::warn!(%why, "no committee this epoch"),
+        Event::CommitteePublished { epoch, result: Ok(()) } => tracing::info!(epoch, "committee on chain"),
+        Event::CommitteePublished { epoch, result: Err(why) } => {
+            tracing::warn!(epoch, %why, "committee not on chain; its slashes wait")
+        }
         Event::Penalty { record } => tracing::info!(
             container = %record.container.short(),
             outcome = %record.outcome,

@@ -137,6 +137,19 @@ fn chain_signer(identity: &Identity, domain: &dci_proto::ChainDomain, report: &d
     dci_chain::slash_signature_at(domain.chain_id, dci_chain::Address::from(domain.ledger), report, identity)
 }
 
+/// A checker's chain signature of an epoch's committee (the EVM's digest
+/// and key, handed to the checker core as a plain function).
+fn committee_signer(identity: &Identity, domain: &dci_proto::ChainDomain, epoch: u64, members: &[[u8; 20]]) -> Vec<u8> {
+    let members: Vec<dci_chain::Address> = members.iter().map(|m| dci_chain::Address::from(*m)).collect();
+    dci_chain::committee_signature_at(
+        domain.chain_id,
+        dci_chain::Address::from(domain.ledger),
+        epoch,
+        &members,
+        identity,
+    )
+}
+
 /// Starts a checker on `bound`.
 pub fn spawn_checker(
     bound: Bound,
@@ -149,7 +162,8 @@ pub fn spawn_checker(
     let Bound { transport, mut inbox } = bound;
     let mut core = Checker::new(config, rand::random(), identity)
         .context("checker configuration")?
-        .with_chain_signer(chain_signer);
+        .with_chain_signer(chain_signer)
+        .with_committee_signer(committee_signer);
     let (evaluated_tx, mut evaluated) = mpsc::channel::<Input>(16);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);

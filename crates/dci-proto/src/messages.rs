@@ -351,6 +351,27 @@ pub enum Message {
         /// Why, for the operator.
         reason: String,
     },
+
+    // --- epoch coordinator -> checkers, and back (chain ledgers)
+    /// Sign the committee of `announcement.epoch` for the chain ledger
+    /// `chain`: recompute it from the announcement's proofs and, only if it
+    /// recomputes, sign the list of its members' chain signers (as the
+    /// checker itself knows them) so the ledger accepts it on chain (it needs
+    /// two thirds of the committee before it).
+    CommitteeSign {
+        /// The epoch's announcement.
+        announcement: CommitteeAnnouncement,
+        /// The ledger to sign for.
+        chain: ChainDomain,
+    },
+    /// A checker's chain signature of an epoch's committee (65 bytes,
+    /// r ‖ s ‖ v, over `dci_chain::committee_digest_at`).
+    CommitteeSigned {
+        /// The epoch.
+        epoch: u64,
+        /// The signature.
+        signature: Vec<u8>,
+    },
 }
 
 /// Most services a [`Registration`] may list, and most entries a
@@ -406,6 +427,8 @@ impl Message {
             Message::StakeQuery { .. } => "stake_query",
             Message::StakeOf { .. } => "stake_of",
             Message::Refused { .. } => "refused",
+            Message::CommitteeSign { .. } => "committee_sign",
+            Message::CommitteeSigned { .. } => "committee_signed",
         }
     }
 }

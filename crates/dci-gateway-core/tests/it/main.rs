@@ -5,6 +5,7 @@
 
 mod attacks;
 mod crash;
+mod duties;
 mod epoch;
 mod failover;
 mod sessions;
