@@ -104,7 +104,8 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     let (tx, mut inbox) = tokio::sync::mpsc::channel(64);
     let t = rt.block_on(dci_node::transport::Transport::bind(unbonded.clone(), "127.0.0.1:0", tx)).unwrap();
     rt.block_on(t.send(&indexer.addr, &Message::Register(registration(&unbonded, &victim_addr)))).unwrap();
-    let refused = rt.block_on(tokio::time::timeout(Duration::from_secs(30), inbox.recv())).unwrap().unwrap();
+    let refused =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), inbox.recv()).await }).unwrap().unwrap();
     match refused.msg {
         Message::Refused { reason } => {
             assert!(reason.contains("expected a container stake of at least 100 ATH"), "{reason}")
