@@ -282,5 +282,19 @@ fn a_dishonest_containers_stake_is_slashed_on_chain_by_the_committee() {
     .unwrap();
     let stake = Amount(stake.split_whitespace().next().unwrap().parse().unwrap());
     assert!(stake <= dci_node::devnet::CONTAINER_STAKE.checked_sub(taken).unwrap(), "stake {stake}, taken {taken}");
+    // Every epoch's committee goes on chain, signed by the checkers: the
+    // chain accepts each only with two thirds of the one before it (from
+    // the genesis committee of the deployment), so the chain of committees
+    // grows epoch after epoch.
+    let t0 = Instant::now();
+    let latest = || {
+        let out = cast(&["call", &ledger, "latestCommitteeEpoch()(uint64)", "--rpc-url", &evm.rpc_url]).unwrap();
+        out.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+    };
+    while latest() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no committee past epoch 1 on chain within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("committees on chain through epoch {}", latest());
     net.signal("-TERM");
 }
