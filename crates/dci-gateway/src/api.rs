@@ -255,6 +255,22 @@ pub struct StakeRequest {
     pub amount_ath: String,
 }
 
+/// A node bonds container stake from its own account (`node:<id>`), signed
+/// with its node key instead of an API key: what `dci container stake`
+/// sends. Fund the account first (e.g. `dci transfer node:<id> 100`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStakeRequest {
+    /// The node id (64 hex digits).
+    pub node: String,
+    /// Exact decimal ATH to bond.
+    pub amount_ath: String,
+    /// When the node signed it, ms since the Unix epoch (taken within 60 s of the gateway's clock).
+    pub at_ms: u64,
+    /// The node's ed25519 signature of the request (`dci_proto::NodeStake`), hex.
+    pub signature: String,
+}
+
 /// How an account's reward for one epoch was computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RewardsInfo {

@@ -16,9 +16,9 @@ use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, OfferInfo,
-    PenaltyInfo, RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest, TransitionInfo,
-    UnbondingInfo, VerdictInfo,
+    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeStakeRequest,
+    OfferInfo, PenaltyInfo, RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest,
+    TransitionInfo, UnbondingInfo, VerdictInfo,
 };
 
 /// A boxed future, so that [`ConsumerApi`] can be used as a trait object.
@@ -49,6 +49,9 @@ pub trait ConsumerApi: Send + Sync + 'static {
     fn committee(&self) -> BoxFuture<'_, Result<CommitteeInfo, ApiError>>;
     /// Moves ATH from the account to another; returns the new balance.
     fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
+    /// Bonds container stake from a node's own account, on the node's
+    /// signature (not an API key); returns the node account's balance.
+    fn node_stake(&self, req: NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
     /// Bonds (`unstake == false`) or starts unbonding stake for a role.
     fn stake(
         &self,
@@ -139,6 +142,7 @@ impl IntoResponse for ApiError {
         transfer,
         stake,
         unstake,
+        node_stake,
         withdraw,
         rewards,
         crate::relay::relay,
@@ -159,6 +163,7 @@ impl IntoResponse for ApiError {
         OfferInfo,
         TransferRequest,
         StakeRequest,
+        NodeStakeRequest,
         UnbondingInfo,
         RewardsInfo,
         ErrorBody
@@ -178,6 +183,7 @@ pub fn router(api: Arc<dyn ConsumerApi>, metrics: MetricsRender) -> Router {
         .route("/v1/transfers", post(transfer))
         .route("/v1/stake", post(stake))
         .route("/v1/unstake", post(unstake))
+        .route("/v1/node-stake", post(node_stake))
         .route("/v1/withdraw", post(withdraw))
         .route("/v1/rewards", get(rewards))
         .route(
@@ -325,6 +331,21 @@ async fn unstake(
 ) -> Result<Json<BalanceInfo>, ApiError> {
     let who = account(&s, &headers).await?;
     s.api.stake(who, stake_body(body)?, true).await.map(Json)
+}
+
+/// A node bonds container stake from its own account (`node:<id>`), signed
+/// with its node key: no API key. The signature covers the node, the amount
+/// and the time; a request older or newer than 60 s, or seen before, is refused.
+#[utoipa::path(post, path = "/v1/node-stake", request_body = NodeStakeRequest,
+    responses((status = 200, body = BalanceInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 402, body = ErrorBody)))]
+async fn node_stake(
+    State(s): State<AppState>,
+    body: Result<Json<NodeStakeRequest>, JsonRejection>,
+) -> Result<Json<BalanceInfo>, ApiError> {
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("expected a NodeStakeRequest JSON body: {}", e.body_text())))?;
+    s.api.node_stake(req).await.map(Json)
 }
 
 /// Withdraw unbonded stake that is due and claim pending epoch rewards.

@@ -102,6 +102,9 @@ impl ConsumerApi for Role {
     fn withdraw(&self, _: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
         not_here()
     }
+    fn node_stake(&self, _: dci_gateway::api::NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        not_here()
+    }
     fn rewards(&self, _: AccountId, _: Option<u64>) -> BoxFuture<'_, Result<RewardsInfo, ApiError>> {
         not_here()
     }

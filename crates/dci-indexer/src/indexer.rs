@@ -97,7 +97,7 @@ pub enum Rejection {
     /// container stake: the registration is refused (the container is told
     /// with `Message::Refused`, whose reason is this text) and nothing kept.
     #[error(
-        "registration refused: expected a container stake of at least {minimum} ATH bonded by {account}, found {bonded} ATH; bond it with `dci stake {missing} --role container` from that account",
+        "registration refused: expected a container stake of at least {minimum} ATH bonded by {account}, found {bonded} ATH; fund that account and bond {missing} ATH more with `dci container stake {missing}` on the host",
         account = AccountId::for_node(.node),
         missing = Amount(.minimum.0.saturating_sub(.bonded.0)),
     )]

@@ -67,7 +67,7 @@ fn an_unstaked_registration_is_refused_and_leaves_no_record() {
     let outs = ix.feed(at(10), stake_of(ORACLE, id, c, Amount::ZERO));
     let expected = format!(
         "registration refused: expected a container stake of at least 100 ATH bonded by node:{c}, found 0 ATH; \
-         bond it with `dci stake 100 --role container` from that account"
+         fund that account and bond 100 ATH more with `dci container stake 100` on the host"
     );
     assert_eq!(summary(&outs), ["reply:refused", "rejected"]);
     // On the registration's own connection: its registered address may be someone else's.
@@ -86,7 +86,10 @@ fn an_unstaked_registration_is_refused_and_leaves_no_record() {
     let id = query_of(&outs, c);
     let outs = ix.feed(at(40), stake_of(ORACLE, id, c, Amount::ath(60)));
     let Output::Net(Net::Reply { msg: Message::Refused { reason }, .. }) = &outs[0] else { panic!("{outs:?}") };
-    assert!(reason.contains("found 60 ATH; bond it with `dci stake 40 --role container`"), "{reason}");
+    assert!(
+        reason.contains("found 60 ATH; fund that account and bond 40 ATH more with `dci container stake 40`"),
+        "{reason}"
+    );
     assert_eq!(ix.check_invariants(), Ok(()));
 }
 

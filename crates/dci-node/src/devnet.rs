@@ -399,6 +399,7 @@ impl Devnet {
             indexer: crate::host::Peer { id: indexer_node, addr: indexer_addr.clone() },
             gateways: vec![gateway_id.id()],
             checkers: checker_nodes.clone(),
+            api: Some(api_url.clone()),
         }
         .save(dir)?;
         // Containers: as many as asked, and never fewer than already exist.

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_gateway::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, OfferInfo, RewardsInfo, SessionInfo,
-    StakeRequest, TransferRequest, UnbondingInfo, ath,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeStakeRequest, OfferInfo, RewardsInfo,
+    SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi, RelayTarget, Relayed as HttpRelayed};
 use dci_gateway_core::{
@@ -97,6 +97,9 @@ pub const SESSIONS_TABLE: &str = "gateway_sessions";
 
 const TICK: Duration = Duration::from_millis(250);
 
+/// How far from the gateway's clock a node-signed request may be signed.
+pub const NODE_REQUEST_WINDOW: Duration = Duration::from_secs(60);
+
 /// How long a consumer's call may wait for the core (the longest flow, a
 /// start or stop, is bounded by the container timeout well within this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -112,6 +115,8 @@ pub struct GatewayNode {
     next_call: AtomicU64,
     ledger: Arc<Mutex<NodeLedger>>,
     sessions: Arc<RecordStore>,
+    /// Node-signed requests taken recently (signature → when): each once.
+    node_requests: Mutex<HashMap<Vec<u8>, dci_model::Timestamp>>,
 }
 
 /// Starts the gateway core on `bound`: restores what the last run left in
@@ -147,6 +152,7 @@ pub fn spawn_gateway(
         next_call: AtomicU64::new(1),
         ledger,
         sessions: sessions.clone(),
+        node_requests: Mutex::default(),
     });
     let mut pending = core.restore(clock::now(), records, last_epoch);
     let task = tokio::spawn(async move {
@@ -414,6 +420,40 @@ impl ConsumerApi for GatewayNode {
             } else {
                 self.ledger(|l| l.stake(&account, role, amount))?;
             }
+            self.balance(account).await
+        })
+    }
+
+    fn node_stake(&self, req: NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        Box::pin(async move {
+            let node: NodeId = req.node.parse().map_err(|e| ApiError::bad_request(format!("node: {e}")))?;
+            let amount = dci_ledger::parse_amount(&req.amount_ath)
+                .map_err(|e| ApiError::bad_request(format!("amount_ath: {e}")))?;
+            let signature = hex::decode(&req.signature)
+                .map_err(|_| ApiError::bad_request("signature: expected hex (the node's ed25519 signature)"))?;
+            let stake = dci_proto::NodeStake { node, amount, at: dci_model::Timestamp(req.at_ms) };
+            if !stake.verifies(&signature) {
+                return Err(ApiError::unauthorized("signature: expected the node's own signature of this request"));
+            }
+            let now = clock::now();
+            let skew = now.0.abs_diff(req.at_ms);
+            if skew > NODE_REQUEST_WINDOW.as_millis() as u64 {
+                return Err(ApiError::unauthorized(format!(
+                    "at_ms: expected a request signed within {} s of the gateway's clock, found one {skew} ms away",
+                    NODE_REQUEST_WINDOW.as_secs()
+                )));
+            }
+            {
+                // Each signature is taken once: a copy is refused.
+                let mut seen = self.node_requests.lock().expect("node requests lock");
+                seen.retain(|_, at| now.since(*at) <= NODE_REQUEST_WINDOW * 2);
+                if seen.insert(signature.clone(), now).is_some() {
+                    return Err(ApiError::new(409, "replayed", "this signed request was already taken"));
+                }
+            }
+            let account = AccountId::for_node(&node);
+            self.ledger(|l| l.stake(&account, StakeRole::Container, amount))?;
+            tracing::info!(node = %node.short(), %amount, "a node bonded container stake");
             self.balance(account).await
         })
     }

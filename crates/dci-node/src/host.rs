@@ -58,6 +58,10 @@ pub struct Network {
     pub gateways: Vec<NodeId>,
     /// Checkers allowed to inspect it.
     pub checkers: Vec<NodeId>,
+    /// A gateway's public API (`http://host:port`), where the host's node
+    /// key bonds its stake (`dci container stake`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
 }
 
 impl Network {
@@ -197,6 +201,27 @@ pub struct Host {
 
 /// Starts the host of data directory `dir`, running services with `program`
 /// (normally the `dci` binary itself); serves the control socket until `shutdown`.
+/// The network the host in `dir` joins (its `container.toml` names the file).
+pub fn network_of(dir: &Path) -> anyhow::Result<Network> {
+    let config = HostConfig::load(dir)?;
+    let network_path = if config.network.is_absolute() { config.network.clone() } else { dir.join(&config.network) };
+    Network::load(&network_path)
+}
+
+/// The node-signed request that bonds `amount` of the host's own account
+/// (`node:<id>`) as container stake, signed now with the host's key
+/// (created if the host never ran: an operator may bond before the first run).
+pub fn stake_request(dir: &Path, amount: dci_model::Amount) -> anyhow::Result<dci_gateway::api::NodeStakeRequest> {
+    let identity = crate::keys::load_or_create(&dir.join("container.key"))?;
+    let stake = dci_proto::NodeStake { node: identity.id(), amount, at: crate::clock::now() };
+    Ok(dci_gateway::api::NodeStakeRequest {
+        node: identity.id().to_string(),
+        amount_ath: amount.to_string(),
+        at_ms: stake.at.0,
+        signature: hex::encode(stake.sign(&identity)),
+    })
+}
+
 pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let config = HostConfig::load(dir)?;
     let network_path = if config.network.is_absolute() { config.network.clone() } else { dir.join(&config.network) };

@@ -236,6 +236,20 @@ enum ContainerCommand {
         #[command(flatten)]
         host: HostArgs,
     },
+    /// Bond container stake from this host's own account (`node:<id>`),
+    /// signed with its node key: a host must have bonded the network's
+    /// minimum before the indexer admits it. Fund the account first, e.g.
+    /// `dci transfer node:<id> 100` from your consumer account.
+    Stake {
+        /// ATH to bond, e.g. 100.
+        amount: String,
+        /// The gateway's API (default: the `api` of the network file the
+        /// host's container.toml names).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+    },
     /// Show the running host: state, sessions, latest transitions (verdicts,
     /// locks) and what its receipts earned.
     Status {
@@ -899,6 +913,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ath_per_hour.parse::<PricePerHour>().map_err(|e| anyhow::anyhow!("price: {e}"))?;
             let req = dci_node::host::ControlRequest::Price { ath_per_hour };
             print_host(&dci_node::host::request(&host.dir(), &req).await?, host.json)
+        }
+        Command::Container(ContainerCommand::Stake { amount, api, host }) => {
+            init_logs("warn");
+            let amount = dci_ledger::parse_amount(&amount).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
+            let dir = host.dir();
+            let api = match api {
+                Some(a) => a,
+                None => dci_node::host::network_of(&dir)?
+                    .api
+                    .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
+            };
+            let req = dci_node::host::stake_request(&dir, amount)?;
+            let b = dci_gateway::client::Client::new(api, None).node_stake(&req).await?;
+            if host.json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!(
+                    "bonded {} ATH for {}: staked {} ATH, balance {} ATH",
+                    amount, b.account, b.staked_ath, b.balance_ath
+                );
+            }
+            Ok(())
         }
         Command::Container(ContainerCommand::Status { host }) => {
             init_logs("warn");

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use common::{DCI, Devnet, cli_json, free_port};
 use dci_gateway::api::{ContainerInfo, SessionInfo, SessionStatus};
 use dci_ledger::{EmbeddedLedger, Genesis};
+
 use dci_model::{AccountId, Amount, NodeId, PricePerHour};
 
 /// The bound the gateway states (`dci_node::gateway::stated_failover_bound`).
@@ -57,21 +58,34 @@ impl Drop for Host {
     }
 }
 
-/// Bonds the minimum container stake for the host of `host_dir` (creating
-/// its key), as every host must before the indexer admits it: its operator
-/// funds its node account and bonds (here straight in the devnet's ledger,
-/// from the liquidity pool, as a faucet would).
+/// Bonds the minimum container stake for the host of `host_dir` as its
+/// operator would: the devnet consumer funds the host's node account, then
+/// `dci container stake` bonds it, signed with the host's node key (no API
+/// key). The host's container.toml must exist (it names the network file,
+/// which names the gateway's API). Returns the host's key.
 fn bond_host(net_dir: &Path, host_dir: &Path) -> dci_proto::Identity {
-    use dci_ledger::{LedgerOp, StakeRole, Transfer};
-    std::fs::create_dir_all(host_dir).unwrap();
     let key = dci_node::keys::load_or_create(&host_dir.join("container.key")).unwrap();
-    let mut ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
     let account = AccountId::for_node(&key.id());
-    let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
-    let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
-    ledger
-        .apply(&[LedgerOp::Transfer(fund), LedgerOp::Stake { account, role: StakeRole::Container, amount: stake }])
-        .unwrap();
+    let (ok, _, err) = common::cli(net_dir, &["transfer", account.as_str(), "100"]);
+    assert!(ok, "funding {account}: {err}");
+    let (ok, out, err) = host_cli(host_dir, &["container", "stake", "100"]);
+    assert!(ok && out.contains("staked 100 ATH"), "dci container stake: {out}{err}");
+    // A copy of a signed request is refused, and so is a stake by a stranger's key.
+    let mut req = dci_node::host::stake_request(host_dir, Amount::ath(1)).unwrap();
+    let api = dci_node::host::network_of(host_dir).unwrap().api.unwrap();
+    let post = |req: &dci_gateway::api::NodeStakeRequest| {
+        reqwest::blocking::Client::new()
+            .post(format!("{api}/v1/node-stake"))
+            .json(req)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(&req), 402, "the account holds nothing more to bond");
+    assert_eq!(post(&req), 409, "a replayed request");
+    req.node = dci_proto::Identity::from_secret([0x77; 32]).id().to_string();
+    assert_eq!(post(&req), 401, "signed by another key");
     key
 }
 
