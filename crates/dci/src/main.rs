@@ -925,7 +925,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
             };
             let req = dci_node::host::stake_request(&dir, amount)?;
-            let b = dci_gateway::client::Client::new(api, None).node_stake(&req).await?;
+            let account = format!("node:{}", req.node);
+            let b = dci_gateway::client::Client::new(api, None).node_stake(&req).await.map_err(|e| {
+                anyhow::anyhow!("{e}\n(the stake is bonded from the host's own account {account}: fund it first, e.g. `dci transfer {account} {amount}`)")
+            })?;
             if host.json {
                 println!("{}", serde_json::to_string_pretty(&b)?);
             } else {
