@@ -116,6 +116,26 @@ impl Live {
         }
     }
 
+    /// Checks a receipt from `from` against this session's record and the
+    /// gateway's clock ([`receipts::check`]).
+    fn check(
+        &self,
+        from: NodeId,
+        receipt: &SignedReceipt,
+        now: Timestamp,
+        skew: std::time::Duration,
+    ) -> Result<(), String> {
+        let expect = Expect {
+            record: &self.record,
+            placement: &self.record.placement,
+            previous: self.receipt.as_ref(),
+            now,
+            stop_asked: self.stop_asked,
+            skew,
+        };
+        receipts::check(from, receipt, &expect)
+    }
+
     /// Still on its first placement, never served: a deploy in progress.
     fn deploying(&self) -> bool {
         self.record.segments.is_empty() && self.record.started_at.is_none() && self.moving_since.is_none()
@@ -486,15 +506,7 @@ impl Gateway {
         if !matches!(live.phase, Phase::Running | Phase::Stopping { .. }) {
             return reject(out, from, "usage", format!("placement {} is not serving", receipt.receipt.session.short()));
         }
-        let expect = Expect {
-            record: &live.record,
-            placement: &live.record.placement,
-            previous: live.receipt.as_ref(),
-            now,
-            stop_asked: live.stop_asked,
-            skew,
-        };
-        if let Err(reason) = receipts::check(from, &receipt, &expect) {
+        if let Err(reason) = live.check(from, &receipt, now, skew) {
             return reject(out, from, "usage", reason);
         }
         let mut receipt = receipt;
@@ -536,15 +548,7 @@ impl Gateway {
                 );
             }
         };
-        let expect = Expect {
-            record: &live.record,
-            placement: &live.record.placement,
-            previous: live.receipt.as_ref(),
-            now,
-            stop_asked: live.stop_asked,
-            skew,
-        };
-        if let Err(reason) = receipts::check(from, &receipt, &expect) {
+        if let Err(reason) = live.check(from, &receipt, now, skew) {
             return reject(out, from, kind, reason);
         }
         let mut receipt = receipt;

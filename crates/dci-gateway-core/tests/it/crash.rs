@@ -13,16 +13,22 @@ use crate::world::{FUNDS, Host, World, consumer};
 
 type Script = fn(&mut World) -> Option<()>;
 
+/// Deploys `service`, the indexer matches `host`, and it starts: the
+/// placement and when it started serving (`None` once the world crashed).
+fn started(w: &mut World, host: &Host, service: &str) -> Option<(dci_model::SessionId, dci_model::Timestamp)> {
+    w.deploy(service, 1);
+    let (request_id, _) = w.try_last_match()?;
+    let indexer = w.indexer.clone();
+    w.from(&indexer, Message::Matched { request_id, offer: host.offer() });
+    let placement = w.try_start_asked(host)?;
+    w.from(&host.identity, Message::SessionStarted { session: placement, endpoint: "http://127.0.0.1:9000".into() });
+    Some((placement, w.now))
+}
+
 /// Deploy, three receipts, stop.
 fn deploy_and_stop(w: &mut World) -> Option<()> {
     let a = Host::new(10, "3.6");
-    w.deploy("render", 1);
-    let (request_id, _) = w.try_last_match()?;
-    let indexer = w.indexer.clone();
-    w.from(&indexer, Message::Matched { request_id, offer: a.offer() });
-    let placement = w.try_start_asked(&a)?;
-    w.from(&a.identity, Message::SessionStarted { session: placement, endpoint: "http://127.0.0.1:9000".into() });
-    let started = w.now;
+    let (placement, started) = started(w, &a, "render")?;
     for t in 1..=6 {
         w.advance(Duration::from_secs(1));
         w.from(&a.identity, Message::Usage { receipt: a.receipt(placement, "render", started, t) });
@@ -36,13 +42,8 @@ fn deploy_and_stop(w: &mut World) -> Option<()> {
 /// Deploy, the container ends it, it moves to another, stop.
 fn failover_and_stop(w: &mut World) -> Option<()> {
     let (a, b) = (Host::new(10, "3.6"), Host::new(11, "7.2"));
-    w.deploy("render", 1);
     let indexer = w.indexer.clone();
-    let (request_id, _) = w.try_last_match()?;
-    w.from(&indexer, Message::Matched { request_id, offer: a.offer() });
-    let placement = w.try_start_asked(&a)?;
-    w.from(&a.identity, Message::SessionStarted { session: placement, endpoint: "http://127.0.0.1:9000".into() });
-    let started = w.now;
+    let (placement, started) = started(w, &a, "render")?;
     for t in 1..=6 {
         w.advance(Duration::from_secs(1));
         w.from(&a.identity, Message::Usage { receipt: a.receipt(placement, "render", started, t) });
@@ -76,13 +77,7 @@ fn failed_start(w: &mut World) -> Option<()> {
 /// A model session relays tokens, then stops.
 fn tokens_and_stop(w: &mut World) -> Option<()> {
     let a = Host::new(10, "3.6");
-    w.deploy("all-minilm-l6-v2", 1);
-    let (request_id, _) = w.try_last_match()?;
-    let indexer = w.indexer.clone();
-    w.from(&indexer, Message::Matched { request_id, offer: a.offer() });
-    let placement = w.try_start_asked(&a)?;
-    w.from(&a.identity, Message::SessionStarted { session: placement, endpoint: "http://127.0.0.1:9000".into() });
-    let started = w.now;
+    let (placement, started) = started(w, &a, "all-minilm-l6-v2")?;
     let session = w.store.values().next()?.id;
     w.relayed(session, 2_000, 3_000, 400);
     for t in 1..=6 {
