@@ -408,8 +408,13 @@ impl Gateway {
         let r = &mut live.record;
         let Some(host) = r.placement.host.clone() else { return };
         r.placement.asked_at = Some(now);
-        r.intent = None;
-        out.push(Output::Persist(r.clone()));
+        // A deploy keeps its `Lock` intent until the service runs: a crash in
+        // between reverses the lock and stops the container, which is what
+        // a restart must do then anyway (one write less on the deploy path).
+        // A failover's placement is recorded with its container first.
+        if !matches!(r.intent, Some(Intent::Lock { .. })) {
+            out.push(Output::Persist(r.clone()));
+        }
         let msg = Message::StartSession {
             session: r.placement.id,
             service: r.service.clone(),
@@ -449,6 +454,7 @@ impl Gateway {
         };
         live.record.placement.port = Some(port);
         live.record.placement.serving_since = Some(now);
+        live.record.intent = None;
         live.record.status = Status::Running;
         live.record.started_at.get_or_insert(now);
         live.phase = Phase::Running;
