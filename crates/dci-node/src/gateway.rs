@@ -260,7 +260,12 @@ impl GatewayNode {
     /// the API's reads). A chain backend may block on the network: its
     /// calls leave the async worker first ([`blocking`]).
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut NodeLedger) -> T) -> T {
-        blocking(|| f(&mut self.ledger.lock().expect("ledger lock")))
+        let mut l = self.ledger.lock().expect("ledger lock");
+        match l.backend() {
+            // SQLite answers in microseconds: in place.
+            crate::settlement::Backend::Embedded => f(&mut l),
+            crate::settlement::Backend::Evm => blocking(|| f(&mut l)),
+        }
     }
 
     fn ledger<T>(&self, f: impl FnOnce(&mut NodeLedger) -> Result<T, LedgerError>) -> Result<T, ApiError> {
