@@ -217,7 +217,9 @@ fn operator_control_and_failover_after_sigkill() {
     wait_for(Duration::from_secs(10), "a few metered seconds", || {
         (host_status(&host_dir)["sessions"].as_array().is_some_and(|v| !v.is_empty())).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    // The host lists the session as soon as it starts the service; its
+    // receipts come once a second from then: 3.5 s leave time for two.
+    std::thread::sleep(Duration::from_millis(3500));
     assert!(frame(&s.endpoint));
     let status = Command::new("kill").args(["-KILL", &host.child.id().to_string()]).status().unwrap();
     assert!(status.success());
