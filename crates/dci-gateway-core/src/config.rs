@@ -22,6 +22,8 @@ pub struct Peer {
 pub struct Timing {
     /// How long the indexer has to answer a request.
     pub indexer_timeout: Duration,
+    /// How long an indexer that did not answer in time is left out.
+    pub indexer_down: Duration,
     /// How long a container has to start or stop a service.
     pub container_timeout: Duration,
     /// A placement with no usage receipt for this long has failed.
@@ -48,6 +50,7 @@ impl Default for Timing {
     fn default() -> Timing {
         Timing {
             indexer_timeout: Duration::from_secs(5),
+            indexer_down: Duration::from_secs(10),
             container_timeout: Duration::from_secs(30),
             silence: Duration::from_secs(3),
             retry: Duration::from_millis(500),
@@ -97,8 +100,12 @@ pub struct CommitteeConfig {
 /// A gateway's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The indexer it asks to match and reserve.
-    pub indexer: Peer,
+    /// The indexers it asks to match and reserve. Each request goes to the
+    /// one `dci_indexer::serving_indexer` names among those not
+    /// known to be down (verifiable: rendezvous hashing over the epoch seed);
+    /// an indexer that does not answer in time is left out for
+    /// [`Timing::indexer_down`], and the request goes to the next.
+    pub indexers: Vec<Peer>,
     /// Its clocks.
     pub timing: Timing,
     /// A session moves to another container at most this many times.
@@ -121,10 +128,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// A gateway that asks `indexer`, with the default timing and no duties.
-    pub fn new(indexer: Peer) -> Config {
+    /// A gateway that asks `indexers`, with the default timing and no duties.
+    pub fn new(indexers: Vec<Peer>) -> Config {
         Config {
-            indexer,
+            indexers,
             timing: Timing::default(),
             max_failovers: 3,
             models: BTreeMap::new(),

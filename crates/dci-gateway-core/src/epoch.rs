@@ -147,7 +147,7 @@ impl Gateway {
                 let members = d.current().map_or(0, |(_, c)| c.members.len());
                 let sign = d.ask_signatures(now, &announcement);
                 out.extend(sign.into_iter().map(|(addr, msg)| Output::Net(Net::Send { addr, msg })));
-                self.send_indexer(Message::Committee(announcement), out);
+                self.send_to_indexer(None, Message::Committee(announcement), out);
                 out.push(Output::Event(Event::CommitteeSelected { epoch, members }));
                 for (reporter, evidence) in waiting {
                     self.handle_evidence(reporter, evidence, out);
@@ -167,8 +167,9 @@ impl Gateway {
         if clock.asked < clock.samples && now >= due {
             clock.asked += 1;
             let first = clock.asked == 1;
-            let request_id = self.ask(now, Asking::Sample { epoch });
-            self.send_indexer(Message::ListContainers { request_id }, out);
+            let key = [epoch.to_be_bytes(), u64::from(clock.asked).to_be_bytes()].concat();
+            let msg = |request_id| Message::ListContainers { request_id };
+            self.ask_indexer(now, &key, &[], Asking::Sample { epoch }, msg, out);
             if first {
                 self.close_committee(now, out);
             }

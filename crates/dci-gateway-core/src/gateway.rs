@@ -11,7 +11,7 @@ use rand::{Rng as _, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::GatewayError;
-use crate::config::Config;
+use crate::config::{Config, Peer};
 use crate::duties::Duties;
 use crate::epoch::EpochClock;
 use crate::io::{CallId, Command, Event, Input, LedgerCall, LedgerReply, Output, Reply, Ticket};
@@ -52,8 +52,8 @@ pub(crate) enum Waiting {
     Slash { evidence_hash: [u8; 32] },
     /// An epoch's committee going on chain.
     Publish { epoch: u64 },
-    /// The indexer asked what a registrant bonded.
-    StakeQuery { request_id: u64, node: NodeId },
+    /// An indexer asked what a registrant bonded.
+    StakeQuery { request_id: u64, node: NodeId, indexer: NodeId },
     /// The containers' bonds at the end of `epoch`, before its rewards.
     EpochBonds { epoch: u64, finished: Box<EpochClock>, nodes: Vec<NodeId> },
     /// The epoch's queued settlement going on chain.
@@ -78,6 +78,8 @@ pub struct Gateway {
     pub(crate) epoch: Option<EpochClock>,
     pub(crate) duties: Option<Duties>,
     pub(crate) last_renew: Option<Timestamp>,
+    /// Indexers that did not answer in time, left out until then.
+    pub(crate) down: HashMap<NodeId, Timestamp>,
     /// A graceful stop of every session: the call, and the sessions it waits for.
     pub(crate) stop_all: Option<(CallId, HashSet<SessionId>)>,
 }
@@ -114,6 +116,7 @@ impl Gateway {
             epoch,
             duties,
             last_renew: None,
+            down: HashMap::new(),
             stop_all: None,
         })
     }
@@ -173,12 +176,18 @@ impl Gateway {
                 out.push(Output::Reply { call, result });
             }
             Command::Offers { filter, sort, limit } => {
-                let request_id = self.ask(now, Asking::Offers { call });
-                self.send_indexer(Message::Offers { request_id, filter, sort, limit }, out);
+                let key = call.to_be_bytes();
+                let msg = |request_id| Message::Offers { request_id, filter, sort, limit };
+                if self.ask_indexer(now, &key, &[], Asking::Offers { call }, msg, out).is_none() {
+                    out.push(Output::Reply { call, result: Err(no_indexer()) });
+                }
             }
             Command::Containers => {
-                let request_id = self.ask(now, Asking::Containers { call });
-                self.send_indexer(Message::ListContainers { request_id }, out);
+                let key = call.to_be_bytes();
+                let msg = |request_id| Message::ListContainers { request_id };
+                if self.ask_indexer(now, &key, &[], Asking::Containers { call }, msg, out).is_none() {
+                    out.push(Output::Reply { call, result: Err(no_indexer()) });
+                }
             }
             Command::Committee => {
                 let result = match &self.duties {
@@ -279,6 +288,7 @@ impl Gateway {
             return reject(out, from, kind, format!("expected the answer to a {} request", asked.what.name()));
         }
         let asked = self.asked.remove(&request_id).expect("present");
+        self.down.remove(&from);
         match (asked.what, answer) {
             (Asking::Match { session, placement }, Answer::Matched(offer)) => {
                 if let Some(e) = self.epoch.as_mut() {
@@ -301,17 +311,47 @@ impl Gateway {
         }
     }
 
-    /// Registers a request to the indexer; returns its id.
-    pub(crate) fn ask(&mut self, now: Timestamp, what: Asking) -> u64 {
+    /// Sends a request to the indexer that serves it (see [`Gateway::serving`])
+    /// and registers it; `key` names the request for the choice. Returns
+    /// its id and the indexer, or `None` when no indexer is configured.
+    pub(crate) fn ask_indexer(
+        &mut self,
+        now: Timestamp,
+        key: &[u8],
+        exclude: &[NodeId],
+        what: Asking,
+        msg: impl FnOnce(u64) -> Message,
+        out: &mut Vec<Output>,
+    ) -> Option<(u64, NodeId)> {
+        let peer = self.serving(now, key, exclude)?.clone();
         let id = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         let deadline = now.plus(self.config.timing.indexer_timeout);
-        self.asked.insert(id, Asked { to: self.config.indexer.id, deadline, what });
-        id
+        self.asked.insert(id, Asked { to: peer.id, deadline, what });
+        out.push(Output::Net(Net::Send { addr: peer.addr, msg: msg(id) }));
+        Some((id, peer.id))
     }
 
-    pub(crate) fn send_indexer(&self, msg: Message, out: &mut Vec<Output>) {
-        out.push(Output::Net(Net::Send { addr: self.config.indexer.addr.clone(), msg }));
+    /// The indexer that serves a request named `key`: rendezvous hashing
+    /// over the epoch's seed among the indexers not known to be down and not
+    /// in `exclude` (all of them if every one is down), so anyone who knows
+    /// the seed and the set can check the choice (R-IX3).
+    pub(crate) fn serving(&self, now: Timestamp, key: &[u8], exclude: &[NodeId]) -> Option<&Peer> {
+        let seed = self.duties.as_ref().and_then(|d| d.current()).map_or([0; 32], |(_, c)| c.seed.0);
+        let candidates: Vec<NodeId> =
+            self.config.indexers.iter().map(|p| p.id).filter(|id| !exclude.contains(id)).collect();
+        let up: Vec<NodeId> =
+            candidates.iter().copied().filter(|id| self.down.get(id).is_none_or(|until| now >= *until)).collect();
+        let set = if up.is_empty() { &candidates } else { &up };
+        let chosen = dci_indexer::serving_indexer(key, &seed, set)?;
+        self.config.indexers.iter().find(|p| p.id == chosen)
+    }
+
+    /// Sends `msg` to the indexer `id` (every indexer when `None`).
+    pub(crate) fn send_to_indexer(&self, id: Option<NodeId>, msg: Message, out: &mut Vec<Output>) {
+        for p in self.config.indexers.iter().filter(|p| id.is_none_or(|id| p.id == id)) {
+            out.push(Output::Net(Net::Send { addr: p.addr.clone(), msg: msg.clone() }));
+        }
     }
 
     /// Asks the ledger; its answer comes back as [`Input::Ledger`].
@@ -381,10 +421,10 @@ impl Gateway {
                 }
             }
             (Waiting::Distribute { epoch }, LedgerReply::Applied(result)) => self.distributed(epoch, result, out),
-            (Waiting::StakeQuery { request_id, node }, LedgerReply::Stakes(stakes)) => {
+            (Waiting::StakeQuery { request_id, node, indexer }, LedgerReply::Stakes(stakes)) => {
                 let bonded = stakes.first().copied().unwrap_or(Amount::ZERO);
                 let minimum = self.config.min_container_stake;
-                self.send_indexer(Message::StakeOf { request_id, node, bonded, minimum }, out);
+                self.send_to_indexer(Some(indexer), Message::StakeOf { request_id, node, bonded, minimum }, out);
             }
             (Waiting::EpochBonds { epoch, finished, nodes }, LedgerReply::Stakes(bonds)) => {
                 self.bonds_read(epoch, *finished, &nodes, &bonds, out)
@@ -420,8 +460,8 @@ impl Gateway {
     /// ledger: it is the indexer's stake oracle). Only the indexer may ask,
     /// and at most [`MAX_STAKE_QUERIES`] wait for the ledger at once.
     fn stake_query(&mut self, from: NodeId, request_id: u64, node: NodeId, out: &mut Vec<Output>) {
-        if from != self.config.indexer.id {
-            let reason = format!("expected a stake query from the indexer {}", self.config.indexer.id.short());
+        if !self.config.indexers.iter().any(|p| p.id == from) {
+            let reason = format!("expected a stake query from an indexer of this network, found {}", from.short());
             return reject(out, from, "stake_query", reason);
         }
         let waiting = self.ledger.values().filter(|w| matches!(w, Waiting::StakeQuery { .. })).count();
@@ -430,7 +470,7 @@ impl Gateway {
             return reject(out, from, "stake_query", reason);
         }
         let call = LedgerCall::Stakes { role: StakeRole::Container, nodes: vec![node] };
-        self.call_ledger(call, Waiting::StakeQuery { request_id, node }, out);
+        self.call_ledger(call, Waiting::StakeQuery { request_id, node, indexer: from }, out);
     }
 
     pub(crate) fn handle_evidence(&mut self, from: NodeId, evidence: Evidence, out: &mut Vec<Output>) {
@@ -453,11 +493,13 @@ impl Gateway {
             let asked = self.asked.remove(&id).expect("present");
             let why =
                 format!("no answer from the indexer within {} s", self.config.timing.indexer_timeout.as_secs_f64());
+            // Left out for a while: the next request goes to another indexer.
+            self.down.insert(asked.to, now.plus(self.config.timing.indexer_down));
             match asked.what {
                 Asking::Match { session, placement } => {
                     // The indexer may have reserved a slot we never heard of.
-                    self.send_indexer(Message::Release { session: placement }, out);
-                    self.match_failed(now, session, id, why, out);
+                    self.send_to_indexer(Some(asked.to), Message::Release { session: placement }, out);
+                    self.match_timed_out(now, session, id, asked.to, why, out);
                 }
                 Asking::Offers { call } | Asking::Containers { call } => {
                     out.push(Output::Reply { call, result: Err(GatewayError::Unavailable(why)) })
@@ -504,6 +546,10 @@ impl Asking {
 /// How long the checkers have to sign a committee before it is sent to
 /// the chain with the signatures that came.
 pub const COMMITTEE_SIGNING: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn no_indexer() -> GatewayError {
+    GatewayError::Unavailable("this gateway knows no indexer".into())
+}
 
 /// Most stake queries waiting for the ledger at once.
 pub const MAX_STAKE_QUERIES: usize = 1_000;

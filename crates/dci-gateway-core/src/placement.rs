@@ -99,6 +99,11 @@ pub(crate) struct Live {
     pub moving_since: Option<Timestamp>,
     /// When the container was asked to stop (billing ends there).
     pub stop_asked: Option<Timestamp>,
+    /// The indexer asked to match the current placement (it holds the
+    /// reservation: releases and renewals go to it).
+    pub indexer: Option<NodeId>,
+    /// Indexers that did not answer this placement's match in time.
+    pub tried: Vec<NodeId>,
 }
 
 impl Live {
@@ -113,6 +118,8 @@ impl Live {
             avoid: Vec::new(),
             moving_since: None,
             stop_asked: None,
+            indexer: None,
+            tried: Vec::new(),
         }
     }
 
@@ -278,11 +285,54 @@ impl Gateway {
         let Some(live) = self.sessions.get(&session) else { return };
         let placement = live.record.placement.id;
         let request = live.record.request.clone();
-        let request_id = self.ask(now, Asking::Match { session, placement });
-        self.send_indexer(Message::Match { request_id, session: placement, request }, out);
-        if let Some(live) = self.sessions.get_mut(&session) {
-            live.phase = Phase::Matching { request: request_id };
+        let tried = live.tried.clone();
+        let msg = |request_id| Message::Match { request_id, session: placement, request };
+        let asked = self.ask_indexer(now, &placement.0, &tried, Asking::Match { session, placement }, msg, out);
+        let Some(live) = self.sessions.get_mut(&session) else { return };
+        match asked {
+            Some((request_id, indexer)) => {
+                live.phase = Phase::Matching { request: request_id };
+                live.indexer = Some(indexer);
+            }
+            // Every indexer was tried: as if nothing matched.
+            None => {
+                live.tried.clear();
+                live.phase = Phase::Matching { request: u64::MAX };
+                let why = "no indexer answered".to_owned();
+                self.match_failed(now, session, u64::MAX, why, out);
+            }
         }
+    }
+
+    /// The indexer asked did not answer in time: try the next one at once
+    /// (a deploy too), or, when every indexer was tried, fail as
+    /// [`Gateway::match_failed`] does.
+    pub(crate) fn match_timed_out(
+        &mut self,
+        now: Timestamp,
+        session: SessionId,
+        request_id: u64,
+        indexer: NodeId,
+        why: String,
+        out: &mut Vec<Output>,
+    ) {
+        let n = self.config.indexers.len();
+        let Some(live) = self.sessions.get_mut(&session) else { return };
+        if live.phase != (Phase::Matching { request: request_id }) {
+            return;
+        }
+        live.tried.push(indexer);
+        if live.tried.len() < n {
+            return self.ask_match(now, session, out);
+        }
+        live.tried.clear();
+        self.match_failed(now, session, request_id, why, out);
+    }
+
+    /// Frees the current placement's reservation at the indexer that holds it.
+    fn release(&self, session: SessionId, placement: SessionId, out: &mut Vec<Output>) {
+        let indexer = self.sessions.get(&session).and_then(|l| l.indexer);
+        self.send_to_indexer(indexer, Message::Release { session: placement }, out);
     }
 
     /// The indexer's answer to a placement's match.
@@ -302,14 +352,14 @@ impl Gateway {
         let Some(live) = current else {
             // Nobody waits for this slot any more.
             if result.is_ok() {
-                self.send_indexer(Message::Release { session: placement }, out);
+                self.release(session, placement, out);
             }
             return;
         };
         let offer = match result {
             Ok(offer) if live.avoid.contains(&offer.container) => {
                 // The indexer does not know yet that it failed.
-                self.send_indexer(Message::Release { session: placement }, out);
+                self.release(session, placement, out);
                 let why = format!("only container {} matched, which just failed", offer.container.short());
                 return self.match_failed(now, session, request_id, why, out);
             }
@@ -341,7 +391,7 @@ impl Gateway {
         let escrow = match host.price.cost_for_secs(u64::from(live.record.hours) * 3600) {
             Ok(a) => a,
             Err(e) => {
-                self.send_indexer(Message::Release { session: placement }, out);
+                self.release(session, placement, out);
                 let call = self.forget_live(session).and_then(|l| l.call);
                 if let Some(call) = call {
                     let e = GatewayError::BadRequest(format!("hours: {e}"));
@@ -484,7 +534,7 @@ impl Gateway {
             live.avoid.push(host.container);
         }
         live.record.placement.asked_at = None;
-        self.send_indexer(Message::Release { session: placement }, out);
+        self.release(session, placement, out);
         let live = self.sessions.get(&session).expect("present");
         if live.deploying() {
             let reason = format!("the container could not start the session: {why}");
@@ -760,7 +810,7 @@ impl Gateway {
                 Ok(_) => self.ask_start(now, session, out),
                 Err(e) => {
                     let placement = live.record.placement.id;
-                    self.send_indexer(Message::Release { session: placement }, out);
+                    self.release(session, placement, out);
                     out.push(Output::Forget(session));
                     if let Some(call) = self.forget_live(session).and_then(|l| l.call) {
                         out.push(Output::Reply { call, result: Err(GatewayError::Ledger(e.unbatch())) });
@@ -803,6 +853,7 @@ impl Gateway {
         };
         let c = account_closed(&mut live.record, &ops, now);
         let old_id = live.record.placement.id;
+        let indexer = live.indexer;
         match then {
             Then::End { status, reason } => {
                 let r = &mut live.record;
@@ -814,7 +865,7 @@ impl Gateway {
                 let record = r.clone();
                 let call = live.call.take();
                 self.forget_live(session);
-                self.send_indexer(Message::Release { session: old_id }, out);
+                self.send_to_indexer(indexer, Message::Release { session: old_id }, out);
                 if let Some(call) = call {
                     let result = if record.started_at.is_none() && status != Status::Stopped {
                         Err(GatewayError::Unavailable(record.end_reason.clone().unwrap_or_default()))
@@ -835,11 +886,12 @@ impl Gateway {
                 live.receipt = None;
                 live.stop_asked = None;
                 live.avoid = old.host.iter().map(|h| h.container).collect();
+                live.tried.clear();
                 live.moving_since.get_or_insert(now);
                 out.push(Output::Persist(r.clone()));
                 self.placements.remove(&old.id);
                 self.placements.insert(next, session);
-                self.send_indexer(Message::Release { session: old_id }, out);
+                self.send_to_indexer(indexer, Message::Release { session: old_id }, out);
                 self.ask_match(now, session, out);
             }
             Then::RefundNext { next, reason } => {
@@ -849,7 +901,7 @@ impl Gateway {
                 r.segments.push(segment(&old, &c, &reason));
                 self.placements.remove(&old.id);
                 self.placements.insert(next, session);
-                self.send_indexer(Message::Release { session: old_id }, out);
+                self.send_to_indexer(indexer, Message::Release { session: old_id }, out);
                 let then = Then::End { status: Status::Interrupted, reason: Some(reason) };
                 self.close(session, vec![LedgerOp::Refund { session: next }], None, then, out);
             }
@@ -861,7 +913,7 @@ impl Gateway {
                 r.billed_seconds = Some(0);
                 out.push(Output::Persist(r.clone()));
                 self.forget_live(session);
-                self.send_indexer(Message::Release { session: old_id }, out);
+                self.send_to_indexer(indexer, Message::Release { session: old_id }, out);
             }
         }
     }
@@ -926,19 +978,17 @@ impl Gateway {
             return;
         }
         self.last_renew = Some(now);
-        let held: Vec<SessionId> = self
-            .sessions
-            .values()
-            .filter(|l| {
-                matches!(
-                    l.phase,
-                    Phase::Locking { .. } | Phase::Starting { .. } | Phase::Running | Phase::Stopping { .. }
-                )
-            })
-            .map(|l| l.record.placement.id)
-            .collect();
-        for chunk in held.chunks(dci_proto::MAX_RENEW) {
-            self.send_indexer(Message::Renew { sessions: chunk.to_vec() }, out);
+        // Each reservation is renewed at the indexer that holds it.
+        let mut held: std::collections::BTreeMap<Option<NodeId>, Vec<SessionId>> = Default::default();
+        for l in self.sessions.values().filter(|l| {
+            matches!(l.phase, Phase::Locking { .. } | Phase::Starting { .. } | Phase::Running | Phase::Stopping { .. })
+        }) {
+            held.entry(l.indexer).or_default().push(l.record.placement.id);
+        }
+        for (indexer, sessions) in held {
+            for chunk in sessions.chunks(dci_proto::MAX_RENEW) {
+                self.send_to_indexer(indexer, Message::Renew { sessions: chunk.to_vec() }, out);
+            }
         }
     }
 }

@@ -114,6 +114,8 @@ impl Live {
             avoid: Vec::new(),
             moving_since: Some(now),
             stop_asked: None,
+            indexer: None,
+            tried: Vec::new(),
         }
     }
 }

@@ -361,8 +361,10 @@ impl Devnet {
             );
         }
         let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
-        let mut gateway_cfg =
-            dci_gateway_core::Config::new(dci_gateway_core::Peer { id: indexer_node, addr: indexer_addr.clone() });
+        let mut gateway_cfg = dci_gateway_core::Config::new(vec![dci_gateway_core::Peer {
+            id: indexer_node,
+            addr: indexer_addr.clone(),
+        }]);
         gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
         gateway_cfg.epoch = Some(epoch);
         gateway_cfg.dev_network = genesis.network() == dci_ledger::NetworkKind::Dev;

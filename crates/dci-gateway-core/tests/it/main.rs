@@ -8,5 +8,6 @@ mod crash;
 mod duties;
 mod epoch;
 mod failover;
+mod indexers;
 mod sessions;
 mod world;

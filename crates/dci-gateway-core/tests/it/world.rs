@@ -117,7 +117,7 @@ pub struct World {
 }
 
 pub fn config() -> Config {
-    let mut c = Config::new(Peer { id: identity(1).id(), addr: INDEXER_ADDR.into() });
+    let mut c = Config::new(vec![Peer { id: identity(1).id(), addr: INDEXER_ADDR.into() }]);
     c.models.insert(
         ServiceName::new("all-minilm-l6-v2").unwrap(),
         dci_gateway_core::ModelTerms { memory_mib: 512, price_per_1k_tokens: Amount::ath(1) },
