@@ -236,6 +236,11 @@ impl GatewayNode {
         self.addr.clone()
     }
 
+    /// Hands the core the network's peers (the network file changed).
+    pub async fn peers(&self, indexer: dci_gateway_core::Peer, checkers: Vec<dci_gateway_core::CheckerSeat>) {
+        let _ = self.inputs.send(Input::Peers { indexer, checkers }).await;
+    }
+
     /// Sends `cmd` to the core and waits for its reply.
     async fn call(&self, cmd: Command) -> Result<Reply, GatewayError> {
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);

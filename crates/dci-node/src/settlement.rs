@@ -195,6 +195,41 @@ impl SettlementConfig {
     }
 }
 
+/// The books' file in a gateway's data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+
+/// Opens the ledger of the gateway whose data directory is `dir`, as its
+/// `settlement.toml` says: the embedded books (`ledger.db`, created with
+/// `genesis` if new; an existing one must have been created with it), and
+/// on `evm` the deployed contracts next to them. Blocking: the chain
+/// backend connects here.
+pub fn open(dir: &Path, genesis: &dci_ledger::Genesis) -> anyhow::Result<NodeLedger> {
+    let settings = SettlementConfig::load(dir)?;
+    let path = dir.join(LEDGER_FILE);
+    let books =
+        EmbeddedLedger::open(&path, genesis).with_context(|| format!("opening the ledger {}", path.display()))?;
+    match settings.backend {
+        Backend::Embedded => Ok(NodeLedger::embedded(books)),
+        Backend::Evm => {
+            let file = SettlementConfig::path(dir);
+            let evm = settings.evm.clone().with_context(|| {
+                format!(
+                    "{}: backend evm: expected an [evm] section (`dci chain deploy` writes it), found none",
+                    file.display()
+                )
+            })?;
+            let dep = evm.deployment.clone().with_context(|| {
+                format!("{}: evm.deployment: expected the contracts' addresses (`dci chain deploy` writes them), found none", file.display())
+            })?;
+            let queue = RecordStore::open(&path, QUEUE_TABLE)?;
+            let (url, key) = (evm.rpc_url.clone(), evm.settler_key.clone());
+            let chain = OnThread::spawn("dci-chain", move || Ok(EvmLedger::connect(&url, &key, &dep)?))
+                .with_context(|| format!("connecting to the dci ledger at {}", evm.rpc_url))?;
+            Ok(NodeLedger::on_chain(books, chain, queue, &settings)?)
+        }
+    }
+}
+
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
 /// A value (a [`Settlement`] backend) that lives on its own OS thread,

@@ -17,7 +17,7 @@ mod common;
 use common::{DCI, Devnet, cli, cli_json, free_port};
 
 fn ledger(dir: &Path) -> EmbeddedLedger {
-    EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::devnet()).unwrap()
+    EmbeddedLedger::open(dir.join("gateway").join("ledger.db"), &Genesis::devnet()).unwrap()
 }
 
 #[test]
@@ -473,7 +473,7 @@ fn forged_matches_earn_an_outsider_nothing() {
         assert!(std::time::Instant::now() < deadline, "no epoch distributed within 60 s");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let indexer = dci_node::host::Network::load(&dir.join("network.toml")).unwrap().indexer.id;
+    let indexer = dci_node::network::Network::load(&dir.join("network.toml")).unwrap().indexers[0].id;
     let mut indexer_paid = false;
     for epoch in 0..=latest_epoch(dir).unwrap() {
         let e = epoch.to_string();
