@@ -234,13 +234,27 @@ pub fn network_of(dir: &Path) -> anyhow::Result<Network> {
 /// (created if the host never ran: an operator may bond before the first run).
 pub fn stake_request(dir: &Path, amount: dci_model::Amount) -> anyhow::Result<dci_gateway::api::NodeStakeRequest> {
     let identity = crate::keys::load_or_create(&dir.join(KEY_FILE))?;
-    let stake = dci_proto::NodeStake { node: identity.id(), amount, at: crate::clock::now() };
-    Ok(dci_gateway::api::NodeStakeRequest {
+    Ok(node_stake_request(&identity, dci_proto::StakeAs::Container, amount))
+}
+
+/// The request that bonds `amount` of `identity`'s own account as `role`
+/// stake, signed now with its key.
+pub fn node_stake_request(
+    identity: &dci_proto::Identity,
+    role: dci_proto::StakeAs,
+    amount: dci_model::Amount,
+) -> dci_gateway::api::NodeStakeRequest {
+    let stake = dci_proto::NodeStake { node: identity.id(), role, amount, at: crate::clock::now() };
+    dci_gateway::api::NodeStakeRequest {
         node: identity.id().to_string(),
         amount_ath: amount.to_string(),
+        role: match role {
+            dci_proto::StakeAs::Container => None,
+            dci_proto::StakeAs::Checker => Some("checker".into()),
+        },
         at_ms: stake.at.0,
-        signature: hex::encode(stake.sign(&identity)),
-    })
+        signature: hex::encode(stake.sign(identity)),
+    }
 }
 
 /// Starts the host of data directory `dir`, running services with `program`

@@ -357,6 +357,23 @@ enum CheckerCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Bond checker stake from this checker's own account (`node:<id>`),
+    /// signed with its node key: the gateway seats staked checkers on the
+    /// committee from the next epoch. Fund the account first, e.g. `dci
+    /// transfer node:<id> 1000`.
+    Stake {
+        /// ATH to bond, e.g. 1000.
+        amount: String,
+        /// The gateway's API (default: the first gateway's `api` in the
+        /// network file the checker's node.toml names).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -1035,6 +1052,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(GatewayCommand::Id { node }) => node_id("gateway", node.dir("gateway")),
         Command::Indexer(IndexerCommand::Id { node }) => node_id("indexer", node.dir("indexer")),
         Command::Checker(CheckerCommand::Id { node }) => node_id("checker", node.dir("checker")),
+        Command::Checker(CheckerCommand::Stake { amount, api, node, json }) => {
+            use dci_node::config::NodeFile;
+            init_logs("warn");
+            let amount = dci_ledger::parse_amount(&amount).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
+            let dir = node.dir("checker");
+            let config = dci_node::config::CheckerConfig::load(&dir)?;
+            let identity = config.identity(&dir)?;
+            let api = match api {
+                Some(a) => a,
+                None => config
+                    .network(&dir)?
+                    .api()
+                    .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
+            };
+            let req = dci_node::host::node_stake_request(&identity, dci_proto::StakeAs::Checker, amount);
+            let account = format!("node:{}", req.node);
+            let b = Client::new(api, None).node_stake(&req).await.map_err(|e| {
+                anyhow::anyhow!("{e}\n(the stake is bonded from the checker's own account {account}: fund it first, e.g. `dci transfer {account} {amount}`)")
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!(
+                    "bonded {amount} ATH for {}: staked {} ATH, balance {} ATH",
+                    b.account, b.staked_ath, b.balance_ath
+                );
+            }
+            Ok(())
+        }
         Command::Container(ContainerCommand::Maintenance { state, drain, host }) => {
             init_logs("warn");
             let req = dci_node::host::ControlRequest::Maintenance { on: state == OnOff::On, drain };

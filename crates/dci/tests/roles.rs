@@ -3,7 +3,8 @@
 //! run`, two `dci checker run` and two `dci container run` hosts, each with
 //! its own data directory and node config, and one network file assembled
 //! from what `dci <role> id` prints. The hosts bond their stake with `dci
-//! container stake`; a render session is deployed, used and stopped; the
+//! container stake`, the checkers with `dci checker stake` (and then sit on
+//! the epoch committee); a render session is deployed, used and stopped; the
 //! indexer then moves to another port and every role follows the edited
 //! network file; at the end each process stops cleanly on SIGTERM and the
 //! ledger's supply is conserved.
@@ -136,8 +137,8 @@ fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
     write(
         &gateway.join("node.toml"),
         &node(&format!(
-            "api_listen = \"127.0.0.1:{api_port}\"\nepoch_secs = 60\ncommittee_size = 2\ndev_network = true\n\
-             consumer = {{ account = \"consumer:operator\", funds = \"1000\" }}\n"
+            "api_listen = \"127.0.0.1:{api_port}\"\nepoch_secs = 4\ncommittee_size = 2\ndev_network = true\n\
+             consumer = {{ account = \"consumer:operator\", funds = \"5000\" }}\n"
         )),
     );
     write(&indexer.join("node.toml"), &node("inspect_every_secs = 600\n"));
@@ -192,6 +193,23 @@ fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
         assert!(ok && out.contains("staked 100 ATH"), "dci container stake: {out}{err}");
     }
     let host_nodes: Vec<Node> = hosts.iter().map(|d| Node::start("container", d)).collect();
+
+    // The checkers bond stake from their own accounts too: from the next
+    // epoch on they sit on the committee.
+    for (c, dir) in parsed.checkers.iter().zip(&checkers) {
+        let account = AccountId::for_node(&c.id);
+        let (ok, _, err) = dci(&gateway, &["transfer", account.as_str(), "1000"]);
+        assert!(ok, "funding {account}: {err}");
+        let (ok, out, err) = dci(dir, &["checker", "stake", "1000"]);
+        assert!(ok && out.contains("staked 1000 ATH"), "dci checker stake: {out}{err}");
+    }
+    let committee = wait_for(Duration::from_secs(30), "a committee of the staked checkers", || {
+        let (ok, out, _) = dci(&gateway, &["committee", "--json"]);
+        let info: dci_gateway::api::CommitteeInfo = serde_json::from_str(&out).ok().filter(|_| ok)?;
+        (info.members.len() == 2).then_some(info)
+    });
+    let ids: Vec<String> = parsed.checkers.iter().map(|c| c.id.to_string()).collect();
+    assert!(committee.members.iter().all(|m| ids.contains(m)), "{committee:?}");
     wait_for(Duration::from_secs(90), "both hosts inspected and schedulable", || {
         all_schedulable(&gateway, 2).then_some(())
     });
