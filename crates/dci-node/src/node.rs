@@ -260,10 +260,7 @@ pub async fn start_gateway(
     // The ledger, the operator's set-up, the funded consumer.
     let genesis = if config.dev_network { Genesis::devnet() } else { Genesis::default() };
     let (owned, g) = (dir.to_path_buf(), genesis.clone());
-    let mut ledger =
-        tokio::task::spawn_blocking(move || crate::settlement::open(&owned, &g)).await?.with_context(|| {
-            format!("dev_network = {} in {}", config.dev_network, dir.join(crate::config::NODE_FILE).display())
-        })?;
+    let mut ledger = tokio::task::spawn_blocking(move || crate::settlement::open(&owned, &g)).await??;
     if let Some(setup) = setup {
         ledger = tokio::task::spawn_blocking(move || setup(&mut ledger).map(|()| ledger)).await??;
     }

@@ -206,8 +206,14 @@ pub const LEDGER_FILE: &str = "ledger.db";
 pub fn open(dir: &Path, genesis: &dci_ledger::Genesis) -> anyhow::Result<NodeLedger> {
     let settings = SettlementConfig::load(dir)?;
     let path = dir.join(LEDGER_FILE);
-    let books =
-        EmbeddedLedger::open(&path, genesis).with_context(|| format!("opening the ledger {}", path.display()))?;
+    let books = match EmbeddedLedger::open(&path, genesis) {
+        Ok(b) => b,
+        Err(LedgerError::GenesisMismatch { stored, given }) => anyhow::bail!(
+            "the ledger {} was created with another genesis: expected {given} (dev_network as node.toml says), found {stored}",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("opening the ledger {}", path.display())),
+    };
     match settings.backend {
         Backend::Embedded => Ok(NodeLedger::embedded(books)),
         Backend::Evm => {
@@ -880,5 +886,18 @@ mod tests {
         assert_eq!(back.ops[0].op, q.ops[0].op);
         let f = back.in_flight.unwrap();
         assert_eq!((f.id, f.nonce), ([9; 32], 41));
+    }
+
+    #[test]
+    fn a_gateway_opens_its_books_only_with_the_genesis_they_were_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let books = open(dir.path(), &Genesis::devnet()).unwrap();
+        assert_eq!(books.backend(), Backend::Embedded);
+        drop(books);
+        let e = open(dir.path(), &Genesis::default()).err().unwrap().to_string();
+        assert!(e.contains("was created with another genesis") && e.contains("dev_network"), "{e}");
+        std::fs::write(SettlementConfig::path(dir.path()), "backend = \"evm\"\n").unwrap();
+        let e = format!("{:#}", open(dir.path(), &Genesis::devnet()).err().unwrap());
+        assert!(e.contains("backend evm: expected an [evm] section"), "{e}");
     }
 }

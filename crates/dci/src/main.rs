@@ -220,8 +220,9 @@ enum ContainerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run this host as a container of a network, until Ctrl-C: reads
-    /// `<data-dir>/container.toml` (`network`, `listen`, `services` kept
+    /// Run this host as a container of a network, until Ctrl-C.
+    ///
+    /// Reads `<data-dir>/container.toml` (`network`, `listen`, `services` kept
     /// warm, `price`, `slots`, `runtime`, `location`, bandwidths, `payout`,
     /// development-only `simulated_gpu` and `behaviour`;
     /// `--print-example` prints a commented one) and the network file it
@@ -292,7 +293,9 @@ impl NodeArgs {
 #[derive(Subcommand, Debug)]
 enum GatewayCommand {
     /// Run this gateway until SIGINT/SIGTERM (running sessions are settled
-    /// first). Reads <data-dir>/node.toml: `listen` (host:port, a fixed
+    /// first).
+    ///
+    /// Reads <data-dir>/node.toml: `listen` (host:port, a fixed
     /// port), `network` (the network file), `key` (default node.key),
     /// `id` (optional check), `api_listen` (default 127.0.0.1:8700),
     /// `epoch_secs` (default 900), `committee_size` (default 3),
@@ -316,7 +319,9 @@ enum GatewayCommand {
 
 #[derive(Subcommand, Debug)]
 enum IndexerCommand {
-    /// Run this indexer until SIGINT/SIGTERM. Reads <data-dir>/node.toml:
+    /// Run this indexer until SIGINT/SIGTERM.
+    ///
+    /// Reads <data-dir>/node.toml:
     /// `listen` (host:port, a fixed port), `network` (the network file),
     /// `key` (default node.key), `id` (optional check),
     /// `inspect_every_secs` (default 3600); its registry is
@@ -338,7 +343,9 @@ enum IndexerCommand {
 
 #[derive(Subcommand, Debug)]
 enum CheckerCommand {
-    /// Run this checker until SIGINT/SIGTERM. Reads <data-dir>/node.toml:
+    /// Run this checker until SIGINT/SIGTERM.
+    ///
+    /// Reads <data-dir>/node.toml:
     /// `listen` (host:port, a fixed port), `network` (the network file),
     /// `key` (default node.key), `id` (optional check), `challenge_n`
     /// (default 256), `min_deadline_secs` (default 10), `evaluation`
