@@ -84,6 +84,24 @@ pub enum Input {
     /// The pre-installed services with an instance started and waiting now
     /// (R-AG3), from the runtime; reported in heartbeats.
     Warm(Vec<ServiceName>),
+    /// The network changed (its file was edited): whom to trust and where
+    /// the indexer is from now on. A container whose indexer moved
+    /// registers there again (a known container's registration changes
+    /// nothing at the indexer).
+    Peers(Peers),
+}
+
+/// Whom a container trusts, and where it registers, as its network file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// The indexer's listening address.
+    pub indexer_addr: String,
+    /// Indexers whose state reports this container accepts.
+    pub indexers: Vec<NodeId>,
+    /// Checkers allowed to challenge this container.
+    pub checkers: Vec<NodeId>,
+    /// Gateways allowed to start and stop sessions.
+    pub gateways: Vec<NodeId>,
 }
 
 /// What the operator of a container can ask of it (R-AG5).
@@ -497,6 +515,14 @@ impl Agent {
                 out
             }
             Input::Operator(cmd) => self.operator(now, cmd),
+            Input::Peers(p) => {
+                let moved = p.indexer_addr != self.config.indexer_addr;
+                self.config.indexer_addr = p.indexer_addr;
+                self.config.indexers = p.indexers;
+                self.config.checkers = p.checkers;
+                self.config.gateways = p.gateways;
+                if moved { vec![self.to_indexer(Message::Register(self.registration()))] } else { Vec::new() }
+            }
             Input::Warm(mut warm) => {
                 warm.sort();
                 if warm == self.warm {

@@ -26,5 +26,5 @@ pub mod runtime;
 
 pub use core::{
     Agent, AgentConfig, AgentStatus, DEADLINE_GRACE, Earnings, Input, MAX_CHALLENGES_PER_CHECKER,
-    MAX_EVALUATIONS_PER_CHECKER, METERING_INTERVAL, OperatorCommand, Output, SessionView,
+    MAX_EVALUATIONS_PER_CHECKER, METERING_INTERVAL, OperatorCommand, Output, Peers, SessionView,
 };

@@ -506,3 +506,49 @@ fn a_host_not_admitted_registers_again_later_and_less_often() {
         assert_eq!(registers(&rig.advance(1_000)), 0, "admitted: no more registrations on the timer");
     }
 }
+
+/// The network file changed: the indexer moved, so the container registers
+/// at its new address (and heartbeats there); a checker dropped from the
+/// network may no longer challenge it, a gateway added may start sessions.
+#[test]
+fn new_peers_are_followed_and_trusted_from_then_on() {
+    let mut rig = Rig::new();
+    let newcomer = Identity::from_secret([44; 32]);
+    let peers = |addr: &str| dci_agent::Peers {
+        indexer_addr: addr.into(),
+        indexers: vec![indexer()],
+        checkers: vec![checker(1)],
+        gateways: vec![rig_gateway(), newcomer.id()],
+    };
+    nothing(rig.step(Input::Peers(peers("127.0.0.1:1"))));
+    let out = rig.step(Input::Peers(peers("10.0.0.9:7100")));
+    assert!(
+        matches!(out.as_slice(), [Output::Net(Net::Send { addr, msg: Message::Register(_) })] if addr == "10.0.0.9:7100"),
+        "{out:?}"
+    );
+    let out = rig.advance(1_000);
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Net(Net::Send { addr, msg: Message::Heartbeat(_) }) if addr == "10.0.0.9:7100")
+        ),
+        "{out:?}"
+    );
+    let out = rig.challenge(checker(0), 1, me());
+    assert!(matches!(out.as_slice(), [Output::Rejected { .. }]), "{out:?}");
+    assert!(computes(&rig.challenge(checker(1), 2, me()), 2));
+    let out = rig.step(Input::Net(Inbound {
+        conn: GATEWAY_CONN,
+        from: newcomer.id(),
+        msg: Message::StartSession {
+            session: SessionId([9; 16]),
+            service: ServiceName::new("render").unwrap(),
+            consumer: AccountId::new("consumer:c").unwrap(),
+            price: "3.6".parse().unwrap(),
+        },
+    }));
+    assert!(out.iter().any(|o| matches!(o, Output::StartService { .. })), "{out:?}");
+}
+
+fn rig_gateway() -> NodeId {
+    Identity::from_secret([1; 32]).id()
+}

@@ -33,6 +33,22 @@ pub enum Input {
         /// The measurements, or the failure.
         result: Result<ServiceReport, String>,
     },
+    /// The network changed (its file was edited): whom to trust and where
+    /// to send from now on. Inspections in flight go on.
+    Peers(Peers),
+}
+
+/// Whom a checker trusts and where it sends, as its network file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// Where verdicts go.
+    pub indexer_addr: String,
+    /// Indexers trusted to send inspection requests.
+    pub indexers: Vec<dci_model::NodeId>,
+    /// The epoch coordinator.
+    pub coordinator: Option<crate::Coordinator>,
+    /// Every checker's chain signer.
+    pub chain_signers: std::collections::BTreeMap<dci_model::NodeId, [u8; 20]>,
 }
 
 /// What a scripted simulated user measured on a service (R-CK4).
@@ -239,6 +255,13 @@ impl Checker {
         match input {
             Input::Tick => self.tick(now),
             Input::Evaluated { id, result } => self.on_evaluated(now, id, result),
+            Input::Peers(p) => {
+                self.config.indexer_addr = p.indexer_addr;
+                self.config.indexers = p.indexers;
+                self.config.coordinator = p.coordinator;
+                self.config.chain_signers = p.chain_signers;
+                Vec::new()
+            }
             Input::Net(Inbound { conn, from, msg }) => {
                 let result = match msg {
                     Message::InspectionRequest(request) => self.on_request(now, from, request),

@@ -200,6 +200,12 @@ impl Duties {
         })
     }
 
+    /// The checkers that may sit on the committee from now on (the
+    /// network changed): their stakes are read at the next epoch's opening.
+    pub fn set_checkers(&mut self, checkers: Vec<CheckerSeat>) {
+        self.checkers = checkers;
+    }
+
     /// The checkers whose stakes an epoch's opening needs, in order.
     pub fn seats(&self) -> Vec<NodeId> {
         self.checkers.iter().map(|c| c.id).collect()

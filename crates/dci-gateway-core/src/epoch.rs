@@ -121,18 +121,29 @@ impl Gateway {
     pub(crate) fn begin_epoch(&mut self, now: Timestamp, epoch: u64, out: &mut Vec<Output>) {
         let Some(clock) = self.epoch.as_mut() else { return };
         clock.begin(epoch, now);
+        self.ask_checker_stakes(epoch, out);
+    }
+
+    /// Reads the seated checkers' stakes, to open `epoch`'s sortition.
+    fn ask_checker_stakes(&mut self, epoch: u64, out: &mut Vec<Output>) {
         if let Some(d) = &self.duties {
             let nodes = d.seats();
             self.call_ledger(
-                LedgerCall::Stakes { role: StakeRole::Checker, nodes },
-                Waiting::EpochStakes { epoch },
+                LedgerCall::Stakes { role: StakeRole::Checker, nodes: nodes.clone() },
+                Waiting::EpochStakes { epoch, nodes },
                 out,
             );
         }
     }
 
-    pub(crate) fn open_committee(&mut self, epoch: u64, stakes: &[Amount], out: &mut Vec<Output>) {
+    /// Opens `epoch` with the stakes of `nodes`; if the seats changed
+    /// meanwhile (the network file), their stakes are read again first.
+    pub(crate) fn open_committee(&mut self, epoch: u64, nodes: &[NodeId], stakes: &[Amount], out: &mut Vec<Output>) {
         let Some(d) = self.duties.as_mut() else { return };
+        if d.seats() != nodes {
+            self.ask_checker_stakes(epoch, out);
+            return;
+        }
         match d.open(epoch, stakes) {
             Ok(sends) => out.extend(sends.into_iter().map(|(addr, msg)| Output::Net(Net::Send { addr, msg }))),
             Err(e) => out.push(Output::Event(Event::NoCommittee { why: format!("epoch {epoch} not opened: {e}") })),

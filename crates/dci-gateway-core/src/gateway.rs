@@ -45,7 +45,7 @@ pub(crate) enum Waiting {
     /// A session's lock or close batch (its phase names the ticket).
     Session(SessionId),
     /// The checkers' stakes, to open `epoch`'s sortition.
-    EpochStakes { epoch: u64 },
+    EpochStakes { epoch: u64, nodes: Vec<NodeId> },
     /// A container's stake, to propose a penalty for `evidence`.
     EvidenceStake { reporter: NodeId, evidence: Box<Evidence> },
     /// A slash that reached its quorum.
@@ -155,6 +155,15 @@ impl Gateway {
             Input::Net(inbound) => self.message(now, inbound, &mut out),
             Input::Ledger { ticket, reply } => self.ledger_reply(now, ticket, reply, &mut out),
             Input::Tick => self.tick(now, &mut out),
+            Input::Peers { indexers, checkers } => {
+                // An indexer no longer listed is no longer trusted, nor
+                // remembered as down.
+                self.down.retain(|id, _| indexers.iter().any(|p| p.id == *id));
+                self.config.indexers = indexers;
+                if let Some(d) = self.duties.as_mut() {
+                    d.set_checkers(checkers);
+                }
+            }
         }
         out
     }
@@ -379,7 +388,9 @@ impl Gateway {
             (Waiting::Session(session), LedgerReply::Applied(result)) => {
                 self.session_ledger(now, session, ticket, result, out)
             }
-            (Waiting::EpochStakes { epoch }, LedgerReply::Stakes(stakes)) => self.open_committee(epoch, &stakes, out),
+            (Waiting::EpochStakes { epoch, nodes }, LedgerReply::Stakes(stakes)) => {
+                self.open_committee(epoch, &nodes, &stakes, out)
+            }
             (Waiting::EvidenceStake { reporter, evidence }, LedgerReply::Stakes(stakes)) => {
                 let stake = stakes.first().copied().unwrap_or(Amount::ZERO);
                 if let Some(d) = self.duties.as_mut() {

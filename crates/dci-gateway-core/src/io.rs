@@ -152,6 +152,17 @@ pub enum Input {
     },
     /// Time passed (the driver ticks a few times a second).
     Tick,
+    /// The network changed (its file was edited): the indexers to ask and
+    /// the checkers to seat from now on. Requests in flight are answered
+    /// by the node they went to; the seats count from the next epoch's
+    /// stakes on (an epoch being opened reads the new seats' stakes).
+    Peers {
+        /// The indexers (none is refused by the driver: see
+        /// [`crate::Config::indexers`]).
+        indexers: Vec<crate::Peer>,
+        /// The checkers that may sit on the committee.
+        checkers: Vec<crate::CheckerSeat>,
+    },
 }
 
 /// Something worth a line in the log (and a metric).

@@ -255,9 +255,10 @@ pub struct StakeRequest {
     pub amount_ath: String,
 }
 
-/// A node bonds container stake from its own account (`node:<id>`), signed
-/// with its node key instead of an API key: what `dci container stake`
-/// sends. Fund the account first (e.g. `dci transfer node:<id> 100`).
+/// A node bonds stake from its own account (`node:<id>`), signed with its
+/// node key instead of an API key: what `dci container stake` and `dci
+/// checker stake` send. Fund the account first (e.g. `dci transfer
+/// node:<id> 100`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeStakeRequest {
@@ -265,6 +266,9 @@ pub struct NodeStakeRequest {
     pub node: String,
     /// Exact decimal ATH to bond.
     pub amount_ath: String,
+    /// The role: `container` (the default) or `checker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// When the node signed it, ms since the Unix epoch (taken within 60 s of the gateway's clock).
     pub at_ms: u64,
     /// The node's ed25519 signature of the request (`dci_proto::NodeStake`), hex.

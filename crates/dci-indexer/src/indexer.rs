@@ -35,6 +35,23 @@ pub enum Input {
     Net(Inbound),
     /// Time passed; the driver sends this about once per heartbeat interval.
     Tick,
+    /// The network changed (its file was edited): whom to trust and where
+    /// to send from now on. A stake query in flight to an oracle that is
+    /// no longer the oracle times out.
+    Peers(Peers),
+}
+
+/// Whom an indexer trusts and where it sends, as its network file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// Where inspection requests go before any committee exists.
+    pub checker_addr: String,
+    /// Nodes whose verdicts are accepted.
+    pub checkers: Vec<NodeId>,
+    /// Nodes allowed to match, renew, release and list.
+    pub gateways: Vec<NodeId>,
+    /// The stake oracle (see [`Config::stake_oracle`]).
+    pub stake_oracle: Option<(NodeId, String)>,
 }
 
 /// Everything the indexer core asks its driver to do, in order.
@@ -569,6 +586,12 @@ impl Indexer {
                 self.prune(now, &mut out);
                 self.standby_inspections(now, &mut out);
                 self.last_tick = Some(now);
+            }
+            Input::Peers(p) => {
+                self.config.checker_addr = p.checker_addr;
+                self.config.checkers = p.checkers;
+                self.config.gateways = p.gateways;
+                self.config.stake_oracle = p.stake_oracle;
             }
             Input::Net(Inbound { conn, from, msg }) => {
                 if let Err(reason) = self.on_message(now, conn, from, msg, &mut out) {

@@ -48,10 +48,12 @@ mod rng;
 pub mod scan;
 mod serving;
 
-pub use config::{Config, ConfigError, DEFAULT_PRUNE_AFTER, DEFAULT_RESERVATION_TTL};
+pub use config::{Config, ConfigError, DEFAULT_PRUNE_AFTER, DEFAULT_RESERVATION_TTL, DEFAULT_STANDBY_EVERY};
 pub use container::{Container, ContainerRecord, HISTORY_LEN, VERDICTS_LEN};
 pub use index::{IndexStats, MAX_BUCKETS, MAX_BUCKETS_UX, SearchStats};
-pub use indexer::{InFlight, Indexer, Input, InvariantError, MAX_PENDING, Output, Rejection, STAKE_QUERY_TIMEOUT};
+pub use indexer::{
+    InFlight, Indexer, Input, InvariantError, MAX_PENDING, Output, Peers, Rejection, STAKE_QUERY_TIMEOUT,
+};
 pub use offers::{SortKey, SortKeyError};
 pub use scan::Choice;
 pub use serving::{serving_indexer, serving_score};

@@ -6,31 +6,51 @@
 //! coordinates the committee, and N staked containers with simulated GPU
 //! profiles (always labelled simulated),
 //! each role on its own TCP port talking signed messages, exactly as separate
-//! machines would (R-SC1). State lives in the data directory: node keys
-//! (0600), the ledger, the indexer's registry and the gateway's sessions, so a
-//! restart resumes where the last run stopped.
+//! machines would (R-SC1). The devnet is one process, but it builds each
+//! role exactly as `dci <role> run` builds it ([`crate::node`],
+//! [`crate::host::run`]): from its own data directory under the devnet's,
+//! with its own node config and key, and the network file the devnet writes:
+//!
+//! ```text
+//! <data-dir>/network.toml        the network: every role reads it (../network.toml)
+//! <data-dir>/client.json         the funded consumer's API key, for the CLI
+//! <data-dir>/anvil-state.json    the devnet's own chain (--settlement evm)
+//! <data-dir>/gateway/            node.toml node.key ledger.db settlement.toml gateway.db client.json
+//! <data-dir>/indexer/            node.toml node.key indexer.db
+//! <data-dir>/checker-<i>/        node.toml node.key
+//! <data-dir>/container-<i>/      container.toml container.key control.sock
+//! ```
+//!
+//! Each node's port is chosen on the first start and kept (a restart keeps
+//! every address); the devnet's flags (API port, epoch, committee size,
+//! challenge size, inspection interval, runtime, `--dishonest`) are written
+//! into the node configs at each start. State survives a restart.
+//! A data directory of the earlier layout (`keys/`, `ledger.db` at its top)
+//! is refused with a message: it is not migrated.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dci_agent::AgentConfig;
-use dci_agent::runtime::ProcessRuntime;
 use dci_chain::{Anvil, AnvilOptions, Deployment, EvmLedger};
-use dci_ledger::{EmbeddedLedger, Genesis, LedgerOp, Params, Settlement, StakeRole, Transfer};
-use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, PricePerHour, ServiceName, State};
-use serde::{Deserialize, Serialize};
+use dci_ledger::{Genesis, LedgerOp, Params, Settlement, StakeRole, Transfer};
+use dci_model::{AccountId, Amount, NodeId, State};
+use dci_proto::Identity;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::{GatewayNode, spawn_gateway};
-use crate::keys;
-use crate::roles::{Bound, RoleHandle, spawn_agent, spawn_checker, spawn_indexer};
-use crate::runtime::{AnyRuntime, RuntimeKind};
+use crate::config::{
+    CheckerConfig, Consumer, DEFAULT_KEY_FILE, Floor, GatewayConfig, IndexerConfig, NODE_FILE, NodeFile,
+};
+use crate::gateway::GatewayNode;
+use crate::host::{HostConfig, Location};
+use crate::network::{CheckerEntry, GatewayEntry, IndexerEntry, NETWORK_FILE, Network};
+pub use crate::node::{CLIENT_FILE, ClientFile};
+use crate::node::{GatewayRun, start_checker, start_gateway, start_indexer};
+use crate::roles::RoleHandle;
+use crate::runtime::RuntimeKind;
 use crate::settlement::{ANVIL_STATE_FILE, Backend, EvmConfig, NodeLedger, OnThread, SettlementConfig};
-use crate::store::RecordStore;
-use dci_gateway_core::CheckerSeat;
 
 /// How to start a devnet.
 #[derive(Clone, Debug)]
@@ -60,8 +80,9 @@ pub struct DevnetConfig {
     pub inspect_every: Duration,
     /// Where sessions run: child processes or Docker containers.
     pub runtime: RuntimeKind,
-    /// The ledger backend; `None`: the data directory's `settlement.toml`,
-    /// or embedded if there is none. The choice is written back there.
+    /// The ledger backend; `None`: the gateway's `settlement.toml`
+    /// (`<data-dir>/gateway/`), or embedded if there is none. The choice is
+    /// written back there.
     pub settlement: Option<Backend>,
 }
 
@@ -95,12 +116,12 @@ pub struct ChainInfo {
     pub own_anvil: bool,
 }
 
-/// The evm backend, ready: its anvil (if the devnet runs one), the node
-/// ledger (chain on its thread, API keys in the books), the config to write back, and whether the contracts were
-/// just deployed (a fresh chain: the devnet consumer needs funding).
+/// The devnet's chain, ready for its gateway: its anvil (if the devnet
+/// runs one), the config to write to the gateway's settlement.toml, and
+/// whether the contracts were just deployed (a fresh chain: the devnet
+/// consumer needs funding again).
 struct StartedChain {
     anvil: Option<Anvil>,
-    ledger: NodeLedger,
     config: EvmConfig,
     fresh: bool,
 }
@@ -113,16 +134,10 @@ struct Launch {
     epoch: Duration,
 }
 
-/// Starts anvil if the config says so, connects to the deployment or
-/// deploys the contracts (blocking: call it from a blocking thread).
-fn start_chain(
-    mut evm: EvmConfig,
-    state: PathBuf,
-    books: EmbeddedLedger,
-    queue: RecordStore,
-    settings: SettlementConfig,
-    launch: Launch,
-) -> anyhow::Result<StartedChain> {
+/// Starts anvil if the config says so, checks that the deployment is
+/// there or deploys the contracts (blocking: call it from a blocking
+/// thread). The gateway connects to it itself.
+fn start_chain(mut evm: EvmConfig, state: PathBuf, launch: Launch) -> anyhow::Result<StartedChain> {
     let anvil = if evm.anvil {
         let opts = AnvilOptions { state: Some(state), own_process_group: true, ..AnvilOptions::default() };
         let a = Anvil::start_with(&opts).context("starting anvil")?;
@@ -131,59 +146,39 @@ fn start_chain(
     } else {
         None
     };
-    let connect = |dep: Deployment, evm: &EvmConfig| {
-        let (url, key) = (evm.rpc_url.clone(), evm.settler_key.clone());
-        OnThread::spawn("dci-chain", move || Ok(EvmLedger::connect(&url, &key, &dep)?))
-    };
-    let existing = match evm.deployment.clone() {
-        Some(dep) => match connect(dep, &evm) {
-            Ok(l) => Some(l),
-            // The devnet's own chain was lost (anvil killed before it wrote its state).
-            Err(e) if evm.anvil => {
-                tracing::warn!(error = %e, "the devnet's chain lost its contracts; deploying them again");
-                None
+    let there = match evm.deployment.clone() {
+        Some(dep) => {
+            let (url, key) = (evm.rpc_url.clone(), evm.settler_key.clone());
+            match OnThread::spawn("dci-chain", move || Ok(EvmLedger::connect(&url, &key, &dep)?)) {
+                Ok(_) => true,
+                // The devnet's own chain was lost (anvil killed before it wrote its state).
+                Err(e) if evm.anvil => {
+                    tracing::warn!(error = %e, "the devnet's chain lost its contracts; deploying them again");
+                    false
+                }
+                Err(e) => return Err(e).with_context(|| format!("connecting to the dci ledger at {}", evm.rpc_url)),
             }
-            Err(e) => return Err(e).with_context(|| format!("connecting to the dci ledger at {}", evm.rpc_url)),
-        },
-        None => None,
-    };
-    let (ledger, fresh) = match existing {
-        Some(l) => (l, false),
-        None => {
-            let params = Params { epoch_secs: launch.epoch.as_secs().max(1), ..Params::default() };
-            let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::devnet(), &params, &launch.committee)
-                .with_context(|| format!("deploying the dci contracts to {}", evm.rpc_url))?;
-            evm.deployment = Some(dep.clone());
-            (connect(dep, &evm)?, true)
         }
+        None => false,
     };
-    let ledger = NodeLedger::on_chain(books, ledger, queue, &settings)?;
-    Ok(StartedChain { anvil, ledger, config: evm, fresh })
+    if !there {
+        let params = Params { epoch_secs: launch.epoch.as_secs().max(1), ..Params::default() };
+        let dep = dci_chain::deploy(&evm.rpc_url, &evm.settler_key, &Genesis::devnet(), &params, &launch.committee)
+            .with_context(|| format!("deploying the dci contracts to {}", evm.rpc_url))?;
+        evm.deployment = Some(dep);
+    }
+    Ok(StartedChain { anvil, config: evm, fresh: !there })
 }
 
-/// What a CLI on this machine needs to talk to the devnet; written to
-/// `<data-dir>/client.json` (0600: it holds an API key).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClientFile {
-    /// Base URL of the API.
-    pub api: String,
-    /// The funded consumer's API key.
-    pub api_key: String,
-    /// The consumer's ledger account.
-    pub account: String,
-}
-
-/// Name of the client file in the data directory.
-pub const CLIENT_FILE: &str = "client.json";
 /// The funded consumer account of a devnet.
 pub const CONSUMER: &str = "consumer:devnet";
 /// What the devnet consumer is given at creation.
 pub const CONSUMER_FUNDS: Amount = Amount::ath(10_000);
 
-/// The services every devnet container offers pre-installed: the built-in
-/// render service and the catalogue's all-MiniLM-L6-v2 (its runtime runs
-/// `dci service <name>`; a model's files are fetched into the model store on
-/// first start).
+/// The services every devnet container offers pre-installed and keeps
+/// warm: the built-in render service and the catalogue's all-MiniLM-L6-v2
+/// (its runtime runs `dci service <name>`; a model's files are fetched into
+/// the model store before the host registers).
 pub const DEVNET_SERVICES: [&str; 2] = ["render", "all-minilm-l6-v2"];
 
 /// A simulated host profile: GPU, place, price.
@@ -206,6 +201,28 @@ const PROFILES: &[Profile] = &[
     Profile { gpu: "H200", vram_gib: 141, count: 8, city: "Tokyo", lat: 35.68, lon: 139.69, price: "4.1" },
 ];
 
+/// The gateway's data directory inside a devnet's.
+pub const GATEWAY_DIR: &str = "gateway";
+/// The indexer's data directory inside a devnet's.
+pub const INDEXER_DIR: &str = "indexer";
+
+/// Checker `i`'s data directory inside a devnet's.
+pub fn checker_dir(i: usize) -> String {
+    format!("checker-{i}")
+}
+
+/// Container `i`'s data directory inside a devnet's.
+pub fn container_dir(i: usize) -> String {
+    format!("container-{i}")
+}
+
+/// The data directory of the gateway of `dir`: `dir/gateway` when `dir`
+/// is a devnet's, else `dir` itself (a gateway's own).
+pub fn gateway_dir_of(dir: &Path) -> PathBuf {
+    let inner = dir.join(GATEWAY_DIR);
+    if inner.join(NODE_FILE).exists() { inner } else { dir.to_path_buf() }
+}
+
 /// A running devnet.
 pub struct Devnet {
     /// The HTTP API's base URL.
@@ -218,257 +235,228 @@ pub struct Devnet {
     pub containers: Vec<String>,
     /// The chain, on the evm backend.
     pub chain: Option<ChainInfo>,
+    gateway_run: GatewayRun,
     anvil: Option<Anvil>,
     roles: Vec<RoleHandle>,
-    http: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
-fn spec_for(i: usize) -> (ContainerSpec, PricePerHour, &'static str) {
-    let p = &PROFILES[i % PROFILES.len()];
-    let spec = ContainerSpec {
-        gpu: Some(GpuSpec { model: p.gpu.into(), count: p.count, vram_gib: p.vram_gib, simulated: true }),
-        cpu_cores: 16,
-        ram_gib: 64 * p.count.max(1),
-        disk_gib: 1000,
-        bandwidth_up_mbps: 1000,
-        bandwidth_down_mbps: 1000,
-        location: GeoPoint::new(p.lat, p.lon).expect("profile locations are valid"),
-    };
-    (spec, p.price.parse().expect("profile prices are valid"), p.city)
+/// The listen address a devnet node keeps: the one its config gave last
+/// time if that port is still free, else a free one now (on loopback).
+fn keep_port(previous: Option<String>) -> anyhow::Result<String> {
+    if let Some(addr) = previous {
+        if std::net::TcpListener::bind(&addr).is_ok() {
+            return Ok(addr);
+        }
+        tracing::warn!(%addr, "a devnet node's port is taken now; it moves to another (the network file follows)");
+    }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a free port on 127.0.0.1")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+/// How many `<prefix><i>` directories `dir` holds.
+fn count_dirs(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir() && e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 impl Devnet {
-    /// Starts every role; returns once the API is listening.
+    /// Writes every role's config, then starts every role as its own node
+    /// would start; returns once the API is listening.
     pub async fn start(config: DevnetConfig) -> anyhow::Result<Devnet> {
-        // Bind the API first: if the port is taken, fail before touching any state.
-        let listener = tokio::net::TcpListener::bind(config.api_listen).await.with_context(|| {
-            format!("binding the API on {} (is another devnet running? use --api-port)", config.api_listen)
-        })?;
         let dir = &config.data_dir;
+        if dir.join("keys").is_dir() && !dir.join(GATEWAY_DIR).join(NODE_FILE).exists() {
+            anyhow::bail!(
+                "{} holds a devnet of an earlier layout (keys/ and ledger.db at its top): expected one directory \
+                 per role (gateway/, indexer/, checker-N/, container-N/); it is not migrated: remove it or pass \
+                 another --data-dir",
+                dir.display()
+            );
+        }
+        // The API port first: if it is taken, fail before touching any state.
+        drop(std::net::TcpListener::bind(config.api_listen).with_context(|| {
+            format!("binding the API on {} (is another devnet running? use --api-port)", config.api_listen)
+        })?);
         std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         let shutdown = CancellationToken::new();
-        let key = |name: &str| keys::load_or_create(&dir.join("keys").join(format!("{name}.key")));
-        let (indexer_id, gateway_id) = (key("indexer")?, key("gateway")?);
-        // The first checker keeps the historical key name, so old data directories resume.
-        let checker_ids = (0..config.checkers.max(1))
-            .map(|i| key(&if i == 0 { "checker".to_owned() } else { format!("checker-{i}") }))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let network_file = PathBuf::from("..").join(NETWORK_FILE);
+        let api_url = format!("http://{}", config.api_listen);
 
-        // Ledger and the devnet consumer. The embedded ledger always opens:
-        // on the evm backend it keeps the API keys.
-        let mut settings = SettlementConfig::load(dir)?;
+        // Every role's node config: ports kept, the flags written in.
+        let gateway_dir = dir.join(GATEWAY_DIR);
+        let gateway = GatewayConfig {
+            id: None,
+            listen: keep_port(GatewayConfig::load(&gateway_dir).ok().map(|c| c.listen))?,
+            key: DEFAULT_KEY_FILE.into(),
+            network: network_file.clone(),
+            api_listen: config.api_listen.to_string(),
+            epoch_secs: config.epoch.as_secs().max(1),
+            committee_size: config.committee_size.clamp(1, 256),
+            dev_network: true,
+            consumer: Some(Consumer { account: CONSUMER.into(), funds: CONSUMER_FUNDS.to_string() }),
+        };
+        gateway.save(&gateway_dir)?;
+        let gateway_key = gateway.identity(&gateway_dir)?;
+        let indexer_dir = dir.join(INDEXER_DIR);
+        let indexer = IndexerConfig {
+            id: None,
+            listen: keep_port(IndexerConfig::load(&indexer_dir).ok().map(|c| c.listen))?,
+            key: DEFAULT_KEY_FILE.into(),
+            network: network_file.clone(),
+            inspect_every_secs: config.inspect_every.as_secs().max(1),
+        };
+        indexer.save(&indexer_dir)?;
+        let indexer_key = indexer.identity(&indexer_dir)?;
+        let mut checkers: Vec<(CheckerConfig, Identity)> = Vec::new();
+        for i in 0..config.checkers.max(1) {
+            let d = dir.join(checker_dir(i));
+            let c = CheckerConfig {
+                id: None,
+                listen: keep_port(CheckerConfig::load(&d).ok().map(|c| c.listen))?,
+                key: DEFAULT_KEY_FILE.into(),
+                network: network_file.clone(),
+                challenge_n: config.challenge_n,
+                min_deadline_secs: 10,
+                evaluation: Floor::Devnet,
+            };
+            c.save(&d)?;
+            let key = c.identity(&d)?;
+            checkers.push((c, key));
+        }
+        // Containers: as many as asked, and never fewer than already exist.
+        let n = config.containers.max(count_dirs(dir, "container-"));
+        let runtime = match config.runtime {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        };
+        let mut containers: Vec<(PathBuf, NodeId, &Profile)> = Vec::new();
+        for i in 0..n {
+            let d = dir.join(container_dir(i));
+            let p = &PROFILES[i % PROFILES.len()];
+            let host = HostConfig {
+                network: network_file.clone(),
+                listen: keep_port(HostConfig::load(&d).ok().map(|c| c.listen).filter(|l| !l.ends_with(":0")))?,
+                services: DEVNET_SERVICES.iter().map(|s| s.to_string()).collect(),
+                price: p.price.into(),
+                slots: 2,
+                runtime: runtime.into(),
+                location: Location { lat: p.lat, lon: p.lon },
+                bandwidth_up_mbps: 1000,
+                bandwidth_down_mbps: 1000,
+                payout: None,
+                simulated_gpu: Some(dci_probe::SimulatedProfile {
+                    model: p.gpu.into(),
+                    count: p.count,
+                    vram_gib: p.vram_gib,
+                }),
+                behaviour: config.dishonest.filter(|_| i + 1 == n).map(|b| b.name().to_owned()),
+            };
+            host.save(&d)?;
+            let key = crate::keys::load_or_create(&d.join(crate::host::KEY_FILE))?;
+            containers.push((d, key.id(), p));
+        }
+
+        // The network file: every role takes its peers from it.
+        Network {
+            name: "devnet".into(),
+            gateways: vec![GatewayEntry { id: gateway_key.id(), addr: gateway.listen.clone(), api: api_url.clone() }],
+            indexers: vec![IndexerEntry { id: indexer_key.id(), addr: indexer.listen.clone() }],
+            checkers: checkers.iter().map(|(c, key)| CheckerEntry::of(key, c.listen.clone())).collect(),
+        }
+        .save(&dir.join(NETWORK_FILE))?;
+
+        // The ledger's backend: on evm, the devnet's chain is ready before the gateway connects.
+        let mut settings = SettlementConfig::load(&gateway_dir)?;
         if let Some(b) = config.settlement {
             settings.backend = b;
         }
-        let genesis = Genesis::devnet();
-        let books = EmbeddedLedger::open(dir.join("ledger.db"), &genesis)
-            .with_context(|| format!("opening the ledger in {}", dir.display()))?;
-        let client_path = dir.join(CLIENT_FILE);
-        let new_client = !client_path.exists();
-        let (mut ledger, fund_consumer, anvil, chain) = match settings.backend {
-            Backend::Embedded => (NodeLedger::embedded(books), new_client, None, None),
+        let (anvil, chain, fresh) = match settings.backend {
+            Backend::Embedded => (None, None, false),
             Backend::Evm => {
                 let evm = settings.evm.take().unwrap_or_else(EvmConfig::devnet_anvil);
-                let state = dir.join(ANVIL_STATE_FILE);
-                let queue = RecordStore::open(&dir.join("ledger.db"), crate::settlement::QUEUE_TABLE)?;
-                let cfg = settings.clone();
                 // The genesis committee: every staked checker of the devnet.
-                let committee = checker_ids.iter().map(|id| dci_chain::node_signer(id).address()).collect();
+                let committee = checkers.iter().map(|(_, key)| dci_chain::node_signer(key).address()).collect();
                 let launch = Launch { committee, epoch: config.epoch };
-                let started =
-                    tokio::task::spawn_blocking(move || start_chain(evm, state, books, queue, cfg, launch)).await??;
+                let state = dir.join(ANVIL_STATE_FILE);
+                let started = tokio::task::spawn_blocking(move || start_chain(evm, state, launch)).await??;
                 let chain = ChainInfo {
                     rpc_url: started.config.rpc_url.clone(),
                     deployment: started.config.deployment.clone().context("a started chain has a deployment")?,
                     own_anvil: started.anvil.is_some(),
                 };
                 settings.evm = Some(started.config);
-                (started.ledger, started.fresh || new_client, started.anvil, Some(chain))
+                (started.anvil, Some(chain), started.fresh)
             }
         };
-        settings.save(dir)?;
-        let api_url = format!("http://{}", config.api_listen);
-        let client = if new_client {
-            let consumer = AccountId::new(CONSUMER).expect("valid account name");
-            let api_key = ledger.create_api_key(&consumer, rand::random())?;
-            ClientFile { api: api_url.clone(), api_key, account: consumer.to_string() }
-        } else {
-            let mut c: ClientFile = serde_json::from_str(&std::fs::read_to_string(&client_path)?)
-                .with_context(|| format!("reading {}", client_path.display()))?;
-            c.api = api_url.clone();
-            c
-        };
-        if fund_consumer {
-            let consumer = AccountId::new(&client.account).context("the client file's account")?;
-            crate::settlement::blocking(|| {
-                ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)
-            })?;
-        }
-        keys::write_private(&client_path, &serde_json::to_string_pretty(&client)?)?;
+        settings.save(&gateway_dir)?;
 
-        // Indexer, gateway and checkers: bind all first so each knows the others' addresses.
-        let indexer_bound = Bound::bind(indexer_id, "127.0.0.1:0").await?;
-        let gateway_bound = Bound::bind(gateway_id.clone(), "127.0.0.1:0").await?;
-        let gateway_addr = gateway_bound.addr();
-        let mut checker_bounds = Vec::new();
-        for (i, id) in checker_ids.iter().enumerate() {
-            crate::settlement::blocking(|| bond(&mut ledger, &id.id(), StakeRole::Checker, checker_stake(i)))?;
-            checker_bounds.push(Bound::bind(id.clone(), "127.0.0.1:0").await?);
-        }
-        let checker_nodes: Vec<_> = checker_bounds.iter().map(|b| b.id()).collect();
-        let indexer_addr = indexer_bound.addr();
-        let indexer_cfg = dci_indexer::Config {
-            standby_every: Some(config.inspect_every),
-            seed: rand::random(),
-            // The gateway holds the ledger: it says what a registrant bonded.
-            stake_oracle: Some((gateway_id.id(), gateway_addr.clone())),
-            // Before the first committee, inspections go to the first checker.
-            ..dci_indexer::Config::new(checker_bounds[0].addr(), checker_nodes.clone(), vec![gateway_id.id()])
-        };
-        let registry = Arc::new(RecordStore::open(&dir.join("indexer.db"), "containers")?);
-        let indexer_node = indexer_bound.id();
-        let mut roles = vec![spawn_indexer(indexer_bound, indexer_cfg, registry, shutdown.clone())?];
-
-        // Gateway: it also coordinates the epoch committee.
-        let seats = checker_ids
-            .iter()
-            .zip(&checker_bounds)
-            .map(|(id, b)| CheckerSeat {
-                id: id.id(),
-                addr: b.addr(),
-                vrf_public: dci_committee::CommitteeKey::from_identity(id).public(),
-                chain_signer: dci_chain::node_signer(id).address().into_array(),
-            })
-            .collect::<Vec<_>>();
-        // On a chain, slashes need the members' chain signatures, counted
-        // against the epoch's committee on chain (the genesis committee, or
-        // one signed by two thirds of the committee before it); and epochs
-        // are the chain's: the deployed length, whatever --epoch-secs says.
-        let (domain, epoch) = crate::settlement::blocking(|| {
-            let domain = ledger.chain_domain()?;
-            let epoch = match domain {
-                Some(_) => Duration::from_secs(Settlement::params(&ledger)?.epoch_secs),
-                None => config.epoch,
-            };
-            Ok::<_, dci_ledger::LedgerError>((domain, epoch))
-        })?;
-        if epoch != config.epoch {
-            tracing::warn!(
-                chain_secs = epoch.as_secs(),
-                asked_secs = config.epoch.as_secs(),
-                "the chain's ledger was deployed with another epoch length; the gateway follows the chain's"
-            );
-        }
-        let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
-        let mut gateway_cfg = dci_gateway_core::Config::new(vec![dci_gateway_core::Peer {
-            id: indexer_node,
-            addr: indexer_addr.clone(),
-        }]);
-        gateway_cfg.models = crate::gateway::catalogue_terms(&dci_models::Catalogue::builtin());
-        gateway_cfg.epoch = Some(epoch);
-        gateway_cfg.dev_network = genesis.network() == dci_ledger::NetworkKind::Dev;
-        gateway_cfg.min_container_stake =
-            crate::settlement::blocking(|| Settlement::params(&ledger))?.min_container_stake;
-        gateway_cfg.committee = Some(dci_gateway_core::CommitteeConfig {
-            network: "devnet".into(),
-            size: config.committee_size.max(1),
-            checkers: seats.clone(),
-            chain: domain.map(|domain| dci_gateway_core::ChainHooks {
-                domain,
-                vote_signer: crate::gateway::chain_vote_signer,
-                committee_signer: crate::gateway::chain_committee_signer,
-            }),
-        });
-        // A restarted gateway settles what the last run left unfinished first.
-        let (gateway_role, gateway) =
-            spawn_gateway(gateway_bound, gateway_cfg, gateway_id.clone(), ledger, sessions, shutdown.clone())?;
-        roles.push(gateway_role);
-        let coordinator = dci_checker::Coordinator { id: gateway_id.id(), addr: gateway_addr.clone() };
-        for (bound, identity) in checker_bounds.into_iter().zip(&checker_ids) {
-            let checker_cfg = dci_checker::Config {
-                challenge_n: config.challenge_n,
-                coordinator: Some(coordinator.clone()),
-                // Every checker knows every checker's chain signer (the
-                // devnet's network), to sign committees for the chain.
-                chain_signers: seats.iter().map(|s| (s.id, s.chain_signer)).collect(),
-                ..dci_checker::Config::devnet(indexer_addr.clone(), vec![indexer_node])
-            };
-            roles.push(spawn_checker(bound, checker_cfg, identity.clone(), shutdown.clone())?);
-        }
-        // Other hosts join with `dci container run`, reading this file.
-        crate::host::Network {
-            indexer: crate::host::Peer { id: indexer_node, addr: indexer_addr.clone() },
-            gateways: vec![gateway_id.id()],
-            checkers: checker_nodes.clone(),
-            api: Some(api_url.clone()),
-        }
-        .save(dir)?;
-        // Containers: as many as asked, and never fewer than already exist.
-        let existing = std::fs::read_dir(dir.join("keys"))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("container-"))
-            .count();
-        let n = config.containers.max(existing);
-        let runtime = Arc::new(match config.runtime {
-            RuntimeKind::Process => AnyRuntime::Process(ProcessRuntime::new(config.service_program.clone(), vec![])),
-            RuntimeKind::Docker => {
-                let agent = format!("devnet-{}", gateway_id.id().short());
-                AnyRuntime::Docker(crate::runtime::devnet_docker(&config.service_program, &agent).await?)
+        // What the devnet does on the gateway's ledger before it runs (a
+        // faucet's work): fund and bond every checker and container once,
+        // and fund the consumer again on a fresh chain.
+        let mut bonds: Vec<(NodeId, StakeRole, Amount)> =
+            checkers.iter().enumerate().map(|(i, (_, k))| (k.id(), StakeRole::Checker, checker_stake(i))).collect();
+        bonds.extend(containers.iter().map(|(_, id, _)| (*id, StakeRole::Container, CONTAINER_STAKE)));
+        let refund = fresh && gateway_dir.join(CLIENT_FILE).exists();
+        let setup: crate::node::LedgerSetup = Box::new(move |ledger: &mut NodeLedger| {
+            for (id, role, stake) in &bonds {
+                bond(ledger, id, *role, *stake)?;
             }
+            if refund {
+                let consumer = AccountId::new(CONSUMER).expect("a valid account");
+                ledger.transfer(&dci_ledger::accounts::liquidity(), &consumer, CONSUMER_FUNDS)?;
+            }
+            Ok(())
         });
-        let mut containers = Vec::new();
-        for i in 0..n {
-            let identity = key(&format!("container-{i}"))?;
-            gateway.with_ledger(|l| bond(l, &identity.id(), StakeRole::Container, CONTAINER_STAKE))?;
-            let (spec, price, city) = spec_for(i);
-            let gpu = spec.gpu.clone().expect("profiles have GPUs");
-            let agent_cfg = AgentConfig {
-                indexer_addr: indexer_addr.clone(),
-                listen_addr: String::new(),
-                spec,
-                services: DEVNET_SERVICES.iter().map(|s| ServiceName::new(*s).expect("valid")).collect(),
-                price,
-                slots: 2,
-                payout: AccountId::for_node(&identity.id()),
-                indexers: vec![indexer_node],
-                checkers: checker_nodes.clone(),
-                gateways: vec![gateway_id.id()],
-                heartbeat_interval: Duration::from_secs(1),
-                behaviour: match config.dishonest {
-                    Some(b) if i + 1 == n => b,
-                    _ => dci_capacity::Behaviour::Honest,
-                },
-            };
-            let cheat = if agent_cfg.behaviour.is_honest() {
+        // The checkers listen before the gateway opens its first epoch
+        // (its EpochOpen reaches them), the containers register after it
+        // answers the indexer's stake queries.
+        let mut roles = vec![start_indexer(&indexer_dir, shutdown.clone()).await?];
+        for i in 0..checkers.len() {
+            roles.push(start_checker(&dir.join(checker_dir(i)), shutdown.clone()).await?);
+        }
+        let started = start_gateway(&gateway_dir, shutdown.clone(), Some(setup)).await?;
+        let client = started.client.clone().context("the devnet gateway has a funded consumer")?;
+        crate::keys::write_private(&dir.join(CLIENT_FILE), &serde_json::to_string_pretty(&client)?)?;
+        let mut lines = Vec::new();
+        for (d, _, p) in &containers {
+            let host = crate::host::run(d, &config.service_program, shutdown.clone())
+                .await
+                .with_context(|| format!("starting the container host of {}", d.display()))?;
+            let cheat = if host.behaviour.is_honest() {
                 String::new()
             } else {
-                format!("  DISHONEST: {}", agent_cfg.behaviour.name())
+                format!("  DISHONEST: {}", host.behaviour.name())
             };
-            let id = identity.id();
-            let h = spawn_agent(identity, "127.0.0.1:0", agent_cfg, runtime.clone(), shutdown.clone()).await?;
-            containers.push(format!(
+            lines.push(format!(
                 "{}  {} x{} {} GiB (simulated)  {}  {} ATH/h  services: {}  at {}{cheat}",
-                id.short(),
-                gpu.model,
-                gpu.count,
-                gpu.vram_gib,
-                city,
-                price.0,
+                host.role.id.short(),
+                p.gpu,
+                p.count,
+                p.vram_gib,
+                p.city,
+                p.price,
                 DEVNET_SERVICES.join(","),
-                h.addr
+                host.role.addr
             ));
-            roles.push(h);
+            roles.push(host.role);
         }
-
-        // HTTP API.
-        let metrics = crate::metrics::install();
-        let router = dci_gateway::server::router(gateway.clone(), metrics);
-        let stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        });
-        Ok(Devnet { api_url, client, gateway, containers, chain, anvil, roles, http, shutdown })
+        Ok(Devnet {
+            api_url: started.api_url.clone(),
+            client,
+            gateway: started.node.clone(),
+            containers: lines,
+            chain,
+            gateway_run: started,
+            anvil,
+            roles,
+            shutdown,
+        })
     }
 
     /// Waits until every container is schedulable or has failed an
@@ -494,24 +482,12 @@ impl Devnet {
 
     /// Stops and settles running sessions, then stops every role.
     pub async fn shutdown(self) {
-        self.gateway.stop_all().await;
         // What the sessions settled goes on chain before anvil stops.
-        match self.gateway.with_ledger(|l| l.flush()) {
-            Ok(0) => {}
-            Ok(ops) => tracing::info!(ops, "queued settlement sent at shutdown"),
-            Err(e) => tracing::warn!(error = %e, "queued settlement not sent at shutdown; the next start sends it"),
-        }
+        self.gateway_run.settle().await;
         self.shutdown.cancel();
-        let _ = self.http.await;
+        self.gateway_run.join().await;
         for r in self.roles {
             let _ = r.task.await;
-        }
-        let report = self.gateway.with_ledger(|l| l.check_invariant());
-        match report {
-            Ok(r) => {
-                tracing::info!(balances = %r.balances, escrowed = %r.escrowed, "supply invariant holds at shutdown")
-            }
-            Err(e) => tracing::error!(error = %e, "supply invariant broken at shutdown"),
         }
         // Stop anvil last (cleanly: it writes its state for the next start).
         if let Some(a) = self.anvil {

@@ -236,6 +236,11 @@ impl GatewayNode {
         self.addr.clone()
     }
 
+    /// Hands the core the network's peers (the network file changed).
+    pub async fn peers(&self, indexers: Vec<dci_gateway_core::Peer>, checkers: Vec<dci_gateway_core::CheckerSeat>) {
+        let _ = self.inputs.send(Input::Peers { indexers, checkers }).await;
+    }
+
     /// Sends `cmd` to the core and waits for its reply.
     async fn call(&self, cmd: Command) -> Result<Reply, GatewayError> {
         let call = self.next_call.fetch_add(1, Ordering::Relaxed);
@@ -436,7 +441,14 @@ impl ConsumerApi for GatewayNode {
                 .map_err(|e| ApiError::bad_request(format!("amount_ath: {e}")))?;
             let signature = hex::decode(&req.signature)
                 .map_err(|_| ApiError::bad_request("signature: expected hex (the node's ed25519 signature)"))?;
-            let stake = dci_proto::NodeStake { node, amount, at: dci_model::Timestamp(req.at_ms) };
+            let (role, stake_role) = match req.role.as_deref() {
+                None | Some("container") => (dci_proto::StakeAs::Container, StakeRole::Container),
+                Some("checker") => (dci_proto::StakeAs::Checker, StakeRole::Checker),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!("role: expected container or checker, found {other:?}")));
+                }
+            };
+            let stake = dci_proto::NodeStake { node, role, amount, at: dci_model::Timestamp(req.at_ms) };
             if !stake.verifies(&signature) {
                 return Err(ApiError::unauthorized("signature: expected the node's own signature of this request"));
             }
@@ -457,8 +469,8 @@ impl ConsumerApi for GatewayNode {
                 }
             }
             let account = AccountId::for_node(&node);
-            self.ledger(|l| l.stake(&account, StakeRole::Container, amount))?;
-            tracing::info!(node = %node.short(), %amount, "a node bonded container stake");
+            self.ledger(|l| l.stake(&account, stake_role, amount))?;
+            tracing::info!(node = %node.short(), %amount, role = %stake_role, "a node bonded stake");
             self.balance(account).await
         })
     }

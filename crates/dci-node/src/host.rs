@@ -4,12 +4,16 @@
 //!
 //! A host reads its data directory: `container.toml` (what it offers: the
 //! pre-installed services it keeps warm, price, slots, runtime, location,
-//! optionally a simulated GPU profile for development), `container.key` (its
-//! node identity, created 0600 on first start) and the network it joins
-//! (`network.toml`, which `dci devnet` writes into its own data directory:
-//! the indexer's id and address, the gateways and checkers to trust). The
+//! optionally a simulated GPU profile for development; [`HostConfig`],
+//! `dci container run --print-example`), `container.key` (its node
+//! identity, created 0600 on first start) and the network file it joins
+//! ([`crate::network`]: it registers with the first indexer and trusts the
+//! listed indexers, gateways and checkers; `dci devnet` writes one in its
+//! data directory). It re-reads the network file when it changes. The
 //! spec comes from the hardware probe (`dci-probe`): a real GPU through
 //! NVML, else CPU capacity only; a simulated profile is always labelled so.
+//! `dci devnet` runs each of its containers through [`run`] too, each with
+//! its own data directory.
 //!
 //! The operator talks to a running host over `control.sock` in its data
 //! directory (a Unix socket, 0600: whoever may read the node key may steer
@@ -22,67 +26,22 @@ use std::time::Duration;
 use anyhow::Context;
 use dci_agent::runtime::Warm;
 use dci_agent::{AgentConfig, AgentStatus, OperatorCommand};
-use dci_model::{AccountId, ContainerSpec, GeoPoint, NodeId, PricePerHour, ServiceName};
+use dci_model::{AccountId, ContainerSpec, GeoPoint, PricePerHour, ServiceName};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::network::{Network, resolve};
 use crate::roles::{AgentControl, RoleHandle, spawn_agent_controlled};
 use crate::runtime::{AnyRuntime, RuntimeKind};
 
 /// The host's config file in its data directory.
 pub const CONTAINER_FILE: &str = "container.toml";
-/// The network description a devnet writes into its data directory.
-pub const NETWORK_FILE: &str = "network.toml";
+/// The host's key file in its data directory.
+pub const KEY_FILE: &str = "container.key";
 /// The operator's control socket in the host's data directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
-
-/// A node of the network: its id and where it listens.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    /// Node id (64 hex digits).
-    pub id: NodeId,
-    /// `host:port`.
-    pub addr: String,
-}
-
-/// The network a container joins (`network.toml`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Network {
-    /// The indexer it registers with.
-    pub indexer: Peer,
-    /// Gateways allowed to start and stop sessions.
-    pub gateways: Vec<NodeId>,
-    /// Checkers allowed to inspect it.
-    pub checkers: Vec<NodeId>,
-    /// A gateway's public API (`http://host:port`), where the host's node
-    /// key bonds its stake (`dci container stake`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api: Option<String>,
-}
-
-impl Network {
-    /// Reads `path`.
-    pub fn load(path: &Path) -> anyhow::Result<Network> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading the network file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| {
-            format!("{}: expected `indexer = {{ id, addr }}`, `gateways = [ids]`, `checkers = [ids]`", path.display())
-        })
-    }
-
-    /// Writes it to `dir/network.toml`.
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let text = format!(
-            "# The network a container joins: `dci container run` reads this (see README).\n{}",
-            toml::to_string_pretty(self)?
-        );
-        crate::keys::write_private(&dir.join(NETWORK_FILE), &text)
-    }
-}
 
 fn default_listen() -> String {
     "127.0.0.1:0".to_owned()
@@ -139,15 +98,69 @@ pub struct HostConfig {
     /// Development only: offer simulated GPUs (always labelled simulated).
     #[serde(default)]
     pub simulated_gpu: Option<dci_probe::SimulatedProfile>,
+    /// Development only: play capacity challenges dishonestly, to watch the
+    /// checkers catch it (`wrong-product`, `replay`,
+    /// `change-rows-after-commit`, `dark`; `dci devnet --dishonest` sets it).
+    /// Absent: honest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<String>,
 }
+
+/// A commented `container.toml`: every key, its meaning and its default
+/// (`dci container run --print-example`).
+pub const EXAMPLE: &str = r#"# <data-dir>/container.toml of `dci container run`. Relative paths are from the
+# data directory; its key is <data-dir>/container.key (created 0600 if missing).
+
+# The network file it joins (required): it registers with the first indexer and
+# trusts the listed indexers, gateways and checkers.
+network = "network.toml"
+# Where it listens for node messages (default "127.0.0.1:0": a port chosen at
+# each start; give a fixed one so a restart keeps its address). Other nodes
+# reach it at this address: give one they can reach.
+listen = "0.0.0.0:7300"
+# Pre-installed services, kept warm (required): built-in ones ("render") or
+# catalogue models ("all-minilm-l6-v2": weights fetched and verified at start).
+services = ["render"]
+# ATH per slot-hour (required).
+price = "0.5"
+# Concurrent sessions (default 1).
+slots = 2
+# "process" (default: child processes) or "docker" (containers on a private
+# Docker engine with CPU, memory and pids limits; needs root).
+runtime = "process"
+# Where the host is (required).
+location = { lat = 38.7, lon = -9.1 }
+# Bandwidth offered, Mbit/s (default 1000 each).
+bandwidth_up_mbps = 1000
+bandwidth_down_mbps = 1000
+# Account for earnings (default: the host's own, node:<id>).
+# payout = "consumer:alice"
+# Development only: offer simulated GPUs (always labelled simulated).
+# simulated_gpu = { model = "RTX 4090", count = 1, vram_gib = 24 }
+# Development only: cheat at capacity challenges to watch the checkers catch it
+# ("wrong-product", "replay", "change-rows-after-commit" or "dark"; default honest).
+# behaviour = "wrong-product"
+"#;
 
 impl HostConfig {
     /// Reads `dir/container.toml`.
     pub fn load(dir: &Path) -> anyhow::Result<HostConfig> {
         let path = dir.join(CONTAINER_FILE);
         let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (see the README for an example)", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}: not a valid container config", path.display()))
+            .with_context(|| format!("reading {} (`dci container run --print-example` shows one)", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+            .with_context(|| format!("{}: not a valid container config", path.display()))
+    }
+
+    /// Writes it to `dir/container.toml`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text = format!(
+            "# The container host's config (`dci container run --print-example` explains every key).\n{}",
+            toml::to_string_pretty(self)?
+        );
+        crate::keys::write_private(&dir.join(CONTAINER_FILE), &text)
     }
 
     fn services(&self) -> anyhow::Result<Vec<ServiceName>> {
@@ -158,6 +171,15 @@ impl HostConfig {
             .iter()
             .map(|s| ServiceName::new(s.clone()).map_err(|e| anyhow::anyhow!("services: {s:?}: {e}")))
             .collect()
+    }
+
+    fn behaviour(&self) -> anyhow::Result<dci_capacity::Behaviour> {
+        let Some(name) = &self.behaviour else { return Ok(dci_capacity::Behaviour::Honest) };
+        let cheats = dci_capacity::Behaviour::ALL.into_iter().filter(|b| !b.is_honest());
+        cheats.clone().find(|b| b.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = cheats.map(|b| b.name()).collect();
+            anyhow::anyhow!("behaviour: expected one of {}, found {name:?}", names.join(", "))
+        })
     }
 
     fn runtime(&self) -> anyhow::Result<RuntimeKind> {
@@ -197,39 +219,58 @@ pub struct Host {
     pub control: AgentControl,
     /// What it offers, as registered.
     pub spec: ContainerSpec,
+    /// How it plays capacity challenges (honest unless configured to cheat).
+    pub behaviour: dci_capacity::Behaviour,
 }
 
-/// Starts the host of data directory `dir`, running services with `program`
-/// (normally the `dci` binary itself); serves the control socket until `shutdown`.
 /// The network the host in `dir` joins (its `container.toml` names the file).
 pub fn network_of(dir: &Path) -> anyhow::Result<Network> {
     let config = HostConfig::load(dir)?;
-    let network_path = if config.network.is_absolute() { config.network.clone() } else { dir.join(&config.network) };
-    Network::load(&network_path)
+    Network::load(&resolve(dir, &config.network))
 }
 
 /// The node-signed request that bonds `amount` of the host's own account
 /// (`node:<id>`) as container stake, signed now with the host's key
 /// (created if the host never ran: an operator may bond before the first run).
 pub fn stake_request(dir: &Path, amount: dci_model::Amount) -> anyhow::Result<dci_gateway::api::NodeStakeRequest> {
-    let identity = crate::keys::load_or_create(&dir.join("container.key"))?;
-    let stake = dci_proto::NodeStake { node: identity.id(), amount, at: crate::clock::now() };
-    Ok(dci_gateway::api::NodeStakeRequest {
-        node: identity.id().to_string(),
-        amount_ath: amount.to_string(),
-        at_ms: stake.at.0,
-        signature: hex::encode(stake.sign(&identity)),
-    })
+    let identity = crate::keys::load_or_create(&dir.join(KEY_FILE))?;
+    Ok(node_stake_request(&identity, dci_proto::StakeAs::Container, amount))
 }
 
+/// The request that bonds `amount` of `identity`'s own account as `role`
+/// stake, signed now with its key.
+pub fn node_stake_request(
+    identity: &dci_proto::Identity,
+    role: dci_proto::StakeAs,
+    amount: dci_model::Amount,
+) -> dci_gateway::api::NodeStakeRequest {
+    let stake = dci_proto::NodeStake { node: identity.id(), role, amount, at: crate::clock::now() };
+    dci_gateway::api::NodeStakeRequest {
+        node: identity.id().to_string(),
+        amount_ath: amount.to_string(),
+        role: match role {
+            dci_proto::StakeAs::Container => None,
+            dci_proto::StakeAs::Checker => Some("checker".into()),
+        },
+        at_ms: stake.at.0,
+        signature: hex::encode(stake.sign(identity)),
+    }
+}
+
+/// Starts the host of data directory `dir`, running services with `program`
+/// (normally the `dci` binary itself); serves the control socket and
+/// follows its network file until `shutdown`.
 pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let config = HostConfig::load(dir)?;
-    let network_path = if config.network.is_absolute() { config.network.clone() } else { dir.join(&config.network) };
+    let network_path = resolve(dir, &config.network);
     let network = Network::load(&network_path)?;
+    let peers = crate::node::container_peers(&network)
+        .with_context(|| format!("the network file {}", network_path.display()))?;
     let services = config.services()?;
+    let behaviour = config.behaviour()?;
     let price: PricePerHour = config.price.parse().map_err(|e| anyhow::anyhow!("price: {e}"))?;
     let spec = config.spec(dir)?;
-    let identity = crate::keys::load_or_create(&dir.join("container.key"))?;
+    let identity = crate::keys::load_or_create(&dir.join(KEY_FILE))?;
     let payout = match &config.payout {
         Some(a) => AccountId::new(a).map_err(|e| anyhow::anyhow!("payout: {e}"))?,
         None => AccountId::for_node(&identity.id()),
@@ -246,18 +287,18 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     let runtime = Arc::new(Warm::new(inner, services.clone()));
     runtime.refill().await;
     let agent = AgentConfig {
-        indexer_addr: network.indexer.addr.clone(),
+        indexer_addr: peers.indexer_addr,
         listen_addr: String::new(),
         spec: spec.clone(),
         services,
         price,
         slots: config.slots,
         payout,
-        indexers: vec![network.indexer.id],
-        checkers: network.checkers.clone(),
-        gateways: network.gateways.clone(),
+        indexers: peers.indexers,
+        checkers: peers.checkers,
+        gateways: peers.gateways,
         heartbeat_interval: Duration::from_secs(1),
-        behaviour: dci_capacity::Behaviour::Honest,
+        behaviour,
     };
     let (role, control) =
         spawn_agent_controlled(identity, &config.listen, agent, runtime.clone(), shutdown.clone()).await?;
@@ -275,8 +316,22 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
             }
         }
     });
+    let follow = control.clone();
+    crate::network::watch(network_path, network, shutdown.clone(), move |n| {
+        let control = follow.clone();
+        async move {
+            match crate::node::container_peers(&n) {
+                Ok(p) => {
+                    let _ = control.peers(p).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the new network file is not usable; keeping the peers")
+                }
+            }
+        }
+    });
     serve_control(&dir.join(CONTROL_SOCKET), control.clone(), shutdown)?;
-    Ok(Host { role, control, spec })
+    Ok(Host { role, control, spec, behaviour })
 }
 
 /// Before the pre-installed services are started and kept warm (R-AG3): a
@@ -551,5 +606,26 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("slotz"));
         let c = HostConfig { runtime: "vm".into(), ..c };
         assert!(c.runtime().unwrap_err().to_string().contains("expected a runtime"));
+        // Development only: a cheat, by name.
+        assert_eq!(c.behaviour().unwrap(), dci_capacity::Behaviour::Honest);
+        let cheat = HostConfig { behaviour: Some("replay".into()), ..c.clone() };
+        assert_eq!(cheat.behaviour().unwrap(), dci_capacity::Behaviour::Replay);
+        let e = HostConfig { behaviour: Some("lazy".into()), ..c }.behaviour().unwrap_err().to_string();
+        assert!(
+            e.contains("behaviour: expected one of") && e.contains("wrong-product") && e.contains("found \"lazy\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_parses_and_a_saved_config_reads_back() {
+        let c: HostConfig = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!((c.slots, c.listen.as_str(), c.behaviour.as_deref()), (2, "0.0.0.0:7300", None));
+        let dir = tempfile::tempdir().unwrap();
+        c.save(dir.path()).unwrap();
+        assert_eq!(HostConfig::load(dir.path()).unwrap(), c);
+        std::fs::write(dir.path().join(CONTAINER_FILE), "network = 5").unwrap();
+        let e = format!("{:#}", HostConfig::load(dir.path()).unwrap_err());
+        assert!(e.contains("not a valid container config") && e.contains("network"), "{e}");
     }
 }

@@ -10,6 +10,10 @@
 //!   the wall clock, the Prometheus recorder.
 //! - [`settlement`]: the ledger backend a node settles on (embedded or evm,
 //!   one config line) and the gateway's [`settlement::NodeLedger`].
+//! - [`config`], [`network`]: a role's node config (`node.toml`) and the
+//!   network file every role takes its peers from.
+//! - [`node`]: each role built from its own data directory (`dci gateway|
+//!   indexer|checker run`, and the devnet).
 //! - [`devnet`]: the whole network on loopback in one call.
 //! - [`host`]: one container host as its own process (`dci container run`)
 //!   and its operator's control socket.
@@ -18,11 +22,14 @@
 //! spawns processes and writes files.
 
 pub mod clock;
+pub mod config;
 pub mod devnet;
 pub mod gateway;
 pub mod host;
 pub mod keys;
 pub mod metrics;
+pub mod network;
+pub mod node;
 pub mod roles;
 pub mod runtime;
 pub mod settlement;

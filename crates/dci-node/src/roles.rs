@@ -60,11 +60,14 @@ impl Bound {
     }
 }
 
-/// Starts an indexer on `bound`, restoring its registry from `store`.
+/// Starts an indexer on `bound`, restoring its registry from `store`;
+/// `inputs` carries what the node hands its core besides messages and
+/// ticks (the network's peers when the network file changes).
 pub fn spawn_indexer(
     bound: Bound,
     config: dci_indexer::Config,
     store: Arc<RecordStore>,
+    mut inputs: mpsc::Receiver<dci_indexer::Input>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RoleHandle> {
     use dci_indexer::{Indexer, Input, Output};
@@ -101,6 +104,7 @@ pub fn spawn_indexer(
             let input = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
+                Some(input) = inputs.recv() => input,
                 _ = tick.tick() => Input::Tick,
             };
             pending = match input {
@@ -150,11 +154,12 @@ fn committee_signer(identity: &Identity, domain: &dci_proto::ChainDomain, epoch:
     )
 }
 
-/// Starts a checker on `bound`.
+/// Starts a checker on `bound`; `inputs` as for [`spawn_indexer`].
 pub fn spawn_checker(
     bound: Bound,
     config: dci_checker::Config,
     identity: Identity,
+    mut inputs: mpsc::Receiver<dci_checker::Input>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RoleHandle> {
     use dci_checker::{Checker, Input, Output};
@@ -172,6 +177,7 @@ pub fn spawn_checker(
                 _ = shutdown.cancelled() => break,
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
                 Some(done) = evaluated.recv() => done,
+                Some(input) = inputs.recv() => input,
                 _ = tick.tick() => Input::Tick,
             };
             for out in core.handle(clock::now(), input) {
@@ -246,6 +252,11 @@ impl AgentControl {
     /// them in its heartbeats).
     pub async fn warm(&self, services: Vec<dci_model::ServiceName>) -> anyhow::Result<()> {
         self.commands.send(dci_agent::Input::Warm(services)).await.map_err(|_| anyhow::anyhow!("the agent has stopped"))
+    }
+
+    /// Hands the agent the network's peers (the network file changed).
+    pub async fn peers(&self, peers: dci_agent::Peers) -> anyhow::Result<()> {
+        self.commands.send(dci_agent::Input::Peers(peers)).await.map_err(|_| anyhow::anyhow!("the agent has stopped"))
     }
 
     /// The agent's status as of its last step.

@@ -195,6 +195,47 @@ impl SettlementConfig {
     }
 }
 
+/// The books' file in a gateway's data directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+
+/// Opens the ledger of the gateway whose data directory is `dir`, as its
+/// `settlement.toml` says: the embedded books (`ledger.db`, created with
+/// `genesis` if new; an existing one must have been created with it), and
+/// on `evm` the deployed contracts next to them. Blocking: the chain
+/// backend connects here.
+pub fn open(dir: &Path, genesis: &dci_ledger::Genesis) -> anyhow::Result<NodeLedger> {
+    let settings = SettlementConfig::load(dir)?;
+    let path = dir.join(LEDGER_FILE);
+    let books = match EmbeddedLedger::open(&path, genesis) {
+        Ok(b) => b,
+        Err(LedgerError::GenesisMismatch { stored, given }) => anyhow::bail!(
+            "the ledger {} was created with another genesis: expected {given} (dev_network as node.toml says), found {stored}",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("opening the ledger {}", path.display())),
+    };
+    match settings.backend {
+        Backend::Embedded => Ok(NodeLedger::embedded(books)),
+        Backend::Evm => {
+            let file = SettlementConfig::path(dir);
+            let evm = settings.evm.clone().with_context(|| {
+                format!(
+                    "{}: backend evm: expected an [evm] section (`dci chain deploy` writes it), found none",
+                    file.display()
+                )
+            })?;
+            let dep = evm.deployment.clone().with_context(|| {
+                format!("{}: evm.deployment: expected the contracts' addresses (`dci chain deploy` writes them), found none", file.display())
+            })?;
+            let queue = RecordStore::open(&path, QUEUE_TABLE)?;
+            let (url, key) = (evm.rpc_url.clone(), evm.settler_key.clone());
+            let chain = OnThread::spawn("dci-chain", move || Ok(EvmLedger::connect(&url, &key, &dep)?))
+                .with_context(|| format!("connecting to the dci ledger at {}", evm.rpc_url))?;
+            Ok(NodeLedger::on_chain(books, chain, queue, &settings)?)
+        }
+    }
+}
+
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
 /// A value (a [`Settlement`] backend) that lives on its own OS thread,
@@ -845,5 +886,18 @@ mod tests {
         assert_eq!(back.ops[0].op, q.ops[0].op);
         let f = back.in_flight.unwrap();
         assert_eq!((f.id, f.nonce), ([9; 32], 41));
+    }
+
+    #[test]
+    fn a_gateway_opens_its_books_only_with_the_genesis_they_were_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let books = open(dir.path(), &Genesis::devnet()).unwrap();
+        assert_eq!(books.backend(), Backend::Embedded);
+        drop(books);
+        let e = open(dir.path(), &Genesis::default()).err().unwrap().to_string();
+        assert!(e.contains("was created with another genesis") && e.contains("dev_network"), "{e}");
+        std::fs::write(SettlementConfig::path(dir.path()), "backend = \"evm\"\n").unwrap();
+        let e = format!("{:#}", open(dir.path(), &Genesis::devnet()).err().unwrap());
+        assert!(e.contains("backend evm: expected an [evm] section"), "{e}");
     }
 }

@@ -51,7 +51,8 @@ async fn bad_messages_are_rejected_and_change_nothing() {
     let transport = bound.transport();
     let addr = bound.addr();
     let config = dci_indexer::Config::new("127.0.0.1:9", vec![], vec![]);
-    let _indexer = spawn_indexer(bound, config, store.clone(), shutdown.clone()).unwrap();
+    let (_peers, inputs) = tokio::sync::mpsc::channel(1);
+    let _indexer = spawn_indexer(bound, config, store.clone(), inputs, shutdown.clone()).unwrap();
 
     let honest = Identity::from_secret([2; 32]);
     let intruder = Identity::from_secret([3; 32]);

@@ -25,6 +25,6 @@ pub use envelope::{
     FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, Opened, Opener, ProtoError, VERSION, frame, frame_len, seal,
 };
 pub use messages::*;
-pub use node_request::NodeStake;
+pub use node_request::{NodeStake, StakeAs};
 pub use receipt::{ReceiptError, SignedReceipt, UsageReceipt};
 pub use route::{ConnId, Inbound, Net};

@@ -97,6 +97,17 @@ enum Command {
     /// Container host commands (for GPU providers).
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// A gateway as its own process: the public API, sessions, the ledger,
+    /// the epoch committee's coordinator.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// An indexer as its own process: registrations, heartbeats, matching.
+    #[command(subcommand)]
+    Indexer(IndexerCommand),
+    /// A checker as its own process: proofs of capacity, in-service
+    /// evaluations, the committee's votes.
+    #[command(subcommand)]
+    Checker(CheckerCommand),
     /// The evm settlement backend's contracts.
     #[command(subcommand)]
     Chain(ChainCommand),
@@ -209,13 +220,19 @@ enum ContainerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run this host as a container of a network, until Ctrl-C: reads
-    /// `<data-dir>/container.toml` (services kept warm, price, slots,
-    /// runtime, location; see the README) and the network file it names
-    /// (`dci devnet` writes `network.toml` in its data directory).
+    /// Run this host as a container of a network, until Ctrl-C.
+    ///
+    /// Reads `<data-dir>/container.toml` (`network`, `listen`, `services` kept
+    /// warm, `price`, `slots`, `runtime`, `location`, bandwidths, `payout`,
+    /// development-only `simulated_gpu` and `behaviour`;
+    /// `--print-example` prints a commented one) and the network file it
+    /// names (`dci devnet` writes `network.toml` in its data directory).
     Run {
         #[command(flatten)]
         host: HostArgs,
+        /// Print an example container.toml explaining every key, and exit.
+        #[arg(long)]
+        print_example: bool,
     },
     /// Lock the running host for maintenance (`on`: unschedulable; its
     /// sessions move to other containers, or with --drain finish first) or
@@ -258,6 +275,114 @@ enum ContainerCommand {
     },
 }
 
+/// Where a role's node runs from.
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// The node's data directory (node.toml, its key, its state); default
+    /// ~/.local/share/dci/<role>.
+    #[arg(long, env = "DCI_NODE_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn dir(&self, role: &str) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| default_data_dir().with_file_name(role))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayCommand {
+    /// Run this gateway until SIGINT/SIGTERM (running sessions are settled
+    /// first).
+    ///
+    /// Reads <data-dir>/node.toml: `listen` (host:port, a fixed
+    /// port), `network` (the network file), `key` (default node.key),
+    /// `id` (optional check), `api_listen` (default 127.0.0.1:8700),
+    /// `epoch_secs` (default 900), `committee_size` (default 3),
+    /// `dev_network` (default false), `consumer` (optional, development);
+    /// its ledger is <data-dir>/settlement.toml and ledger.db.
+    /// `--print-example` prints a commented node.toml.
+    Run {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print an example node.toml explaining every key, and exit.
+        #[arg(long)]
+        print_example: bool,
+    },
+    /// Print this gateway's id and its entry for the network file (its key
+    /// is created if missing).
+    Id {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IndexerCommand {
+    /// Run this indexer until SIGINT/SIGTERM.
+    ///
+    /// Reads <data-dir>/node.toml:
+    /// `listen` (host:port, a fixed port), `network` (the network file),
+    /// `key` (default node.key), `id` (optional check),
+    /// `inspect_every_secs` (default 3600); its registry is
+    /// <data-dir>/indexer.db. `--print-example` prints a commented node.toml.
+    Run {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print an example node.toml explaining every key, and exit.
+        #[arg(long)]
+        print_example: bool,
+    },
+    /// Print this indexer's id and its entry for the network file (its key
+    /// is created if missing).
+    Id {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckerCommand {
+    /// Run this checker until SIGINT/SIGTERM.
+    ///
+    /// Reads <data-dir>/node.toml:
+    /// `listen` (host:port, a fixed port), `network` (the network file),
+    /// `key` (default node.key), `id` (optional check), `challenge_n`
+    /// (default 256), `min_deadline_secs` (default 10), `evaluation`
+    /// (devnet or production, default devnet). `--print-example` prints a
+    /// commented node.toml.
+    Run {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print an example node.toml explaining every key, and exit.
+        #[arg(long)]
+        print_example: bool,
+    },
+    /// Print this checker's id and its entry for the network file, with its
+    /// VRF key and chain signer (its key is created if missing).
+    Id {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Bond checker stake from this checker's own account (`node:<id>`),
+    /// signed with its node key: the gateway seats staked checkers on the
+    /// committee from the next epoch. Fund the account first, e.g. `dci
+    /// transfer node:<id> 1000`.
+    Stake {
+        /// ATH to bond, e.g. 1000.
+        amount: String,
+        /// The gateway's API (default: the first gateway's `api` in the
+        /// network file the checker's node.toml names).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum OnOff {
     On,
@@ -293,13 +418,14 @@ enum ChainCommand {
         /// Default: anvil's first dev key (public: never use it on a real chain).
         #[arg(long, env = "DCI_SETTLER_KEY", hide_env_values = true)]
         settler_key: Option<String>,
-        /// Data directory whose settlement.toml receives the addresses.
+        /// The gateway's data directory, whose settlement.toml receives the
+        /// addresses (a devnet's data directory: its gateway/).
         #[arg(long, env = "DCI_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// The genesis committee (epoch 0's, trusted on deploy: it signs the
         /// next committee): the staked checkers' chain signer addresses,
-        /// comma-separated. Default: the checkers whose keys are in the data
-        /// directory (keys/checker*.key).
+        /// comma-separated. Default: the checkers of the network file the
+        /// gateway's node.toml names.
         #[arg(long, value_delimiter = ',')]
         committee: Vec<dci_chain::Address>,
         /// Print JSON.
@@ -318,7 +444,8 @@ enum ChainCommand {
 enum LedgerCommand {
     /// Recompute the supply from every account and escrow and check it equals the total (R-LG5).
     Check {
-        /// Devnet data directory holding ledger.db.
+        /// The gateway's data directory holding ledger.db (a devnet's data
+        /// directory: its gateway/).
         #[arg(long, env = "DCI_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Print JSON.
@@ -370,25 +497,29 @@ struct DevnetArgs {
     settlement: Option<Backend>,
 }
 
-/// The chain signers of the checkers whose keys are in `dir`/keys (the
-/// devnet's `checker.key`, `checker-1.key`, ...): the default genesis
-/// committee of `dci chain deploy`.
+/// The chain signers of the checkers of the network file the gateway of
+/// `dir` joins: the default genesis committee of `dci chain deploy`.
 fn checker_signers(dir: &std::path::Path) -> anyhow::Result<Vec<dci_chain::Address>> {
-    let keys = dir.join("keys");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&keys)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    paths.retain(|p| {
-        let name = p.file_name().unwrap_or_default().to_string_lossy();
-        name.starts_with("checker") && name.ends_with(".key")
-    });
-    paths.sort();
+    use dci_node::config::NodeFile;
+    let network = dci_node::config::GatewayConfig::load(dir)
+        .and_then(|c| c.network(dir))
+        .context("no genesis committee: expected --committee <address,...> (the staked checkers' chain signers) or a gateway data directory whose network file lists its checkers")?;
     anyhow::ensure!(
-        !paths.is_empty(),
-        "no genesis committee: expected --committee <address,...> (the staked checkers' chain signers) or checker keys in {}",
-        keys.display()
+        !network.checkers.is_empty(),
+        "no genesis committee: expected --committee <address,...> or checkers in the network file, found none"
     );
-    paths.iter().map(|p| Ok(dci_chain::node_signer(&dci_node::keys::load_or_create(p)?).address())).collect()
+    Ok(network.checkers.iter().map(|c| dci_chain::Address::from(c.chain_signer)).collect())
+}
+
+/// Opens a gateway's books as they were created: a dev network's genesis,
+/// else the default one.
+fn open_books(path: &std::path::Path) -> anyhow::Result<dci_ledger::EmbeddedLedger> {
+    match dci_ledger::EmbeddedLedger::open(path, &dci_ledger::Genesis::devnet()) {
+        Err(dci_ledger::LedgerError::GenesisMismatch { .. }) => {
+            Ok(dci_ledger::EmbeddedLedger::open(path, &dci_ledger::Genesis::default())?)
+        }
+        other => Ok(other?),
+    }
 }
 
 fn parse_behaviour(s: &str) -> Result<dci_capacity::Behaviour, String> {
@@ -901,7 +1032,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Container(ContainerCommand::Run { host }) => container_run(host).await,
+        Command::Container(ContainerCommand::Run { print_example: true, .. }) => {
+            print!("{}", dci_node::host::EXAMPLE);
+            Ok(())
+        }
+        Command::Container(ContainerCommand::Run { host, print_example: false }) => container_run(host).await,
+        Command::Gateway(GatewayCommand::Run { print_example: true, .. }) => {
+            print!("{}", <dci_node::config::GatewayConfig as dci_node::config::NodeFile>::EXAMPLE);
+            Ok(())
+        }
+        Command::Indexer(IndexerCommand::Run { print_example: true, .. }) => {
+            print!("{}", <dci_node::config::IndexerConfig as dci_node::config::NodeFile>::EXAMPLE);
+            Ok(())
+        }
+        Command::Checker(CheckerCommand::Run { print_example: true, .. }) => {
+            print!("{}", <dci_node::config::CheckerConfig as dci_node::config::NodeFile>::EXAMPLE);
+            Ok(())
+        }
+        Command::Gateway(GatewayCommand::Run { node, print_example: false }) => gateway_run(node.dir("gateway")).await,
+        Command::Indexer(IndexerCommand::Run { node, print_example: false }) => {
+            role_run("indexer", node.dir("indexer")).await
+        }
+        Command::Checker(CheckerCommand::Run { node, print_example: false }) => {
+            role_run("checker", node.dir("checker")).await
+        }
+        Command::Gateway(GatewayCommand::Id { node }) => node_id("gateway", node.dir("gateway")),
+        Command::Indexer(IndexerCommand::Id { node }) => node_id("indexer", node.dir("indexer")),
+        Command::Checker(CheckerCommand::Id { node }) => node_id("checker", node.dir("checker")),
+        Command::Checker(CheckerCommand::Stake { amount, api, node, json }) => {
+            use dci_node::config::NodeFile;
+            init_logs("warn");
+            let amount = dci_ledger::parse_amount(&amount).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
+            let dir = node.dir("checker");
+            let config = dci_node::config::CheckerConfig::load(&dir)?;
+            let identity = config.identity(&dir)?;
+            let api = match api {
+                Some(a) => a,
+                None => config
+                    .network(&dir)?
+                    .api()
+                    .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
+            };
+            let req = dci_node::host::node_stake_request(&identity, dci_proto::StakeAs::Checker, amount);
+            let account = format!("node:{}", req.node);
+            let b = Client::new(api, None).node_stake(&req).await.map_err(|e| {
+                anyhow::anyhow!("{e}\n(the stake is bonded from the checker's own account {account}: fund it first, e.g. `dci transfer {account} {amount}`)")
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                println!(
+                    "bonded {amount} ATH for {}: staked {} ATH, balance {} ATH",
+                    b.account, b.staked_ath, b.balance_ath
+                );
+            }
+            Ok(())
+        }
         Command::Container(ContainerCommand::Maintenance { state, drain, host }) => {
             init_logs("warn");
             let req = dci_node::host::ControlRequest::Maintenance { on: state == OnOff::On, drain };
@@ -921,7 +1107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let api = match api {
                 Some(a) => a,
                 None => dci_node::host::network_of(&dir)?
-                    .api
+                    .api()
                     .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
             };
             let req = dci_node::host::stake_request(&dir, amount)?;
@@ -956,7 +1142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Chain(ChainCommand::Deploy { rpc_url, settler_key, data_dir, committee, json }) => {
             init_logs("warn");
-            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let dir = dci_node::devnet::gateway_dir_of(&data_dir.unwrap_or_else(default_data_dir));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let key = settler_key.unwrap_or_else(|| dci_chain::DEV_KEYS[0].to_owned());
             let committee = if committee.is_empty() { checker_signers(&dir)? } else { committee };
@@ -992,9 +1178,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ledger(LedgerCommand::Check { data_dir, json }) => {
             init_logs("warn");
-            let dir = data_dir.unwrap_or_else(default_data_dir);
-            let path = dir.join("ledger.db");
-            anyhow::ensure!(path.exists(), "no ledger at {}: start `dci devnet` or pass --data-dir", path.display());
+            let dir = dci_node::devnet::gateway_dir_of(&data_dir.unwrap_or_else(default_data_dir));
+            let path = dir.join(dci_node::settlement::LEDGER_FILE);
+            anyhow::ensure!(
+                path.exists(),
+                "no ledger at {}: start `dci devnet` or pass --data-dir (a gateway's data directory)",
+                path.display()
+            );
             let settings = SettlementConfig::load(&dir)?;
             let t0 = Instant::now();
             let report = match (settings.backend, settings.evm) {
@@ -1010,9 +1200,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Backend::Evm, _) => {
                     anyhow::bail!("{}: backend evm but no deployment yet", SettlementConfig::path(&dir).display())
                 }
-                (Backend::Embedded, _) => {
-                    dci_ledger::EmbeddedLedger::open(&path, &dci_ledger::Genesis::devnet())?.check_invariant()?
-                }
+                (Backend::Embedded, _) => open_books(&path)?.check_invariant()?,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1083,7 +1271,10 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     println!("  data dir   {}", data_dir.display());
     println!("  gateway    node {}  id {}", net.gateway.addr(), net.gateway.id());
     match &net.chain {
-        None => println!("  ledger     embedded ({})", data_dir.join("ledger.db").display()),
+        None => println!(
+            "  ledger     embedded ({})",
+            data_dir.join(dci_node::devnet::GATEWAY_DIR).join(dci_node::settlement::LEDGER_FILE).display()
+        ),
         Some(c) => println!(
             "  ledger     evm on {}{}  token {}  ledger {}",
             c.rpc_url,
@@ -1095,7 +1286,10 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
     println!(
         "  network    {}  (other hosts join with `dci container run`)",
-        data_dir.join(dci_node::host::NETWORK_FILE).display()
+        data_dir.join(dci_node::network::NETWORK_FILE).display()
+    );
+    println!(
+        "  roles      each in its own directory there, with its node config: gateway/, indexer/, checker-N/, container-N/"
     );
     println!("  containers");
     for c in &net.containers {
@@ -1138,6 +1332,54 @@ async fn container_run(args: HostArgs) -> anyhow::Result<()> {
     wait_for_signal().await;
     shutdown.cancel();
     let _ = host.role.task.await;
+    Ok(())
+}
+
+/// `dci indexer run`, `dci checker run`: one role until SIGINT/SIGTERM.
+async fn role_run(role: &str, dir: PathBuf) -> anyhow::Result<()> {
+    init_logs("info");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = match role {
+        "indexer" => dci_node::node::start_indexer(&dir, shutdown.clone()).await?,
+        _ => dci_node::node::start_checker(&dir, shutdown.clone()).await?,
+    };
+    println!("DCI {role} {}", handle.id);
+    println!("  listening  {}", handle.addr);
+    println!("  data dir   {}", dir.display());
+    println!("Ctrl-C stops");
+    wait_for_signal().await;
+    shutdown.cancel();
+    let _ = handle.task.await;
+    println!("stopped");
+    Ok(())
+}
+
+/// `dci gateway run`: until SIGINT/SIGTERM; running sessions are settled first.
+async fn gateway_run(dir: PathBuf) -> anyhow::Result<()> {
+    init_logs("info");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gw = dci_node::node::start_gateway(&dir, shutdown.clone(), None).await?;
+    println!("DCI gateway {}", gw.role.id);
+    println!("  listening  {}", gw.role.addr);
+    println!("  API        {}  (OpenAPI: {}/openapi.json)", gw.api_url, gw.api_url);
+    println!("  data dir   {}", dir.display());
+    if let Some(c) = &gw.client {
+        println!("  consumer   {}  (API key in {})", c.account, dir.join(CLIENT_FILE).display());
+    }
+    println!("Ctrl-C stops");
+    wait_for_signal().await;
+    println!("stopping: settling running sessions...");
+    gw.settle().await;
+    shutdown.cancel();
+    gw.join().await;
+    println!("stopped");
+    Ok(())
+}
+
+/// `dci <role> id`: the node's entry for the network file.
+fn node_id(role: &str, dir: PathBuf) -> anyhow::Result<()> {
+    init_logs("warn");
+    print!("{}", dci_node::node::entry(role, &dir)?);
     Ok(())
 }
 

@@ -63,7 +63,7 @@ fn registration(key: &Identity, addr: &str) -> Registration {
 /// the devnet's ledger (as a faucet would).
 fn bond(dir: &std::path::Path, key: &Identity) {
     use dci_ledger::{EmbeddedLedger, Genesis, LedgerOp, StakeRole, Transfer};
-    let mut ledger = EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::devnet()).unwrap();
+    let mut ledger = EmbeddedLedger::open(dir.join("gateway").join("ledger.db"), &Genesis::devnet()).unwrap();
     let account = AccountId::for_node(&key.id());
     let stake = dci_ledger::params::DEFAULT_MIN_CONTAINER_STAKE;
     let fund = Transfer { from: dci_ledger::accounts::liquidity(), to: account.clone(), amount: stake };
@@ -90,7 +90,7 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let net = Devnet::start_expecting(dir, free_port(), 2, &["--inspect-every-secs", "2"], "2/2");
-    let indexer = dci_node::host::Network::load(&dir.join("network.toml")).unwrap().indexer;
+    let indexer = dci_node::network::Network::load(&dir.join("network.toml")).unwrap().indexers[0].clone();
     let (victim_short, victim_addr) = victim(&net);
     let find = |list: &[ContainerInfo], id: &str| list.iter().find(|c| c.id.starts_with(id)).cloned();
     let before = find(&cli_json::<Vec<ContainerInfo>>(dir, &["containers"]), &victim_short).expect("the victim");

@@ -17,7 +17,7 @@ mod common;
 use common::{DCI, Devnet, cli, cli_json, free_port};
 
 fn ledger(dir: &Path) -> EmbeddedLedger {
-    EmbeddedLedger::open(dir.join("ledger.db"), &Genesis::devnet()).unwrap()
+    EmbeddedLedger::open(dir.join("gateway").join("ledger.db"), &Genesis::devnet()).unwrap()
 }
 
 #[test]
@@ -384,7 +384,8 @@ fn container_probe_explains_a_missing_gpu() {
 /// `dci devnet --runtime docker` runs sessions as containers on a real
 /// Docker engine (started by the devnet on first use): the service answers,
 /// the engine shows the session's CPU, memory and pids limits, and stopping
-/// the session removes its container.
+/// the session removes its container (a warm one, started before the
+/// session and found by the port its log announced).
 #[test]
 fn a_session_runs_in_the_docker_runtime_with_its_limits() {
     let tmp = tempfile::tempdir().unwrap();
@@ -405,9 +406,19 @@ fn a_session_runs_in_the_docker_runtime_with_its_limits() {
         assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    let label = format!("label=dci.session={session}");
-    let id = docker(&["ps", "-q", "--filter", &label]);
-    assert!(!id.is_empty(), "no container for session {session}");
+    // The session took a warm instance (started before it, under the
+    // instance's own id): the one whose log announced the endpoint's port.
+    let port = endpoint.rsplit(':').next().unwrap().trim_end_matches('/').to_owned();
+    let logs = |id: &str| {
+        let out = Command::new("docker").arg("-H").arg(&host).args(["logs", id]).output().expect("the docker CLI");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let all = docker(&["ps", "-q", "--filter", "label=dci.session"]);
+    let id = all
+        .lines()
+        .find(|id| logs(id).lines().any(|l| l.contains("listening on") && l.trim_end().ends_with(&format!(":{port}"))))
+        .unwrap_or_else(|| panic!("no container for session {session} listening on port {port}"))
+        .to_owned();
     let limits = docker(&[
         "inspect",
         "--format",
@@ -418,7 +429,8 @@ fn a_session_runs_in_the_docker_runtime_with_its_limits() {
 
     let (ok, _, err) = cli(dir, &["stop", &session]);
     assert!(ok, "stop failed: {err}");
-    assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "", "the session's container was not removed");
+    let filter = format!("id={id}");
+    assert_eq!(docker(&["ps", "-aq", "--filter", &filter]), "", "the session's container was not removed");
 }
 
 /// An outsider with a fresh key sends 3,000 forged `Matched` messages to the
@@ -473,7 +485,7 @@ fn forged_matches_earn_an_outsider_nothing() {
         assert!(std::time::Instant::now() < deadline, "no epoch distributed within 60 s");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let indexer = dci_node::host::Network::load(&dir.join("network.toml")).unwrap().indexer.id;
+    let indexer = dci_node::network::Network::load(&dir.join("network.toml")).unwrap().indexers[0].id;
     let mut indexer_paid = false;
     for epoch in 0..=latest_epoch(dir).unwrap() {
         let e = epoch.to_string();

@@ -42,9 +42,9 @@ fn ath(s: &str) -> Amount {
     s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
 }
 
-/// The chain the devnet wrote to its settlement.toml.
+/// The chain the devnet wrote to its gateway's settlement.toml.
 fn chain(dir: &Path) -> EvmConfig {
-    let c = SettlementConfig::load(dir).unwrap();
+    let c = SettlementConfig::load(&dir.join("gateway")).unwrap();
     assert_eq!(c.backend, Backend::Evm);
     let evm = c.evm.expect("an [evm] section");
     assert!(evm.anvil && evm.deployment.is_some(), "{evm:?}");
@@ -108,7 +108,12 @@ fn sessions_settle_in_one_batch_on_anvil_and_cast_reads_the_same_balances() {
     let dir = tmp.path();
     // Settlement is queued and sent when 3 ops wait (the epoch, 600 s here,
     // would flush it too).
-    std::fs::write(SettlementConfig::path(dir), "backend = \"evm\"\nflush = \"epoch\"\nmax_queue = 3\n").unwrap();
+    std::fs::create_dir_all(dir.join("gateway")).unwrap();
+    std::fs::write(
+        SettlementConfig::path(&dir.join("gateway")),
+        "backend = \"evm\"\nflush = \"epoch\"\nmax_queue = 3\n",
+    )
+    .unwrap();
     let port = free_port();
     let net = evm_devnet(dir, port, 2, 2, "2/2", &[]);
     let evm = chain(dir);

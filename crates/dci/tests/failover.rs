@@ -72,7 +72,7 @@ fn bond_host(net_dir: &Path, host_dir: &Path) -> dci_proto::Identity {
     assert!(ok && out.contains("staked 100 ATH"), "dci container stake: {out}{err}");
     // A copy of a signed request is refused, and so is a stake by a stranger's key.
     let mut req = dci_node::host::stake_request(host_dir, Amount::ath(1)).unwrap();
-    let api = dci_node::host::network_of(host_dir).unwrap().api.unwrap();
+    let api = dci_node::host::network_of(host_dir).unwrap().api().unwrap();
     let post = |req: &dci_gateway::api::NodeStakeRequest| {
         reqwest::blocking::Client::new()
             .post(format!("{api}/v1/node-stake"))
@@ -265,7 +265,7 @@ fn operator_control_and_failover_after_sigkill() {
 
     // The ledger: the host's account holds its share of both of its placements.
     drop(net);
-    let ledger = EmbeddedLedger::open(net_dir.join("ledger.db"), &Genesis::devnet()).unwrap();
+    let ledger = EmbeddedLedger::open(net_dir.join("gateway").join("ledger.db"), &Genesis::devnet()).unwrap();
     let host_account = AccountId::for_node(&host.id.parse::<NodeId>().unwrap());
     assert!(ledger.balance(&host_account).unwrap().0 > 0, "the dead host was paid for what it delivered");
     ledger.check_invariant().expect("supply conserved");

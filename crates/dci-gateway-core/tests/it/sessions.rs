@@ -6,7 +6,7 @@ use dci_gateway_core::{Command, GatewayError, Reply, Status, token_charge};
 use dci_model::{Amount, SessionId};
 use dci_proto::Message;
 
-use crate::world::{FUNDS, Host, INDEXER_ADDR, World, consumer};
+use crate::world::{FUNDS, Host, INDEXER_ADDR, World, consumer, identity};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -317,4 +317,28 @@ fn stop_all_settles_every_running_session() {
     assert_eq!(w.reply(all), Some(&Ok(Reply::Done)));
     assert_eq!(w.record(sa.id).status, Status::Stopped);
     w.settled_cleanly();
+}
+
+/// The network file changed: the indexer moved (a new node at a new
+/// address). Matches go to it from then on, and the old indexer's answers
+/// are refused.
+#[test]
+fn a_moved_indexer_is_asked_and_the_old_one_is_no_longer_trusted() {
+    let mut w = World::new();
+    let new = identity(40);
+    let peer = dci_gateway_core::Peer { id: new.id(), addr: "10.9.9.9:7100".into() };
+    w.input(dci_gateway_core::Input::Peers { indexers: vec![peer], checkers: vec![] });
+    w.deploy("render", 1);
+    let (addr, msg) = w.sent_of("match").last().cloned().expect("a match was asked");
+    assert_eq!(addr, "10.9.9.9:7100");
+    let request_id = match msg {
+        Message::Match { request_id, .. } => request_id,
+        other => panic!("{other:?}"),
+    };
+    let (old, host) = (w.indexer.clone(), Host::new(10, "1"));
+    let before = w.rejected.len();
+    w.from(&old, Message::Matched { request_id, offer: host.offer() });
+    assert_eq!(w.rejected.len(), before + 1, "the old indexer's answer is refused");
+    w.from(&new, Message::Matched { request_id, offer: host.offer() });
+    assert!(w.try_start_asked(&host).is_some(), "the moved indexer's answer places the session");
 }

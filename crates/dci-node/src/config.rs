@@ -1,0 +1,471 @@
+//! The node config of each role that runs on its own (`dci gateway|indexer|
+//! checker run`): ONE file, `node.toml`, in the node's data directory.
+//! TOML, unknown keys refused, ids as 64 hex digits; a listen address with
+//! a fixed port (a restart keeps the address the network file gives
+//! others), the key file (created 0600 if missing), and the network file it
+//! joins ([`crate::network`]). Relative paths are from the data directory.
+//! A container host's config is `container.toml` ([`crate::host`]).
+//!
+//! Each role's keys, with their defaults, are in its `EXAMPLE`, which
+//! `dci <role> run --print-example` prints.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use dci_model::{AccountId, Amount, NodeId};
+use dci_proto::Identity;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::network::{Network, check_addr, opt_hex_id, resolve};
+
+/// The node config's name in a data directory.
+pub const NODE_FILE: &str = "node.toml";
+/// The default key file, in the data directory.
+pub const DEFAULT_KEY_FILE: &str = "node.key";
+
+fn default_key() -> PathBuf {
+    PathBuf::from(DEFAULT_KEY_FILE)
+}
+
+/// What every role's node config has.
+#[derive(Clone, Copy, Debug)]
+pub struct Base<'a> {
+    /// The node id the key file must hold (optional, a check).
+    pub id: Option<NodeId>,
+    /// Where it listens for node messages.
+    pub listen: &'a str,
+    /// Its key file.
+    pub key: &'a Path,
+    /// The network file it joins.
+    pub network: &'a Path,
+}
+
+/// A role's node config.
+pub trait NodeFile: DeserializeOwned + Serialize + Sized {
+    /// The role, as the command names it (`dci <role> run`).
+    const ROLE: &'static str;
+    /// A commented example: every key, its meaning and its default.
+    const EXAMPLE: &'static str;
+    /// The keys every role has.
+    fn base(&self) -> Base<'_>;
+    /// The role's own checks (the base keys are checked before).
+    fn validate(&self) -> anyhow::Result<()>;
+
+    /// Parses and checks `text`.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let c: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        check_addr("listen", c.base().listen)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and checks `<dir>/node.toml`.
+    fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(NODE_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {} (`dci {} run --print-example` shows one)", path.display(), Self::ROLE)
+        })?;
+        Self::parse(&text).with_context(|| format!("{}: not a valid {} config", path.display(), Self::ROLE))
+    }
+
+    /// Writes it to `<dir>/node.toml`.
+    fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text = format!(
+            "# The {role}'s node config (`dci {role} run --print-example` explains every key).\n{}",
+            toml::to_string_pretty(self)?,
+            role = Self::ROLE
+        );
+        crate::keys::write_private(&dir.join(NODE_FILE), &text)
+    }
+
+    /// The node's key (created 0600 if missing), checked against `id`.
+    fn identity(&self, dir: &Path) -> anyhow::Result<Identity> {
+        let base = self.base();
+        let path = resolve(dir, base.key);
+        let identity = crate::keys::load_or_create(&path)?;
+        if let Some(id) = base.id {
+            anyhow::ensure!(
+                id == identity.id(),
+                "id: expected the id of the key file {} ({}), found {id}",
+                path.display(),
+                identity.id()
+            );
+        }
+        Ok(identity)
+    }
+
+    /// Where the network file is.
+    fn network_path(&self, dir: &Path) -> PathBuf {
+        resolve(dir, self.base().network)
+    }
+
+    /// The network file it joins.
+    fn network(&self, dir: &Path) -> anyhow::Result<Network> {
+        Network::load(&self.network_path(dir))
+    }
+}
+
+/// `dci indexer run`: `node.toml` of an indexer. Its registry of containers
+/// is `<data-dir>/indexer.db`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexerConfig {
+    /// The node id its key must hold (optional; catches a config copied
+    /// with the wrong key).
+    #[serde(default, with = "opt_hex_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<NodeId>,
+    /// Where it listens for node messages, `host:port` with a fixed port.
+    pub listen: String,
+    /// Its key file (default `node.key`).
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// The network file it joins.
+    pub network: PathBuf,
+    /// Each schedulable container is inspected at random about once per
+    /// this many seconds (default 3600).
+    #[serde(default = "default_inspect_every")]
+    pub inspect_every_secs: u64,
+}
+
+fn default_inspect_every() -> u64 {
+    dci_indexer::DEFAULT_STANDBY_EVERY.as_secs()
+}
+
+impl NodeFile for IndexerConfig {
+    const ROLE: &'static str = "indexer";
+    const EXAMPLE: &'static str = r#"# <data-dir>/node.toml of `dci indexer run`. Relative paths are from the data
+# directory; its registry of containers is <data-dir>/indexer.db.
+
+# Optional: the node id its key file must hold (64 hex digits; `dci indexer id` prints it).
+# id = "..."
+# Where it listens for node messages: host:port, a fixed port (required).
+listen = "0.0.0.0:7100"
+# Its ed25519 key, created 0600 if missing (default "node.key").
+key = "node.key"
+# The network file it joins (required): trusted gateways (the first is its
+# stake oracle) and checkers (the first inspects before any committee).
+network = "network.toml"
+# Each schedulable container is inspected at random about once per this many
+# seconds (default 3600).
+inspect_every_secs = 3600
+"#;
+
+    fn base(&self) -> Base<'_> {
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.inspect_every_secs >= 1, "inspect_every_secs: expected at least 1, found 0");
+        Ok(())
+    }
+}
+
+/// How a checker judges in-service evaluations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Floor {
+    /// What the devnet's CPU renderers sustain on a shared machine.
+    #[default]
+    Devnet,
+    /// What an interactive stream must sustain in production.
+    Production,
+}
+
+impl Floor {
+    /// The checker core's floor.
+    pub fn floor(self) -> dci_checker::EvaluationFloor {
+        match self {
+            Floor::Devnet => dci_checker::EvaluationFloor::DEVNET,
+            Floor::Production => dci_checker::EvaluationFloor::PRODUCTION,
+        }
+    }
+}
+
+/// `dci checker run`: `node.toml` of a checker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckerConfig {
+    /// The node id its key must hold (optional).
+    #[serde(default, with = "opt_hex_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<NodeId>,
+    /// Where it listens for node messages, `host:port` with a fixed port.
+    pub listen: String,
+    /// Its key file (default `node.key`).
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// The network file it joins.
+    pub network: PathBuf,
+    /// The largest proof-of-capacity dimension n (default 256; a
+    /// production network uses 16384).
+    #[serde(default = "default_challenge_n")]
+    pub challenge_n: u32,
+    /// No challenge deadline is shorter than this many seconds (default 10,
+    /// for shared machines; 0 in production).
+    #[serde(default = "default_min_deadline")]
+    pub min_deadline_secs: u64,
+    /// The in-service evaluation floor: `devnet` (default) or `production`.
+    #[serde(default)]
+    pub evaluation: Floor,
+}
+
+fn default_challenge_n() -> u32 {
+    256
+}
+fn default_min_deadline() -> u64 {
+    10
+}
+
+impl NodeFile for CheckerConfig {
+    const ROLE: &'static str = "checker";
+    const EXAMPLE: &'static str = r#"# <data-dir>/node.toml of `dci checker run`. Relative paths are from the data
+# directory.
+
+# Optional: the node id its key file must hold (64 hex digits; `dci checker id`
+# prints it, with the VRF key and chain signer the network file lists).
+# id = "..."
+# Where it listens for node messages: host:port, a fixed port (required).
+listen = "0.0.0.0:7200"
+# Its ed25519 key, created 0600 if missing (default "node.key"); its committee
+# VRF key and chain signer derive from it.
+key = "node.key"
+# The network file it joins (required): the indexers it takes inspections from
+# (verdicts go to the first), the first gateway as its epoch coordinator, and
+# every checker's chain signer.
+network = "network.toml"
+# The largest proof-of-capacity matrix dimension (default 256; production 16384).
+challenge_n = 256
+# No challenge deadline is shorter than this many seconds (default 10; production 0).
+min_deadline_secs = 10
+# In-service evaluation floor: "devnet" (default) or "production".
+evaluation = "devnet"
+"#;
+
+    fn base(&self) -> Base<'_> {
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        // The core's own checks, with the peers left aside.
+        let mut c = dci_checker::Config::devnet("unset:1", vec![NodeId([0; 32])]);
+        c.challenge_n = self.challenge_n;
+        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+}
+
+impl CheckerConfig {
+    /// The shortest challenge deadline.
+    pub fn min_deadline(&self) -> Duration {
+        Duration::from_secs(self.min_deadline_secs)
+    }
+}
+
+/// A consumer account the gateway creates when it creates its books
+/// (development networks): funded from the liquidity pool, its API key
+/// written to `<data-dir>/client.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// The account, e.g. `consumer:devnet`.
+    pub account: String,
+    /// ATH it is given, e.g. "10000".
+    pub funds: String,
+}
+
+impl Consumer {
+    /// The account and the amount.
+    pub fn parse(&self) -> anyhow::Result<(AccountId, Amount)> {
+        let account = AccountId::new(&self.account).map_err(|e| anyhow::anyhow!("consumer.account: {e}"))?;
+        let funds = dci_ledger::parse_amount(&self.funds).map_err(|e| anyhow::anyhow!("consumer.funds: {e}"))?;
+        Ok((account, funds))
+    }
+}
+
+/// `dci gateway run`: `node.toml` of a gateway. Its ledger is the data
+/// directory's `settlement.toml` (backend) and `ledger.db` (the embedded
+/// books), its sessions `gateway.db`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The node id its key must hold (optional).
+    #[serde(default, with = "opt_hex_id", skip_serializing_if = "Option::is_none")]
+    pub id: Option<NodeId>,
+    /// Where it listens for node messages, `host:port` with a fixed port.
+    pub listen: String,
+    /// Its key file (default `node.key`).
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// The network file it joins.
+    pub network: PathBuf,
+    /// Where its public HTTP API listens (default 127.0.0.1:8700).
+    #[serde(default = "default_api_listen")]
+    pub api_listen: String,
+    /// Length of a reward epoch in seconds (default 900; on a chain ledger
+    /// the chain's own length wins).
+    #[serde(default = "default_epoch_secs")]
+    pub epoch_secs: u64,
+    /// Seats of each epoch's committee (default 3).
+    #[serde(default = "default_committee_size")]
+    pub committee_size: usize,
+    /// A development network (default false): the books it creates have the
+    /// dev genesis, where hosts with simulated GPUs earn by what their CPU
+    /// proved. Must agree with the books it finds.
+    #[serde(default)]
+    pub dev_network: bool,
+    /// Development: a consumer funded from the liquidity pool when the
+    /// books are created, its API key written to `<data-dir>/client.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<Consumer>,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:8700".into()
+}
+fn default_epoch_secs() -> u64 {
+    900
+}
+fn default_committee_size() -> usize {
+    3
+}
+
+impl NodeFile for GatewayConfig {
+    const ROLE: &'static str = "gateway";
+    const EXAMPLE: &'static str = r#"# <data-dir>/node.toml of `dci gateway run`. Relative paths are from the data
+# directory. Its ledger is <data-dir>/settlement.toml (backend = "embedded",
+# the default, or "evm" after `dci chain deploy --data-dir <data-dir>`) and
+# <data-dir>/ledger.db; its sessions <data-dir>/gateway.db.
+
+# Optional: the node id its key file must hold (64 hex digits; `dci gateway id` prints it).
+# id = "..."
+# Where it listens for node messages: host:port, a fixed port (required).
+listen = "0.0.0.0:7000"
+# Its ed25519 key, created 0600 if missing (default "node.key").
+key = "node.key"
+# The network file it joins (required): the indexer it asks (the first), and
+# the checkers it seats on the committee.
+network = "network.toml"
+# Where the public HTTP API listens (default "127.0.0.1:8700").
+api_listen = "0.0.0.0:8700"
+# Length of a reward epoch in seconds (default 900; on a chain, the chain's).
+epoch_secs = 900
+# Seats of each epoch's committee (default 3).
+committee_size = 3
+# A development network (default false): simulated GPUs earn by what their CPU
+# proved. Fixed when the books are created.
+dev_network = false
+# Development (optional): a consumer funded from the liquidity pool when the
+# books are created; its API key goes to <data-dir>/client.json.
+# consumer = { account = "consumer:operator", funds = "10000" }
+"#;
+
+    fn base(&self) -> Base<'_> {
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.api_listen.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!("api_listen: expected an address such as 127.0.0.1:8700, found {:?}", self.api_listen)
+        })?;
+        anyhow::ensure!(self.epoch_secs >= 1, "epoch_secs: expected at least 1, found 0");
+        anyhow::ensure!(
+            (1..=256).contains(&self.committee_size),
+            "committee_size: expected 1..=256 seats, found {}",
+            self.committee_size
+        );
+        if let Some(c) = &self.consumer {
+            c.parse()?;
+        }
+        Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// The API's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listen.parse().expect("validated")
+    }
+
+    /// The epoch length.
+    pub fn epoch(&self) -> Duration {
+        Duration::from_secs(self.epoch_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err<T: NodeFile + std::fmt::Debug>(text: &str) -> String {
+        format!("{:#}", T::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn the_examples_parse_with_the_defaults_they_state() {
+        let i = IndexerConfig::parse(IndexerConfig::EXAMPLE).unwrap();
+        assert_eq!((i.key.as_path(), i.inspect_every_secs), (Path::new("node.key"), 3600));
+        let c = CheckerConfig::parse(CheckerConfig::EXAMPLE).unwrap();
+        assert_eq!((c.challenge_n, c.min_deadline_secs, c.evaluation), (256, 10, Floor::Devnet));
+        let g = GatewayConfig::parse(GatewayConfig::EXAMPLE).unwrap();
+        assert_eq!((g.epoch_secs, g.committee_size, g.dev_network, g.consumer), (900, 3, false, None));
+        // Only the required keys: the defaults.
+        let g = GatewayConfig::parse("listen = \"127.0.0.1:7000\"\nnetwork = \"n.toml\"").unwrap();
+        assert_eq!(
+            (g.api_listen.as_str(), g.epoch_secs, g.committee_size, g.key.as_path()),
+            ("127.0.0.1:8700", 900, 3, Path::new("node.key"))
+        );
+        let i = IndexerConfig::parse("listen = \"127.0.0.1:7100\"\nnetwork = \"n.toml\"").unwrap();
+        assert_eq!(i.inspect_every_secs, 3600);
+        // What is written reads back the same.
+        let text = toml::to_string_pretty(&g).unwrap();
+        assert_eq!(GatewayConfig::parse(&text).unwrap(), g);
+    }
+
+    #[test]
+    fn bad_configs_say_what_was_expected_and_found() {
+        let base = "listen = \"127.0.0.1:7100\"\nnetwork = \"n.toml\"\n";
+        let e = err::<IndexerConfig>(&format!("{base}inspect_every = 3\n"));
+        assert!(e.contains("unknown field `inspect_every`"), "{e}");
+        let e = err::<IndexerConfig>(&format!("{base}id = \"xyz\"\n"));
+        assert!(e.contains("expected a node id of 64 hex digits, found \"xyz\""), "{e}");
+        let e = err::<IndexerConfig>("listen = \"127.0.0.1:0\"\nnetwork = \"n.toml\"\n");
+        assert!(e.contains("listen: expected host:port with a fixed port, found \"127.0.0.1:0\""), "{e}");
+        let e = err::<IndexerConfig>("listen = \"127.0.0.1:7100\"\n");
+        assert!(e.contains("missing field `network`"), "{e}");
+        let e = err::<CheckerConfig>(&format!("{base}challenge_n = 0\n"));
+        assert!(e.contains("challenge_n: expected 1..="), "{e}");
+        let e = err::<CheckerConfig>(&format!("{base}evaluation = \"strict\"\n"));
+        assert!(e.contains("unknown variant `strict`"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}api_listen = \"localhost\"\n"));
+        assert!(e.contains("api_listen: expected an address such as 127.0.0.1:8700, found \"localhost\""), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}committee_size = 0\n"));
+        assert!(e.contains("committee_size: expected 1..=256 seats, found 0"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}consumer = {{ account = \"Bob!\", funds = \"10\" }}\n"));
+        assert!(e.contains("consumer.account"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}consumer = {{ account = \"consumer:a\", funds = \"ten\" }}\n"));
+        assert!(e.contains("consumer.funds"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}epoch_secs = -1\n"));
+        assert!(e.contains("epoch_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_key_file_is_created_private_and_checked_against_the_id() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = IndexerConfig::parse("listen = \"127.0.0.1:7100\"\nnetwork = \"n.toml\"").unwrap();
+        let id = c.identity(dir.path()).unwrap().id();
+        let mode = std::fs::metadata(dir.path().join("node.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(IndexerConfig { id: Some(id), ..c.clone() }.identity(dir.path()).unwrap().id(), id);
+        let other = NodeId([7; 32]);
+        let e = IndexerConfig { id: Some(other), ..c.clone() }.identity(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("expected the id of the key file") && e.contains(&format!("found {other}")), "{e}");
+        c.save(dir.path()).unwrap();
+        assert_eq!(IndexerConfig::load(dir.path()).unwrap(), c);
+        let e = format!("{:#}", CheckerConfig::load(&dir.path().join("nowhere")).unwrap_err());
+        assert!(e.contains("dci checker run --print-example"), "{e}");
+    }
+}
