@@ -8,15 +8,13 @@ use dci_model::{
     AccountId, Activity, ContainerSpec, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp, Transition,
 };
 use dci_proto::{
-    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Registration, SignedReceipt, UsageReceipt,
-    sign_transcript,
+    ChallengeParams, ConnId, Heartbeat, Identity, Inbound, Message, Net, Peer, Registration, SignedReceipt,
+    UsageReceipt, sign_transcript,
 };
 
 /// What the container offers and whom it trusts.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The indexer's listening address.
-    pub indexer_addr: String,
     /// This container's own listening address (announced at registration).
     pub listen_addr: String,
     /// Declared resources.
@@ -29,8 +27,10 @@ pub struct AgentConfig {
     pub slots: u32,
     /// Account for earnings.
     pub payout: AccountId,
-    /// Indexers whose state reports this container accepts.
-    pub indexers: Vec<NodeId>,
+    /// The indexers: it registers and heartbeats with every one (each keeps
+    /// its own view of it, so that any of them can serve a request), and
+    /// takes state reports only from them.
+    pub indexers: Vec<Peer>,
     /// Checkers allowed to challenge this container.
     pub checkers: Vec<NodeId>,
     /// Gateways allowed to start and stop sessions.
@@ -85,19 +85,17 @@ pub enum Input {
     /// (R-AG3), from the runtime; reported in heartbeats.
     Warm(Vec<ServiceName>),
     /// The network changed (its file was edited): whom to trust and where
-    /// the indexer is from now on. A container whose indexer moved
-    /// registers there again (a known container's registration changes
-    /// nothing at the indexer).
+    /// the indexers are from now on. A container registers with each
+    /// indexer that is new or moved (a known container's registration
+    /// changes nothing at an indexer) and forgets those no longer listed.
     Peers(Peers),
 }
 
 /// Whom a container trusts, and where it registers, as its network file says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peers {
-    /// The indexer's listening address.
-    pub indexer_addr: String,
-    /// Indexers whose state reports this container accepts.
-    pub indexers: Vec<NodeId>,
+    /// The indexers it registers and heartbeats with.
+    pub indexers: Vec<Peer>,
     /// Checkers allowed to challenge this container.
     pub checkers: Vec<NodeId>,
     /// Gateways allowed to start and stop sessions.
@@ -254,10 +252,49 @@ fn evaluation_session(checker: &NodeId, id: u64) -> SessionId {
     SessionId(b)
 }
 
+/// What the container knows of one indexer it registers with.
+#[derive(Clone, Debug)]
+struct Link {
+    peer: Peer,
+    /// The lifecycle state this indexer last reported.
+    state: Option<State>,
+    /// Its latest refusal of the registration, until it reports a state.
+    refused: Option<String>,
+    /// Until it reports a state: when to register with it again, and the
+    /// wait after that (doubling from [`REGISTER_RETRY`] to
+    /// [`REGISTER_RETRY_MAX`]: a refused host, e.g. not bonded yet, is
+    /// admitted once its operator bonds, without a restart).
+    register_again: Option<(Timestamp, Duration)>,
+}
+
+impl Link {
+    /// A link to `peer` that nothing was heard from yet; registration is
+    /// due again [`REGISTER_RETRY`] after `now`.
+    fn new(peer: Peer, now: Timestamp) -> Link {
+        Link { peer, state: None, refused: None, register_again: Some((now.plus(REGISTER_RETRY), REGISTER_RETRY)) }
+    }
+}
+
+/// One indexer as the operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexerView {
+    /// Its node id.
+    pub id: NodeId,
+    /// Where it listens.
+    pub addr: String,
+    /// The lifecycle state it last reported (None: not admitted there yet).
+    pub state: Option<State>,
+    /// Why it refused the registration, until it reports a state.
+    pub refused: Option<String>,
+}
+
 /// The container core. See the crate docs.
 pub struct Agent {
     config: AgentConfig,
     identity: Identity,
+    /// One per indexer of [`AgentConfig::indexers`], in that order.
+    links: Vec<Link>,
+    /// The lifecycle state last reported by any indexer.
     state: Option<State>,
     heartbeat_seq: u64,
     last_heartbeat: Option<Timestamp>,
@@ -270,18 +307,10 @@ pub struct Agent {
     /// The operator locked this container (R-AG5).
     maintenance: bool,
     earned: Earnings,
-    /// The latest lifecycle transitions the indexer reported, newest last.
+    /// The latest lifecycle transitions the indexers reported, newest last.
     transitions: Vec<Transition>,
     /// Services with a started instance waiting (as the runtime last said).
     warm: Vec<ServiceName>,
-    /// The indexer's latest refusal of the registration, until it reports
-    /// a state again.
-    refused: Option<String>,
-    /// Until the indexer reports a state: when to register again, and the
-    /// wait after that (doubling from [`REGISTER_RETRY`] to
-    /// [`REGISTER_RETRY_MAX`]: a refused host, e.g. not bonded yet, is
-    /// admitted once its operator bonds, without a restart).
-    register_again: Option<(Timestamp, Duration)>,
 }
 
 /// How often a running session's usage is signed (R-AG4).
@@ -294,8 +323,10 @@ const TRANSITIONS_KEPT: usize = 8;
 pub struct AgentStatus {
     /// The container's node id.
     pub id: NodeId,
-    /// The lifecycle state last reported by the indexer.
+    /// The lifecycle state last reported by any indexer.
     pub state: Option<State>,
+    /// Each indexer's view of it.
+    pub indexers: Vec<IndexerView>,
     /// Locked for maintenance by the operator.
     pub maintenance: bool,
     /// Price of one slot per hour for new sessions.
@@ -312,17 +343,20 @@ pub struct AgentStatus {
     pub earned: Earnings,
     /// The latest lifecycle transitions, newest last (with who and why).
     pub transitions: Vec<Transition>,
-    /// Why the indexer refused the registration (`Message::Refused`, e.g.
-    /// no container stake bonded), until it reports a state again.
+    /// Why an indexer refused the registration (`Message::Refused`, e.g.
+    /// no container stake bonded), until it reports a state (the first
+    /// such indexer's reason).
     pub refused: Option<String>,
 }
 
 impl Agent {
     /// A core for `config`, signing receipts as `identity`.
     pub fn new(config: AgentConfig, identity: Identity) -> Self {
+        let links = config.indexers.iter().map(|p| Link::new(p.clone(), Timestamp(0))).collect();
         Agent {
             config,
             identity,
+            links,
             state: None,
             heartbeat_seq: 0,
             last_heartbeat: None,
@@ -334,8 +368,6 @@ impl Agent {
             earned: Earnings::default(),
             transitions: Vec::new(),
             warm: Vec::new(),
-            refused: None,
-            register_again: None,
         }
     }
 
@@ -344,6 +376,16 @@ impl Agent {
         AgentStatus {
             id: self.identity.id(),
             state: self.state,
+            indexers: self
+                .links
+                .iter()
+                .map(|l| IndexerView {
+                    id: l.peer.id,
+                    addr: l.peer.addr.clone(),
+                    state: l.state,
+                    refused: l.refused.clone(),
+                })
+                .collect(),
             maintenance: self.maintenance,
             price: self.config.price,
             slots: self.config.slots,
@@ -352,7 +394,7 @@ impl Agent {
             sessions: self.sessions(),
             earned: self.earned,
             transitions: self.transitions.clone(),
-            refused: self.refused.clone(),
+            refused: self.links.iter().find_map(|l| l.refused.clone()),
         }
     }
 
@@ -424,7 +466,7 @@ impl Agent {
         match cmd {
             OperatorCommand::MaintenanceOn { drain } => {
                 self.maintenance = true;
-                let mut out = vec![self.to_indexer(Message::Maintenance { on: true })];
+                let mut out = self.to_indexers(Message::Maintenance { on: true });
                 if !drain {
                     let mut ids: Vec<SessionId> = self.sessions.keys().copied().collect();
                     ids.sort();
@@ -436,18 +478,18 @@ impl Agent {
             }
             OperatorCommand::MaintenanceOff => {
                 self.maintenance = false;
-                vec![self.to_indexer(Message::Maintenance { on: false })]
+                self.to_indexers(Message::Maintenance { on: false })
             }
             OperatorCommand::SetPrice(price) => {
                 self.config.price = price;
                 // Re-registering with the new price updates the offer; the
                 // spec is unchanged, so no inspection is needed.
-                vec![self.to_indexer(Message::Register(self.registration()))]
+                self.to_indexers(Message::Register(self.registration()))
             }
         }
     }
 
-    /// The lifecycle state last reported by the indexer.
+    /// The lifecycle state last reported by any indexer.
     pub fn state(&self) -> Option<State> {
         self.state
     }
@@ -479,49 +521,73 @@ impl Agent {
         }
     }
 
-    fn to_indexer(&self, msg: Message) -> Output {
-        Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg })
+    /// `msg` to the indexer of link `i`.
+    fn to_link(&self, i: usize, msg: Message) -> Output {
+        Output::Net(Net::Send { addr: self.links[i].peer.addr.clone(), msg })
     }
 
-    fn heartbeat(&mut self, now: Timestamp) -> Output {
+    /// `msg` to every indexer.
+    fn to_indexers(&self, msg: Message) -> Vec<Output> {
+        (0..self.links.len()).map(|i| self.to_link(i, msg.clone())).collect()
+    }
+
+    /// A heartbeat to every indexer.
+    fn heartbeat(&mut self, now: Timestamp) -> Vec<Output> {
         self.heartbeat_seq += 1;
         self.last_heartbeat = Some(now);
         let (seq, sessions, warm) = (self.heartbeat_seq, self.sessions.len() as u32, self.warm.clone());
-        self.to_indexer(Message::Heartbeat(Heartbeat { seq, sessions, warm }))
+        self.to_indexers(Message::Heartbeat(Heartbeat { seq, sessions, warm }))
     }
 
     /// Advances the core by one input.
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Vec<Output> {
         match input {
             Input::Boot => {
-                self.register_again = Some((now.plus(REGISTER_RETRY), REGISTER_RETRY));
-                vec![self.to_indexer(Message::Register(self.registration())), self.heartbeat(now)]
+                for link in &mut self.links {
+                    link.register_again = Some((now.plus(REGISTER_RETRY), REGISTER_RETRY));
+                }
+                let mut out = self.to_indexers(Message::Register(self.registration()));
+                out.extend(self.heartbeat(now));
+                out
             }
             Input::Tick => {
                 let due = self.last_heartbeat.is_none_or(|t| now.since(t) >= self.config.heartbeat_interval);
                 let mut out = self.expire(now);
-                if let Some((at, wait)) = self.register_again
-                    && self.state.is_none()
-                    && now >= at
-                {
-                    let wait = (wait * 2).min(REGISTER_RETRY_MAX);
-                    self.register_again = Some((now.plus(wait), wait));
-                    out.push(self.to_indexer(Message::Register(self.registration())));
+                for i in 0..self.links.len() {
+                    let link = &mut self.links[i];
+                    if let Some((at, wait)) = link.register_again
+                        && link.state.is_none()
+                        && now >= at
+                    {
+                        let wait = (wait * 2).min(REGISTER_RETRY_MAX);
+                        link.register_again = Some((now.plus(wait), wait));
+                        out.push(self.to_link(i, Message::Register(self.registration())));
+                    }
                 }
                 out.extend(self.meter(now));
                 if due {
-                    out.push(self.heartbeat(now));
+                    out.extend(self.heartbeat(now));
                 }
                 out
             }
             Input::Operator(cmd) => self.operator(now, cmd),
             Input::Peers(p) => {
-                let moved = p.indexer_addr != self.config.indexer_addr;
-                self.config.indexer_addr = p.indexer_addr;
+                let old = std::mem::take(&mut self.links);
+                let mut out = Vec::new();
+                for peer in &p.indexers {
+                    match old.iter().find(|l| l.peer == *peer) {
+                        Some(kept) => self.links.push(kept.clone()),
+                        // New or moved: it has not heard of this container.
+                        None => {
+                            self.links.push(Link::new(peer.clone(), now));
+                            out.push(self.to_link(self.links.len() - 1, Message::Register(self.registration())));
+                        }
+                    }
+                }
                 self.config.indexers = p.indexers;
                 self.config.checkers = p.checkers;
                 self.config.gateways = p.gateways;
-                if moved { vec![self.to_indexer(Message::Register(self.registration()))] } else { Vec::new() }
+                out
             }
             Input::Warm(mut warm) => {
                 warm.sort();
@@ -530,7 +596,7 @@ impl Agent {
                 }
                 // A change is news for the indexer now, not at the next beat.
                 self.warm = warm;
-                vec![self.heartbeat(now)]
+                self.heartbeat(now)
             }
             Input::Net(inbound) => self.on_message(now, inbound),
             Input::Computed { checker, params, attempt } => match self.challenges.get_mut(&(checker, params.id)) {
@@ -565,7 +631,7 @@ impl Agent {
                 if s.stop.is_some() {
                     out.push(Output::StopService { session });
                 }
-                out.push(self.heartbeat(now));
+                out.extend(self.heartbeat(now));
                 out
             }
             Input::ServiceFailed { session, reason } => {
@@ -576,10 +642,12 @@ impl Agent {
                     })];
                 }
                 let Some(s) = self.sessions.remove(&session) else { return vec![] };
-                vec![
-                    Output::Net(Net::Reply { conn: s.start_conn, msg: Message::SessionFailed { session, reason } }),
-                    self.heartbeat(now),
-                ]
+                let mut out = vec![Output::Net(Net::Reply {
+                    conn: s.start_conn,
+                    msg: Message::SessionFailed { session, reason },
+                })];
+                out.extend(self.heartbeat(now));
+                out
             }
             Input::ServiceStopped { session } => {
                 if self.evaluations.remove(&session).is_some() {
@@ -593,14 +661,16 @@ impl Agent {
                     let mut out = self.end_session(now, session, "the service exited");
                     out.retain(|o| !matches!(o, Output::StopService { .. }));
                     self.sessions.remove(&session);
-                    out.push(self.heartbeat(now));
+                    out.extend(self.heartbeat(now));
                     return out;
                 };
                 // Billing ends when the stop was asked for, not when teardown finished.
                 let receipt = self.receipt(session, s, requested);
                 self.earn(&receipt);
                 self.sessions.remove(&session);
-                vec![Output::Net(Net::Reply { conn, msg: Message::SessionStopped { receipt } }), self.heartbeat(now)]
+                let mut out = vec![Output::Net(Net::Reply { conn, msg: Message::SessionStopped { receipt } })];
+                out.extend(self.heartbeat(now));
+                out
             }
         }
     }
@@ -629,9 +699,9 @@ impl Agent {
         let reject = |reason: String| vec![Output::Rejected { from, reason }];
         match msg {
             Message::StateChanged { container, transition } => {
-                if !self.config.indexers.contains(&from) {
+                let Some(i) = self.links.iter().position(|l| l.peer.id == from) else {
                     return reject(format!("state report from {} which is not a trusted indexer", from.short()));
-                }
+                };
                 if container != self.identity.id() {
                     // Another registration names this container's address.
                     return reject(format!(
@@ -641,32 +711,48 @@ impl Agent {
                     ));
                 }
                 self.state = Some(transition.to);
-                self.refused = None;
+                self.links[i].state = Some(transition.to);
+                self.links[i].refused = None;
                 self.transitions.push(transition.clone());
                 if self.transitions.len() > TRANSITIONS_KEPT {
                     self.transitions.remove(0);
                 }
                 let mut out = vec![Output::StateChanged(transition.clone())];
                 match transition.to {
-                    State::Ready => out.push(self.heartbeat(now)),
+                    State::Ready => out.extend(self.heartbeat(now)),
                     // Heartbeats alone never bring a container back: register
                     // again so the indexer asks for a fresh inspection.
                     State::ReinspectionRequired => {
-                        out.push(self.to_indexer(Message::Register(self.registration())));
+                        out.push(self.to_link(i, Message::Register(self.registration())));
                     }
                     _ => {}
                 }
                 out
             }
             Message::Refused { reason } => {
-                if !self.config.indexers.contains(&from) {
+                let Some(i) = self.links.iter().position(|l| l.peer.id == from) else {
                     return reject(format!(
                         "registration refusal from {} which is not a trusted indexer",
                         from.short()
                     ));
-                }
-                self.refused = Some(reason.clone());
+                };
+                self.links[i].refused = Some(reason.clone());
                 vec![Output::Refused(reason)]
+            }
+            Message::Unregistered => {
+                let Some(i) = self.links.iter().position(|l| l.peer.id == from) else {
+                    return reject(format!("unregistered notice from {} which is not a trusted indexer", from.short()));
+                };
+                // An indexer that had admitted this container and no longer
+                // knows it (restarted without its registry) gets the
+                // registration again at once; one that never admitted it
+                // gets it on the timer, as for any registration not answered.
+                let link = &mut self.links[i];
+                if link.state.take().is_none() {
+                    return vec![];
+                }
+                link.register_again = Some((now.plus(REGISTER_RETRY), REGISTER_RETRY));
+                vec![self.to_link(i, Message::Register(self.registration()))]
             }
             Message::Challenge(params) => {
                 // An untrusted sender gets no answer and takes no place.

@@ -25,6 +25,6 @@ mod core;
 pub mod runtime;
 
 pub use core::{
-    Agent, AgentConfig, AgentStatus, DEADLINE_GRACE, Earnings, Input, MAX_CHALLENGES_PER_CHECKER,
+    Agent, AgentConfig, AgentStatus, DEADLINE_GRACE, Earnings, IndexerView, Input, MAX_CHALLENGES_PER_CHECKER,
     MAX_EVALUATIONS_PER_CHECKER, METERING_INTERVAL, OperatorCommand, Output, Peers, SessionView,
 };

@@ -15,7 +15,7 @@ use dci_model::{
     AccountId, Actor, ContainerSpec, GeoPoint, NodeId, PricePerHour, ServiceName, SessionId, State, Timestamp,
     Transition,
 };
-use dci_proto::{ChallengeParams, ConnId, Identity, Inbound, Message, Net, SignedReceipt};
+use dci_proto::{ChallengeParams, ConnId, Identity, Inbound, Message, Net, Peer, SignedReceipt};
 
 const GATEWAY_CONN: ConnId = ConnId(7);
 const CHECKER_CONN: ConnId = ConnId(8);
@@ -42,7 +42,6 @@ fn indexer() -> NodeId {
 
 fn config(gateway: &Identity, indexer: &Identity) -> AgentConfig {
     AgentConfig {
-        indexer_addr: "127.0.0.1:1".into(),
         listen_addr: "127.0.0.1:2".into(),
         spec: ContainerSpec {
             gpu: None,
@@ -57,7 +56,7 @@ fn config(gateway: &Identity, indexer: &Identity) -> AgentConfig {
         price: "3.6".parse().unwrap(),
         slots: 2,
         payout: AccountId::new("provider:test").unwrap(),
-        indexers: vec![indexer.id()],
+        indexers: vec![Peer { id: indexer.id(), addr: "127.0.0.1:1".into() }],
         checkers: vec![checker(0), checker(1)],
         gateways: vec![gateway.id()],
         heartbeat_interval: Duration::from_secs(1),
@@ -515,8 +514,7 @@ fn new_peers_are_followed_and_trusted_from_then_on() {
     let mut rig = Rig::new();
     let newcomer = Identity::from_secret([44; 32]);
     let peers = |addr: &str| dci_agent::Peers {
-        indexer_addr: addr.into(),
-        indexers: vec![indexer()],
+        indexers: vec![Peer { id: indexer(), addr: addr.into() }],
         checkers: vec![checker(1)],
         gateways: vec![rig_gateway(), newcomer.id()],
     };
@@ -551,4 +549,127 @@ fn new_peers_are_followed_and_trusted_from_then_on() {
 
 fn rig_gateway() -> NodeId {
     Identity::from_secret([1; 32]).id()
+}
+
+/// Messages of `kind` sent, by address.
+fn sent_to<'a>(out: &'a [Output], kind: &str) -> Vec<&'a str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Net(Net::Send { addr, msg }) if msg.kind() == kind => Some(addr.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A state report of `from` → `to` about this container, from `indexer`.
+fn report(rig: &mut Rig, indexer: NodeId, from: State, to: State) -> Vec<Output> {
+    let transition = [Actor::Container, Actor::Checker, Actor::Indexer]
+        .into_iter()
+        .find_map(|actor| from.transition(to, actor, "test", rig.now).ok())
+        .expect("a legal transition");
+    rig.says(indexer, Message::StateChanged { container: me(), transition })
+}
+
+/// A rig whose network lists two indexers: the rig's own at 127.0.0.1:1
+/// and a second one at 10.0.0.2:7100.
+fn two_indexers() -> (Rig, NodeId) {
+    let mut rig = Rig::new();
+    let second = Identity::from_secret([45; 32]).id();
+    let out = rig.step(Input::Peers(dci_agent::Peers {
+        indexers: vec![
+            Peer { id: indexer(), addr: "127.0.0.1:1".into() },
+            Peer { id: second, addr: "10.0.0.2:7100".into() },
+        ],
+        checkers: vec![checker(0), checker(1)],
+        gateways: vec![rig_gateway()],
+    }));
+    assert_eq!(sent_to(&out, "register"), vec!["10.0.0.2:7100"], "only the new indexer needs the registration");
+    (rig, second)
+}
+
+/// Issue 15: a container registers and heartbeats with every indexer of
+/// its network (each can serve a request), and keeps each one's view of it
+/// apart: admitted at one, it keeps registering with the other on the
+/// timer until that one reports a state too.
+#[test]
+fn every_indexer_gets_the_heartbeats_and_each_ones_state_is_kept_apart() {
+    let (mut rig, second) = two_indexers();
+    let out = rig.advance(1_000);
+    assert_eq!(sent_to(&out, "heartbeat"), vec!["127.0.0.1:1", "10.0.0.2:7100"]);
+    report(&mut rig, indexer(), State::Configuring, State::AwaitingInspection);
+    let status = rig.agent.status();
+    assert_eq!(
+        status.indexers.iter().map(|i| i.state).collect::<Vec<_>>(),
+        vec![Some(State::AwaitingInspection), None]
+    );
+    let mut registered = Vec::new();
+    for _ in 0..40 {
+        registered.extend(sent_to(&rig.advance(1_000), "register").into_iter().map(str::to_owned));
+    }
+    assert!(!registered.is_empty() && registered.iter().all(|a| a == "10.0.0.2:7100"), "{registered:?}");
+    report(&mut rig, second, State::Configuring, State::AwaitingInspection);
+    for _ in 0..400 {
+        assert!(sent_to(&rig.advance(1_000), "register").is_empty(), "admitted by both: no more registrations");
+    }
+    // The operator's maintenance lock reaches both.
+    let out = rig.step(Input::Operator(dci_agent::OperatorCommand::MaintenanceOn { drain: true }));
+    assert_eq!(sent_to(&out, "maintenance"), vec!["127.0.0.1:1", "10.0.0.2:7100"]);
+}
+
+/// Issue 15: one indexer asking for a fresh inspection (its view only) gets
+/// the registration again; the other is not bothered.
+#[test]
+fn reinspection_asked_by_one_indexer_registers_there_only() {
+    let (mut rig, second) = two_indexers();
+    report(&mut rig, indexer(), State::Configuring, State::AwaitingInspection);
+    report(&mut rig, second, State::Configuring, State::AwaitingInspection);
+    report(&mut rig, second, State::AwaitingInspection, State::Ready);
+    let out = report(&mut rig, second, State::Ready, State::ReinspectionRequired);
+    assert_eq!(sent_to(&out, "register"), vec!["10.0.0.2:7100"]);
+    assert_eq!(rig.agent.status().indexers[0].state, Some(State::AwaitingInspection));
+}
+
+/// Issue 15: an indexer that admitted the container and then no longer
+/// knows it (restarted without its registry: it answers the heartbeat with
+/// `Unregistered`) gets the registration again at once, so it rebuilds its
+/// view within one heartbeat; one that never admitted it gets it on the
+/// timer as before. The notice changes nothing else: not the operator's
+/// refusal reason, not the other indexer's view.
+#[test]
+fn an_indexer_that_lost_the_container_gets_its_registration_again_at_once() {
+    let (mut rig, second) = two_indexers();
+    let out = rig.says(second, Message::Unregistered);
+    assert!(sent_to(&out, "register").is_empty(), "never admitted there: the timer registers again");
+    report(&mut rig, indexer(), State::Configuring, State::AwaitingInspection);
+    report(&mut rig, second, State::Configuring, State::AwaitingInspection);
+    let out = rig.says(second, Message::Unregistered);
+    assert_eq!(sent_to(&out, "register"), vec!["10.0.0.2:7100"]);
+    let status = rig.agent.status();
+    assert_eq!(
+        status.indexers.iter().map(|i| i.state).collect::<Vec<_>>(),
+        vec![Some(State::AwaitingInspection), None]
+    );
+    assert_eq!(status.refused, None);
+    // A second notice before it reports a state again: no storm.
+    assert!(sent_to(&rig.says(second, Message::Unregistered), "register").is_empty());
+    // Nobody else may say it.
+    let out = rig.says(checker(0), Message::Unregistered);
+    assert!(matches!(out.as_slice(), [Output::Rejected { .. }]), "{out:?}");
+    assert_eq!(rig.agent.status().indexers[0].state, Some(State::AwaitingInspection));
+}
+
+/// Issue 15: an indexer dropped from the network file is no longer sent
+/// anything, and its state reports are refused.
+#[test]
+fn an_indexer_dropped_from_the_network_is_forgotten() {
+    let (mut rig, second) = two_indexers();
+    rig.step(Input::Peers(dci_agent::Peers {
+        indexers: vec![Peer { id: indexer(), addr: "127.0.0.1:1".into() }],
+        checkers: vec![checker(0), checker(1)],
+        gateways: vec![rig_gateway()],
+    }));
+    assert_eq!(sent_to(&rig.advance(1_000), "heartbeat"), vec!["127.0.0.1:1"]);
+    let out = report(&mut rig, second, State::Configuring, State::AwaitingInspection);
+    assert!(matches!(out.as_slice(), [Output::Rejected { .. }]), "{out:?}");
+    assert_eq!(rig.agent.state(), None);
 }

@@ -1,5 +1,6 @@
 //! The checker's state machine: one proof-of-capacity inspection per
-//! container in flight, from `InspectionRequest` to `Verdict`.
+//! container in flight, from `InspectionRequest` to `Verdict`, whichever
+//! indexers asked for it.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use dci_model::{AccountId, Amount, ContainerSpec, ServiceName};
 use dci_model::{NodeId, Timestamp};
 use dci_proto::{
     ChainDomain, ChallengeParams, ConnId, Evidence, Identity, Inbound, InspectionKind, InspectionRequest, Message, Net,
-    Response, Reveal, SortitionProof, Verdict, VerifiedCapacity,
+    Peer, Response, Reveal, SortitionProof, Verdict, VerifiedCapacity,
 };
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -41,10 +42,9 @@ pub enum Input {
 /// Whom a checker trusts and where it sends, as its network file says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peers {
-    /// Where verdicts go.
-    pub indexer_addr: String,
-    /// Indexers trusted to send inspection requests.
-    pub indexers: Vec<dci_model::NodeId>,
+    /// Indexers trusted to send inspection requests; verdicts go to each
+    /// one's address.
+    pub indexers: Vec<Peer>,
     /// The epoch coordinator.
     pub coordinator: Option<crate::Coordinator>,
     /// Every checker's chain signer.
@@ -100,6 +100,8 @@ pub enum Output {
 enum Rejection {
     #[error("expected an inspection request from a trusted indexer, found one from {0}")]
     UntrustedIndexer(NodeId),
+    #[error("expected at most {max} inspection requests waiting for another indexer's inspection, found more")]
+    QueueFull { max: usize },
     #[error("expected a challenge in flight, found no challenge {0}")]
     UnknownChallenge(u64),
     #[error("expected challenge {challenge} answered by container {expected}, found a message from {found}")]
@@ -133,11 +135,23 @@ enum Phase {
     Evaluating { deadline: Timestamp },
 }
 
-#[derive(Clone, Debug)]
-struct Inspection {
-    /// The indexer's request id and kind, echoed in the verdict.
+/// An indexer waiting for an inspection's verdict: its request id and
+/// kind, echoed in the verdict it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Waiter {
+    indexer: NodeId,
     request: u64,
     kind: InspectionKind,
+}
+
+#[derive(Clone, Debug)]
+struct Inspection {
+    /// The indexers waiting for its verdict, the one that asked first first.
+    waiters: Vec<Waiter>,
+    /// What is being done: a capacity challenge, or an in-service evaluation.
+    kind: InspectionKind,
+    /// The service an evaluation uses.
+    service: Option<ServiceName>,
     container: NodeId,
     /// Where the container receives node messages.
     addr: String,
@@ -160,12 +174,22 @@ pub type CommitteeSigner = fn(&Identity, &ChainDomain, u64, &[[u8; 20]]) -> Vec<
 
 /// The checker role's sans-IO core (SPEC §4, R-CK1 registration validation).
 ///
-/// One inspection per container is in flight at a time: a new
-/// `InspectionRequest` for a container replaces the running inspection,
-/// which ends without a verdict and without evidence (the indexer has
-/// replaced it too and would refuse that verdict as stale), so a container
-/// never juggles several challenges. Every other inspection ends in exactly
-/// one verdict: passed, failed, or timed out.
+/// One inspection per container is in flight at a time, so a container
+/// never juggles several challenges of one checker, however many indexers
+/// ask. A request for a container already being inspected:
+/// - from the only indexer waiting for it, replaces it: the replaced
+///   inspection ends without a verdict and without evidence (the indexer
+///   replaced it too and would refuse that verdict as stale);
+/// - else, asking the same question (same address and claim, a challenge
+///   for a challenge, an evaluation of the same service for an evaluation),
+///   joins it: each waiting indexer gets the verdict under its own request
+///   id and kind;
+/// - else waits its turn (at most [`MAX_QUEUED`] requests wait), and starts
+///   when the running inspection ends.
+///
+/// A request replaces the same indexer's earlier one, running or waiting.
+/// Every other inspection ends in exactly one verdict to each waiting
+/// indexer still in the network: passed, failed, or timed out.
 ///
 /// Every inspection also frees the container: it ends with the container's
 /// answer to a `Reveal`, or else the checker sends `ChallengeCancelled`
@@ -194,7 +218,15 @@ pub struct Checker {
     rng: ChaCha20Rng,
     inspections: BTreeMap<u64, Inspection>,
     by_container: BTreeMap<NodeId, u64>,
+    /// Requests waiting for another indexer's inspection of their container
+    /// to end, in arrival order; one per (container, indexer).
+    queued: BTreeMap<NodeId, Vec<(NodeId, InspectionRequest)>>,
 }
+
+/// At most this many inspection requests wait for another indexer's
+/// inspection of the same container (one per indexer and container, so
+/// this is only reached with many indexers and containers at once).
+pub const MAX_QUEUED: usize = 4096;
 
 impl Checker {
     /// A checker with no inspection in flight. All its randomness (challenge
@@ -216,6 +248,7 @@ impl Checker {
             rng,
             inspections: BTreeMap::new(),
             by_container: BTreeMap::new(),
+            queued: BTreeMap::new(),
         })
     }
 
@@ -256,7 +289,6 @@ impl Checker {
             Input::Tick => self.tick(now),
             Input::Evaluated { id, result } => self.on_evaluated(now, id, result),
             Input::Peers(p) => {
-                self.config.indexer_addr = p.indexer_addr;
                 self.config.indexers = p.indexers;
                 self.config.coordinator = p.coordinator;
                 self.config.chain_signers = p.chain_signers;
@@ -290,18 +322,45 @@ impl Checker {
         from: NodeId,
         request: InspectionRequest,
     ) -> Result<Vec<Output>, Rejection> {
-        if !self.config.indexers.contains(&from) {
+        if !self.config.indexers.iter().any(|p| p.id == from) {
             return Err(Rejection::UntrustedIndexer(from));
         }
-        // The replaced inspection ends without a verdict (the indexer
-        // replaced it too) and costs the container nothing; it is told to
-        // forget it.
-        let mut out = Vec::new();
-        if let Some(replaced) = self.by_container.remove(&request.container)
-            && let Some(old) = self.inspections.remove(&replaced)
-        {
-            out.push(release(replaced, &old));
+        // This request replaces the indexer's earlier one, waiting or running.
+        if let Some(waiting) = self.queued.get_mut(&request.container) {
+            waiting.retain(|(indexer, _)| *indexer != from);
+            if waiting.is_empty() {
+                self.queued.remove(&request.container);
+            }
         }
+        let mut out = Vec::new();
+        if let Some(&running) = self.by_container.get(&request.container) {
+            let inspection = self.inspections.get_mut(&running).expect("by_container names an inspection");
+            inspection.waiters.retain(|w| w.indexer != from);
+            if !inspection.waiters.is_empty() {
+                if inspection.answers(&request) {
+                    inspection.waiters.push(Waiter { indexer: from, request: request.id, kind: request.kind });
+                    return Ok(out);
+                }
+                if self.queued.values().map(Vec::len).sum::<usize>() >= MAX_QUEUED {
+                    return Err(Rejection::QueueFull { max: MAX_QUEUED });
+                }
+                self.queued.entry(request.container).or_default().push((from, request));
+                return Ok(out);
+            }
+            // The replaced inspection ends without a verdict (its indexer
+            // replaced it too) and costs the container nothing; it is told
+            // to forget it.
+            self.by_container.remove(&request.container);
+            let old = self.inspections.remove(&running).expect("present");
+            out.push(release(running, &old));
+        }
+        out.extend(self.start(now, from, request));
+        Ok(out)
+    }
+
+    /// Starts inspecting `request.container` for `from`.
+    fn start(&mut self, now: Timestamp, from: NodeId, request: InspectionRequest) -> Vec<Output> {
+        let mut out = Vec::new();
         let id = self.fresh_id();
         if request.kind == InspectionKind::InService
             && let Some(service) = request.service.clone()
@@ -309,11 +368,11 @@ impl Checker {
             let start = self.deadline(self.config.evaluation.session_start_ms);
             let run = self.deadline(self.config.evaluation.run_ms);
             let phase = Phase::AwaitingService { service: service.clone(), deadline: now.plus(start) };
-            self.begin(id, &request, now, phase);
+            self.begin(id, from, &request, now, phase);
             let deadline_ms = millis(start).saturating_add(millis(run));
             let msg = Message::EvaluationRequest { id, service, container: request.container, deadline_ms };
             out.push(Output::Net(Net::Send { addr: request.addr, msg }));
-            return Ok(out);
+            return out;
         }
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -322,9 +381,21 @@ impl Checker {
         let window = self.deadline(dci_capacity::deadline_ms(class, n));
         let params = ChallengeParams { id, seed, n, container: request.container, deadline_ms: millis(window) };
         let deadline = now.plus(window);
-        self.begin(id, &request, now, Phase::AwaitingCommitment { params: params.clone(), class, deadline });
+        self.begin(id, from, &request, now, Phase::AwaitingCommitment { params: params.clone(), class, deadline });
         out.push(Output::Net(Net::Send { addr: request.addr, msg: Message::Challenge(params) }));
-        Ok(out)
+        out
+    }
+
+    /// After an inspection of `container` ended: the first request waiting
+    /// for it starts, and the others join it or wait again.
+    fn next_queued(&mut self, now: Timestamp, container: NodeId) -> Vec<Output> {
+        let Some(waiting) = self.queued.remove(&container) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (indexer, request) in waiting {
+            // Trusted when it was queued; an indexer dropped since is not served.
+            out.extend(self.on_request(now, indexer, request).unwrap_or_default());
+        }
+        out
     }
 
     /// Who sent the first answer to inspection `id` (a commitment, a
@@ -390,10 +461,11 @@ impl Checker {
         }
     }
 
-    fn begin(&mut self, id: u64, request: &InspectionRequest, now: Timestamp, phase: Phase) {
+    fn begin(&mut self, id: u64, from: NodeId, request: &InspectionRequest, now: Timestamp, phase: Phase) {
         let inspection = Inspection {
-            request: request.id,
+            waiters: vec![Waiter { indexer: from, request: request.id, kind: request.kind }],
             kind: request.kind,
+            service: request.service.clone(),
             container: request.container,
             addr: request.addr.clone(),
             spec: request.spec.clone(),
@@ -691,9 +763,10 @@ impl Checker {
             Phase::AwaitingAnswer { params, .. } if passed => Some(verified(&inspection.spec, params.n)),
             _ => None,
         };
+        let first = inspection.waiters.first().copied();
         let verdict = Verdict {
-            request: inspection.request,
-            kind: inspection.kind,
+            request: first.map_or(0, |w| w.request),
+            kind: first.map_or(inspection.kind, |w| w.kind),
             container: inspection.container,
             challenge,
             passed,
@@ -701,10 +774,16 @@ impl Checker {
             compute_ms,
             capacity,
         };
-        vec![
-            Output::Net(Net::Send { addr: self.config.indexer_addr.clone(), msg: Message::Verdict(verdict.clone()) }),
-            Output::Verdict(verdict),
-        ]
+        let mut out = Vec::new();
+        for w in &inspection.waiters {
+            // An indexer dropped from the network meanwhile gets nothing.
+            let Some(peer) = self.config.indexers.iter().find(|p| p.id == w.indexer) else { continue };
+            let mine = Verdict { request: w.request, kind: w.kind, ..verdict.clone() };
+            out.push(Output::Net(Net::Send { addr: peer.addr.clone(), msg: Message::Verdict(mine) }));
+        }
+        out.push(Output::Verdict(verdict));
+        out.extend(self.next_queued(now, inspection.container));
+        out
     }
 
     /// A class's deadline, at least the configured floor.
@@ -722,6 +801,22 @@ impl Checker {
                 return id;
             }
         }
+    }
+}
+
+impl Inspection {
+    /// Whether its verdict answers `request` too: the same container at the
+    /// same address with the same claim, and the same work (a capacity
+    /// challenge for a registration or standby inspection, an evaluation of
+    /// the same service for an in-service one).
+    fn answers(&self, request: &InspectionRequest) -> bool {
+        let challenge = |k| k != InspectionKind::InService;
+        let same_work = if challenge(self.kind) {
+            challenge(request.kind)
+        } else {
+            request.kind == InspectionKind::InService && request.service == self.service
+        };
+        same_work && self.container == request.container && self.addr == request.addr && self.spec == request.spec
     }
 }
 

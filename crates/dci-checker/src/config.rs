@@ -3,15 +3,14 @@
 use std::time::Duration;
 
 use dci_model::NodeId;
-use dci_proto::MAX_MESSAGE_BYTES;
+use dci_proto::{MAX_MESSAGE_BYTES, Peer};
 
 /// What the checker core needs to run. The node maps its file config to this.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Where verdicts are sent (`host:port` of the indexer).
-    pub indexer_addr: String,
-    /// Indexers trusted to send `InspectionRequest`; anyone else is rejected.
-    pub indexers: Vec<NodeId>,
+    /// Indexers trusted to send `InspectionRequest` (anyone else is
+    /// rejected); each one's verdicts go to its address.
+    pub indexers: Vec<Peer>,
     /// The largest challenge dimension `n`. A challenge is sized to the
     /// memory the container claims ([`dci_capacity::size_for`]) and capped
     /// here; the devnet uses a small cap so that inspections take
@@ -117,9 +116,8 @@ pub struct Coordinator {
 impl Config {
     /// The devnet defaults: n at most 256, the default Freivalds parameters,
     /// deadlines of at least 10 s.
-    pub fn devnet(indexer_addr: impl Into<String>, indexers: Vec<NodeId>) -> Self {
+    pub fn devnet(indexers: Vec<Peer>) -> Self {
         Config {
-            indexer_addr: indexer_addr.into(),
             indexers,
             challenge_n: 256,
             params: dci_capacity::Params::DEFAULT,
@@ -132,11 +130,11 @@ impl Config {
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.indexer_addr.is_empty() {
-            return Err(ConfigError::IndexerAddr);
-        }
         if self.indexers.is_empty() {
             return Err(ConfigError::NoIndexers);
+        }
+        if let Some(p) = self.indexers.iter().find(|p| p.addr.trim().is_empty()) {
+            return Err(ConfigError::IndexerAddr(p.id));
         }
         dci_capacity::check_dimension(self.challenge_n)
             .map_err(|_| ConfigError::ChallengeN { max: dci_capacity::MAX_N, found: self.challenge_n })?;
@@ -168,9 +166,9 @@ fn answer_bytes(n: u32, rounds: u32, rows: u32) -> u64 {
 /// Why a checker configuration is not usable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// No indexer address.
-    #[error("indexer_addr: expected a host:port, found an empty string")]
-    IndexerAddr,
+    /// An indexer without an address.
+    #[error("indexers: expected a host:port for indexer {0}, found an empty string")]
+    IndexerAddr(NodeId),
     /// No trusted indexer: the checker would reject every request.
     #[error("indexers: expected at least one trusted indexer id, found none")]
     NoIndexers,

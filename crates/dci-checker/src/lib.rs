@@ -31,5 +31,5 @@
 mod checker;
 mod config;
 
-pub use checker::{ChainSigner, Checker, CommitteeSigner, Input, Output, Peers, ServiceReport};
+pub use checker::{ChainSigner, Checker, CommitteeSigner, Input, MAX_QUEUED, Output, Peers, ServiceReport};
 pub use config::{Config, ConfigError, Coordinator, EvaluationFloor};

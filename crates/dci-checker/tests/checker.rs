@@ -21,7 +21,8 @@ use dci_ledger::{SlashReport, StakeRole};
 use dci_model::{AccountId, Amount, ContainerSpec, GeoPoint, GpuSpec, NodeId, ServiceName, Timestamp};
 use dci_proto::{
     ChainDomain, ChallengeParams, ConnId, Evidence, Heartbeat, Identity, Inbound, InspectionKind, InspectionRequest,
-    MAX_MESSAGE_BYTES, Message, Net, Response, Reveal, RowOpening, Verdict, VerifiedCapacity, seal, sign_transcript,
+    MAX_MESSAGE_BYTES, Message, Net, Peer, Response, Reveal, RowOpening, Verdict, VerifiedCapacity, seal,
+    sign_transcript,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -31,6 +32,7 @@ const INDEXER: NodeId = NodeId([1; 32]);
 const STRANGER: NodeId = NodeId([3; 32]);
 const SECOND_INDEXER: NodeId = NodeId([5; 32]);
 const INDEXER_ADDR: &str = "127.0.0.1:7000";
+const SECOND_INDEXER_ADDR: &str = "127.0.0.2:7000";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 /// The devnet config capped at this size: every row is opened, all columns checked.
 const N: u32 = 32;
@@ -64,7 +66,11 @@ thread_local! {
 }
 
 fn config() -> Config {
-    Config { challenge_n: N, ..Config::devnet(INDEXER_ADDR, vec![INDEXER, SECOND_INDEXER]) }
+    let indexers = vec![
+        Peer { id: INDEXER, addr: INDEXER_ADDR.into() },
+        Peer { id: SECOND_INDEXER, addr: SECOND_INDEXER_ADDR.into() },
+    ];
+    Config { challenge_n: N, ..Config::devnet(indexers) }
 }
 
 fn checker(seed: u8) -> Checker {
@@ -203,6 +209,16 @@ fn verdict(out: &[Output]) -> Verdict {
         }
         other => panic!("expected a verdict to the indexer, found {other:?}"),
     }
+}
+
+/// Every verdict sent in `out`, with where it went.
+fn verdicts(out: &[Output]) -> Vec<(String, Verdict)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Net(Net::Send { addr, msg: Message::Verdict(v) }) => Some((addr.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The messages in `out` that free a container of an inspection (a cancel
@@ -651,10 +667,12 @@ fn only_trusted_indexers_start_inspections() {
     rejected(&c.handle(T0, from(container(), request(container()))), container(), "trusted indexer");
     assert_eq!(c.in_flight(), 0);
     assert_eq!(c.handle(ms(100_000), Input::Tick), vec![]);
-    // Any configured indexer may ask; verdicts go to the configured address.
+    // Any configured indexer may ask; its verdict goes to its address.
     let p = challenge(&c.handle(T0, from(SECOND_INDEXER, request(container()))), container());
-    let v = verdict(&c.handle(ms(100_000), Input::Tick));
-    assert_eq!((v.challenge, v.passed), (p.id, false));
+    let out = c.handle(ms(100_000), Input::Tick);
+    let v = verdicts(&out);
+    assert_eq!(v.len(), 1, "{out:?}");
+    assert_eq!((v[0].0.as_str(), v[0].1.challenge, v[0].1.passed), (SECOND_INDEXER_ADDR, p.id, false));
 }
 
 /// Once the registrant has committed from its address, messages of any
@@ -740,7 +758,8 @@ fn a_new_request_replaces_the_inspection_in_flight() {
     // A new request replaces the running inspection: the old challenge is
     // forgotten (no verdict, the container told to forget it too), the new
     // one answered with the new request id.
-    let out = c.handle(ms(1), from(INDEXER, request_for(container(), 78, InspectionKind::Standby, cpu_host())));
+    // (Another claim: the running inspection does not answer it.)
+    let out = c.handle(ms(1), from(INDEXER, request_for(container(), 78, InspectionKind::Standby, spec(None, 8))));
     assert_eq!(released(&out), vec![cancel(container(), old.id)], "{out:?}");
     assert!(!out.iter().any(|o| matches!(o, Output::Verdict(_))), "{out:?}");
     let p = challenge(&out, container());
@@ -776,6 +795,118 @@ fn a_new_request_replaces_the_inspection_in_flight() {
     assert_eq!(c.in_flight(), 0);
     // Then the container can be inspected again.
     assert!(play(&mut c, container(), Behaviour::Honest, None).0.passed);
+}
+
+// --- several indexers (issue 15)
+
+/// Two indexers asking about one container at once (both got its
+/// registration) cost the container one challenge: the second request joins
+/// the running inspection, and each indexer gets the verdict under its own
+/// request id and kind, at its own address.
+#[test]
+fn two_indexers_asking_about_one_container_share_one_challenge() {
+    let mut c = checker(21);
+    let p = start(&mut c, T0, container());
+    let out = c.handle(ms(5), from(SECOND_INDEXER, request_for(container(), 90, InspectionKind::Standby, cpu_host())));
+    assert_eq!(out, vec![], "joined: no second challenge, nothing cancelled");
+    assert_eq!(c.in_flight(), 1);
+    let attempt = Behaviour::Honest.commit(&p, None).unwrap();
+    let r = commit(&mut c, ms(COMMIT_AT), container(), p.id, attempt.root());
+    let out = answer(&mut c, ms(ANSWER_AT), container(), attempt.respond(&r).unwrap().unwrap());
+    let sent = verdicts(&out);
+    let seen: Vec<(&str, u64, InspectionKind, bool)> =
+        sent.iter().map(|(a, v)| (a.as_str(), v.request, v.kind, v.passed)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (INDEXER_ADDR, REQUEST_ID, InspectionKind::Registration, true),
+            (SECOND_INDEXER_ADDR, 90, InspectionKind::Standby, true)
+        ]
+    );
+    assert!(sent.iter().all(|(_, v)| v.challenge == p.id && v.capacity == sent[0].1.capacity));
+    assert_eq!(c.in_flight(), 0);
+}
+
+/// Another indexer asking something else (an in-service evaluation) while a
+/// challenge runs does not cancel it: it waits its turn and starts when the
+/// challenge ends; the first indexer still gets its verdict.
+#[test]
+fn another_indexers_different_question_waits_its_turn() {
+    let mut c = checker(22);
+    let p = start(&mut c, T0, container());
+    let evaluation = Message::InspectionRequest(InspectionRequest {
+        service: Some(ServiceName::new("render").unwrap()),
+        ..match request_for(container(), 91, InspectionKind::InService, cpu_host()) {
+            Message::InspectionRequest(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    assert_eq!(c.handle(ms(5), from(SECOND_INDEXER, evaluation.clone())), vec![], "queued");
+    // The same indexer asking again replaces its queued request: still one.
+    assert_eq!(c.handle(ms(6), from(SECOND_INDEXER, evaluation)), vec![], "queued once");
+    assert_eq!(c.in_flight(), 1);
+    let out = c.handle(ms(60_000), Input::Tick);
+    let sent = verdicts(&out);
+    assert_eq!(sent.len(), 1, "{out:?}");
+    assert_eq!((sent[0].0.as_str(), sent[0].1.challenge, sent[0].1.passed), (INDEXER_ADDR, p.id, false));
+    let started: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Net(Net::Send { msg: Message::EvaluationRequest { .. }, .. })))
+        .collect();
+    assert_eq!(started.len(), 1, "the waiting evaluation starts: {out:?}");
+    assert_eq!(released(&out), vec![cancel(container(), p.id)]);
+    assert_eq!(c.in_flight(), 1);
+}
+
+/// An indexer dropped from the network file while its inspection runs gets
+/// no verdict (the others still do), and may not ask again.
+#[test]
+fn an_indexer_dropped_from_the_network_gets_no_verdict() {
+    let mut c = checker(23);
+    start(&mut c, T0, container());
+    c.handle(ms(1), from(SECOND_INDEXER, request_for(container(), 92, InspectionKind::Standby, cpu_host())));
+    c.handle(
+        ms(2),
+        Input::Peers(dci_checker::Peers {
+            indexers: vec![Peer { id: INDEXER, addr: INDEXER_ADDR.into() }],
+            coordinator: None,
+            chain_signers: Default::default(),
+        }),
+    );
+    let sent = verdicts(&c.handle(ms(60_000), Input::Tick));
+    assert_eq!(sent.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), vec![INDEXER_ADDR]);
+    rejected(
+        &c.handle(ms(60_001), from(SECOND_INDEXER, request(other_container()))),
+        SECOND_INDEXER,
+        "trusted indexer",
+    );
+}
+
+/// Requests waiting for another indexer's inspection are bounded: past
+/// [`MAX_QUEUED`] one is refused, and nothing else changes.
+#[test]
+fn waiting_requests_are_bounded() {
+    let mut c = checker(24);
+    let containers: Vec<NodeId> = (0..=dci_checker::MAX_QUEUED as u32).map(|i| NodeId(seed_id(i))).collect();
+    for (i, node) in containers.iter().enumerate() {
+        let out = c.handle(T0, from(INDEXER, request_for(*node, i as u64, InspectionKind::Registration, cpu_host())));
+        assert_eq!(out.len(), 1, "one challenge each");
+        let other = request_for(*node, i as u64, InspectionKind::Standby, spec(None, 8));
+        let out = c.handle(T0, from(SECOND_INDEXER, other));
+        if i < dci_checker::MAX_QUEUED {
+            assert_eq!(out, vec![], "request {i} waits");
+        } else {
+            rejected(&out, SECOND_INDEXER, "at most");
+        }
+    }
+    assert_eq!(c.in_flight(), containers.len());
+}
+
+/// A node id for the `i`th of many containers.
+fn seed_id(i: u32) -> [u8; 32] {
+    let mut b = [7u8; 32];
+    b[..4].copy_from_slice(&i.to_be_bytes());
+    b
 }
 
 /// Replacing an inspection that already revealed: its answer is refused
@@ -984,7 +1115,10 @@ fn bad_configurations_are_refused() {
     let d = Params::DEFAULT;
     let cases: Vec<(Config, ConfigError)> = vec![
         (Config { indexers: vec![], ..base.clone() }, ConfigError::NoIndexers),
-        (Config { indexer_addr: String::new(), ..base.clone() }, ConfigError::IndexerAddr),
+        (
+            Config { indexers: vec![Peer { id: INDEXER, addr: " ".into() }], ..base.clone() },
+            ConfigError::IndexerAddr(INDEXER),
+        ),
         (Config { challenge_n: 0, ..base.clone() }, ConfigError::ChallengeN { max: MAX_N, found: 0 }),
         (Config { challenge_n: MAX_N + 1, ..base.clone() }, ConfigError::ChallengeN { max: MAX_N, found: MAX_N + 1 }),
         (with(Params { rounds: 0, ..d }), ConfigError::Rounds { max: MAX_ROUNDS, found: 0 }),
@@ -1021,7 +1155,7 @@ fn bad_configurations_are_refused() {
             ..base.clone()
         },
         Config { challenge_n: MAX_N, ..base.clone() },
-        Config::devnet(INDEXER_ADDR, vec![INDEXER]),
+        Config::devnet(vec![Peer { id: INDEXER, addr: INDEXER_ADDR.into() }]),
     ];
     for config in fine {
         assert_eq!(config.validate(), Ok(()), "{config:?}");

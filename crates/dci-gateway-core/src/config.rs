@@ -4,18 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dci_model::{Amount, NodeId, ServiceName};
+use dci_model::{Amount, ServiceName};
 
 use crate::duties::{ChainHooks, CheckerSeat};
 
-/// A node: its id (what its envelopes are signed with) and where it listens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    /// The node id.
-    pub id: NodeId,
-    /// `host:port`.
-    pub addr: String,
-}
+pub use dci_proto::Peer;
 
 /// The gateway's clocks. Every bound here is stated in ARCHITECTURE.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

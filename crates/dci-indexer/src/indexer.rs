@@ -1237,7 +1237,16 @@ impl Indexer {
         hb: Heartbeat,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
-        let slot = *self.slots.get(&from).ok_or(Rejection::UnknownContainer(from))?;
+        let Some(&slot) = self.slots.get(&from) else {
+            // A container this indexer does not know (it lost its registry,
+            // or pruned the container) is told so on its own connection, and
+            // registers again; one whose registration waits for the stake
+            // oracle is known soon.
+            if !self.pending.contains_key(&from) {
+                out.push(reply(conn, Message::Unregistered));
+            }
+            return Err(Rejection::UnknownContainer(from));
+        };
         if hb.warm.len() > MAX_SERVICES {
             return Err(Rejection::TooManyWarm { max: MAX_SERVICES, found: hb.warm.len() });
         }

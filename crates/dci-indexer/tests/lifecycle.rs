@@ -109,7 +109,7 @@ fn untrusted_senders_are_rejected_without_change() {
                 Some(AwaitingInspection),
             ),
             // Heartbeats from strangers, verdicts about strangers, foreign messages.
-            step(8, heartbeat(stranger, 0), &["rejected"], Some(AwaitingInspection)),
+            step(8, heartbeat(stranger, 0), &["reply:unregistered", "rejected"], Some(AwaitingInspection)),
             step(9, verdict(CHECKER, stranger, true), &["rejected"], Some(AwaitingInspection)),
             step(10, net(c, Message::StopSession { session: session(1) }), &["rejected"], Some(AwaitingInspection)),
         ],

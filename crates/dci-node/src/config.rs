@@ -250,7 +250,7 @@ evaluation = "devnet"
 
     fn validate(&self) -> anyhow::Result<()> {
         // The core's own checks, with the peers left aside.
-        let mut c = dci_checker::Config::devnet("unset:1", vec![NodeId([0; 32])]);
+        let mut c = dci_checker::Config::devnet(vec![dci_proto::Peer { id: NodeId([0; 32]), addr: "unset:1".into() }]);
         c.challenge_n = self.challenge_n;
         c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())

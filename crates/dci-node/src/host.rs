@@ -287,7 +287,6 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     let runtime = Arc::new(Warm::new(inner, services.clone()));
     runtime.refill().await;
     let agent = AgentConfig {
-        indexer_addr: peers.indexer_addr,
         listen_addr: String::new(),
         spec: spec.clone(),
         services,
@@ -413,13 +412,29 @@ pub struct TransitionLine {
     pub at_ms: u64,
 }
 
+/// One indexer's view of the container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexerLine {
+    /// The indexer's node id.
+    pub id: String,
+    /// Where it listens.
+    pub addr: String,
+    /// The state it last reported (None: not admitted there yet).
+    pub state: Option<String>,
+    /// Why it refused the registration, until it reports a state.
+    pub refused: Option<String>,
+}
+
 /// `dci container status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusView {
     /// Node id.
     pub id: String,
-    /// Lifecycle state (as last reported by the indexer).
+    /// Lifecycle state (as last reported by any indexer).
     pub state: Option<String>,
+    /// Each indexer's view.
+    #[serde(default)]
+    pub indexers: Vec<IndexerLine>,
     /// Locked for maintenance by the operator.
     pub maintenance: bool,
     /// ATH per slot-hour for new sessions.
@@ -447,6 +462,16 @@ impl From<AgentStatus> for StatusView {
         StatusView {
             id: s.id.to_string(),
             state: s.state.map(|x| x.to_string()),
+            indexers: s
+                .indexers
+                .into_iter()
+                .map(|i| IndexerLine {
+                    id: i.id.to_string(),
+                    addr: i.addr,
+                    state: i.state.map(|x| x.to_string()),
+                    refused: i.refused,
+                })
+                .collect(),
             maintenance: s.maintenance,
             price_ath_per_hour: dci_gateway::api::ath(s.price.0),
             slots: s.slots,

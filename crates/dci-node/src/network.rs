@@ -182,10 +182,12 @@ impl Network {
         self.gateways.first().context("gateways: expected at least one gateway, found none")
     }
 
-    /// The first indexer: where containers register, checkers send verdicts
-    /// and gateways ask for matches.
-    pub fn first_indexer(&self) -> anyhow::Result<&IndexerEntry> {
-        self.indexers.first().context("indexers: expected at least one indexer, found none")
+    /// The indexers (at least one): containers register and heartbeat with
+    /// each, checkers send each its verdicts, gateways ask the one the epoch
+    /// seed names.
+    pub fn indexer_peers(&self) -> anyhow::Result<Vec<dci_proto::Peer>> {
+        anyhow::ensure!(!self.indexers.is_empty(), "indexers: expected at least one indexer, found none");
+        Ok(self.indexers.iter().map(|i| dci_proto::Peer { id: i.id, addr: i.addr.clone() }).collect())
     }
 
     /// The ids of the gateways.

@@ -58,26 +58,23 @@ pub fn indexer_peers(network: &Network) -> anyhow::Result<dci_indexer::Peers> {
     })
 }
 
-/// A checker's peers: inspections from the indexers (verdicts to the
-/// first), the first gateway as the epoch coordinator, every checker's
+/// A checker's peers: inspections from the indexers (each one's verdicts
+/// to it), the first gateway as the epoch coordinator, every checker's
 /// chain signer.
 pub fn checker_peers(network: &Network) -> anyhow::Result<dci_checker::Peers> {
-    let indexer = network.first_indexer()?;
     let coordinator = network.ledger_gateway()?;
     Ok(dci_checker::Peers {
-        indexer_addr: indexer.addr.clone(),
-        indexers: network.indexer_ids(),
+        indexers: network.indexer_peers()?,
         coordinator: Some(dci_checker::Coordinator { id: coordinator.id, addr: coordinator.addr.clone() }),
         chain_signers: network.checkers.iter().map(|c| (c.id, c.chain_signer)).collect(),
     })
 }
 
-/// A container's peers: it registers with the first indexer and trusts
-/// every listed indexer, checker and gateway.
+/// A container's peers: it registers and heartbeats with every indexer and
+/// trusts every listed checker and gateway.
 pub fn container_peers(network: &Network) -> anyhow::Result<dci_agent::Peers> {
     Ok(dci_agent::Peers {
-        indexer_addr: network.first_indexer()?.addr.clone(),
-        indexers: network.indexer_ids(),
+        indexers: network.indexer_peers()?,
         checkers: network.checker_ids(),
         gateways: network.gateway_ids(),
     })
@@ -88,8 +85,7 @@ pub fn container_peers(network: &Network) -> anyhow::Result<dci_agent::Peers> {
 pub fn gateway_peers(
     network: &Network,
 ) -> anyhow::Result<(Vec<dci_gateway_core::Peer>, Vec<dci_gateway_core::CheckerSeat>)> {
-    network.first_indexer()?;
-    let indexers = network.indexers.iter().map(|i| dci_gateway_core::Peer { id: i.id, addr: i.addr.clone() }).collect();
+    let indexers = network.indexer_peers()?;
     let seats = network.checkers.iter().map(CheckerEntry::seat).collect();
     Ok((indexers, seats))
 }
@@ -176,7 +172,6 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
         None => warn_unlisted("checker", false, &identity, &path),
     }
     let core = dci_checker::Config {
-        indexer_addr: peers.indexer_addr,
         indexers: peers.indexers,
         challenge_n: config.challenge_n,
         params: dci_capacity::Params::DEFAULT,

@@ -13,8 +13,9 @@ use crate::Message;
 /// `ChallengeCancelled`; `StateChanged` names its container. 7: a verdict
 /// carries the capacity its proof verified (`Verdict::capacity`). 8:
 /// `StakeQuery`, `StakeOf`, `Refused` (a registration needs a bond). 9:
-/// `CommitteeSign`, `CommitteeSigned` (committees on chain).
-pub const VERSION: u16 = 9;
+/// `CommitteeSign`, `CommitteeSigned` (committees on chain). 10:
+/// `Unregistered` (an indexer that lost a container says so).
+pub const VERSION: u16 = 10;
 /// Largest sealed message accepted, in bytes: room for a proof-of-capacity
 /// answer at the largest challenge (n = 16384, 40 rows: about 2.9 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;

@@ -27,4 +27,4 @@ pub use envelope::{
 pub use messages::*;
 pub use node_request::{NodeStake, StakeAs};
 pub use receipt::{ReceiptError, SignedReceipt, UsageReceipt};
-pub use route::{ConnId, Inbound, Net};
+pub use route::{ConnId, Inbound, Net, Peer};

@@ -351,6 +351,10 @@ pub enum Message {
         /// Why, for the operator.
         reason: String,
     },
+    /// A heartbeat came from a container this indexer does not know (it
+    /// lost its registry, or pruned the container): register again. Sent
+    /// on the heartbeat's own connection only.
+    Unregistered,
 
     // --- epoch coordinator -> checkers, and back (chain ledgers)
     /// Sign the committee of `announcement.epoch` for the chain ledger
@@ -427,6 +431,7 @@ impl Message {
             Message::StakeQuery { .. } => "stake_query",
             Message::StakeOf { .. } => "stake_of",
             Message::Refused { .. } => "refused",
+            Message::Unregistered => "unregistered",
             Message::CommitteeSign { .. } => "committee_sign",
             Message::CommitteeSigned { .. } => "committee_signed",
         }

@@ -13,6 +13,16 @@ use dci_model::NodeId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+/// A node another names in its configuration: its id (what its envelopes
+/// are signed with) and where it listens (`host:port`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The node id.
+    pub id: NodeId,
+    /// `host:port`.
+    pub addr: String,
+}
+
 /// An authenticated inbound message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inbound {

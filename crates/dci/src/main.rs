@@ -1396,6 +1396,16 @@ fn print_host(s: &dci_node::host::StatusView, json: bool) -> anyhow::Result<()> 
     };
     println!("container  {}", s.id);
     println!("state      {state}{lock}");
+    if s.indexers.len() > 1 {
+        for i in &s.indexers {
+            let seen = match (&i.state, &i.refused) {
+                (Some(state), _) => state.clone(),
+                (None, Some(why)) => format!("refused: {why}"),
+                (None, None) => "not admitted yet".into(),
+            };
+            println!("  indexer {} at {}: {seen}", &i.id[..8.min(i.id.len())], i.addr);
+        }
+    }
     println!("price      {} ATH per slot-hour, {} slots", s.price_ath_per_hour, s.slots);
     println!("services   {}  (warm now: {})", s.services.join(", "), s.warm.join(", "));
     println!(
