@@ -381,6 +381,7 @@ impl Gateway {
             payout: offer.payout,
             price: offer.price,
             estimated_rtt_ms: offer.estimated_rtt_ms,
+            indexer: live.indexer,
         };
         let live = self.sessions.get_mut(&session).expect("checked");
         if !live.record.placement.escrow.is_zero() {

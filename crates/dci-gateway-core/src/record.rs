@@ -45,6 +45,9 @@ pub struct Host {
     pub price: PricePerHour,
     /// The estimated round trip from the consumer, if a location was given.
     pub estimated_rtt_ms: Option<u32>,
+    /// The indexer that matched it (and holds its reservation).
+    #[serde(default)]
+    pub indexer: Option<NodeId>,
 }
 
 impl Host {
@@ -246,6 +249,7 @@ mod tests {
             payout: AccountId::new("node:x").unwrap(),
             price: PricePerHour(Amount::ath(1)),
             estimated_rtt_ms: None,
+            indexer: None,
         };
         assert_eq!(host("10.0.0.7:7000").hostname(), "10.0.0.7");
         assert_eq!(host("[::1]:7000").hostname(), "[::1]");

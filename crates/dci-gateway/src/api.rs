@@ -125,6 +125,10 @@ pub struct SessionInfo {
     pub price_ath_per_hour: String,
     /// Estimated round trip from the consumer, ms.
     pub estimated_rtt_ms: Option<u32>,
+    /// The indexer that matched the current placement (64 hex digits):
+    /// the one the epoch seed names among the indexers live at the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexer: Option<String>,
     /// Status.
     pub status: SessionStatus,
     /// Start, ms since the Unix epoch.

@@ -35,6 +35,7 @@ impl From<&SessionRecord> for SessionInfo {
             endpoint: r.endpoint().unwrap_or_default(),
             price_ath_per_hour: host.map(|h| ath(h.price.0)).unwrap_or_default(),
             estimated_rtt_ms: host.and_then(|h| h.estimated_rtt_ms),
+            indexer: host.and_then(|h| h.indexer).map(|i| i.to_string()),
             status: r.status.into(),
             started_at_ms: r.started_at.unwrap_or(r.created_at).0,
             ended_at_ms: r.ended_at.map(|t| t.0),

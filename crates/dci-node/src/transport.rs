@@ -7,6 +7,13 @@
 //! `dci_messages_rejected_total`, and dropped, and the connection stays up if
 //! its framing is intact. Outbound connections are pooled per address, and
 //! frames that arrive on them are delivered like any other.
+//!
+//! A core's sends ([`Transport::dispatch`]) never wait for the network: a
+//! message to an address without an open connection waits in that
+//! address's queue (in order, at most [`MAX_WAITING`]) while a task
+//! connects, so a peer that is dead, slow or blackholed (any registrant can
+//! name such an address) never stalls the role's loop or its sends to
+//! anyone else.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +30,17 @@ use crate::clock;
 
 /// How old (or how far ahead) a message may be.
 pub const FRESHNESS_WINDOW: Duration = Duration::from_secs(60);
+/// How long a connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages that wait for one address's connection; more are dropped (the
+/// cores treat the network as lossy).
+pub const MAX_WAITING: usize = 1024;
+
+/// An outbound connection: open, or being made with messages waiting for it.
+enum Outbound {
+    Open(ConnId),
+    Connecting(Vec<Message>),
+}
 
 /// Why a frame could not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +63,7 @@ pub struct Transport {
     identity: Identity,
     opener: Mutex<Opener>,
     conns: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Vec<u8>>>>,
-    outbound: Mutex<HashMap<String, ConnId>>,
+    outbound: Mutex<HashMap<String, Outbound>>,
     next_conn: AtomicU64,
     inbox: mpsc::Sender<Inbound>,
     local: SocketAddr,
@@ -174,37 +192,116 @@ impl Transport {
     /// Sends to the node listening at `addr`, connecting if needed. Returns
     /// the connection used (replies arrive in the inbox tagged with it).
     pub async fn send(self: &Arc<Self>, addr: &str, msg: &Message) -> Result<ConnId, TransportError> {
-        let pooled = self.outbound.lock().expect("outbound lock").get(addr).copied();
-        if let Some(conn) = pooled {
+        if let Some(conn) = self.open_conn(addr) {
             if self.write(conn, msg).is_ok() {
                 return Ok(conn);
             }
-            self.outbound.lock().expect("outbound lock").remove(addr);
+            self.forget_open(addr, conn);
         }
         // Connect without holding the pool lock: a dead peer must not stall
         // sends to every other peer.
-        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
-        let stream = match connect {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(TransportError::Connect { addr: addr.into(), detail: e.to_string() }),
-            Err(_) => return Err(TransportError::Connect { addr: addr.into(), detail: "timed out".into() }),
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(addr).await?;
         let conn = self.adopt(stream);
-        self.outbound.lock().expect("outbound lock").insert(addr.to_owned(), conn);
+        {
+            let mut pool = self.outbound.lock().expect("outbound lock");
+            // Messages already waiting for this address go first.
+            if let Some(Outbound::Connecting(waiting)) = pool.insert(addr.to_owned(), Outbound::Open(conn)) {
+                for m in &waiting {
+                    let _ = self.write(conn, m);
+                }
+            }
+        }
         self.write(conn, msg)?;
         Ok(conn)
     }
 
-    /// Carries out a core's network output, logging failures (the cores treat
-    /// the network as lossy: timeouts recover).
-    pub async fn dispatch(self: &Arc<Self>, net: Net) {
-        let result = match &net {
-            Net::Reply { conn, msg } => self.reply(*conn, msg).map(|_| ()),
-            Net::Send { addr, msg } => self.send(addr, msg).await.map(|_| ()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "message not sent");
+    /// The open pooled connection to `addr`, if any.
+    fn open_conn(&self, addr: &str) -> Option<ConnId> {
+        match self.outbound.lock().expect("outbound lock").get(addr) {
+            Some(Outbound::Open(conn)) => Some(*conn),
+            _ => None,
         }
     }
+
+    /// Drops the pooled connection `conn` to `addr` (it closed).
+    fn forget_open(&self, addr: &str, conn: ConnId) {
+        let mut pool = self.outbound.lock().expect("outbound lock");
+        if matches!(pool.get(addr), Some(Outbound::Open(c)) if *c == conn) {
+            pool.remove(addr);
+        }
+    }
+
+    /// Carries out a core's network output without waiting for the network
+    /// (see the module docs), logging failures (the cores treat the network
+    /// as lossy: timeouts recover).
+    pub async fn dispatch(self: &Arc<Self>, net: Net) {
+        match net {
+            Net::Reply { conn, msg } => {
+                if let Err(e) = self.reply(conn, &msg) {
+                    tracing::warn!(error = %e, "message not sent");
+                }
+            }
+            Net::Send { addr, msg } => self.enqueue(addr, msg),
+        }
+    }
+
+    /// Sends `msg` to `addr` on the open connection, or queues it for the
+    /// connection being made (starting one if none is).
+    fn enqueue(self: &Arc<Self>, addr: String, msg: Message) {
+        let mut pool = self.outbound.lock().expect("outbound lock");
+        match pool.get_mut(&addr) {
+            Some(Outbound::Open(conn)) => {
+                if self.write(*conn, &msg).is_ok() {
+                    return;
+                }
+                // Closed: connect again below.
+            }
+            Some(Outbound::Connecting(waiting)) => {
+                if waiting.len() < MAX_WAITING {
+                    waiting.push(msg);
+                } else {
+                    tracing::warn!(%addr, kind = msg.kind(), "message dropped: {MAX_WAITING} already wait for this peer");
+                }
+                return;
+            }
+            None => {}
+        }
+        pool.insert(addr.clone(), Outbound::Connecting(vec![msg]));
+        drop(pool);
+        let t = Arc::clone(self);
+        tokio::spawn(async move {
+            let connected = connect(&addr).await;
+            let mut pool = t.outbound.lock().expect("outbound lock");
+            let waiting = match pool.remove(&addr) {
+                Some(Outbound::Connecting(waiting)) => waiting,
+                // `send` connected meanwhile (and flushed the queue).
+                Some(open) => {
+                    pool.insert(addr, open);
+                    return;
+                }
+                None => return,
+            };
+            match connected {
+                Ok(stream) => {
+                    let conn = t.adopt(stream);
+                    pool.insert(addr, Outbound::Open(conn));
+                    for m in &waiting {
+                        let _ = t.write(conn, m);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, dropped = waiting.len(), "messages not sent"),
+            }
+        });
+    }
+}
+
+/// Connects to `addr` within [`CONNECT_TIMEOUT`].
+async fn connect(addr: &str) -> Result<TcpStream, TransportError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(TransportError::Connect { addr: addr.into(), detail: e.to_string() }),
+        Err(_) => return Err(TransportError::Connect { addr: addr.into(), detail: "timed out".into() }),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
