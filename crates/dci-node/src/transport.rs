@@ -250,12 +250,9 @@ impl Transport {
     fn enqueue(self: &Arc<Self>, addr: String, msg: Message) {
         let mut pool = self.outbound.lock().expect("outbound lock");
         match pool.get_mut(&addr) {
-            Some(Outbound::Open(conn)) => {
-                if self.write(*conn, &msg).is_ok() {
-                    return;
-                }
-                // Closed: connect again below.
-            }
+            Some(Outbound::Open(conn)) if self.write(*conn, &msg).is_ok() => return,
+            // Closed: connect again below.
+            Some(Outbound::Open(_)) => {}
             Some(Outbound::Connecting(waiting)) => {
                 if waiting.len() < MAX_WAITING {
                     waiting.push(msg);
