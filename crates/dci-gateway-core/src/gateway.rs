@@ -155,6 +155,7 @@ impl Gateway {
             Input::Net(inbound) => self.message(now, inbound, &mut out),
             Input::Ledger { ticket, reply } => self.ledger_reply(now, ticket, reply, &mut out),
             Input::Tick => self.tick(now, &mut out),
+            Input::Unreachable { addr } => self.unreachable(now, &addr, &mut out),
             Input::Peers { indexers, checkers } => {
                 // An indexer no longer listed is no longer trusted, nor
                 // remembered as down.
@@ -356,6 +357,14 @@ impl Gateway {
         self.config.indexers.iter().find(|p| p.id == chosen)
     }
 
+    /// Whether an indexer not in `exclude` is live (not left out as down).
+    pub(crate) fn any_up(&self, now: Timestamp, exclude: &[NodeId]) -> bool {
+        self.config
+            .indexers
+            .iter()
+            .any(|p| !exclude.contains(&p.id) && self.down.get(&p.id).is_none_or(|until| now >= *until))
+    }
+
     /// Sends `msg` to the indexer `id` (every indexer when `None`).
     pub(crate) fn send_to_indexer(&self, id: Option<NodeId>, msg: Message, out: &mut Vec<Output>) {
         for p in self.config.indexers.iter().filter(|p| id.is_none_or(|id| p.id == id)) {
@@ -500,28 +509,48 @@ impl Gateway {
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Output>) {
         let expired: Vec<u64> = self.asked.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        let why = format!("no answer from the indexer within {} s", self.config.timing.indexer_timeout.as_secs_f64());
         for id in expired {
-            let asked = self.asked.remove(&id).expect("present");
-            let why =
-                format!("no answer from the indexer within {} s", self.config.timing.indexer_timeout.as_secs_f64());
-            // Left out for a while: the next request goes to another indexer.
-            self.down.insert(asked.to, now.plus(self.config.timing.indexer_down));
-            match asked.what {
-                Asking::Match { session, placement } => {
-                    // The indexer may have reserved a slot we never heard of.
-                    self.send_to_indexer(Some(asked.to), Message::Release { session: placement }, out);
-                    self.match_timed_out(now, session, id, asked.to, why, out);
-                }
-                Asking::Offers { call } | Asking::Containers { call } => {
-                    out.push(Output::Reply { call, result: Err(GatewayError::Unavailable(why)) })
-                }
-                Asking::Sample { .. } => {}
-            }
+            self.unanswered(now, id, why.clone(), out);
         }
         self.tick_sessions(now, out);
         self.renew(now, out);
         self.tick_epoch(now, out);
         self.publish_committee(now, false, out);
+    }
+}
+
+impl Gateway {
+    /// Request `id` will not be answered (timed out, or its indexer cannot
+    /// be reached): the indexer is left out for a while, so the next
+    /// request goes to another, and the request is retried elsewhere (a
+    /// match) or failed (a listing).
+    fn unanswered(&mut self, now: Timestamp, id: u64, why: String, out: &mut Vec<Output>) {
+        let Some(asked) = self.asked.remove(&id) else { return };
+        self.down.insert(asked.to, now.plus(self.config.timing.indexer_down));
+        match asked.what {
+            Asking::Match { session, placement } => {
+                // The indexer may have reserved a slot we never heard of.
+                self.send_to_indexer(Some(asked.to), Message::Release { session: placement }, out);
+                self.match_timed_out(now, session, id, asked.to, why, out);
+            }
+            Asking::Offers { call } | Asking::Containers { call } => {
+                out.push(Output::Reply { call, result: Err(GatewayError::Unavailable(why)) })
+            }
+            Asking::Sample { .. } => {}
+        }
+    }
+
+    /// The driver could not connect to `addr`: requests in flight to an
+    /// indexer there will not be answered, so they go elsewhere now rather
+    /// than after [`crate::Timing::indexer_timeout`].
+    fn unreachable(&mut self, now: Timestamp, addr: &str, out: &mut Vec<Output>) {
+        let Some(indexer) = self.config.indexers.iter().find(|p| p.addr == addr).map(|p| p.id) else { return };
+        let mut lost: Vec<u64> = self.asked.iter().filter(|(_, a)| a.to == indexer).map(|(id, _)| *id).collect();
+        lost.sort_unstable();
+        for id in lost {
+            self.unanswered(now, id, format!("the indexer at {addr} cannot be reached"), out);
+        }
     }
 }
 

@@ -152,6 +152,12 @@ pub enum Input {
     },
     /// Time passed (the driver ticks a few times a second).
     Tick,
+    /// The driver could not connect to `addr` to deliver a message (refused,
+    /// timed out): nothing sent there is answered.
+    Unreachable {
+        /// The address, as the message named it.
+        addr: String,
+    },
     /// The network changed (its file was edited): the indexers to ask and
     /// the checkers to seat from now on. Requests in flight are answered
     /// by the node they went to; the seats count from the next epoch's

@@ -365,6 +365,20 @@ impl Gateway {
             }
             Ok(offer) => offer,
             Err(eliminations) => {
+                // Another indexer may see a container this one does not
+                // (one restarted and still rebuilding its view, or one that
+                // says no to everything): each live one is asked once
+                // before the consumer hears "no match".
+                let live = self.sessions.get_mut(&session).expect("checked");
+                if let Some(asked) = live.indexer {
+                    live.tried.push(asked);
+                }
+                let tried = live.tried.clone();
+                if self.any_up(now, &tried) {
+                    return self.ask_match(now, session, out);
+                }
+                let live = self.sessions.get_mut(&session).expect("checked");
+                live.tried.clear();
                 if live.deploying() {
                     let live = self.forget_live(session);
                     if let Some(call) = live.and_then(|l| l.call) {
@@ -384,6 +398,7 @@ impl Gateway {
             indexer: live.indexer,
         };
         let live = self.sessions.get_mut(&session).expect("checked");
+        live.tried.clear();
         if !live.record.placement.escrow.is_zero() {
             // A failover: the rest of the budget is already locked for it.
             live.record.placement.host = Some(host);

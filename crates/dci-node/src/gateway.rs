@@ -155,6 +155,9 @@ pub fn spawn_gateway(
         node_requests: Mutex::default(),
     });
     let mut pending = core.restore(clock::now(), records, last_epoch);
+    // An indexer that cannot be reached is left out at once.
+    let (unreachable_tx, mut unreachable) = mpsc::unbounded_channel();
+    transport.report_unreachable(unreachable_tx);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -190,6 +193,7 @@ pub fn spawn_gateway(
                 _ = shutdown.cancelled() => break,
                 Some(inbound) = inbox.recv() => Input::Net(inbound),
                 Some(input) = rx.recv() => input,
+                Some(addr) = unreachable.recv() => Input::Unreachable { addr },
                 _ = tick.tick() => Input::Tick,
             };
             pending = core.handle(clock::now(), input);

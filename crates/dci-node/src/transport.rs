@@ -68,6 +68,8 @@ pub struct Transport {
     inbox: mpsc::Sender<Inbound>,
     local: SocketAddr,
     rejected: AtomicU64,
+    /// Where addresses that could not be connected to are reported.
+    unreachable: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -90,6 +92,7 @@ impl Transport {
             inbox,
             local,
             rejected: AtomicU64::new(0),
+            unreachable: Mutex::new(None),
         });
         let weak = Arc::downgrade(&t);
         tokio::spawn(async move {
@@ -118,6 +121,12 @@ impl Transport {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("dci_messages_rejected_total").increment(1);
         tracing::warn!(node = %self.identity.id().short(), %reason, "rejected node message");
+    }
+
+    /// From now on, each address a queued message could not be delivered
+    /// to (the connection refused or timed out) is sent to `tx`.
+    pub fn report_unreachable(&self, tx: mpsc::UnboundedSender<String>) {
+        *self.unreachable.lock().expect("unreachable lock") = Some(tx);
     }
 
     /// This node's id.
@@ -286,7 +295,13 @@ impl Transport {
                         let _ = t.write(conn, m);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, dropped = waiting.len(), "messages not sent"),
+                Err(e) => {
+                    tracing::warn!(error = %e, dropped = waiting.len(), "messages not sent");
+                    drop(pool);
+                    if let Some(tx) = t.unreachable.lock().expect("unreachable lock").as_ref() {
+                        let _ = tx.send(addr);
+                    }
+                }
             }
         });
     }

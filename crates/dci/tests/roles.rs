@@ -1,256 +1,233 @@
 //! Every role as its own process (R-SC1), as operators on separate machines
-//! run them, here on loopback: one `dci gateway run`, one `dci indexer
-//! run`, two `dci checker run` and two `dci container run` hosts, each with
-//! its own data directory and node config, and one network file assembled
-//! from what `dci <role> id` prints. The hosts bond their stake with `dci
-//! container stake`, the checkers with `dci checker stake` (and then sit on
-//! the epoch committee); a render session is deployed, used and stopped; the
-//! indexer then moves to another port and every role follows the edited
-//! network file; at the end each process stops cleanly on SIGTERM and the
-//! ledger's supply is conserved.
+//! run them, here on loopback (`common::cluster`): gateways, indexers,
+//! checkers and container hosts, each with its own data directory and node
+//! config, and one network file assembled from what `dci <role> id` prints.
+//! The hosts bond their stake with `dci container stake`, the checkers with
+//! `dci checker stake` (and then sit on the epoch committee).
+//!
+//! - One indexer that moves to another port: every role follows the edited
+//!   network file.
+//! - Two indexers (issue 15): the hosts register and heartbeat with both,
+//!   deploys go through either, one SIGKILLed does not stop deploys, and
+//!   restarted without its registry it rebuilds its view from heartbeats.
+//!
+//! At the end each process stops cleanly on SIGTERM and the ledger's supply
+//! is conserved.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{DCI, free_port};
-use dci_gateway::api::{ContainerInfo, SessionInfo, SessionStatus};
-use dci_model::{AccountId, Amount, NodeId};
-
-/// A `dci <role> run` process.
-struct Node {
-    child: Child,
-    id: String,
-}
-
-impl Node {
-    /// Starts `dci <role> run --data-dir <dir>` and waits for its banner.
-    fn start(role: &str, dir: &Path) -> Node {
-        let mut child = Command::new(DCI)
-            .args([role, "run", "--data-dir"])
-            .arg(dir)
-            .env("DCI_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning dci {role} run: {e}"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let prefix = format!("DCI {role} ");
-        let id = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("dci {role} run exited before it started")).unwrap();
-            if let Some(id) = line.strip_prefix(&prefix) {
-                break id.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Node { child, id }
-    }
-
-    /// SIGTERM, then a clean exit.
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "{} did not stop cleanly: {exit:?}", self.id);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `dci <args> --data-dir <dir>`: (success, stdout, stderr).
-fn dci(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(DCI).args(args).arg("--data-dir").arg(dir).env("DCI_LOG", "warn").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn json<T: serde::de::DeserializeOwned>(dir: &Path, args: &[&str]) -> T {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let (ok, out, err) = dci(dir, &a);
-    assert!(ok, "dci {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("dci {args:?} printed non-JSON ({e}): {out}"))
-}
-
-/// Polls `f` every 250 ms until it returns `Some`, at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-/// `n` containers are listed (the gateway reaches the indexer), each
-/// schedulable and heartbeating to the indexer (a restarted indexer has
-/// heard none until a host reaches it).
-fn all_schedulable(gateway: &Path, n: usize) -> bool {
-    let (ok, out, _) = dci(gateway, &["containers", "--json"]);
-    let fine = |c: &ContainerInfo| {
-        (c.state == "healthy" || c.state == "ready") && c.last_heartbeat_ago_ms.is_some_and(|ms| ms < 2000)
-    };
-    ok && serde_json::from_str::<Vec<ContainerInfo>>(&out).is_ok_and(|l| l.len() == n && l.iter().all(fine))
-}
+use common::cluster::{Cluster, Layout, Place, Proc, p50, run, wait_for, write};
+use dci_gateway::api::{SessionInfo, SessionStatus};
 
 /// Deploys render, uses it for a moment, stops it: the bill is settled.
-fn session(gateway: &Path) -> SessionInfo {
-    let s: SessionInfo = json(gateway, &["deploy", "render"]);
+fn session(c: &Cluster) -> SessionInfo {
+    let s: SessionInfo = c.gateway_json(&["deploy", "render"]);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(2200) {
         let png = reqwest::blocking::get(format!("{}/frame?width=64&height=48", s.endpoint)).unwrap();
         assert_eq!(png.status(), 200);
         assert!(png.bytes().unwrap().starts_with(b"\x89PNG\r\n\x1a\n"));
     }
-    let stopped: SessionInfo = json(gateway, &["stop", &s.id]);
+    let stopped: SessionInfo = c.gateway_json(&["stop", &s.id]);
     assert_eq!(stopped.status, SessionStatus::Stopped);
     assert!(stopped.billed_seconds.unwrap() >= 2, "{stopped:?}");
     stopped
 }
 
+fn loopback(indexers: usize, checkers: usize, hosts: usize) -> Layout {
+    Layout {
+        gateway: Place::loopback(),
+        indexers: vec![Place::loopback(); indexers],
+        checkers: vec![Place::loopback(); checkers],
+        hosts: vec![Place::loopback(); hosts],
+        committee: checkers,
+        epoch_secs: 4,
+    }
+}
+
+/// Starts the indexers, then the checkers (they listen before the gateway
+/// opens its first epoch), then the gateway.
+fn start_roles(c: &Cluster) -> (Vec<Proc>, Vec<Proc>, Proc) {
+    let l = &c.layout;
+    let indexers = c.indexers.iter().zip(&l.indexers).map(|(d, p)| Proc::start("indexer", d, p)).collect();
+    let checkers = c.checkers.iter().zip(&l.checkers).map(|(d, p)| Proc::start("checker", d, p)).collect();
+    let gateway = Proc::start("gateway", &c.gateway, &l.gateway);
+    assert!(c.gateway.join("client.json").exists(), "the funded consumer's API key");
+    (indexers, checkers, gateway)
+}
+
+fn start_hosts(c: &Cluster) -> Vec<Proc> {
+    c.hosts.iter().zip(&c.layout.hosts).map(|(d, p)| Proc::start("container", d, p)).collect()
+}
+
 #[test]
 fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let network = root.join("network.toml");
-    let (gateway, indexer) = (root.join("gateway"), root.join("indexer"));
-    let checkers = [root.join("checker-0"), root.join("checker-1")];
-    let hosts = [root.join("host-0"), root.join("host-1")];
-    let api_port = free_port();
-
-    // The node configs, each in its own data directory.
-    let node = |extra: &str| format!("listen = \"127.0.0.1:{}\"\nnetwork = {network:?}\n{extra}", free_port());
-    write(
-        &gateway.join("node.toml"),
-        &node(&format!(
-            "api_listen = \"127.0.0.1:{api_port}\"\nepoch_secs = 4\ncommittee_size = 2\ndev_network = true\n\
-             consumer = {{ account = \"consumer:operator\", funds = \"5000\" }}\n"
-        )),
-    );
-    write(&indexer.join("node.toml"), &node("inspect_every_secs = 600\n"));
-    for c in &checkers {
-        write(&c.join("node.toml"), &node("challenge_n = 64\n"));
-    }
-    // A config with a typo is refused, saying what was expected and found.
-    let bad = root.join("bad");
-    write(&bad.join("node.toml"), &node("inspect_evry_secs = 600\n"));
-    let (ok, _, err) = dci(&bad, &["indexer", "run"]);
-    assert!(!ok && err.contains("unknown field `inspect_evry_secs`") && err.contains("expected one of"), "{err}");
-    let (ok, out, _) = dci(&bad, &["indexer", "run", "--print-example"]);
-    assert!(ok && out.contains("inspect_every_secs = 3600"), "{out}");
-
-    // The network file, from each node's own entry.
-    let mut text = "name = \"roles-e2e\"\n".to_owned();
-    for (role, dir) in
-        [("gateway", &gateway), ("indexer", &indexer), ("checker", &checkers[0]), ("checker", &checkers[1])]
-    {
-        let (ok, out, err) = dci(dir, &[role, "id"]);
-        assert!(ok, "dci {role} id: {err}");
-        text.push_str(&out);
-    }
-    write(&network, &text);
-    let parsed = dci_node::network::Network::load(&network).unwrap();
+    let c = Cluster::write(tmp.path(), loopback(1, 2, 2));
+    let parsed = c.parsed();
     assert_eq!((parsed.gateways.len(), parsed.indexers.len(), parsed.checkers.len()), (1, 1, 2));
 
-    // Checkers listen before the gateway opens its first epoch.
-    let indexer_node = Node::start("indexer", &indexer);
-    let checker_nodes: Vec<Node> = checkers.iter().map(|d| Node::start("checker", d)).collect();
-    let gateway_node = Node::start("gateway", &gateway);
-    assert_eq!(gateway_node.id, parsed.gateways[0].id.to_string());
-    assert_eq!(indexer_node.id, parsed.indexers[0].id.to_string());
-    assert!(gateway.join("client.json").exists(), "the funded consumer's API key");
+    // A config with a typo is refused, saying what was expected and found.
+    let bad = tmp.path().join("bad");
+    write(
+        &bad.join("node.toml"),
+        &format!("listen = \"127.0.0.1:1\"\nnetwork = {:?}\ninspect_evry_secs = 600\n", c.network),
+    );
+    let (ok, _, err) = run(&Place::loopback(), &bad, &["indexer", "run"]);
+    assert!(!ok && err.contains("unknown field `inspect_evry_secs`") && err.contains("expected one of"), "{err}");
+    let (ok, out, _) = run(&Place::loopback(), &bad, &["indexer", "run", "--print-example"]);
+    assert!(ok && out.contains("inspect_every_secs = 3600"), "{out}");
 
-    // Two hosts: each bonds the minimum container stake from its own account.
-    for (i, h) in hosts.iter().enumerate() {
-        write(
-            &h.join("container.toml"),
-            &format!(
-                "network = {network:?}\nlisten = \"127.0.0.1:{}\"\nservices = [\"render\"]\nprice = \"0.{}\"\nslots = 1\n\
-                 location = {{ lat = 38.7, lon = -9.1 }}\nsimulated_gpu = {{ model = \"RTX 4090\", count = 1, vram_gib = 24 }}\n",
-                free_port(),
-                i + 5
-            ),
-        );
-        let key = dci_node::keys::load_or_create(&h.join("container.key")).unwrap();
-        let account = AccountId::for_node(&key.id());
-        let (ok, _, err) = dci(&gateway, &["transfer", account.as_str(), "100"]);
-        assert!(ok, "funding {account}: {err}");
-        let (ok, out, err) = dci(h, &["container", "stake", "100"]);
-        assert!(ok && out.contains("staked 100 ATH"), "dci container stake: {out}{err}");
-    }
-    let host_nodes: Vec<Node> = hosts.iter().map(|d| Node::start("container", d)).collect();
+    let (mut indexers, checkers, gateway) = start_roles(&c);
+    assert_eq!(gateway.id, parsed.gateways[0].id.to_string());
+    assert_eq!(indexers[0].id, parsed.indexers[0].id.to_string());
+    c.bond_hosts();
+    let hosts = start_hosts(&c);
+    c.bond_checkers();
+    wait_for(Duration::from_secs(90), "both hosts inspected and schedulable", || c.all_schedulable(2).then_some(()));
 
-    // The checkers bond stake from their own accounts too: from the next
-    // epoch on they sit on the committee.
-    for (c, dir) in parsed.checkers.iter().zip(&checkers) {
-        let account = AccountId::for_node(&c.id);
-        let (ok, _, err) = dci(&gateway, &["transfer", account.as_str(), "1000"]);
-        assert!(ok, "funding {account}: {err}");
-        let (ok, out, err) = dci(dir, &["checker", "stake", "1000"]);
-        assert!(ok && out.contains("staked 1000 ATH"), "dci checker stake: {out}{err}");
-    }
-    let committee = wait_for(Duration::from_secs(30), "a committee of the staked checkers", || {
-        let (ok, out, _) = dci(&gateway, &["committee", "--json"]);
-        let info: dci_gateway::api::CommitteeInfo = serde_json::from_str(&out).ok().filter(|_| ok)?;
-        (info.members.len() == 2).then_some(info)
-    });
-    let ids: Vec<String> = parsed.checkers.iter().map(|c| c.id.to_string()).collect();
-    assert!(committee.members.iter().all(|m| ids.contains(m)), "{committee:?}");
-    wait_for(Duration::from_secs(90), "both hosts inspected and schedulable", || {
-        all_schedulable(&gateway, 2).then_some(())
-    });
-
-    let first = session(&gateway);
-    assert!(host_nodes.iter().any(|h| h.id == first.container), "{first:?}");
+    let first = session(&c);
+    assert!(hosts.iter().any(|h| h.id == first.container), "{first:?}");
 
     // The indexer moves to another port: its operator restarts it there and
     // edits the network file; every role re-reads it and follows.
-    indexer_node.stop();
-    let moved = format!("127.0.0.1:{}", free_port());
-    let config = std::fs::read_to_string(indexer.join("node.toml")).unwrap();
+    indexers.pop().unwrap().stop();
+    let moved = Place::loopback().addr();
+    let config = std::fs::read_to_string(c.indexers[0].join("node.toml")).unwrap();
     let old = config.lines().find(|l| l.starts_with("listen")).unwrap().to_owned();
-    write(&indexer.join("node.toml"), &config.replace(&old, &format!("listen = \"{moved}\"")));
+    write(&c.indexers[0].join("node.toml"), &config.replace(&old, &format!("listen = \"{moved}\"")));
     let old_addr = parsed.indexers[0].addr.clone();
-    write(&network, &std::fs::read_to_string(&network).unwrap().replace(&old_addr, &moved));
-    let indexer_node = Node::start("indexer", &indexer);
+    write(&c.network, &std::fs::read_to_string(&c.network).unwrap().replace(&old_addr, &moved));
+    let indexer = Proc::start("indexer", &c.indexers[0], &Place::loopback());
     wait_for(Duration::from_secs(60), "the hosts heartbeating to the moved indexer", || {
-        all_schedulable(&gateway, 2).then_some(())
+        c.all_schedulable(2).then_some(())
     });
-    let second = session(&gateway);
+    let second = session(&c);
 
     // Everyone stops cleanly; the gateway settles first.
-    for h in host_nodes {
+    for h in hosts {
         h.stop();
     }
-    gateway_node.stop();
-    for c in checker_nodes {
-        c.stop();
+    gateway.stop();
+    for x in checkers {
+        x.stop();
     }
-    indexer_node.stop();
+    indexer.stop();
+    c.check_ledger(&[first, second]);
+}
 
-    // The supply is conserved, and the providers were paid.
-    let report: serde_json::Value = json(&gateway, &["ledger", "check"]);
-    let part = |k: &str| report[k].as_str().unwrap().parse::<u128>().unwrap();
-    let sum: u128 = ["balances", "escrowed", "staked", "unbonding", "rewards"].iter().map(|k| part(k)).sum();
-    assert_eq!(sum, part("expected"), "{report}");
-    assert_eq!(part("escrowed"), 0, "{report}");
-    let ledger = dci_ledger::EmbeddedLedger::open(gateway.join("ledger.db"), &dci_ledger::Genesis::devnet()).unwrap();
-    for s in [&first, &second] {
-        let provider = AccountId::for_node(&s.container.parse::<NodeId>().unwrap());
-        assert!(ledger.balance(&provider).unwrap() > Amount::ZERO, "{provider} was paid");
+/// Deploys render and stops it at once; returns the session and how long
+/// the deploy took (until it served).
+fn quick_session(c: &Cluster) -> (SessionInfo, u128) {
+    let t0 = Instant::now();
+    let s: SessionInfo = c.gateway_json(&["deploy", "render"]);
+    let took = t0.elapsed().as_millis();
+    let stopped: SessionInfo = c.gateway_json(&["stop", &s.id]);
+    assert_eq!(stopped.status, SessionStatus::Stopped);
+    (stopped, took)
+}
+
+/// Deploys until each of `indexers` matched at least `each` sessions
+/// (which one serves a request is drawn from the epoch seed), for at most
+/// 60 s; returns every session and its deploy time.
+fn deploy_through(c: &Cluster, indexers: &[&str], each: usize) -> Vec<(SessionInfo, u128)> {
+    let t0 = Instant::now();
+    let mut done: Vec<(SessionInfo, u128)> = Vec::new();
+    let served =
+        |done: &[(SessionInfo, u128)], id: &str| done.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).count();
+    while indexers.iter().any(|id| served(&done, id) < each) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "60 s of deploys and not every indexer matched {each}: {indexers:?}"
+        );
+        done.push(quick_session(c));
+        std::thread::sleep(Duration::from_millis(200));
     }
+    done
+}
+
+/// Now, in ms since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[test]
+fn two_indexers_share_the_deploys_and_one_killed_does_not_stop_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Cluster::write(tmp.path(), loopback(2, 1, 2));
+    let (mut indexers, checkers, gateway) = start_roles(&c);
+    c.bond_hosts();
+    let hosts = start_hosts(&c);
+    c.bond_checkers();
+    wait_for(Duration::from_secs(90), "both hosts schedulable at both indexers", || {
+        c.every_indexer_schedules_every_host().then_some(())
+    });
+
+    // Both indexers match: the gateway asks the one the seed names.
+    let ids: Vec<String> = indexers.iter().map(|i| i.id.clone()).collect();
+    let mut sessions = Vec::new();
+    let before = deploy_through(&c, &[&ids[0], &ids[1]], 2);
+    for id in &ids {
+        let times: Vec<u128> =
+            before.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).map(|(_, t)| *t).collect();
+        println!("deploy through indexer {}: p50 {} ms over {} deploys", &id[..8], p50(&times).unwrap(), times.len());
+    }
+    sessions.extend(before.into_iter().map(|(s, _)| s));
+
+    // SIGKILL the first indexer: deploys go on through the other. A
+    // request the seed gives to the dead one finds it unreachable and goes
+    // to the other at once (the dead one is then left out for 10 s).
+    let killed = indexers.remove(0);
+    let killed_at = Instant::now();
+    killed.kill();
+    let mut after_kill = Vec::new();
+    let mut first_at = None;
+    while killed_at.elapsed() < Duration::from_secs(8) {
+        let (s, took) = quick_session(&c);
+        first_at.get_or_insert(killed_at.elapsed().as_millis());
+        assert_eq!(s.indexer.as_deref(), Some(ids[1].as_str()), "only the live indexer matches");
+        after_kill.push(took);
+        sessions.push(s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "after the indexer kill: the first deploy served {} ms after it; {} deploys in 8 s, p50 {} ms, slowest {} ms",
+        first_at.unwrap(),
+        after_kill.len(),
+        p50(&after_kill).unwrap(),
+        after_kill.iter().max().unwrap()
+    );
+
+    // Restarted on its address without its registry, the indexer hears
+    // heartbeats from containers it does not know, says so, and they
+    // register again: its view is rebuilt (inspections included) from them.
+    std::fs::remove_file(c.indexers[0].join("indexer.db")).unwrap();
+    let (restarted_at, since) = (Instant::now(), unix_ms());
+    let back = Proc::start("indexer", &c.indexers[0], &c.layout.indexers[0]);
+    wait_for(Duration::from_secs(60), "the restarted indexer schedules both hosts again", || {
+        // Each host was inspected again (for the new indexer) and every
+        // indexer schedules it.
+        let inspected = (0..c.hosts.len()).all(|i| {
+            c.host_status(i).is_some_and(|s| s.transitions.iter().any(|t| t.to == "ready" && t.at_ms >= since))
+        });
+        (inspected && c.every_indexer_schedules_every_host()).then_some(())
+    });
+    println!("the restarted indexer rebuilt its view of 2 hosts in {} ms", restarted_at.elapsed().as_millis());
+    let after = deploy_through(&c, &[&ids[0]], 1);
+    sessions.extend(after.into_iter().map(|(s, _)| s));
+
+    for h in hosts {
+        h.stop();
+    }
+    gateway.stop();
+    for x in checkers {
+        x.stop();
+    }
+    back.stop();
+    for i in indexers {
+        i.stop();
+    }
+    c.check_ledger(&sessions);
 }

@@ -95,3 +95,4 @@ pub fn api_key(dir: &Path) -> String {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["api_key"].as_str().expect("api_key").to_owned()
 }
+pub mod cluster;
