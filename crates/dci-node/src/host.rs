@@ -9,7 +9,10 @@
 //! identity, created 0600 on first start) and the network file it joins
 //! ([`crate::network`]: it registers with the first indexer and trusts the
 //! listed indexers, gateways and checkers; `dci devnet` writes one in its
-//! data directory). It re-reads the network file when it changes. The
+//! data directory). It re-reads the network file when it changes. A host
+//! behind NAT (`reach = "relay"`) dials the relay of the first gateway that
+//! lists one, registers the relay's public address, and exposes each
+//! service through it ([`crate::reach`]). The
 //! spec comes from the hardware probe (`dci-probe`): a real GPU through
 //! NVML, else CPU capacity only; a simulated profile is always labelled so.
 //! `dci devnet` runs each of its containers through [`run`] too, each with
