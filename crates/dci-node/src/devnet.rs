@@ -300,6 +300,7 @@ impl Devnet {
             committee_size: config.committee_size.clamp(1, 256),
             dev_network: true,
             consumer: Some(Consumer { account: CONSUMER.into(), funds: CONSUMER_FUNDS.to_string() }),
+            relay: None,
         };
         gateway.save(&gateway_dir)?;
         let gateway_key = gateway.identity(&gateway_dir)?;
@@ -342,6 +343,7 @@ impl Devnet {
             let host = HostConfig {
                 network: network_file.clone(),
                 listen: keep_port(HostConfig::load(&d).ok().map(|c| c.listen).filter(|l| !l.ends_with(":0")))?,
+                reach: crate::host::ReachMode::Direct,
                 services: DEVNET_SERVICES.iter().map(|s| s.to_string()).collect(),
                 price: p.price.into(),
                 slots: 2,
@@ -365,7 +367,12 @@ impl Devnet {
         // The network file: every role takes its peers from it.
         Network {
             name: "devnet".into(),
-            gateways: vec![GatewayEntry { id: gateway_key.id(), addr: gateway.listen.clone(), api: api_url.clone() }],
+            gateways: vec![GatewayEntry {
+                id: gateway_key.id(),
+                addr: gateway.listen.clone(),
+                api: api_url.clone(),
+                relay: None,
+            }],
             indexers: vec![IndexerEntry { id: indexer_key.id(), addr: indexer.listen.clone() }],
             checkers: checkers.iter().map(|(c, key)| CheckerEntry::of(key, c.listen.clone())).collect(),
         }

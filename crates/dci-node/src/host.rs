@@ -9,7 +9,10 @@
 //! identity, created 0600 on first start) and the network file it joins
 //! ([`crate::network`]: it registers with the first indexer and trusts the
 //! listed indexers, gateways and checkers; `dci devnet` writes one in its
-//! data directory). It re-reads the network file when it changes. The
+//! data directory). It re-reads the network file when it changes. A host
+//! behind NAT (`reach = "relay"`) dials the relay of the first gateway that
+//! lists one, registers the relay's public address, and exposes each
+//! service through it ([`crate::reach`]). The
 //! spec comes from the hardware probe (`dci-probe`): a real GPU through
 //! NVML, else CPU capacity only; a simulated profile is always labelled so.
 //! `dci devnet` runs each of its containers through [`run`] too, each with
@@ -33,6 +36,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::network::{Network, resolve};
+use crate::reach::{Exposed, Reach};
 use crate::roles::{AgentControl, RoleHandle, spawn_agent_controlled};
 use crate::runtime::{AnyRuntime, RuntimeKind};
 
@@ -51,6 +55,23 @@ fn default_slots() -> u32 {
 }
 fn default_bandwidth() -> u32 {
     1000
+}
+
+/// How other machines reach this host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReachMode {
+    /// At its `listen` address: others can dial it.
+    #[default]
+    Direct,
+    /// Through the gateway's relay: the host dials out to it (behind NAT).
+    Relay,
+}
+
+impl ReachMode {
+    fn is_direct(&self) -> bool {
+        *self == ReachMode::Direct
+    }
 }
 
 /// A latitude/longitude pair in degrees.
@@ -72,6 +93,11 @@ pub struct HostConfig {
     /// Where it listens for node messages.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `direct` (default: others dial `listen`) or `relay` (behind NAT: the
+    /// host dials the relay of the first gateway that lists one and is
+    /// reached through it).
+    #[serde(default, skip_serializing_if = "ReachMode::is_direct")]
+    pub reach: ReachMode,
     /// Pre-installed services, kept warm (R-AG3): built-in ones (`render`)
     /// or catalogue models (`all-minilm-l6-v2`, whose weights are fetched
     /// and verified at start so a session never waits for them).
@@ -116,8 +142,14 @@ pub const EXAMPLE: &str = r#"# <data-dir>/container.toml of `dci container run`.
 network = "network.toml"
 # Where it listens for node messages (default "127.0.0.1:0": a port chosen at
 # each start; give a fixed one so a restart keeps its address). Other nodes
-# reach it at this address: give one they can reach.
+# reach it at this address: give one they can reach. Its services are reached
+# at the same address (each through a forwarder on a free port).
 listen = "0.0.0.0:7300"
+# "direct" (default: others dial `listen`) or "relay": the host is behind NAT
+# and nothing can dial it; it dials the relay of the first gateway in the network
+# file that lists one (`relay = "host:port"`), proves its key, and is reached at
+# public ports of that relay. Needs the minimum container stake bonded first.
+# reach = "relay"
 # Pre-installed services, kept warm (required): built-in ones ("render") or
 # catalogue models ("all-minilm-l6-v2": weights fetched and verified at start).
 services = ["render"]
@@ -271,6 +303,10 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     let price: PricePerHour = config.price.parse().map_err(|e| anyhow::anyhow!("price: {e}"))?;
     let spec = config.spec(dir)?;
     let identity = crate::keys::load_or_create(&dir.join(KEY_FILE))?;
+    let relay = match config.reach {
+        ReachMode::Direct => None,
+        ReachMode::Relay => Some(join_relay(&network, &identity, shutdown.clone()).await?),
+    };
     let payout = match &config.payout {
         Some(a) => AccountId::new(a).map_err(|e| anyhow::anyhow!("payout: {e}"))?,
         None => AccountId::for_node(&identity.id()),
@@ -283,11 +319,17 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
             AnyRuntime::Docker(crate::runtime::devnet_docker(program, &agent).await?)
         }
     };
-    // One started instance of each service waits for the next session.
-    let runtime = Arc::new(Warm::new(inner, services.clone()));
+    // Every instance is exposed (to other machines, or through the relay)
+    // before the agent sees its endpoint; one of each service waits warm.
+    let reach = match &relay {
+        Some(client) => Reach::Relay(client.clone()),
+        None => Reach::for_listen(&config.listen),
+    };
+    let runtime = Arc::new(Warm::new(Exposed::new(inner, reach), services.clone()));
     runtime.refill().await;
     let agent = AgentConfig {
-        listen_addr: String::new(),
+        // Behind the relay it registers its public address; else its own.
+        listen_addr: relay.as_ref().map(|r| r.node_addr()).unwrap_or_default(),
         spec: spec.clone(),
         services,
         price,
@@ -301,6 +343,10 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     };
     let (role, control) =
         spawn_agent_controlled(identity, &config.listen, agent, runtime.clone(), shutdown.clone()).await?;
+    if let Some(client) = &relay {
+        let local = role.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).context("the agent's listen port")?;
+        client.set_node_local(local);
+    }
     // Refill every second, and tell the agent (its heartbeats report them).
     let refill = (runtime.clone(), control.clone(), shutdown.clone());
     tokio::spawn(async move {
@@ -331,6 +377,21 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
     });
     serve_control(&dir.join(CONTROL_SOCKET), control.clone(), shutdown)?;
     Ok(Host { role, control, spec, behaviour })
+}
+
+/// Dials the relay of the network's first gateway that lists one, as
+/// `identity`: the first connection must be admitted (a refusal says why).
+async fn join_relay(
+    network: &Network,
+    identity: &dci_proto::Identity,
+    shutdown: CancellationToken,
+) -> anyhow::Result<dci_relay::RelayClient> {
+    let (gateway, addr) = network.relay_gateway()?;
+    let client = dci_relay::RelayClient::connect(identity.clone(), addr, gateway.id, shutdown)
+        .await
+        .with_context(|| format!("reach = \"relay\": joining through the relay {addr} of gateway {}", gateway.id))?;
+    tracing::info!(relay = addr, address = %client.node_addr(), "reached through the gateway's relay");
+    Ok(client)
 }
 
 /// Before the pre-installed services are started and kept warm (R-AG3): a
@@ -629,6 +690,11 @@ mod tests {
         assert!(spec.gpu.as_ref().is_some_and(|g| g.simulated && g.model == "RTX 4090"));
         let bad: Result<HostConfig, _> = toml::from_str(&text.replace("slots = 2", "slots = 2\nslotz = 3"));
         assert!(bad.unwrap_err().to_string().contains("slotz"));
+        assert_eq!(c.reach, ReachMode::Direct);
+        let relayed: HostConfig = toml::from_str(&format!("{text}reach = \"relay\"\n")).unwrap();
+        assert_eq!(relayed.reach, ReachMode::Relay);
+        let bad: Result<HostConfig, _> = toml::from_str(&format!("{text}reach = \"tunnel\"\n"));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant `tunnel`, expected `direct` or `relay`"));
         let c = HostConfig { runtime: "vm".into(), ..c };
         assert!(c.runtime().unwrap_err().to_string().contains("expected a runtime"));
         // Development only: a cheat, by name.

@@ -16,7 +16,10 @@
 //!   indexer|checker run`, and the devnet).
 //! - [`devnet`]: the whole network on loopback in one call.
 //! - [`host`]: one container host as its own process (`dci container run`)
-//!   and its operator's control socket.
+//!   and its operator's control socket; [`reach`]: how others reach its
+//!   services (directly, or through the gateway's relay when it is behind NAT).
+//! - [`relay`]: the gateway's relay for hosts behind NAT, admitting only
+//!   hosts with container stake bonded on the gateway's ledger.
 //!
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
 //! spawns processes and writes files.
@@ -30,6 +33,8 @@ pub mod keys;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod reach;
+pub mod relay;
 pub mod roles;
 pub mod runtime;
 pub mod settlement;

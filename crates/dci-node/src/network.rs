@@ -12,6 +12,7 @@
 //! id = "<64 hex digits>"          # its node id
 //! addr = "10.0.0.1:7000"          # where it receives node messages
 //! api = "http://10.0.0.1:8700"    # its public HTTP API
+//! relay = "10.0.0.1:7001"         # optional: its relay, for hosts behind NAT
 //!
 //! [[indexers]]
 //! id = "<64 hex digits>"
@@ -76,6 +77,10 @@ pub struct GatewayEntry {
     /// Its public HTTP API (`http://host:port`): consumers, and hosts that
     /// bond their stake (`dci container stake`).
     pub api: String,
+    /// Its relay's control port (`host:port`), if it runs one: hosts behind
+    /// NAT (`reach = "relay"`) dial it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 /// An indexer of the network.
@@ -155,6 +160,9 @@ impl Network {
                 "gateways[{i}].api: expected a URL such as http://host:port, found {:?}",
                 g.api
             );
+            if let Some(r) = &g.relay {
+                check_addr(&format!("gateways[{i}].relay"), r)?;
+            }
         }
         for (i, x) in self.indexers.iter().enumerate() {
             check_addr(&format!("indexers[{i}].addr"), &x.addr)?;
@@ -203,6 +211,13 @@ impl Network {
     /// The ids of the checkers.
     pub fn checker_ids(&self) -> Vec<NodeId> {
         self.checkers.iter().map(|c| c.id).collect()
+    }
+
+    /// The first gateway that runs a relay (for hosts behind NAT).
+    pub fn relay_gateway(&self) -> anyhow::Result<(&GatewayEntry, &str)> {
+        self.gateways.iter().find_map(|g| g.relay.as_deref().map(|r| (g, r))).context(
+            "gateways: expected a gateway with a `relay` address (a host with reach = \"relay\" dials it), found none",
+        )
     }
 
     /// The public API of the first gateway.
@@ -357,6 +372,7 @@ mod tests {
                 id: key(1).id(),
                 addr: "127.0.0.1:7000".into(),
                 api: "http://127.0.0.1:8700".into(),
+                relay: Some("127.0.0.1:7001".into()),
             }],
             indexers: vec![IndexerEntry { id: key(2).id(), addr: "127.0.0.1:7100".into() }],
             checkers: vec![CheckerEntry::of(&key(3), "127.0.0.1:7200"), CheckerEntry::of(&key(4), "[::1]:7201")],

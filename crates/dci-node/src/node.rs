@@ -303,7 +303,7 @@ pub async fn start_gateway(
     });
     let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
     // A restarted gateway settles what the last run left unfinished first.
-    let (role, node) = spawn_gateway(bound, core, identity, ledger, sessions, shutdown.clone())?;
+    let (role, node) = spawn_gateway(bound, core, identity.clone(), ledger, sessions, shutdown.clone())?;
 
     // The HTTP API.
     let router = dci_gateway::server::router(node.clone(), crate::metrics::install());
@@ -311,6 +311,9 @@ pub async fn start_gateway(
     let http = tokio::spawn(async move {
         let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     });
+    if let Some(relay) = &config.relay {
+        crate::relay::start(relay, identity.clone(), node.clone(), shutdown.clone()).await?;
+    }
     let peers = node.clone();
     watch(path, network, shutdown, move |n| {
         let node = peers.clone();
@@ -370,7 +373,13 @@ pub fn entry(role: &str, dir: &Path) -> anyhow::Result<String> {
         "gateway" => {
             let c = GatewayConfig::load(dir)?;
             let id = c.identity(dir)?.id();
-            s.gateways.push(GatewayEntry { id, addr: c.listen.clone(), api: format!("http://{}", c.api_listen) });
+            let relay = c.relay.as_ref().map(|r| r.listen.clone());
+            s.gateways.push(GatewayEntry {
+                id,
+                addr: c.listen.clone(),
+                api: format!("http://{}", c.api_listen),
+                relay,
+            });
             c.listen
         }
         "indexer" => {

@@ -288,7 +288,10 @@ pub async fn spawn_agent_controlled<R: Runtime>(
     let (events_tx, mut events) = mpsc::channel::<Input>(64);
     let Bound { transport, mut inbox } = Bound::bind(identity.clone(), listen).await?;
     let (addr, id) = (transport.local_addr().to_string(), identity.id());
-    config.listen_addr = addr.clone();
+    // The address it registers: its own, unless it is reached elsewhere (a relay).
+    if config.listen_addr.is_empty() {
+        config.listen_addr = addr.clone();
+    }
     let mut core = Agent::new(config, identity);
     let status = Arc::new(std::sync::Mutex::new(core.status()));
     let control = AgentControl { commands: events_tx.clone(), status: status.clone() };

@@ -15,6 +15,7 @@ mod envelope;
 mod messages;
 mod node_request;
 mod receipt;
+pub mod relay;
 mod route;
 
 pub use committee::{

@@ -222,9 +222,9 @@ enum ContainerCommand {
     },
     /// Run this host as a container of a network, until Ctrl-C.
     ///
-    /// Reads `<data-dir>/container.toml` (`network`, `listen`, `services` kept
-    /// warm, `price`, `slots`, `runtime`, `location`, bandwidths, `payout`,
-    /// development-only `simulated_gpu` and `behaviour`;
+    /// Reads `<data-dir>/container.toml` (`network`, `listen`, `reach`
+    /// ("direct", or "relay" behind NAT), `services` kept warm, `price`,
+    /// `slots`, `runtime`, `location`, bandwidths, `payout`, development-only `simulated_gpu` and `behaviour`;
     /// `--print-example` prints a commented one) and the network file it
     /// names (`dci devnet` writes `network.toml` in its data directory).
     Run {
@@ -299,8 +299,9 @@ enum GatewayCommand {
     /// port), `network` (the network file), `key` (default node.key),
     /// `id` (optional check), `api_listen` (default 127.0.0.1:8700),
     /// `epoch_secs` (default 900), `committee_size` (default 3),
-    /// `dev_network` (default false), `consumer` (optional, development);
-    /// its ledger is <data-dir>/settlement.toml and ledger.db.
+    /// `dev_network` (default false), `consumer` (optional, development),
+    /// `[relay]` (optional: `listen`, `public_host`, `ports`, for hosts
+    /// behind NAT); its ledger is <data-dir>/settlement.toml and ledger.db.
     /// `--print-example` prints a commented node.toml.
     Run {
         #[command(flatten)]

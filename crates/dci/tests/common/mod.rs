@@ -2,6 +2,8 @@
 //! service tests (`models.rs`, `view.rs`).
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
