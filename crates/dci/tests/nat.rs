@@ -103,26 +103,6 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// The p50 of `n` GETs of `url` (new connection each time when `fresh`), in ms.
-fn p50_ms(url: &str, n: usize, fresh: bool) -> f64 {
-    let mut b = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(5));
-    if fresh {
-        b = b.pool_max_idle_per_host(0);
-    }
-    let http = b.build().unwrap();
-    let mut times: Vec<f64> = (0..n)
-        .map(|_| {
-            let t0 = Instant::now();
-            let r = http.get(url).send().unwrap();
-            assert!(r.status().is_success(), "{url}: {}", r.status());
-            r.bytes().unwrap();
-            t0.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[n / 2]
-}
-
 #[test]
 fn a_host_behind_nat_joins_and_serves_through_the_gateways_relay() {
     let mut lab = Lab::new();
@@ -272,10 +252,10 @@ fn a_host_behind_nat_joins_and_serves_through_the_gateways_relay() {
             t[n / 2]
         };
         (
-            p50_ms(&to_direct, n, false),
-            p50_ms(&to_relayed, n, false),
-            p50_ms(&to_direct, n, true),
-            p50_ms(&to_relayed, n, true),
+            common::p50_get_ms(&to_direct, n, false),
+            common::p50_get_ms(&to_relayed, n, false),
+            common::p50_get_ms(&to_direct, n, true),
+            common::p50_get_ms(&to_relayed, n, true),
             via_gateway,
         )
     });

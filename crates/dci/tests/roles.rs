@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Layout, Place, Proc, p50, run, wait_for, write};
+use common::cluster::{Cluster, HostSpec, Layout, Place, Proc, run, unix_ms, wait_for, write};
 use dci_gateway::api::{SessionInfo, SessionStatus};
 
 /// Deploys render, uses it for a moment, stops it: the bill is settled.
@@ -39,27 +39,13 @@ fn session(c: &Cluster) -> SessionInfo {
 fn loopback(indexers: usize, checkers: usize, hosts: usize) -> Layout {
     Layout {
         gateway: Place::loopback(),
+        relay: false,
         indexers: vec![Place::loopback(); indexers],
         checkers: vec![Place::loopback(); checkers],
-        hosts: vec![Place::loopback(); hosts],
+        hosts: (0..hosts).map(|i| HostSpec::render(Place::loopback(), &format!("0.{}", i + 5))).collect(),
         committee: checkers,
         epoch_secs: 4,
     }
-}
-
-/// Starts the indexers, then the checkers (they listen before the gateway
-/// opens its first epoch), then the gateway.
-fn start_roles(c: &Cluster) -> (Vec<Proc>, Vec<Proc>, Proc) {
-    let l = &c.layout;
-    let indexers = c.indexers.iter().zip(&l.indexers).map(|(d, p)| Proc::start("indexer", d, p)).collect();
-    let checkers = c.checkers.iter().zip(&l.checkers).map(|(d, p)| Proc::start("checker", d, p)).collect();
-    let gateway = Proc::start("gateway", &c.gateway, &l.gateway);
-    assert!(c.gateway.join("client.json").exists(), "the funded consumer's API key");
-    (indexers, checkers, gateway)
-}
-
-fn start_hosts(c: &Cluster) -> Vec<Proc> {
-    c.hosts.iter().zip(&c.layout.hosts).map(|(d, p)| Proc::start("container", d, p)).collect()
 }
 
 #[test]
@@ -80,11 +66,11 @@ fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
     let (ok, out, _) = run(&Place::loopback(), &bad, &["indexer", "run", "--print-example"]);
     assert!(ok && out.contains("inspect_every_secs = 3600"), "{out}");
 
-    let (mut indexers, checkers, gateway) = start_roles(&c);
+    let (mut indexers, checkers, gateway) = c.start_roles();
     assert_eq!(gateway.id, parsed.gateways[0].id.to_string());
     assert_eq!(indexers[0].id, parsed.indexers[0].id.to_string());
     c.bond_hosts();
-    let hosts = start_hosts(&c);
+    let hosts = c.start_hosts();
     c.bond_checkers();
     wait_for(Duration::from_secs(90), "both hosts inspected and schedulable", || c.all_schedulable(2).then_some(()));
 
@@ -118,48 +104,13 @@ fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
     c.check_ledger(&[first, second]);
 }
 
-/// Deploys render and stops it at once; returns the session and how long
-/// the deploy took (until it served).
-fn quick_session(c: &Cluster) -> (SessionInfo, u128) {
-    let t0 = Instant::now();
-    let s: SessionInfo = c.gateway_json(&["deploy", "render"]);
-    let took = t0.elapsed().as_millis();
-    let stopped: SessionInfo = c.gateway_json(&["stop", &s.id]);
-    assert_eq!(stopped.status, SessionStatus::Stopped);
-    (stopped, took)
-}
-
-/// Deploys until each of `indexers` matched at least `each` sessions
-/// (which one serves a request is drawn from the epoch seed), for at most
-/// 60 s; returns every session and its deploy time.
-fn deploy_through(c: &Cluster, indexers: &[&str], each: usize) -> Vec<(SessionInfo, u128)> {
-    let t0 = Instant::now();
-    let mut done: Vec<(SessionInfo, u128)> = Vec::new();
-    let served =
-        |done: &[(SessionInfo, u128)], id: &str| done.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).count();
-    while indexers.iter().any(|id| served(&done, id) < each) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "60 s of deploys and not every indexer matched {each}: {indexers:?}"
-        );
-        done.push(quick_session(c));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    done
-}
-
-/// Now, in ms since the Unix epoch.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[test]
 fn two_indexers_share_the_deploys_and_one_killed_does_not_stop_them() {
     let tmp = tempfile::tempdir().unwrap();
     let c = Cluster::write(tmp.path(), loopback(2, 1, 2));
-    let (mut indexers, checkers, gateway) = start_roles(&c);
+    let (mut indexers, checkers, gateway) = c.start_roles();
     c.bond_hosts();
-    let hosts = start_hosts(&c);
+    let hosts = c.start_hosts();
     c.bond_checkers();
     wait_for(Duration::from_secs(90), "both hosts schedulable at both indexers", || {
         c.every_indexer_schedules_every_host().then_some(())
@@ -167,56 +118,24 @@ fn two_indexers_share_the_deploys_and_one_killed_does_not_stop_them() {
 
     // Both indexers match: the gateway asks the one the seed names.
     let ids: Vec<String> = indexers.iter().map(|i| i.id.clone()).collect();
-    let mut sessions = Vec::new();
-    let before = deploy_through(&c, &[&ids[0], &ids[1]], 2);
-    for id in &ids {
-        let times: Vec<u128> =
-            before.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).map(|(_, t)| *t).collect();
-        println!("deploy through indexer {}: p50 {} ms over {} deploys", &id[..8], p50(&times).unwrap(), times.len());
-    }
-    sessions.extend(before.into_iter().map(|(s, _)| s));
+    let before = c.deploy_through(&[&ids[0], &ids[1]], 2);
+    c.print_deploys_by_indexer(&ids, &before);
+    let mut sessions: Vec<SessionInfo> = before.into_iter().map(|(s, _)| s).collect();
 
     // SIGKILL the first indexer: deploys go on through the other. A
     // request the seed gives to the dead one finds it unreachable and goes
     // to the other at once (the dead one is then left out for 10 s).
-    let killed = indexers.remove(0);
-    let killed_at = Instant::now();
-    killed.kill();
-    let mut after_kill = Vec::new();
-    let mut first_at = None;
-    while killed_at.elapsed() < Duration::from_secs(8) {
-        let (s, took) = quick_session(&c);
-        first_at.get_or_insert(killed_at.elapsed().as_millis());
-        assert_eq!(s.indexer.as_deref(), Some(ids[1].as_str()), "only the live indexer matches");
-        after_kill.push(took);
-        sessions.push(s);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!(
-        "after the indexer kill: the first deploy served {} ms after it; {} deploys in 8 s, p50 {} ms, slowest {} ms",
-        first_at.unwrap(),
-        after_kill.len(),
-        p50(&after_kill).unwrap(),
-        after_kill.iter().max().unwrap()
-    );
+    sessions.extend(c.deploys_after_killing(indexers.remove(0), &ids[1]));
 
     // Restarted on its address without its registry, the indexer hears
     // heartbeats from containers it does not know, says so, and they
     // register again: its view is rebuilt (inspections included) from them.
     std::fs::remove_file(c.indexers[0].join("indexer.db")).unwrap();
-    let (restarted_at, since) = (Instant::now(), unix_ms());
+    let since = unix_ms();
     let back = Proc::start("indexer", &c.indexers[0], &c.layout.indexers[0]);
-    wait_for(Duration::from_secs(60), "the restarted indexer schedules both hosts again", || {
-        // Each host was inspected again (for the new indexer) and every
-        // indexer schedules it.
-        let inspected = (0..c.hosts.len()).all(|i| {
-            c.host_status(i).is_some_and(|s| s.transitions.iter().any(|t| t.to == "ready" && t.at_ms >= since))
-        });
-        (inspected && c.every_indexer_schedules_every_host()).then_some(())
-    });
-    println!("the restarted indexer rebuilt its view of 2 hosts in {} ms", restarted_at.elapsed().as_millis());
-    let after = deploy_through(&c, &[&ids[0]], 1);
-    sessions.extend(after.into_iter().map(|(s, _)| s));
+    let took = c.wait_reinspected(since);
+    println!("the restarted indexer rebuilt its view of 2 hosts in {} ms", took.as_millis());
+    sessions.extend(c.deploy_through(&[&ids[0]], 1).into_iter().map(|(s, _)| s));
 
     for h in hosts {
         h.stop();

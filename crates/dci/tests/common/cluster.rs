@@ -119,16 +119,38 @@ impl Drop for Proc {
     }
 }
 
+/// A container host to run.
+#[derive(Clone, Debug)]
+pub struct HostSpec {
+    /// Where.
+    pub place: Place,
+    /// What it offers.
+    pub services: Vec<String>,
+    /// Price per slot-hour, ATH.
+    pub price: String,
+    /// Not reachable from outside: it joins through the gateway's relay.
+    pub relay: bool,
+}
+
+impl HostSpec {
+    /// A directly reachable render host at `place`, priced `price`.
+    pub fn render(place: Place, price: &str) -> HostSpec {
+        HostSpec { place, services: vec!["render".into()], price: price.into(), relay: false }
+    }
+}
+
 /// What to build.
 pub struct Layout {
     /// The gateway (it holds the ledger and the relay).
     pub gateway: Place,
+    /// The gateway runs a relay for hosts behind NAT.
+    pub relay: bool,
     /// One per indexer.
     pub indexers: Vec<Place>,
     /// One per checker.
     pub checkers: Vec<Place>,
     /// One per container host.
-    pub hosts: Vec<Place>,
+    pub hosts: Vec<HostSpec>,
     /// Seats on the epoch committee.
     pub committee: usize,
     /// Epoch length.
@@ -168,13 +190,19 @@ impl Cluster {
         let node =
             |place: &Place, extra: &str| format!("listen = \"{}\"\nnetwork = {network:?}\n{extra}", place.addr());
         let g = &layout.gateway;
+        let relay = match layout.relay {
+            true => {
+                format!("[relay]\nlisten = \"{}\"\npublic_host = \"{}\"\nports = \"41000-41099\"\n", g.addr(), g.ip)
+            }
+            false => String::new(),
+        };
         write(
             &gateway.join("node.toml"),
             &node(
                 g,
                 &format!(
                     "api_listen = \"{}\"\nepoch_secs = {}\ncommittee_size = {}\ndev_network = true\n\
-                     consumer = {{ account = \"consumer:operator\", funds = \"5000\" }}\n",
+                     consumer = {{ account = \"consumer:operator\", funds = \"5000\" }}\n{relay}",
                     g.addr(),
                     layout.epoch_secs,
                     layout.committee
@@ -197,15 +225,19 @@ impl Cluster {
             text.push_str(&out);
         }
         write(&network, &text);
-        for (i, (dir, place)) in hosts.iter().zip(&layout.hosts).enumerate() {
+        for (dir, h) in hosts.iter().zip(&layout.hosts) {
+            // Behind NAT it listens on its LAN only; the relay gives it its address.
+            let (listen, reach) = match h.relay {
+                true => (format!("0.0.0.0:{}", h.place.port()), "reach = \"relay\"\n"),
+                false => (h.place.addr(), ""),
+            };
             write(
                 &dir.join("container.toml"),
                 &format!(
-                    "network = {network:?}\nlisten = \"{}\"\nservices = [\"render\"]\nprice = \"0.{}\"\nslots = 2\n\
+                    "network = {network:?}\nlisten = \"{listen}\"\nservices = {:?}\nprice = \"{}\"\nslots = 2\n\
                      location = {{ lat = 38.7, lon = -9.1 }}\n\
-                     simulated_gpu = {{ model = \"RTX 4090\", count = 1, vram_gib = 24 }}\n",
-                    place.addr(),
-                    i + 5
+                     simulated_gpu = {{ model = \"RTX 4090\", count = 1, vram_gib = 24 }}\n{reach}",
+                    h.services, h.price
                 ),
             );
         }
@@ -234,7 +266,8 @@ impl Cluster {
     /// Funds each host from the consumer and bonds the minimum container
     /// stake with its own node key (`dci container stake`).
     pub fn bond_hosts(&self) {
-        for (dir, place) in self.hosts.iter().zip(&self.layout.hosts) {
+        for (dir, h) in self.hosts.iter().zip(&self.layout.hosts) {
+            let place = &h.place;
             let key = dci_node::keys::load_or_create(&dir.join("container.key")).unwrap();
             let account = AccountId::for_node(&key.id());
             let (ok, _, err) = self.at_gateway(&["transfer", account.as_str(), "100"]);
@@ -277,7 +310,7 @@ impl Cluster {
 
     /// What host `i` says of itself (`dci container status`).
     pub fn host_status(&self, i: usize) -> Option<dci_node::host::StatusView> {
-        let (ok, out, _) = run(&self.layout.hosts[i], &self.hosts[i], &["container", "status", "--json"]);
+        let (ok, out, _) = run(&self.layout.hosts[i].place, &self.hosts[i], &["container", "status", "--json"]);
         serde_json::from_str(&out).ok().filter(|_| ok)
     }
 
@@ -310,6 +343,115 @@ impl Cluster {
             assert!(ledger.balance(&provider).unwrap() > Amount::ZERO, "{provider} was paid");
         }
     }
+}
+
+impl Cluster {
+    /// Starts the indexers, then the checkers (they listen before the
+    /// gateway opens its first epoch), then the gateway.
+    pub fn start_roles(&self) -> (Vec<Proc>, Vec<Proc>, Proc) {
+        let l = &self.layout;
+        let indexers = self.indexers.iter().zip(&l.indexers).map(|(d, p)| Proc::start("indexer", d, p)).collect();
+        let checkers = self.checkers.iter().zip(&l.checkers).map(|(d, p)| Proc::start("checker", d, p)).collect();
+        let gateway = Proc::start("gateway", &self.gateway, &l.gateway);
+        assert!(self.gateway.join("client.json").exists(), "the funded consumer's API key");
+        (indexers, checkers, gateway)
+    }
+
+    /// Starts every container host.
+    pub fn start_hosts(&self) -> Vec<Proc> {
+        self.hosts.iter().zip(&self.layout.hosts).map(|(d, h)| Proc::start("container", d, &h.place)).collect()
+    }
+
+    /// Deploys `args` (e.g. `["render"]`) and stops the session at once;
+    /// returns it and how long the deploy took (until it served).
+    pub fn quick_session(&self, args: &[&str]) -> (SessionInfo, u128) {
+        let mut deploy = vec!["deploy"];
+        deploy.extend(args);
+        let t0 = Instant::now();
+        let s: SessionInfo = self.gateway_json(&deploy);
+        let took = t0.elapsed().as_millis();
+        let stopped: SessionInfo = self.gateway_json(&["stop", &s.id]);
+        assert_eq!(stopped.status, SessionStatus::Stopped);
+        (stopped, took)
+    }
+
+    /// Deploys render until each of `indexers` matched at least `each`
+    /// sessions (which one serves a request is drawn from the epoch seed),
+    /// for at most 60 s; returns every session and its deploy time.
+    pub fn deploy_through(&self, indexers: &[&str], each: usize) -> Vec<(SessionInfo, u128)> {
+        let t0 = Instant::now();
+        let mut done: Vec<(SessionInfo, u128)> = Vec::new();
+        let served = |done: &[(SessionInfo, u128)], id: &str| {
+            done.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).count()
+        };
+        while indexers.iter().any(|id| served(&done, id) < each) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "60 s of deploys and not every indexer matched {each}: {indexers:?}"
+            );
+            done.push(self.quick_session(&["render"]));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        done
+    }
+
+    /// Prints the p50 deploy time through each of `indexers`.
+    pub fn print_deploys_by_indexer(&self, indexers: &[String], deploys: &[(SessionInfo, u128)]) {
+        for id in indexers {
+            let times: Vec<u128> =
+                deploys.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).map(|(_, t)| *t).collect();
+            println!(
+                "deploy through indexer {}: p50 {} ms over {} deploys",
+                &id[..8],
+                p50(&times).unwrap_or(0),
+                times.len()
+            );
+        }
+    }
+
+    /// SIGKILLs `killed` (an indexer) and deploys for 8 s after: every
+    /// deploy must go through `other`. Prints when the first served and the
+    /// p50 and slowest deploy; returns the sessions.
+    pub fn deploys_after_killing(&self, killed: Proc, other: &str) -> Vec<SessionInfo> {
+        let killed_at = Instant::now();
+        killed.kill();
+        let (mut sessions, mut times, mut first) = (Vec::new(), Vec::new(), None);
+        while killed_at.elapsed() < Duration::from_secs(8) {
+            let (s, took) = self.quick_session(&["render"]);
+            first.get_or_insert(killed_at.elapsed().as_millis());
+            assert_eq!(s.indexer.as_deref(), Some(other), "only the live indexer matches");
+            times.push(took);
+            sessions.push(s);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "after the indexer kill: the first deploy served {} ms after it; {} deploys in 8 s, p50 {} ms, slowest {} ms",
+            first.unwrap(),
+            times.len(),
+            p50(&times).unwrap(),
+            times.iter().max().unwrap()
+        );
+        sessions
+    }
+
+    /// Waits until each host was inspected again since `since_ms` (Unix ms)
+    /// and every indexer schedules every host; returns how long it took.
+    pub fn wait_reinspected(&self, since_ms: u64) -> Duration {
+        let t0 = Instant::now();
+        wait_for(Duration::from_secs(90), "every indexer schedules every host again", || {
+            let inspected = (0..self.hosts.len()).all(|i| {
+                self.host_status(i)
+                    .is_some_and(|s| s.transitions.iter().any(|t| t.to == "ready" && t.at_ms >= since_ms))
+            });
+            (inspected && self.every_indexer_schedules_every_host()).then_some(())
+        });
+        t0.elapsed()
+    }
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// `dci <args> --data-dir <dir>` at `place`: (success, stdout, stderr).

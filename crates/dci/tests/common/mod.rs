@@ -7,6 +7,7 @@ pub mod netns;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const DCI: &str = env!("CARGO_BIN_EXE_dci");
 
@@ -98,3 +99,23 @@ pub fn api_key(dir: &Path) -> String {
     v["api_key"].as_str().expect("api_key").to_owned()
 }
 pub mod cluster;
+
+/// The p50 of `n` GETs of `url` (new connection each time when `fresh`), in ms.
+pub fn p50_get_ms(url: &str, n: usize, fresh: bool) -> f64 {
+    let mut b = reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(5));
+    if fresh {
+        b = b.pool_max_idle_per_host(0);
+    }
+    let http = b.build().unwrap();
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            let r = http.get(url).send().unwrap();
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            r.bytes().unwrap();
+            t0.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[n / 2]
+}
