@@ -101,8 +101,9 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // Without a bond: refused on the registrant's own connection, with how much is needed.
     let unbonded = Identity::from_secret([0x5a; 32]);
+    let network = dci_proto::NetworkId::of(&dci_node::network::Network::load(&dir.join("network.toml")).unwrap().name);
     let (tx, mut inbox) = tokio::sync::mpsc::channel(64);
-    let t = rt.block_on(dci_node::transport::Transport::bind(unbonded.clone(), "127.0.0.1:0", tx)).unwrap();
+    let t = rt.block_on(dci_node::transport::Transport::bind(unbonded.clone(), network, "127.0.0.1:0", tx)).unwrap();
     rt.block_on(t.send(&indexer.addr, &Message::Register(registration(&unbonded, &victim_addr)))).unwrap();
     let refused =
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), inbox.recv()).await }).unwrap().unwrap();
@@ -124,7 +125,7 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     for key in &attackers {
         // Kept open (the indexer answers on the connection) until the test ends.
         let (tx, inbox) = tokio::sync::mpsc::channel(64);
-        let t = rt.block_on(dci_node::transport::Transport::bind(key.clone(), "127.0.0.1:0", tx)).unwrap();
+        let t = rt.block_on(dci_node::transport::Transport::bind(key.clone(), network, "127.0.0.1:0", tx)).unwrap();
         rt.block_on(t.send(&indexer.addr, &Message::Register(registration(key, &victim_addr)))).unwrap();
         transports.push((t, inbox));
     }
