@@ -225,6 +225,7 @@ pub struct Transport {
     local: SocketAddr,
     rejected: AtomicU64,
     refused: AtomicU64,
+    accept_errors: AtomicU64,
     /// Where addresses that could not be connected to are reported.
     unreachable: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -269,6 +270,7 @@ impl Transport {
             local,
             rejected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
             unreachable: Mutex::new(None),
         });
         let weak = Arc::downgrade(&t);
@@ -285,6 +287,7 @@ impl Transport {
                     Err(e) => {
                         // Out of file descriptors (or a transient error):
                         // wait instead of spinning, longer each time.
+                        t.accept_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, wait_ms = backoff.as_millis() as u64, "accept failed; backing off");
                         drop(t);
                         tokio::time::sleep(backoff).await;
@@ -316,6 +319,11 @@ impl Transport {
     /// preface, handshake or binding proof).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Failed accepts so far (each followed by a wait, see the module docs).
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Ordering::Relaxed)
     }
 
     /// Established connections, inbound and outbound.
