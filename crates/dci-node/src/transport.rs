@@ -65,6 +65,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages that wait for one address's connection; more are dropped (the
 /// cores treat the network as lossy).
 pub const MAX_WAITING: usize = 1024;
+/// How often an unreachable address is logged as a warning.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 /// The Noise protocol of every connection.
 const NOISE: &str = "Noise_NN_25519_ChaChaPoly_BLAKE2s";
 /// Largest Noise message.
@@ -226,6 +228,8 @@ pub struct Transport {
     rejected: AtomicU64,
     refused: AtomicU64,
     accept_errors: AtomicU64,
+    /// When a failure to reach each address was last logged as a warning.
+    warned: Mutex<HashMap<String, Instant>>,
     /// Where addresses that could not be connected to are reported.
     unreachable: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -271,6 +275,7 @@ impl Transport {
             rejected: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            warned: Mutex::new(HashMap::new()),
             unreachable: Mutex::new(None),
         });
         let weak = Arc::downgrade(&t);
@@ -319,6 +324,23 @@ impl Transport {
     /// preface, handshake or binding proof).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a failure to reach `addr` is the first in 30 s (a peer that
+    /// is down fails every send: one warning says so).
+    fn first_failure_in_a_while(&self, addr: &str) -> bool {
+        let mut warned = self.warned.lock().expect("warned lock");
+        let now = Instant::now();
+        if warned.len() >= 1024 {
+            warned.retain(|_, at| now.duration_since(*at) < WARN_EVERY);
+        }
+        match warned.get(addr) {
+            Some(at) if now.duration_since(*at) < WARN_EVERY => false,
+            _ => {
+                warned.insert(addr.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Failed accepts so far (each followed by a wait, see the module docs).
@@ -414,6 +436,11 @@ impl Transport {
             let body = match read_frame(&mut rd, &noise, &mut nonce, &self.limits).await {
                 Ok(Some(body)) => body,
                 Ok(None) => break,
+                Err(e @ (ReadError::Io(_) | ReadError::Idle(_))) => {
+                    // The peer went away, or went quiet: a close, not an attack.
+                    tracing::debug!(peer = %channel.peer.short(), reason = %e, "connection closed");
+                    break;
+                }
                 Err(e) => {
                     // Framing or decryption lost: nothing after it can be read.
                     self.reject(&format!("{e}; closing the connection"));
@@ -585,8 +612,12 @@ impl Transport {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, dropped = waiting.len(), "messages not sent");
                     drop(pool);
+                    if t.first_failure_in_a_while(&addr) {
+                        tracing::warn!(error = %e, dropped = waiting.len(), "messages not sent (repeats within 30 s are logged at debug)");
+                    } else {
+                        tracing::debug!(error = %e, dropped = waiting.len(), "messages not sent");
+                    }
                     if let Some(tx) = t.unreachable.lock().expect("unreachable lock").as_ref() {
                         let _ = tx.send(addr);
                     }
