@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::clock;
-use crate::transport::{Dialed, FRESHNESS_WINDOW, Transport};
+use crate::transport::{Dialed, FRESHNESS_WINDOW, Limits, Transport};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -105,7 +105,9 @@ async fn pump(config: &BenchConfig, received: &AtomicU64, mut send: impl AsyncFn
 async fn noise_rate(config: &BenchConfig) -> anyhow::Result<f64> {
     let network = NetworkId::of("bench");
     let (tx, mut rx) = mpsc::channel::<Inbound>(4096);
-    let receiver = Transport::bind(Identity::from_secret([2; 32]), network, "127.0.0.1:0", tx).await?;
+    // No per-connection message budget: the rate measured is the transport's own.
+    let unlimited = Limits { messages_per_sec: u32::MAX, message_burst: u32::MAX, ..Limits::default() };
+    let receiver = Transport::bind_with(Identity::from_secret([2; 32]), network, "127.0.0.1:0", tx, unlimited).await?;
     let (stx, _srx) = mpsc::channel::<Inbound>(16);
     let sender = Transport::bind(Identity::from_secret([1; 32]), network, "127.0.0.1:0", stx).await?;
     let received = Arc::new(AtomicU64::new(0));

@@ -16,7 +16,10 @@
 //! **Limits** ([`Limits`]): connections still in their handshake, per
 //! client address and in total, and established connections, per address
 //! and in total; the handshake, each frame once begun, and an idle
-//! connection have deadlines. A connection over a limit is closed at once
+//! connection have deadlines; each connection may deliver at most
+//! [`Limits::messages_per_sec`] messages a second (a token bucket, the
+//! `governor` crate), and what is over is dropped before its signature is
+//! checked. A connection over a limit is closed at once
 //! and counted (`dci_connections_refused_total`). Accept errors (file
 //! descriptors exhausted) back off from 5 ms to 1 s instead of spinning.
 //!
@@ -38,6 +41,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +51,7 @@ use dci_proto::{
     Channel, ConnId, FRAME_HEADER_LEN, Identity, Inbound, MAX_MESSAGE_BYTES, MAX_PREFACE_BYTES, Message, Net,
     NetworkId, Opener, ProtoError, Side, bind_proof, check_bind_proof, check_preface, frame, preface, seal,
 };
+use governor::{Quota, RateLimiter};
 use snow::StatelessTransportState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -65,6 +70,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages that wait for one address's connection; more are dropped (the
 /// cores treat the network as lossy).
 pub const MAX_WAITING: usize = 1024;
+/// Rejections of one connection logged as warnings (the rest at debug).
+const LOGGED_REJECTIONS: u64 = 10;
 /// How often an unreachable address is logged as a warning.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// The Noise protocol of every connection.
@@ -95,6 +102,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Frames queued for one connection; when full the connection closes.
     pub write_queue: usize,
+    /// Messages one connection may deliver per second; more are dropped
+    /// (and counted as rejected) before their signature is checked.
+    pub messages_per_sec: u32,
+    /// Messages one connection may deliver at once above that rate.
+    pub message_burst: u32,
 }
 
 impl Default for Limits {
@@ -108,6 +120,8 @@ impl Default for Limits {
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
             write_queue: 1024,
+            messages_per_sec: 2000,
+            message_burst: 4000,
         }
     }
 }
@@ -353,10 +367,16 @@ impl Transport {
         self.conns.lock().expect("conns lock").len()
     }
 
-    fn reject(&self, reason: &str) {
+    /// Counts a rejected frame; logs the first [`LOGGED_REJECTIONS`] of a
+    /// connection as warnings (its `nth`), the rest at debug.
+    fn reject(&self, peer: &NodeId, reason: &str, nth: u64) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("dci_messages_rejected_total").increment(1);
-        tracing::warn!(node = %self.identity.id().short(), %reason, "rejected node message");
+        if nth <= LOGGED_REJECTIONS {
+            tracing::warn!(node = %self.identity.id().short(), peer = %peer.short(), %reason, "rejected node message");
+        } else {
+            tracing::debug!(node = %self.identity.id().short(), peer = %peer.short(), %reason, "rejected node message");
+        }
     }
 
     fn refuse(&self, peer: SocketAddr, reason: &str) {
@@ -432,6 +452,14 @@ impl Transport {
         _slot: Option<Slot>,
     ) {
         let opener = Opener::new(FRESHNESS_WINDOW, channel);
+        let quota =
+            Quota::per_second(nonzero(self.limits.messages_per_sec)).allow_burst(nonzero(self.limits.message_burst));
+        let budget = RateLimiter::direct(quota);
+        let mut rejected = 0u64;
+        let mut reject = |t: &Transport, reason: &str| {
+            rejected += 1;
+            t.reject(&channel.peer, reason, rejected);
+        };
         loop {
             let body = match read_frame(&mut rd, &noise, &mut nonce, &self.limits).await {
                 Ok(Some(body)) => body,
@@ -443,10 +471,16 @@ impl Transport {
                 }
                 Err(e) => {
                     // Framing or decryption lost: nothing after it can be read.
-                    self.reject(&format!("{e}; closing the connection"));
+                    reject(&self, &format!("{e}; closing the connection"));
                     break;
                 }
             };
+            // Over its budget, a message is dropped before any work is
+            // spent on its signature.
+            if budget.check().is_err() {
+                reject(&self, &format!("over {} messages per second on one connection", self.limits.messages_per_sec));
+                continue;
+            }
             match opener.open(clock::now(), &body) {
                 Ok(o) => {
                     metrics::counter!("dci_messages_received_total", "kind" => o.message.kind()).increment(1);
@@ -454,8 +488,11 @@ impl Transport {
                         break;
                     }
                 }
-                Err(e) => self.reject(&e.to_string()),
+                Err(e) => reject(&self, &e.to_string()),
             }
+        }
+        if rejected > LOGGED_REJECTIONS {
+            tracing::warn!(peer = %channel.peer.short(), rejected, "connection closed after rejecting its messages");
         }
         self.conns.lock().expect("conns lock").remove(&conn);
     }
@@ -625,6 +662,11 @@ impl Transport {
             }
         });
     }
+}
+
+/// `n`, or 1 if it is 0.
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 /// Connects to `addr` within [`CONNECT_TIMEOUT`].

@@ -314,3 +314,71 @@ async fn a_peer_that_does_not_read_loses_its_connection() {
     let got = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await.unwrap().unwrap();
     assert_eq!(got.msg, beat(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_valid_messages_from_one_peer_is_cut_to_its_budget() {
+    let limits = Limits::default();
+    let (node, mut inbox) = node_with(12, net(), limits.clone()).await;
+    let to = node.local_addr();
+    const FLOOD: u64 = 20_000;
+    let mut delivered = 0u64;
+    let stranger = Identity::from_secret([0x77; 32]);
+    let flood = async {
+        let mut conn = Dialed::connect(stranger.clone(), net(), &to.to_string()).await.unwrap();
+        for seq in 0..FLOOD {
+            let sealed = conn.seal(&beat(seq));
+            conn.send_sealed(&sealed).await.unwrap();
+        }
+    };
+    let t0 = Instant::now();
+    // The heartbeats of an honest peer and the flood share the inbox: count
+    // what the stranger got through on the way.
+    let (honest, _) = self::node(0x12).await;
+    let base = Instant::now();
+    let beats = tokio::spawn(async move {
+        for _ in 0..40 {
+            let stamp = base.elapsed().as_micros() as u64;
+            honest.dispatch(Net::Send { addr: to.to_string(), msg: beat(stamp) }).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let honest_id = Identity::from_secret([0x12; 32]).id();
+    let mut lags = Vec::new();
+    let receive = async {
+        while lags.len() < 40 {
+            let got = tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.unwrap().unwrap();
+            match got.msg {
+                Message::Heartbeat(h) if got.from == honest_id => {
+                    lags.push(base.elapsed().saturating_sub(Duration::from_micros(h.seq)))
+                }
+                _ => delivered += 1,
+            }
+        }
+    };
+    tokio::join!(flood, receive);
+    beats.await.unwrap();
+    while node.rejected() + delivered < FLOOD {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the flood was neither delivered nor rejected");
+        match tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await {
+            Ok(Some(_)) => delivered += 1,
+            _ => continue,
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (p50, max) = summary(&lags);
+    println!(
+        "{FLOOD} valid messages from one stranger in {elapsed:.2} s: {} rejected over the budget of {}/s (burst {}); \
+         honest heartbeats meanwhile, lag p50 {p50:.2} ms, max {max:.2} ms",
+        node.rejected(),
+        limits.messages_per_sec,
+        limits.message_burst
+    );
+    let allowed = limits.message_burst as f64 + limits.messages_per_sec as f64 * elapsed;
+    assert!(
+        (FLOOD - node.rejected()) as f64 <= allowed + 1.0,
+        "{} delivered, more than the budget allows ({allowed:.0})",
+        FLOOD - node.rejected()
+    );
+    assert!(node.rejected() > 0, "nothing was cut");
+    assert!(max < 1000.0, "a heartbeat was delayed {max:.0} ms by the flood");
+}
