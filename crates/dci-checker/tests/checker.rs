@@ -1202,8 +1202,14 @@ fn accepted_configurations_give_answers_that_fit_in_a_message() {
                     })
                     .collect(),
             };
+            let channel = dci_proto::Channel {
+                network: dci_proto::NetworkId::of("largest"),
+                local: id.id(),
+                peer: NodeId([0xff; 32]),
+                binding: [0xff; 32],
+            };
             let sealed =
-                seal(&id, u64::MAX, Timestamp(u64::MAX), &Message::Answer { response, signature: vec![0xff; 64] });
+                seal(&id, &channel, Timestamp(u64::MAX), &Message::Answer { response, signature: vec![0xff; 64] });
             assert!(sealed.len() <= MAX_MESSAGE_BYTES, "n={n} rounds={rounds} rows={rows}: {} bytes", sealed.len());
         }
     }

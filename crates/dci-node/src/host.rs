@@ -39,6 +39,7 @@ use crate::network::{Network, resolve};
 use crate::reach::{Exposed, Reach};
 use crate::roles::{AgentControl, RoleHandle, spawn_agent_controlled};
 use crate::runtime::{AnyRuntime, RuntimeKind};
+use dci_proto::NetworkId;
 
 /// The host's config file in its data directory.
 pub const CONTAINER_FILE: &str = "container.toml";
@@ -341,8 +342,15 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
         heartbeat_interval: Duration::from_secs(1),
         behaviour,
     };
-    let (role, control) =
-        spawn_agent_controlled(identity, &config.listen, agent, runtime.clone(), shutdown.clone()).await?;
+    let (role, control) = spawn_agent_controlled(
+        identity,
+        NetworkId::of(&network.name),
+        &config.listen,
+        agent,
+        runtime.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     if let Some(client) = &relay {
         let local = role.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).context("the agent's listen port")?;
         client.set_node_local(local);

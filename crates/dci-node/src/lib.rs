@@ -1,7 +1,9 @@
 //! DCI's node runtime: the IO edge around the sans-IO role cores.
 //!
-//! - [`transport`]: signed, length-prefixed frames over TCP; every inbound
-//!   frame is authenticated and replay-checked before a core sees it.
+//! - [`transport`]: Noise-encrypted connections bound to node ids, with
+//!   limits and deadlines; every inbound frame is authenticated and checked
+//!   (network, recipient, connection) before a core sees it. [`bench`]:
+//!   `dci bench transport`.
 //! - [`roles`]: tokio drivers for the indexer, checker and container cores.
 //! - [`runtime`]: the workload runtime chosen at start-up (process or docker).
 //! - [`gateway`]: the driver of the gateway core (`dci-gateway-core`), and
@@ -24,6 +26,7 @@
 //! Decisions belong to the cores; this crate only moves bytes, reads clocks,
 //! spawns processes and writes files.
 
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod devnet;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_ledger::{Genesis, Settlement};
-use dci_proto::Identity;
+use dci_proto::{Identity, NetworkId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -142,7 +142,7 @@ pub async fn start_indexer(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     };
     core.validate().map_err(|e| anyhow::anyhow!("indexer configuration: {e}"))?;
     let store = Arc::new(RecordStore::open(&dir.join("indexer.db"), "containers")?);
-    let bound = Bound::bind(identity, &config.listen).await?;
+    let bound = Bound::bind(identity, NetworkId::of(&network.name), &config.listen).await?;
     let (tx, rx) = mpsc::channel(4);
     let role = spawn_indexer(bound, core, store, rx, shutdown.clone())?;
     watch_peers(path, network, shutdown, indexer_peers, dci_indexer::Input::Peers, tx);
@@ -180,7 +180,7 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
         evaluation: config.evaluation.floor(),
         chain_signers: peers.chain_signers,
     };
-    let bound = Bound::bind(identity.clone(), &config.listen).await?;
+    let bound = Bound::bind(identity.clone(), NetworkId::of(&network.name), &config.listen).await?;
     let (tx, rx) = mpsc::channel(4);
     let role = spawn_checker(bound, core, identity, rx, shutdown.clone())?;
     watch_peers(path, network, shutdown, checker_peers, dci_checker::Input::Peers, tx);
@@ -252,7 +252,7 @@ pub async fn start_gateway(
     let me = network.gateways.iter().find(|g| g.id == identity.id());
     warn_unlisted("gateway", me.is_some(), &identity, &path);
     let api_url = me.map_or_else(|| format!("http://{}", config.api_listen), |g| g.api.clone());
-    let bound = Bound::bind(identity.clone(), &config.listen).await?;
+    let bound = Bound::bind(identity.clone(), NetworkId::of(&network.name), &config.listen).await?;
 
     // The ledger, the operator's set-up, the funded consumer.
     let genesis = if config.dev_network { Genesis::devnet() } else { Genesis::default() };

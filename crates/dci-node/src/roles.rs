@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_agent::runtime::Runtime;
-use dci_proto::{Identity, Inbound, Message, Net, OfferView};
+use dci_proto::{Identity, Inbound, Message, Net, NetworkId, OfferView};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -37,10 +37,11 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Binds `listen` for a node with `identity`.
-    pub async fn bind(identity: Identity, listen: &str) -> anyhow::Result<Bound> {
+    /// Binds `listen` for a node with `identity` in `network`.
+    pub async fn bind(identity: Identity, network: NetworkId, listen: &str) -> anyhow::Result<Bound> {
         let (tx, inbox) = mpsc::channel::<Inbound>(1024);
-        let transport = Transport::bind(identity, listen, tx).await.with_context(|| format!("binding {listen}"))?;
+        let transport =
+            Transport::bind(identity, network, listen, tx).await.with_context(|| format!("binding {listen}"))?;
         Ok(Bound { transport, inbox })
     }
 
@@ -268,17 +269,19 @@ impl AgentControl {
 /// Starts a container agent listening on `listen`, running sessions with `runtime`.
 pub async fn spawn_agent<R: Runtime>(
     identity: Identity,
+    network: NetworkId,
     listen: &str,
     config: dci_agent::AgentConfig,
     runtime: Arc<R>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RoleHandle> {
-    Ok(spawn_agent_controlled(identity, listen, config, runtime, shutdown).await?.0)
+    Ok(spawn_agent_controlled(identity, network, listen, config, runtime, shutdown).await?.0)
 }
 
 /// [`spawn_agent`], also returning the operator's [`AgentControl`].
 pub async fn spawn_agent_controlled<R: Runtime>(
     identity: Identity,
+    network: NetworkId,
     listen: &str,
     mut config: dci_agent::AgentConfig,
     runtime: Arc<R>,
@@ -286,7 +289,7 @@ pub async fn spawn_agent_controlled<R: Runtime>(
 ) -> anyhow::Result<(RoleHandle, AgentControl)> {
     use dci_agent::{Agent, Input, Output};
     let (events_tx, mut events) = mpsc::channel::<Input>(64);
-    let Bound { transport, mut inbox } = Bound::bind(identity.clone(), listen).await?;
+    let Bound { transport, mut inbox } = Bound::bind(identity.clone(), network, listen).await?;
     let (addr, id) = (transport.local_addr().to_string(), identity.id());
     // The address it registers: its own, unless it is reached elsewhere (a relay).
     if config.listen_addr.is_empty() {

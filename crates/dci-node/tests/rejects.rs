@@ -1,6 +1,7 @@
-//! Malformed, replayed, unsigned, expired and oversized node messages reach a
-//! real indexer over TCP and are rejected: counted and logged by the
-//! transport, and the indexer's registry does not change.
+//! Malformed, replayed, misaddressed, unsigned, expired and oversized node
+//! messages reach a real indexer over its Noise transport and are rejected:
+//! counted and logged by the transport, and the indexer's registry does not
+//! change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,8 @@ use dci_model::{AccountId, ContainerSpec, GeoPoint, ServiceName, Timestamp};
 use dci_node::clock;
 use dci_node::roles::{Bound, spawn_indexer};
 use dci_node::store::RecordStore;
-use dci_proto::{Identity, Message, Registration, frame, seal};
+use dci_node::transport::Dialed;
+use dci_proto::{Channel, Identity, Message, NetworkId, Registration, frame, seal};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +49,8 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
 async fn bad_messages_are_rejected_and_change_nothing() {
     let shutdown = CancellationToken::new();
     let store = Arc::new(RecordStore::in_memory("containers").unwrap());
-    let bound = Bound::bind(Identity::from_secret([1; 32]), "127.0.0.1:0").await.unwrap();
+    let network = NetworkId::of("test");
+    let bound = Bound::bind(Identity::from_secret([1; 32]), network, "127.0.0.1:0").await.unwrap();
     let transport = bound.transport();
     let addr = bound.addr();
     let config = dci_indexer::Config::new("127.0.0.1:9", vec![], vec![]);
@@ -57,34 +60,47 @@ async fn bad_messages_are_rejected_and_change_nothing() {
     let honest = Identity::from_secret([2; 32]);
     let intruder = Identity::from_secret([3; 32]);
     let now = clock::now();
-    let good = seal(&honest, 1, now, &registration());
+    let mut conn = Dialed::connect(intruder.clone(), network, &addr).await.unwrap();
+    let mut honest_conn = Dialed::connect(honest.clone(), network, &addr).await.unwrap();
+    let good = honest_conn.seal(&registration());
 
-    let mut tampered = seal(&intruder, 2, now, &registration());
+    let mut tampered = conn.seal(&registration());
     let n = tampered.len();
     tampered[n - 1] ^= 0x55; // signature no longer verifies
     let unsigned = {
-        let mut v = seal(&intruder, 3, now, &registration());
+        let mut v = conn.seal(&registration());
         let n = v.len();
         v.truncate(n - 65);
         v.push(0); // empty signature
         v
     };
-    let expired = seal(&intruder, 4, Timestamp(now.0 - 10 * 60 * 1000), &registration());
+    let channel = conn.channel();
+    let expired = seal(&intruder, &channel, Timestamp(now.0 - 10 * 60 * 1000), &registration());
+    let other_network = seal(&intruder, &Channel { network: NetworkId::of("other"), ..channel }, now, &registration());
+    let other_recipient =
+        seal(&intruder, &Channel { peer: Identity::from_secret([9; 32]).id(), ..channel }, now, &registration());
     let garbage = b"definitely not an envelope".to_vec();
 
-    let mut conn = TcpStream::connect(&addr).await.unwrap();
-    for bytes in [&good, &good, &tampered, &unsigned, &expired, &garbage] {
-        conn.write_all(&frame(bytes)).await.unwrap();
+    // 7 rejections: the honest node's message replayed on the intruder's
+    // connection, tampered, unsigned, expired, another network, another
+    // recipient, garbage.
+    for bytes in [&good, &tampered, &unsigned, &expired, &other_network, &other_recipient, &garbage] {
+        conn.send_sealed(bytes).await.unwrap();
     }
-    // 5 rejections: the replayed copy, tampered, unsigned, expired, garbage.
-    wait_until(|| transport.rejected() == 5).await;
+    wait_until(|| transport.rejected() == 7).await;
+    assert!(store.list::<dci_indexer::ContainerRecord>(None).unwrap().is_empty(), "nothing was registered");
+    honest_conn.send_sealed(&good).await.unwrap();
     wait_until(|| store.list::<dci_indexer::ContainerRecord>(None).unwrap().len() == 1).await;
     let records: Vec<dci_indexer::ContainerRecord> = store.list(None).unwrap();
     assert_eq!(records[0].id, honest.id(), "only the honest container is registered");
 
-    // An oversized frame header closes that connection and is counted too.
-    conn.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    wait_until(|| transport.rejected() == 6).await;
+    // An oversized frame length closes that connection and is counted too.
+    conn.send_plain(&u32::MAX.to_be_bytes()).await.unwrap();
+    wait_until(|| transport.rejected() == 8).await;
+    // A connection that does not start with a preface is refused.
+    let mut raw = TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(&frame(b"definitely not a preface")).await.unwrap();
+    wait_until(|| transport.refused() == 1).await;
     assert_eq!(store.list::<dci_indexer::ContainerRecord>(None).unwrap().len(), 1);
     shutdown.cancel();
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use dci_node::transport::Transport;
-use dci_proto::{Heartbeat, Identity, Inbound, Message, Net};
+use dci_proto::{Heartbeat, Identity, Inbound, Message, Net, NetworkId};
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 
@@ -16,7 +16,7 @@ fn beat(seq: u64) -> Message {
 
 async fn node(seed: u8) -> (std::sync::Arc<Transport>, mpsc::Receiver<Inbound>) {
     let (tx, rx) = mpsc::channel(1024);
-    (Transport::bind(Identity::from_secret([seed; 32]), "127.0.0.1:0", tx).await.unwrap(), rx)
+    (Transport::bind(Identity::from_secret([seed; 32]), NetworkId::of("test"), "127.0.0.1:0", tx).await.unwrap(), rx)
 }
 
 /// A listener whose accept queue is full: the kernel drops further SYNs, so

@@ -1,11 +1,16 @@
 //! DCI's wire format: every message between nodes, and the signed envelope
 //! that carries it (R-SEC1).
 //!
-//! A node seals a [`Message`] with its [`Identity`] into bytes; the receiver
-//! opens them with an [`Opener`], which checks, in this order: size, framing,
-//! protocol version, ed25519 signature, freshness (clock window) and replay
-//! (per-sender nonces seen within the window). Only a message that passes every
-//! check is recorded as seen, so a rejected message changes no state.
+//! Nodes talk over authenticated connections ([`Channel`]): the dialler sends
+//! a [`preface`] naming the protocol version, the two ends run a Noise
+//! handshake, and each proves its node id by signing the handshake hash
+//! ([`bind_proof`]). A node seals a [`Message`] with its [`Identity`] for one
+//! channel; the receiver opens it with that channel's [`Opener`], which
+//! checks, in this order: size, framing, protocol version, ed25519 signature,
+//! network, recipient, sender, channel binding and freshness (clock window).
+//! A message opens only on the connection it was sealed for, so a replay,
+//! within the connection (Noise's counters) or on any other (the binding),
+//! is refused with no state kept, across restarts too.
 //!
 //! This crate is the only one that defines bytes on the wire. It does no IO:
 //! the transport (`dci-node`) moves frames, the roles handle messages.
@@ -23,7 +28,8 @@ pub use committee::{
     sign_transcript, transcript_bytes,
 };
 pub use envelope::{
-    FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, Opened, Opener, ProtoError, VERSION, frame, frame_len, seal,
+    Channel, FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, MAX_PREFACE_BYTES, NetworkId, Opened, Opener, ProtoError,
+    Side, VERSION, bind_proof, check_bind_proof, check_preface, frame, frame_len, preface, seal,
 };
 pub use messages::*;
 pub use node_request::{NodeStake, StakeAs};

@@ -1,38 +1,67 @@
-//! Malformed, replayed, expired, oversized and unsigned messages are rejected,
-//! and a rejection leaves the opener exactly as it was.
+//! Malformed, misaddressed, replayed, expired, oversized and unsigned
+//! messages are rejected with what was expected; the preface refuses an older
+//! release; binding proofs prove a node id for one connection only.
 
 use dci_model::{NodeId, SessionId, Timestamp};
-use dci_proto::{Heartbeat, Identity, MAX_MESSAGE_BYTES, MAX_RENEW, Message, Opener, ProtoError, seal};
+use dci_proto::{
+    Channel, Heartbeat, Identity, MAX_MESSAGE_BYTES, MAX_RENEW, Message, NetworkId, Opener, ProtoError, Side,
+    bind_proof, check_bind_proof, check_preface, preface, seal,
+};
 use std::time::Duration;
 
 fn hb(seq: u64) -> Message {
     Message::Heartbeat(Heartbeat { seq, sessions: 0, warm: vec![] })
 }
 
-fn opener() -> Opener {
-    Opener::new(Duration::from_secs(60))
-}
-
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
-#[test]
-fn a_sealed_message_opens_once() {
-    let id = Identity::from_secret([1; 32]);
-    let mut o = opener();
-    let bytes = seal(&id, 42, T0, &hb(1));
-    let opened = o.open(T0, &bytes).unwrap();
-    assert_eq!(opened.sender, id.id());
-    assert_eq!(opened.message, hb(1));
-    assert!(matches!(o.open(T0, &bytes), Err(ProtoError::Replayed { nonce: 42, .. })));
-    // The same nonce from another sender is a different message.
-    let other = Identity::from_secret([2; 32]);
-    assert!(o.open(T0, &seal(&other, 42, T0, &hb(1))).is_ok());
+fn net() -> NetworkId {
+    NetworkId::of("test")
+}
+
+/// One connection between `a` and `b` as each end sees it.
+fn pair(a: &Identity, b: &Identity, binding: u8) -> (Channel, Channel) {
+    let binding = [binding; 32];
+    (
+        Channel { network: net(), local: a.id(), peer: b.id(), binding },
+        Channel { network: net(), local: b.id(), peer: a.id(), binding },
+    )
+}
+
+fn opener(channel: Channel) -> Opener {
+    Opener::new(Duration::from_secs(60), channel)
 }
 
 #[test]
-fn rejections_change_no_state() {
-    let id = Identity::from_secret([1; 32]);
-    let good = seal(&id, 7, T0, &hb(1));
+fn a_sealed_message_opens_on_its_own_connection_only() {
+    let (a, b, c) = (Identity::from_secret([1; 32]), Identity::from_secret([2; 32]), Identity::from_secret([3; 32]));
+    let (at_a, at_b) = pair(&a, &b, 7);
+    let bytes = seal(&a, &at_a, T0, &hb(1));
+    let opened = opener(at_b).open(T0, &bytes).unwrap();
+    assert_eq!((opened.sender, opened.message), (a.id(), hb(1)));
+
+    // The same bytes anywhere else: another connection between the same two
+    // nodes (a replay, e.g. after a restart), another recipient, another
+    // network, or the connection of another peer.
+    let (_, b_later) = pair(&a, &b, 8);
+    assert_eq!(opener(b_later).open(T0, &bytes).unwrap_err(), ProtoError::OtherChannel);
+    let (_, at_c) = pair(&a, &c, 7);
+    assert!(matches!(opener(at_c).open(T0, &bytes), Err(ProtoError::WrongRecipient { .. })));
+    let other_net = Channel { network: NetworkId::of("another"), ..at_b };
+    let e = opener(other_net).open(T0, &bytes).unwrap_err();
+    assert!(matches!(e, ProtoError::WrongNetwork { .. }), "{e}");
+    assert!(e.to_string().contains("expected network"), "{e}");
+    // c seals for b on c's own connection, but sends it on a's: refused.
+    let (c_to_b, _) = pair(&c, &b, 7);
+    let e = opener(at_b).open(T0, &seal(&c, &c_to_b, T0, &hb(1))).unwrap_err();
+    assert!(matches!(e, ProtoError::WrongSender { .. }), "{e}");
+}
+
+#[test]
+fn rejections_say_what_was_expected() {
+    let (a, b) = (Identity::from_secret([1; 32]), Identity::from_secret([2; 32]));
+    let (at_a, at_b) = pair(&a, &b, 1);
+    let good = seal(&a, &at_a, T0, &hb(1));
     let mut tampered = good.clone();
     let last = tampered.len() - 70; // inside the signed body
     tampered[last] ^= 1;
@@ -56,32 +85,92 @@ fn rejections_change_no_state() {
         ("bad signature", bad_sig, T0, |e| matches!(e, ProtoError::BadSignature(_))),
         ("unsigned", unsigned, T0, |e| matches!(e, ProtoError::BadSignature(_))),
         ("expired", good.clone(), T0.plus(Duration::from_secs(61)), |e| matches!(e, ProtoError::Expired { .. })),
-        ("future", seal(&id, 8, T0.plus(Duration::from_secs(120)), &hb(1)), T0, |e| {
+        ("future", seal(&a, &at_a, T0.plus(Duration::from_secs(120)), &hb(1)), T0, |e| {
             matches!(e, ProtoError::FromFuture { .. })
         }),
+        ("a preface", preface(a.id(), T0), T0, |e| matches!(e, ProtoError::Malformed(_))),
     ];
+    let o = opener(at_b);
     for (name, bytes, now, expect) in cases {
-        let mut o = opener();
         let err = o.open(now, &bytes).unwrap_err();
         assert!(expect(&err), "{name}: unexpected {err:?}");
-        assert!(!err.to_string().is_empty());
-        assert_eq!(o.remembered(), 0, "{name}: a rejected message was remembered");
+        assert!(err.to_string().contains("expected"), "{name}: {err}");
     }
-    // And the good one still opens afterwards on a fresh opener.
-    assert!(opener().open(T0, &good).is_ok());
+    // And the good one still opens afterwards.
+    assert!(o.open(T0, &good).is_ok());
+}
+
+/// The wire as protocol 10 had it: an old node's message, and how an old
+/// node decodes a header.
+mod v10 {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Header {
+        pub version: u16,
+        pub sender: NodeId,
+        pub nonce: u64,
+        pub sent_at: Timestamp,
+        pub body: Vec<u8>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Envelope {
+        pub signed: Vec<u8>,
+        pub signature: Vec<u8>,
+    }
+
+    pub fn message(sender: NodeId) -> Vec<u8> {
+        let body = postcard::to_stdvec(&hb(1)).unwrap();
+        let signed = postcard::to_stdvec(&Header { version: 10, sender, nonce: 1, sent_at: T0, body }).unwrap();
+        postcard::to_stdvec(&Envelope { signed, signature: vec![0; 64] }).unwrap()
+    }
 }
 
 #[test]
-fn replay_window_forgets_old_nonces_but_still_rejects_them() {
-    let id = Identity::from_secret([3; 32]);
-    let mut o = opener();
-    let m = seal(&id, 1, T0, &hb(1));
-    o.open(T0, &m).unwrap();
-    let later = T0.plus(Duration::from_secs(120));
-    o.open(later, &seal(&id, 2, later, &hb(2))).unwrap();
-    assert_eq!(o.remembered(), 1, "nonce 1 should have been pruned");
-    // The old message is still refused: it is now expired.
-    assert!(matches!(o.open(later, &m), Err(ProtoError::Expired { .. })));
+fn the_preface_refuses_an_older_release_and_an_older_release_refuses_it_for_its_version() {
+    let a = Identity::from_secret([1; 32]);
+    check_preface(&preface(a.id(), T0)).unwrap();
+    // An old node dials and sends its first message: refused for its version.
+    let e = check_preface(&v10::message(a.id())).unwrap_err();
+    assert_eq!(e, ProtoError::Version { found: 10, expected: dci_proto::VERSION });
+    assert!(e.to_string().contains("unsupported protocol version 10, expected 11"), "{e}");
+    // An old node reads our preface as it read every message: an envelope
+    // whose header it decodes, then refuses for its version.
+    let env: v10::Envelope = postcard::from_bytes(&preface(a.id(), T0)).unwrap();
+    let header: v10::Header = postcard::from_bytes(&env.signed).unwrap();
+    assert_eq!(header.version, 11);
+    // Not a preface: a current message, garbage, too large.
+    let (at_a, _) = pair(&a, &Identity::from_secret([2; 32]), 1);
+    for bytes in [seal(&a, &at_a, T0, &hb(1)), b"GET / HTTP/1.1".to_vec(), vec![0; 5000]] {
+        let e = check_preface(&bytes).unwrap_err();
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+}
+
+#[test]
+fn a_binding_proof_proves_its_node_for_one_connection_one_network_one_side() {
+    let a = Identity::from_secret([1; 32]);
+    let binding = [9; 32];
+    let proof = bind_proof(&a, net(), &binding, Side::Initiator);
+    assert_eq!(check_bind_proof(&proof, net(), &binding, Side::Initiator).unwrap(), a.id());
+    let refused = [
+        ("another connection", check_bind_proof(&proof, net(), &[8; 32], Side::Initiator)),
+        ("another network", check_bind_proof(&proof, NetworkId::of("x"), &binding, Side::Initiator)),
+        ("reflected to its maker", check_bind_proof(&proof, net(), &binding, Side::Responder)),
+        ("garbage", check_bind_proof(b"nope", net(), &binding, Side::Initiator)),
+    ];
+    for (name, r) in refused {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("expected"), "{name}: {e}");
+    }
+    // A proof whose node id was swapped for another's.
+    let mut forged = proof.clone();
+    let b = Identity::from_secret([2; 32]).id();
+    let at = forged.windows(32).position(|w| w == a.id().0).unwrap();
+    forged[at..at + 32].copy_from_slice(&b.0);
+    assert!(matches!(check_bind_proof(&forged, net(), &binding, Side::Initiator), Err(ProtoError::BadSignature(_))));
 }
 
 #[test]
@@ -100,9 +189,10 @@ fn the_largest_renew_fits_in_a_message() {
     let sessions = (0..MAX_RENEW as u128).map(|i| SessionId(i.to_le_bytes())).collect();
     let msg = Message::Renew { sessions };
     assert_eq!(msg.kind(), "renew");
-    let bytes = seal(&id, 1, T0, &msg);
+    let (at_id, at_peer) = pair(&id, &Identity::from_secret([9; 32]), 1);
+    let bytes = seal(&id, &at_id, T0, &msg);
     assert!(bytes.len() <= MAX_MESSAGE_BYTES, "{} bytes", bytes.len());
-    assert_eq!(opener().open(T0, &bytes).unwrap().message, msg);
+    assert_eq!(opener(at_peer).open(T0, &bytes).unwrap().message, msg);
 }
 
 /// The stake check's messages (issue 14) open unchanged, with their names.
@@ -123,10 +213,10 @@ fn stake_messages_open_unchanged() {
         ),
         (Message::Refused { reason: "registration refused: expected ..., found ...".into() }, "refused"),
     ];
-    let mut o = opener();
-    for (nonce, (msg, kind)) in cases.into_iter().enumerate() {
+    let (at_id, at_peer) = pair(&id, &Identity::from_secret([9; 32]), 1);
+    for (msg, kind) in cases {
         assert_eq!(msg.kind(), kind);
-        assert_eq!(o.open(T0, &seal(&id, nonce as u64, T0, &msg)).unwrap().message, msg);
+        assert_eq!(opener(at_peer).open(T0, &seal(&id, &at_id, T0, &msg)).unwrap().message, msg);
     }
 }
 

@@ -188,6 +188,17 @@ enum BenchCommand {
     /// latency of all-MiniLM-L6-v2 over HTTP, frames/s and input-to-frame
     /// latency of the render stream as a scripted user sees it.
     Services(ServicesBenchArgs),
+    /// Authenticated node messages per second on loopback through the Noise
+    /// transport, against the plain TCP path it replaced, in the same run;
+    /// and connection set-up time on each (issue 16).
+    Transport {
+        /// Messages per path.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Print JSON (the output is JSON either way).
+        #[arg(long)]
+        json: bool,
+    },
     /// Proof-of-capacity verification cost and soundness, and the epoch
     /// committee's sortition time and fairness (R-PF3, R-PF4).
     Checker {
@@ -805,6 +816,10 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&report)?
         }
         BenchCommand::Services(a) => serde_json::to_string_pretty(&bench_services(a.quick)?)?,
+        BenchCommand::Transport { messages, json: _ } => {
+            let config = dci_node::bench::BenchConfig { messages, ..Default::default() };
+            serde_json::to_string_pretty(&dci_node::bench::run(&config)?)?
+        }
         BenchCommand::Checker { quick, json: _ } => {
             use dci_capacity::bench::BenchConfig as CapacityConfig;
             use dci_committee::bench::BenchConfig as CommitteeConfig;

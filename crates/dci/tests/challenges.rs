@@ -8,7 +8,9 @@
 //! challenge that address for the registrants; the victim refuses at once
 //! (the challenges name other containers), each bogus registration fails as
 //! `wrong_node`, and the victim stays schedulable and keeps passing its own
-//! inspections.
+//! inspections. A registration naming a black hole (an address that never
+//! answers a connection) fails after the checker's connect deadline while
+//! the other containers' inspections go on.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,7 @@ use dci_proto::{Identity, Message, Registration};
 
 mod common;
 
-use common::{Devnet, cli_json, free_port};
+use common::{Devnet, blackhole, cli_json, free_port};
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
@@ -101,8 +103,9 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // Without a bond: refused on the registrant's own connection, with how much is needed.
     let unbonded = Identity::from_secret([0x5a; 32]);
+    let network = dci_proto::NetworkId::of(&dci_node::network::Network::load(&dir.join("network.toml")).unwrap().name);
     let (tx, mut inbox) = tokio::sync::mpsc::channel(64);
-    let t = rt.block_on(dci_node::transport::Transport::bind(unbonded.clone(), "127.0.0.1:0", tx)).unwrap();
+    let t = rt.block_on(dci_node::transport::Transport::bind(unbonded.clone(), network, "127.0.0.1:0", tx)).unwrap();
     rt.block_on(t.send(&indexer.addr, &Message::Register(registration(&unbonded, &victim_addr)))).unwrap();
     let refused =
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), inbox.recv()).await }).unwrap().unwrap();
@@ -124,7 +127,7 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
     for key in &attackers {
         // Kept open (the indexer answers on the connection) until the test ends.
         let (tx, inbox) = tokio::sync::mpsc::channel(64);
-        let t = rt.block_on(dci_node::transport::Transport::bind(key.clone(), "127.0.0.1:0", tx)).unwrap();
+        let t = rt.block_on(dci_node::transport::Transport::bind(key.clone(), network, "127.0.0.1:0", tx)).unwrap();
         rt.block_on(t.send(&indexer.addr, &Message::Register(registration(key, &victim_addr)))).unwrap();
         transports.push((t, inbox));
     }
@@ -150,6 +153,35 @@ fn registrations_naming_a_victims_address_fail_as_wrong_node_and_the_victim_keep
         rt.block_on(t.send(&indexer.addr, &Message::Register(registration(key, &victim_addr)))).unwrap();
     }
     until(dir, "both fail again", |l| attackers.iter().all(|k| failures(l, k) == 2));
+
+    // A registration naming a black hole (an address whose connection
+    // attempts hang until the checker's 5 s connect deadline): the
+    // inspections of everyone else go on at their pace meanwhile.
+    let (_hole, _filler, hole_addr) = rt.block_on(blackhole());
+    let diver = Identity::from_secret([0x5d; 32]);
+    bond(dir, &diver);
+    let (tx, diver_inbox) = tokio::sync::mpsc::channel(64);
+    let t = rt.block_on(dci_node::transport::Transport::bind(diver.clone(), network, "127.0.0.1:0", tx)).unwrap();
+    let hole_at = now_ms();
+    rt.block_on(t.send(&indexer.addr, &Message::Register(registration(&diver, &hole_addr)))).unwrap();
+    let list = until(dir, "the black-hole registration fails", |l| {
+        find(l, &diver.id().to_string()).is_some_and(|c| c.verdicts.iter().any(|v| !v.passed))
+    });
+    let failed_at = find(&list, &diver.id().to_string()).unwrap().verdicts.iter().find(|v| !v.passed).unwrap().at_ms;
+    let others: Vec<u64> = list
+        .iter()
+        .filter(|c| c.id != diver.id().to_string() && !attackers.iter().any(|k| c.id == k.id().to_string()))
+        .flat_map(|c| c.verdicts.iter().filter(|v| v.at_ms >= hole_at && v.at_ms <= failed_at).map(|v| v.at_ms))
+        .collect();
+    println!(
+        "a registration naming a black hole failed {} ms after it; meanwhile {} inspections of the other containers \
+         passed (every 2 s each)",
+        failed_at - hole_at,
+        others.len()
+    );
+    assert!(failed_at - hole_at >= 4_000, "the black hole answered? failed after {} ms", failed_at - hole_at);
+    assert!(!others.is_empty(), "no other container was inspected while the checker waited on the black hole");
+    transports.push((t, diver_inbox));
 
     // The victim stays schedulable and keeps being inspected as usual:
     // passed standby inspections after the attack, and nothing failed.

@@ -471,12 +471,17 @@ fn forged_matches_earn_an_outsider_nothing() {
         estimated_rtt_ms: None,
         payout: AccountId::for_node(&outsider.id()),
     };
+    let network = dci_proto::NetworkId::of(&dci_node::network::Network::load(&dir.join("network.toml")).unwrap().name);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (tx, _inbox) = tokio::sync::mpsc::channel(16);
-        let t = dci_node::transport::Transport::bind(outsider.clone(), "127.0.0.1:0", tx).await.unwrap();
+        let t = dci_node::transport::Transport::bind(outsider.clone(), network, "127.0.0.1:0", tx).await.unwrap();
         for request_id in 0..3_000u64 {
             t.send(&gateway, &Message::Matched { request_id, offer: offer.clone() }).await.unwrap();
+            // Let the connection's writer drain its queue (it holds 1,024 frames).
+            if request_id % 256 == 255 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     });
     // Two whole epochs after the forgery.

@@ -119,3 +119,17 @@ pub fn p50_get_ms(url: &str, n: usize, fresh: bool) -> f64 {
     times.sort_by(f64::total_cmp);
     times[n / 2]
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so
+/// a connection attempt hangs, like one to a blackholed address. Keep the
+/// listener and the filler alive while the address is used.
+pub async fn blackhole() -> (tokio::net::TcpListener, std::net::TcpStream, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    let probe = tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await;
+    assert!(probe.is_err(), "this kernel does not drop SYNs on a full accept queue: the test cannot make a black hole");
+    (listener, filler, addr.to_string())
+}
