@@ -84,10 +84,15 @@ impl ConsumerApi for Role {
     fn stop(&self, _: AccountId, _: SessionId) -> BoxFuture<'_, Result<SessionInfo, ApiError>> {
         not_here()
     }
-    fn offers(&self, _: String, _: String, _: u32) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>> {
+    fn offers(
+        &self,
+        _: String,
+        _: String,
+        _: dci_gateway::api::Page,
+    ) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>> {
         not_here()
     }
-    fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
+    fn containers(&self, _: dci_gateway::api::Page) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
         not_here()
     }
     fn committee(&self) -> BoxFuture<'_, Result<CommitteeInfo, ApiError>> {

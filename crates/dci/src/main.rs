@@ -463,6 +463,12 @@ struct DevnetArgs {
     /// Port of the HTTP API on 127.0.0.1.
     #[arg(long, default_value_t = 8700)]
     api_port: u16,
+    /// Serve the API over https with this certificate chain (PEM; needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where the devnet keeps its state.
     #[arg(long, env = "DCI_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -1249,6 +1255,11 @@ fn print_balance(b: &BalanceInfo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` made absolute (a devnet's node configs live in its data directory).
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+}
+
 async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
@@ -1264,6 +1275,12 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         committee_size: a.committee_size as usize,
         inspect_every: Duration::from_secs(a.inspect_every_secs),
         runtime: a.runtime,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(dci_gateway::server::TlsFiles { cert: absolute(cert)?, key: absolute(key)? })
+            }
+            _ => None,
+        },
         settlement: a.settlement,
     };
     let net = Devnet::start(config).await?;
