@@ -250,8 +250,8 @@ fn bucket_bound(b: Budget, elapsed: Duration) -> usize {
 
 #[tokio::test]
 async fn a_flood_from_one_client_is_refused_after_its_limit_while_another_is_served() -> Result<()> {
-    // The address budget binds first: 100 at once, then 1 per second.
-    let l = limits((60, 100), (6000, 1000), (10, 20));
+    // The address budget binds first: 100 at once, then 1 per 10 s.
+    let l = limits((6, 100), (6000, 1000), (10, 20));
     let (addr, _) = gateway(l, None).await?;
     let url = format!("http://{addr}/v1/balance");
     let (tally, elapsed) = flood(&client_from("127.0.0.1")?, &url, Some(ALICE), 2000, "per_address").await?;
@@ -279,8 +279,19 @@ async fn a_flood_from_one_client_is_refused_after_its_limit_while_another_is_ser
     );
     ensure!(other.ok == 50, "{other:?}");
 
-    // Unauthenticated reads draw from the same address budget.
+    // The attack as it was: 2000 unauthenticated GET /v1/offers from one address.
     let offers = format!("http://{addr}/v1/offers");
+    let (reads, elapsed) = flood(&client_from("127.0.0.4")?, &offers, None, 2000, "per_address").await?;
+    println!(
+        "flood of 2000 GET /v1/offers (no key) from 127.0.0.4 in {:.0} ms: {} served, {} refused with 429",
+        elapsed.as_secs_f64() * 1e3,
+        reads.ok,
+        reads.limited
+    );
+    ensure!(reads.ok >= l.per_address.burst as usize && reads.ok <= bucket_bound(l.per_address, elapsed), "{reads:?}");
+    ensure!(reads.ok + reads.limited == 2000 && reads.other.is_empty(), "{reads:?}");
+
+    // Unauthenticated reads draw from the same address budget as alice's flood.
     let (refused, _) = flood(&client_from("127.0.0.1")?, &offers, None, 5, "per_address").await?;
     ensure!(refused.limited == 5, "{refused:?}");
     Ok(())
@@ -288,7 +299,7 @@ async fn a_flood_from_one_client_is_refused_after_its_limit_while_another_is_ser
 
 #[tokio::test]
 async fn one_key_is_limited_from_every_address() -> Result<()> {
-    let l = limits((6000, 1000), (60, 30), (10, 20));
+    let l = limits((6000, 1000), (6, 30), (10, 20));
     let (addr, _) = gateway(l, None).await?;
     let url = format!("http://{addr}/v1/balance");
     let (a, elapsed) = flood(&client_from("127.0.0.1")?, &url, Some(ALICE), 300, "per_key").await?;

@@ -648,8 +648,28 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// `dci --api URL balance` as well as `dci balance --api URL`: the client
+/// options (`--api`, `--api-key`, `--json`) belong to each client command,
+/// so those given before the command are moved to the end of the line.
+fn client_options_last(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut moved = Vec::new();
+    while args.len() > 1 {
+        let arg = args[1].to_string_lossy().into_owned();
+        let with_value = arg == "--api" || arg == "--api-key";
+        if !(with_value || arg == "--json" || arg.starts_with("--api=") || arg.starts_with("--api-key=")) {
+            break;
+        }
+        moved.push(args.remove(1));
+        if with_value && args.len() > 1 {
+            moved.push(args.remove(1));
+        }
+    }
+    args.extend(moved);
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(client_options_last(std::env::args_os().collect()));
     if matches!(cli.command, Command::Devnet(_) | Command::Bench(_)) {
         prefer_huge_pages();
     }
@@ -1576,5 +1596,24 @@ fn print_containers(list: &[ContainerInfo]) {
                 v.reason
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_options_last;
+
+    #[test]
+    fn client_options_before_the_command_go_after_it() {
+        let check = |line: &str, expect: &str| {
+            let args = line.split(' ').map(std::ffi::OsString::from).collect();
+            let out: Vec<String> = client_options_last(args).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            assert_eq!(out.join(" "), expect, "{line}");
+        };
+        check("dci --api https://g:1 balance", "dci balance --api https://g:1");
+        check("dci --api=https://g:1 --json --api-key k stop s", "dci stop s --api=https://g:1 --json --api-key k");
+        check("dci balance --api x", "dci balance --api x");
+        check("dci devnet --api-port 1", "dci devnet --api-port 1");
+        check("dci --api", "dci --api");
     }
 }

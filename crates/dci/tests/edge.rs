@@ -122,6 +122,80 @@ fn the_cli_speaks_https_to_a_gateway_with_a_certificate_it_trusts_and_guessing_k
     net.signal("-TERM");
 }
 
+/// An in-process devnet of one container (plain http).
+async fn small_devnet(dir: &Path) -> dci_node::devnet::Devnet {
+    let config = dci_node::devnet::DevnetConfig {
+        data_dir: dir.to_path_buf(),
+        containers: 1,
+        api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
+        service_program: PathBuf::from(DCI),
+        challenge_n: 64,
+        epoch: Duration::from_secs(60),
+        dishonest: None,
+        checkers: 1,
+        committee_size: 1,
+        inspect_every: Duration::from_secs(3600),
+        runtime: dci_node::runtime::RuntimeKind::Process,
+        tls: None,
+        settlement: None,
+    };
+    let net = dci_node::devnet::Devnet::start(config).await.unwrap();
+    let (ready, total) = net.wait_ready(Duration::from_secs(60)).await;
+    assert_eq!(ready, total, "the container must be schedulable");
+    net
+}
+
+/// The value of counter `name{labels}` in a Prometheus text exposition.
+fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn a_flood_of_public_reads_reaches_the_indexer_once_per_refresh_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let net = small_devnet(tmp.path()).await;
+        let http = reqwest::Client::new();
+        let url = net.api_url.clone();
+        let metrics = || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap() }
+        };
+        let before = metrics().await;
+        let t0 = std::time::Instant::now();
+        let mut served = 0;
+        for i in 0..1000 {
+            let path = if i % 2 == 0 { "/v1/offers?filter=state%3Dany" } else { "/v1/containers" };
+            let r = http.get(format!("{url}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            served += 1;
+        }
+        let elapsed = t0.elapsed();
+        let after = metrics().await;
+        let asked = |what: &str| {
+            let label = format!("what=\"{what}\"");
+            counter(&after, "dci_gateway_view_refreshed_total", &label)
+                - counter(&before, "dci_gateway_view_refreshed_total", &label)
+        };
+        let (offers, containers) = (asked("offers"), asked("containers"));
+        let refresh = dci_node::gateway::DEFAULT_VIEW_REFRESH;
+        let bound = (elapsed.as_millis() / refresh.as_millis()) as u64 + 1;
+        println!(
+            "{served} unauthenticated reads (offers and containers alternately) in {} ms: the indexer was asked \
+             {offers} offers queries and {containers} container listings (refresh interval {} ms)",
+            elapsed.as_millis(),
+            refresh.as_millis()
+        );
+        assert!((1..=bound).contains(&offers), "offers asked {offers} times, at most {bound} expected");
+        assert!((1..=bound).contains(&containers), "containers listed {containers} times, at most {bound} expected");
+        net.shutdown().await;
+    });
+}
+
 /// A tracing writer into a shared buffer.
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -144,24 +218,7 @@ fn no_session_id_nor_api_key_reaches_a_log_line() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (session, key, lines) = rt.block_on(async {
-        let config = dci_node::devnet::DevnetConfig {
-            data_dir: tmp.path().to_path_buf(),
-            containers: 1,
-            api_listen: std::net::SocketAddr::from(([127, 0, 0, 1], free_port())),
-            service_program: PathBuf::from(DCI),
-            challenge_n: 64,
-            epoch: Duration::from_secs(60),
-            dishonest: None,
-            checkers: 1,
-            committee_size: 1,
-            inspect_every: Duration::from_secs(3600),
-            runtime: dci_node::runtime::RuntimeKind::Process,
-            tls: None,
-            settlement: None,
-        };
-        let net = dci_node::devnet::Devnet::start(config).await.unwrap();
-        let (ready, total) = net.wait_ready(Duration::from_secs(60)).await;
-        assert_eq!(ready, total, "the container must be schedulable");
+        let net = small_devnet(tmp.path()).await;
         let key = net.client.api_key.clone();
         let client = dci_gateway::client::Client::new(net.api_url.clone(), Some(key.clone()));
         let req = dci_gateway::api::DeployRequest { service: "render".into(), ..Default::default() };
@@ -187,7 +244,7 @@ fn no_session_id_nor_api_key_reaches_a_log_line() {
     assert!(count > 20, "the capture must have seen the run: {lines}");
     assert!(lines.contains(&short), "the redacted tag names the session in the logs");
     for (what, secret) in
-        [("session id", session.as_str()), ("session id prefix", &session[..12]), ("API key", key.as_str())]
+        [("session id", session.as_str()), ("session id's first 8 digits", &session[..8]), ("API key", key.as_str())]
     {
         let hits: Vec<&str> = lines.lines().filter(|l| l.contains(secret)).collect();
         assert!(hits.is_empty(), "the {what} is in {} log lines, e.g. {:?}", hits.len(), hits.first());
