@@ -122,6 +122,65 @@ fn the_cli_speaks_https_to_a_gateway_with_a_certificate_it_trusts_and_guessing_k
     net.signal("-TERM");
 }
 
+/// The chain client speaks https: `dci chain deploy` against a JSON-RPC
+/// stub served over https gets past `eth_chainId` when `SSL_CERT_FILE`
+/// trusts the stub's CA, and says the certificate is not trusted when not.
+#[test]
+fn the_chain_client_reaches_an_https_rpc() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_pki(tmp.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let chain_ids = Arc::new(AtomicUsize::new(0));
+    let seen = chain_ids.clone();
+    // eth_chainId answers Arbitrum One's id; every other method is unknown.
+    let rpc = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |axum::Json(req): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                let id = req["id"].clone();
+                axum::Json(if req["method"] == "eth_chainId" {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": "0xa4b1" })
+                } else {
+                    serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": { "code": -32601, "message": "method not found" } })
+                })
+            }
+        }),
+    );
+    let files = dci_gateway::server::TlsFiles { cert, key };
+    let port = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = files.load().unwrap();
+        tokio::spawn(dci_gateway::server::serve(listener, rpc, Some(tls), std::future::pending()));
+        port
+    });
+    let url = format!("https://127.0.0.1:{port}");
+    let gw = tmp.path().join("gateway");
+    let deploy = |ca: Option<&Path>| {
+        dci(
+            &gw,
+            ca,
+            &["chain", "deploy", "--rpc-url", &url, "--committee", "0x0000000000000000000000000000000000000001"],
+        )
+    };
+    let (ok, _, err) = deploy(None);
+    println!("dci chain deploy --rpc-url {url}, the CA not trusted: {}", err.trim());
+    assert!(!ok && err.contains("UnknownIssuer") && err.contains("SSL_CERT_FILE"), "{err}");
+    assert_eq!(chain_ids.load(Ordering::Relaxed), 0);
+    let (ok, _, err) = deploy(Some(&ca));
+    println!(
+        "the same with SSL_CERT_FILE = the CA: {} (eth_chainId answered {} times)",
+        err.trim(),
+        chain_ids.load(Ordering::Relaxed)
+    );
+    assert!(!ok, "the stub is no chain");
+    assert!(chain_ids.load(Ordering::Relaxed) >= 1, "eth_chainId must reach the stub over https: {err}");
+    assert!(!err.contains("unreachable"), "{err}");
+}
+
 /// An in-process devnet of one container (plain http).
 async fn small_devnet(dir: &Path) -> dci_node::devnet::Devnet {
     let config = dci_node::devnet::DevnetConfig {
