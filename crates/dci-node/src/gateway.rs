@@ -328,16 +328,17 @@ impl GatewayNode {
     }
 
     /// The cached containers, refreshed when older than the interval.
-    async fn cached_containers(&self) -> Result<Arc<Vec<ContainerInfo>>, ApiError> {
+    async fn cached_containers(&self) -> Result<Fetched<ContainerInfo>, ApiError> {
         let mut cached = self.view.containers.lock().await;
-        if let Some((_, rows)) = cached.as_ref().filter(|(at, _)| at.elapsed() < self.view.refresh) {
-            return Ok(rows.clone());
+        if let Some(fetched) = cached.as_ref().filter(|(at, _)| at.elapsed() < self.view.refresh) {
+            return Ok(fetched.clone());
         }
         let rows: Arc<Vec<ContainerInfo>> =
             Arc::new(self.container_views().await?.into_iter().map(ContainerInfo::from).collect());
         metrics::counter!("dci_gateway_view_refreshed_total", "what" => "containers").increment(1);
-        *cached = Some((std::time::Instant::now(), rows.clone()));
-        Ok(rows)
+        let fetched = (std::time::Instant::now(), rows);
+        *cached = Some(fetched.clone());
+        Ok(fetched)
     }
 
     /// The cached best offers of a query, refreshed when older than the interval.
@@ -472,7 +473,19 @@ impl ConsumerApi for GatewayNode {
     }
 
     fn containers(&self, page: Page) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
-        Box::pin(async move { Ok(page.of(&self.cached_containers().await?).to_vec()) })
+        Box::pin(async move {
+            let (at, rows) = self.cached_containers().await?;
+            // "Ago" as of now, not as of the fetch.
+            let age = at.elapsed().as_millis() as u64;
+            Ok(page
+                .of(&rows)
+                .iter()
+                .map(|c| ContainerInfo {
+                    last_heartbeat_ago_ms: c.last_heartbeat_ago_ms.map(|ms| ms.saturating_add(age)),
+                    ..c.clone()
+                })
+                .collect())
+        })
     }
 
     fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
