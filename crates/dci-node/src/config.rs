@@ -432,6 +432,9 @@ dev_network = false
 # Development (optional): a consumer funded from the liquidity pool when the
 # books are created; its API key goes to <data-dir>/client.json.
 # consumer = { account = "consumer:operator", funds = "10000" }
+# The public reads (GET /v1/containers, /v1/offers) are served from a view of
+# the network refreshed at most this often, in ms (default 500).
+view_refresh_ms = 500
 
 # Optional: a relay for container hosts behind NAT (hosts with reach = "relay").
 # Hosts dial `listen` (list it as `relay` in this gateway's network file entry);
@@ -441,10 +444,6 @@ dev_network = false
 # listen = "0.0.0.0:7001"
 # public_host = "203.0.113.7"
 # ports = "41000-41999"
-
-# The public reads (GET /v1/containers, /v1/offers) are served from a view of
-# the network refreshed at most this often, in ms (default 500).
-view_refresh_ms = 500
 
 # Optional: serve the API over https (PEM files; relative to the data directory).
 # Without [tls] the API is plain http: keep it on loopback or behind a proxy
@@ -459,7 +458,8 @@ view_refresh_ms = 500
 # per_key: every authenticated request of one API key's account; failed_auth:
 # requests of one address with a missing or unknown key: once spent, the
 # address is refused until it refills. At most max_clients addresses (and
-# accounts) are tracked; beyond that new clients share one bucket.
+# accounts) are tracked; past that every client shares one bucket until the
+# idle ones are forgotten.
 [api_limits]
 per_address = { per_minute = 1200, burst = 200 }
 per_key = { per_minute = 1200, burst = 200 }
