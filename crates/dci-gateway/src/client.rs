@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, MAX_CONTAINERS_PAGE,
-    MAX_OFFERS_PAGE, NodeStakeRequest, OfferInfo, RewardsInfo, SessionInfo, StakeRequest, TransferRequest,
+    MAX_OFFERS_PAGE, NodeStakeRequest, OFFERS_WINDOW, OfferInfo, RewardsInfo, SessionInfo, StakeRequest,
+    TransferRequest,
 };
 
 /// Why a call failed.
@@ -107,7 +108,9 @@ impl Client {
 
     /// The first `limit` offers: `GET /v1/offers?filter=…&sort=…&offset=…&limit=…`,
     /// page after page (at most [`MAX_OFFERS_PAGE`] rows each).
+    /// At most [`OFFERS_WINDOW`] rows are reachable: a larger `limit` gets those.
     pub async fn offers(&self, filter: &str, sort: &str, limit: u32) -> Result<Vec<OfferInfo>, ClientError> {
+        let limit = limit.min(OFFERS_WINDOW);
         let mut rows = Vec::new();
         while (rows.len() as u32) < limit {
             let page = (limit - rows.len() as u32).min(MAX_OFFERS_PAGE);

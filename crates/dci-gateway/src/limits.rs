@@ -15,6 +15,10 @@
 //! A refused request gets `429 rate_limited` with `Retry-After` (whole
 //! seconds) and the API's JSON error body.
 //!
+//! A client is its IPv4 address, or its IPv6 /64 ([`client_key`]): one
+//! subscriber usually holds a whole /64, so counting its addresses apart
+//! would give it 2⁶⁴ budgets.
+//!
 //! Memory is bounded: at most [`LimitsConfig::max_clients`] addresses (and
 //! as many accounts) are tracked; buckets that are full again are forgotten
 //! by [`RateLimits::prune`] (called periodically by the server). When the
@@ -32,6 +36,18 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+
+/// The key a client address is counted under: an IPv4 address as it is
+/// (also when mapped into IPv6), an IPv6 address by its /64 prefix.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
 
 /// A bucket: `burst` requests at once, refilled at `per_minute`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,12 +228,14 @@ impl RateLimits {
     /// A request from `addr`: its address's bucket, and whether the
     /// address is refused for failed authentications.
     pub fn request(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let addr = client_key(addr);
         self.per_address.check(&addr).map_err(|wait| Refusal::Address.error(wait))?;
         self.blocked_until(addr)
     }
 
     /// Whether `addr` may try a key now (refused after too many failures).
     pub fn blocked_until(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let addr = client_key(addr);
         let blocked = self.blocked.lock().expect("blocked lock");
         match blocked.get(&addr) {
             Some(until) if *until > Instant::now() => Err(Refusal::FailedAuth.error(*until - Instant::now())),
@@ -233,6 +251,7 @@ impl RateLimits {
     /// A failed authentication from `addr`: `Err(429)` once its budget is
     /// spent (and the address is refused until the bucket has room again).
     pub fn failed(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let addr = client_key(addr);
         self.failed_auth.check(&addr).map_err(|wait| {
             let mut blocked = self.blocked.lock().expect("blocked lock");
             if blocked.len() < self.max || blocked.contains_key(&addr) {
@@ -323,6 +342,24 @@ mod tests {
         // Now even a request with a right key is refused before it is checked.
         assert_eq!(l.request(a).unwrap_err().body.details.unwrap()["limit"], "failed_auth");
         l.request("10.0.0.2".parse().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let check =
+            |ip: &str, key: &str| assert_eq!(client_key(ip.parse().unwrap()), key.parse::<IpAddr>().unwrap(), "{ip}");
+        check("203.0.113.7", "203.0.113.7");
+        check("::ffff:203.0.113.7", "203.0.113.7");
+        check("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::");
+        check("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::");
+        check("::1", "::");
+        // Every address of one /64 draws from one bucket.
+        let l = limits(Budget { per_minute: 1, burst: 3 }, default_failed_auth(), 100);
+        for i in 0..3u16 {
+            l.request(format!("2001:db8::{i:x}").parse().unwrap()).unwrap();
+        }
+        assert_eq!(l.request("2001:db8::ffff:1".parse().unwrap()).unwrap_err().status, 429);
+        l.request("2001:db8:0:1::1".parse().unwrap()).unwrap();
     }
 
     #[test]

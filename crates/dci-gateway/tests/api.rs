@@ -452,7 +452,7 @@ async fn reads_are_paged_with_bounds_and_the_client_pages_through() -> Result<()
     ensure!(all.len() == CONTAINERS && all.iter().enumerate().all(|(i, c)| *c == container(i)));
     let offers = client.offers("", "price", 230).await?;
     ensure!(offers.len() == 230 && offers.iter().enumerate().all(|(i, o)| *o == offer(i)));
-    let offers = client.offers("", "price", 1000).await?;
+    let offers = client.offers("", "price", 5000).await?;
     ensure!(offers.len() == OFFERS);
     println!("paged: {} containers in pages of 500, {} offers in pages of 100", all.len(), offers.len());
     Ok(())
