@@ -80,7 +80,7 @@ impl Client {
                     .unwrap_or_else(|| payload.message.to_string());
                 ChainError::Refused { what: what.to_owned(), why }
             }
-            None => ChainError::Unreachable { url: self.url.clone(), why: format!("{what}: {e}") },
+            None => ChainError::Unreachable { url: self.url.clone(), why: format!("{what}: {}", with_causes(&e)) },
         }
     }
 
@@ -115,4 +115,26 @@ pub(crate) fn batch_id(calls: &[alloy::primitives::Bytes], nonce: u64) -> B256 {
         h.update(c);
     }
     h.finalize()
+}
+
+/// An error with its causes (a transport error's own text is often only
+/// "error sending request"; the cause says why: refused, a certificate not
+/// trusted, …), and for an untrusted certificate what to do.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        text.push_str(
+            " (the RPC's TLS certificate is not trusted: its issuer must be a public root or in the system's \
+             trust store, or in a PEM file named by SSL_CERT_FILE)",
+        );
+    }
+    text
 }

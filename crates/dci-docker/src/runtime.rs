@@ -242,7 +242,7 @@ impl DockerRuntime {
             // Not ours: `stop` took it out and removes it.
             if ours {
                 let output = read_logs(&docker, &id).await.unwrap_or_default();
-                tracing::warn!(%session, container = %id, code, output = %last_lines(&output, 20), "service exited");
+                tracing::warn!(session = %session.short(), container = %id, code, output = %last_lines(&output, 20), "service exited");
                 remove(&docker, &id).await;
                 shared.exited.lock().expect("runtime lock").push(session);
                 shared.notify.notify_waiters();

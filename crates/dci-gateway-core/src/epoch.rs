@@ -178,9 +178,8 @@ impl Gateway {
         if clock.asked < clock.samples && now >= due {
             clock.asked += 1;
             let first = clock.asked == 1;
-            let key = [epoch.to_be_bytes(), u64::from(clock.asked).to_be_bytes()].concat();
-            let msg = |request_id| Message::ListContainers { request_id };
-            self.ask_indexer(now, &key, &[], Asking::Sample { epoch }, msg, out);
+            let sample = clock.asked;
+            self.ask_sample_page(now, epoch, sample, None, out);
             if first {
                 self.close_committee(now, out);
             }
@@ -199,11 +198,43 @@ impl Gateway {
         }
     }
 
-    /// The indexer's view of the containers, sampled for `epoch`.
-    pub(crate) fn sampled(&mut self, _now: Timestamp, epoch: u64, views: Vec<ContainerView>, _out: &mut Vec<Output>) {
+    /// Asks one page of `epoch`'s `sample`-th sample (every page of a
+    /// sample goes to the indexer its key names).
+    fn ask_sample_page(
+        &mut self,
+        now: Timestamp,
+        epoch: u64,
+        sample: u32,
+        after: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) {
+        let key = [epoch.to_be_bytes(), u64::from(sample).to_be_bytes()].concat();
+        let msg = |request_id| Message::ListContainers { request_id, after };
+        self.ask_indexer(now, &key, &[], Asking::Sample { epoch, sample }, msg, out);
+    }
+
+    /// One page of the indexer's view of the containers, sampled for
+    /// `epoch`; the sample counts once its last page is in.
+    pub(crate) fn sampled(
+        &mut self,
+        now: Timestamp,
+        epoch: u64,
+        sample: u32,
+        views: Vec<ContainerView>,
+        next: Option<NodeId>,
+        out: &mut Vec<Output>,
+    ) {
         let dev = self.config.dev_network;
+        if self.epoch.as_ref().is_none_or(|c| c.epoch != Some(epoch)) {
+            return;
+        }
+        if next.is_some() {
+            self.ask_sample_page(now, epoch, sample, next, out);
+        }
         let Some(clock) = self.epoch.as_mut().filter(|c| c.epoch == Some(epoch)) else { return };
-        clock.answered += 1;
+        if next.is_none() {
+            clock.answered += 1;
+        }
         let (from, to) = (clock.started.0, clock.started.plus(clock.period).0);
         for v in views {
             for r in v.verdicts.iter().filter(|r| r.at.0 >= from && r.at.0 < to) {

@@ -27,8 +27,9 @@ pub(crate) enum Asking {
     Offers { call: CallId },
     /// A consumer's containers query.
     Containers { call: CallId },
-    /// The epoch clock's sample of the network.
-    Sample { epoch: u64 },
+    /// The epoch clock's sample of the network (its `sample`-th of the
+    /// epoch), page after page.
+    Sample { epoch: u64, sample: u32 },
 }
 
 /// A request in flight: who must answer, by when, and what for.
@@ -192,9 +193,9 @@ impl Gateway {
                     out.push(Output::Reply { call, result: Err(no_indexer()) });
                 }
             }
-            Command::Containers => {
+            Command::Containers { after } => {
                 let key = call.to_be_bytes();
-                let msg = |request_id| Message::ListContainers { request_id };
+                let msg = |request_id| Message::ListContainers { request_id, after };
                 if self.ask_indexer(now, &key, &[], Asking::Containers { call }, msg, out).is_none() {
                     out.push(Output::Reply { call, result: Err(no_indexer()) });
                 }
@@ -223,8 +224,8 @@ impl Gateway {
             Message::OfferList { request_id, result } => {
                 self.answer(now, from, request_id, Answer::Offers(result), out)
             }
-            Message::Containers { request_id, containers } => {
-                self.answer(now, from, request_id, Answer::Containers(containers), out)
+            Message::Containers { request_id, containers, next } => {
+                self.answer(now, from, request_id, Answer::Containers(containers, next), out)
             }
             Message::SessionStarted { session, endpoint } => self.started(now, from, session, Ok(endpoint), out),
             Message::SessionFailed { session, reason } => self.started(now, from, session, Err(reason), out),
@@ -292,7 +293,7 @@ impl Gateway {
             (&asked.what, &answer),
             (Asking::Match { .. }, Answer::Matched(_) | Answer::NoMatch(_))
                 | (Asking::Offers { .. }, Answer::Offers(_))
-                | (Asking::Containers { .. } | Asking::Sample { .. }, Answer::Containers(_))
+                | (Asking::Containers { .. } | Asking::Sample { .. }, Answer::Containers(..))
         );
         if !fits {
             return reject(out, from, kind, format!("expected the answer to a {} request", asked.what.name()));
@@ -313,10 +314,12 @@ impl Gateway {
                 let result = result.map(Reply::Offers).map_err(GatewayError::BadRequest);
                 out.push(Output::Reply { call, result });
             }
-            (Asking::Containers { call }, Answer::Containers(c)) => {
-                out.push(Output::Reply { call, result: Ok(Reply::Containers(c)) });
+            (Asking::Containers { call }, Answer::Containers(views, next)) => {
+                out.push(Output::Reply { call, result: Ok(Reply::Containers { views, next }) });
             }
-            (Asking::Sample { epoch }, Answer::Containers(c)) => self.sampled(now, epoch, c, out),
+            (Asking::Sample { epoch, sample }, Answer::Containers(views, next)) => {
+                self.sampled(now, epoch, sample, views, next, out)
+            }
             _ => unreachable!("checked above"),
         }
     }
@@ -559,7 +562,7 @@ pub(crate) enum Answer {
     Matched(Offer),
     NoMatch(Eliminations),
     Offers(Result<Vec<dci_proto::OfferView>, String>),
-    Containers(Vec<dci_proto::ContainerView>),
+    Containers(Vec<dci_proto::ContainerView>, Option<NodeId>),
 }
 
 impl Answer {
@@ -568,7 +571,7 @@ impl Answer {
             Answer::Matched(_) => "matched",
             Answer::NoMatch(_) => "no_match",
             Answer::Offers(_) => "offer_list",
-            Answer::Containers(_) => "containers",
+            Answer::Containers(..) => "containers",
         }
     }
 }

@@ -77,8 +77,12 @@ pub enum Command {
         /// Most rows.
         limit: u32,
     },
-    /// The indexer's view of every container.
-    Containers,
+    /// One page of the indexer's view of its containers: those with an id
+    /// above `after`, by id.
+    Containers {
+        /// The last id of the page before (`None`: from the first).
+        after: Option<NodeId>,
+    },
     /// The committee in force and its penalties.
     Committee,
     /// Stop and settle every session (graceful shutdown); replies when done.
@@ -96,8 +100,13 @@ pub enum Reply {
     Done,
     /// Offers.
     Offers(Vec<OfferView>),
-    /// Containers.
-    Containers(Vec<ContainerView>),
+    /// One page of containers, and the `after` of the next (`None`: the last page).
+    Containers {
+        /// The page, by id.
+        views: Vec<ContainerView>,
+        /// Where the next page starts.
+        next: Option<NodeId>,
+    },
     /// The committee.
     Committee(CommitteeView),
 }

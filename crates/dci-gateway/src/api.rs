@@ -473,10 +473,62 @@ pub struct OfferInfo {
     pub estimated_rtt_ms: Option<u32>,
 }
 
+/// One page of a list: `limit` rows from row `offset` of the gateway's
+/// cached view (a snapshot refreshed at most every few hundred ms; pages of
+/// one snapshot never overlap nor skip, pages across a refresh may).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// Rows skipped.
+    pub offset: u32,
+    /// Most rows returned.
+    pub limit: u32,
+}
+
+/// Most offers in one page of `GET /v1/offers`.
+pub const MAX_OFFERS_PAGE: u32 = 100;
+/// Offers reachable by paging (`offset + limit`): the best this many of a
+/// filter; a search beyond it should narrow its filter.
+pub const OFFERS_WINDOW: u32 = 1000;
+/// Most containers in one page of `GET /v1/containers`.
+pub const MAX_CONTAINERS_PAGE: u32 = 500;
+
+impl Page {
+    /// A checked page: `limit` in `1..=max`, default `default`; `offset`
+    /// default 0, and `offset + limit` at most `window`.
+    pub fn checked(
+        offset: Option<u32>,
+        limit: Option<u32>,
+        default: u32,
+        max: u32,
+        window: u32,
+    ) -> Result<Page, ApiError> {
+        let limit = limit.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            return Err(ApiError::bad_request(format!("limit: expected 1..={max}, found {limit}")));
+        }
+        let offset = offset.unwrap_or(0);
+        if u64::from(offset) + u64::from(limit) > u64::from(window) {
+            return Err(ApiError::bad_request(format!(
+                "offset: expected offset + limit at most {window}, found {offset} + {limit} (narrow the filter instead)"
+            )));
+        }
+        Ok(Page { offset, limit })
+    }
+
+    /// The page's rows of `rows`.
+    pub fn of<'a, T>(&self, rows: &'a [T]) -> &'a [T] {
+        let from = (self.offset as usize).min(rows.len());
+        let to = from.saturating_add(self.limit as usize).min(rows.len());
+        &rows[from..to]
+    }
+}
+
 /// The JSON body of every error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `no_match`, `bad_request`, `unauthorized`.
+    /// Stable machine-readable code, e.g. `no_match`, `bad_request`,
+    /// `unauthorized`, `not_found`, `method_not_allowed`,
+    /// `payload_too_large`, `rate_limited`.
     pub code: String,
     /// What went wrong and what was expected.
     pub message: String,
@@ -515,6 +567,10 @@ impl ApiError {
     /// 402 insufficient_funds.
     pub fn insufficient_funds(message: impl Into<String>) -> Self {
         ApiError::new(402, "insufficient_funds", message)
+    }
+    /// 405 method_not_allowed.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        ApiError::new(405, "method_not_allowed", message)
     }
     /// 413 payload_too_large.
     pub fn payload_too_large(message: impl Into<String>) -> Self {

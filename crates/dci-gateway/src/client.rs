@@ -1,18 +1,24 @@
-//! The typed HTTP client of the public API (used by the `dci` CLI).
+//! The typed HTTP client of the public API (used by the `dci` CLI): plain
+//! http, or https verified against the system's trust store
+//! ([`trust_store`]: the platform's certificates, or `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` when set).
+
+use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeStakeRequest, OfferInfo,
-    RewardsInfo, SessionInfo, StakeRequest, TransferRequest,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, MAX_CONTAINERS_PAGE,
+    MAX_OFFERS_PAGE, NodeStakeRequest, OFFERS_WINDOW, OfferInfo, RewardsInfo, SessionInfo, StakeRequest,
+    TransferRequest,
 };
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The gateway could not be reached.
-    #[error("cannot reach the gateway at {url}: {detail} (is `dci devnet` running?)")]
+    #[error("cannot reach the gateway at {url}: {detail}")]
     Unreachable {
         /// The URL.
         url: String,
@@ -41,9 +47,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the gateway at `base` (e.g. `http://127.0.0.1:8700`).
+    /// A client for the gateway at `base` (e.g. `http://127.0.0.1:8700`,
+    /// or `https://gateway.example:8700`, verified against [`trust_store`]).
     pub fn new(base: impl Into<String>, api_key: Option<String>) -> Self {
-        Client { base: base.into().trim_end_matches('/').to_owned(), api_key, http: reqwest::Client::new() }
+        let tls = tls_config();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            // A preconfigured rustls config leaves nothing to fail; the
+            // default client verifies against the platform's store too.
+            .unwrap_or_default();
+        Client { base: base.into().trim_end_matches('/').to_owned(), api_key, http }
     }
 
     /// The gateway's base URL, without a trailing slash.
@@ -61,7 +75,7 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(&self, path: &str, r: RequestBuilder) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
-        let resp = r.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: e.to_string() })?;
+        let resp = r.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: why(&e) })?;
         let status = resp.status();
         let bytes =
             resp.bytes().await.map_err(|e| ClientError::Unreachable { url: url.clone(), detail: e.to_string() })?;
@@ -92,19 +106,42 @@ impl Client {
         self.send(&path, self.request(Method::DELETE, &path)).await
     }
 
-    /// `GET /v1/offers?filter=…&sort=…&limit=…`.
+    /// The first `limit` offers: `GET /v1/offers?filter=…&sort=…&offset=…&limit=…`,
+    /// page after page (at most [`MAX_OFFERS_PAGE`] rows each).
+    /// At most [`OFFERS_WINDOW`] rows are reachable: a larger `limit` gets those.
     pub async fn offers(&self, filter: &str, sort: &str, limit: u32) -> Result<Vec<OfferInfo>, ClientError> {
-        let r = self.request(Method::GET, "/v1/offers").query(&[
-            ("filter", filter.to_owned()),
-            ("sort", sort.to_owned()),
-            ("limit", limit.to_string()),
-        ]);
-        self.send("/v1/offers", r).await
+        let limit = limit.min(OFFERS_WINDOW);
+        let mut rows = Vec::new();
+        while (rows.len() as u32) < limit {
+            let page = (limit - rows.len() as u32).min(MAX_OFFERS_PAGE);
+            let r = self.request(Method::GET, "/v1/offers").query(&[
+                ("filter", filter.to_owned()),
+                ("sort", sort.to_owned()),
+                ("offset", rows.len().to_string()),
+                ("limit", page.to_string()),
+            ]);
+            let got: Vec<OfferInfo> = self.send("/v1/offers", r).await?;
+            let last = (got.len() as u32) < page;
+            rows.extend(got);
+            if last {
+                break;
+            }
+        }
+        Ok(rows)
     }
 
-    /// `GET /v1/containers`.
+    /// Every container: `GET /v1/containers?offset=…&limit=…`, page after page.
     pub async fn containers(&self) -> Result<Vec<ContainerInfo>, ClientError> {
-        self.send("/v1/containers", self.request(Method::GET, "/v1/containers")).await
+        let mut rows = Vec::new();
+        loop {
+            let path = format!("/v1/containers?offset={}&limit={MAX_CONTAINERS_PAGE}", rows.len());
+            let got: Vec<ContainerInfo> = self.send(&path, self.request(Method::GET, &path)).await?;
+            let last = (got.len() as u32) < MAX_CONTAINERS_PAGE;
+            rows.extend(got);
+            if last {
+                return Ok(rows);
+            }
+        }
     }
 
     /// `GET /v1/committee`.
@@ -150,4 +187,53 @@ impl Client {
     pub async fn balance(&self) -> Result<BalanceInfo, ClientError> {
         self.send("/v1/balance", self.request(Method::GET, "/v1/balance")).await
     }
+}
+
+/// The certificates https answers are verified against: the system's trust
+/// store (`rustls-native-certs`: the platform's certificate files, or those
+/// named by `SSL_CERT_FILE` / `SSL_CERT_DIR` when set). Certificates that do
+/// not parse are skipped; the count of those that did is returned with it.
+pub fn trust_store() -> rustls::RootCertStore {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!(error = %e, "a certificate of the trust store was not read");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, ignored, "trust store loaded");
+    roots
+}
+
+/// The TLS config of the client: TLS 1.2 and 1.3 over aws-lc-rs, verified
+/// against [`trust_store`].
+fn tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions");
+    builder.with_root_certificates(trust_store()).with_no_client_auth()
+}
+
+/// A transport error in words, with its causes (reqwest's own message is
+/// only "error sending request"), and what to do about an untrusted
+/// certificate.
+fn why(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    if text.contains("certificate") || text.contains("UnknownIssuer") {
+        text.push_str(
+            " (the gateway's TLS certificate is not trusted here: its issuer must be in the system's trust store, \
+             or in a PEM file named by SSL_CERT_FILE)",
+        );
+    } else if e.is_connect() {
+        text.push_str(" (is the gateway, or `dci devnet`, running there?)");
+    }
+    text
 }

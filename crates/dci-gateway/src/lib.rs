@@ -5,8 +5,10 @@
 //!   with their OpenAPI schemas) and [`api::ApiError`], the JSON error with a
 //!   stable code and a human message.
 //! - [`server`]: the axum router over any [`server::ConsumerApi`]
-//!   implementation; it authenticates API keys, validates input, serves
-//!   `/openapi.json` and `/metrics`. The gateway role's logic (match, escrow,
+//!   implementation; it authenticates API keys, rate-limits ([`limits`]:
+//!   per address, per key, failed authentications), validates input,
+//!   answers every error as JSON, serves `/openapi.json` and `/metrics`,
+//!   over plain http or https ([`server::serve`], [`server::TlsFiles`]). The gateway role's logic (match, escrow,
 //!   start, settle) lives behind that trait: the gateway core (`dci-gateway-core`),
 //!   driven by `dci-node`.
 //! - [`relay`]: the OpenAI-compatible relay, `/openai/<session>/v1/…`, which
@@ -14,7 +16,8 @@
 //!   caller's API key, the session's owner) under rules that keep a hostile
 //!   host from using the gateway as a proxy: no redirects, allowlisted
 //!   headers, capped and streamed bodies, bytes counted and metered once.
-//! - [`client`]: the typed HTTP client used by the `dci` CLI.
+//! - [`client`]: the typed HTTP client used by the `dci` CLI (https with
+//!   the system's trust store).
 //! - [`convert`]: the gateway core's records and domain errors as the API's
 //!   JSON bodies and status codes.
 //!
@@ -26,5 +29,6 @@
 pub mod api;
 pub mod client;
 pub mod convert;
+pub mod limits;
 pub mod relay;
 pub mod server;

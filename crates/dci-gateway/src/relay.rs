@@ -32,7 +32,7 @@ use dci_model::{AccountId, SessionId};
 use futures_core::Stream;
 
 use crate::api::ApiError;
-use crate::server::{AppState, ConsumerApi, RelayTarget, Relayed, account, session_id};
+use crate::server::{AppState, ClientAddr, ConsumerApi, RelayTarget, Relayed, account, session_id};
 
 /// Largest request body the relay forwards (8 MiB); a larger one gets a 413.
 pub const MAX_RELAY_REQUEST_BYTES: usize = 8 << 20;
@@ -161,7 +161,7 @@ async fn request_body(req: Request) -> Result<Bytes, ApiError> {
 /// session's service (the caller's, running, a model), forwards the request
 /// under the rules of this module, streams the answer back and meters it.
 /// Point an OpenAI client's `base_url` at `<gateway>/openai/<id>/v1`.
-#[utoipa::path(post, path = "/openai/{id}/v1/{rest}",
+#[utoipa::path(method(get, post, put, delete, patch), path = "/openai/{id}/v1/{rest}",
     request_body(content = String, content_type = "application/json", description = "the OpenAI request (at most 8 MiB), forwarded with its content-type and accept headers only"),
     params(("id" = String, Path, description = "session id"),
     ("rest" = String, Path, description = "the OpenAI API path, e.g. `embeddings` or `models`")),
@@ -178,7 +178,9 @@ pub(crate) async fn relay(
     method: Method,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let who = account(&s, req.headers()).await?;
+    let addr =
+        req.extensions().get::<ClientAddr>().copied().unwrap_or(ClientAddr(std::net::Ipv4Addr::UNSPECIFIED.into()));
+    let who = account(&s, req.headers(), addr).await?;
     let id = session_id(&id)?;
     let target = s.api.relay_target(who.clone(), id).await?;
     let url = service_url(&target, &rest, query.as_deref())?;
@@ -275,12 +277,12 @@ impl Metered {
             tokens: if m.claims_count { usage_tokens(self.tail.last()) } else { 0 },
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(session = %m.id, ?relayed, "relayed request not metered: no runtime");
+            tracing::warn!(session = %m.id.redacted(), ?relayed, "relayed request not metered: no runtime");
             return;
         };
         runtime.spawn(async move {
             if let Err(e) = m.api.meter(m.account, m.id, relayed).await {
-                tracing::warn!(session = %m.id, "relayed request not metered: {e}");
+                tracing::warn!(session = %m.id.redacted(), "relayed request not metered: {e}");
             }
         });
     }

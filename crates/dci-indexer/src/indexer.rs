@@ -665,6 +665,27 @@ impl Indexer {
         self.iter().map(|c| c.view(now)).collect()
     }
 
+    /// Views of the first [`dci_proto::MAX_CONTAINERS_PAGE`] + 1 containers
+    /// with an id above `after` (all, when `None`), in id order: one page of
+    /// `ListContainers` and whether more follow. One pass over the
+    /// containers, keeping the smallest ids in a bounded heap.
+    pub fn containers_after(&self, now: Timestamp, after: Option<NodeId>) -> Vec<ContainerView> {
+        let keep = dci_proto::MAX_CONTAINERS_PAGE + 1;
+        let mut heap: std::collections::BinaryHeap<(NodeId, u32)> = std::collections::BinaryHeap::new();
+        for (&id, &slot) in &self.slots {
+            if after.is_some_and(|a| id <= a) || self.removed.get(slot as usize).copied().unwrap_or(true) {
+                continue;
+            }
+            if heap.len() < keep {
+                heap.push((id, slot));
+            } else if heap.peek().is_some_and(|&(top, _)| id < top) {
+                heap.pop();
+                heap.push((id, slot));
+            }
+        }
+        heap.into_sorted_vec().into_iter().map(|(_, slot)| self.containers[slot as usize].view(now)).collect()
+    }
+
     /// One container.
     pub fn container(&self, id: &NodeId) -> Option<&Container> {
         self.slots.get(id).map(|&s| &self.containers[s as usize])
@@ -997,10 +1018,10 @@ impl Indexer {
                 }
                 Ok(())
             }
-            Message::ListContainers { request_id } => {
+            Message::ListContainers { request_id, after } => {
                 self.require(&self.config.gateways, from, "gateway")?;
-                let containers = self.containers(now);
-                out.push(reply(conn, Message::Containers { request_id, containers }));
+                let (containers, next) = dci_proto::containers_page(self.containers_after(now, after));
+                out.push(reply(conn, Message::Containers { request_id, containers, next }));
                 Ok(())
             }
             other => Err(Rejection::Unexpected(other.kind())),

@@ -101,10 +101,15 @@ fn untrusted_senders_are_rejected_without_change() {
             // Only gateways match, release and list.
             step(4, match_req(c, session(1), llm()), &["rejected"], Some(AwaitingInspection)),
             step(5, release(CHECKER, session(1)), &["rejected"], Some(AwaitingInspection)),
-            step(6, net(stranger, Message::ListContainers { request_id: 1 }), &["rejected"], Some(AwaitingInspection)),
+            step(
+                6,
+                net(stranger, Message::ListContainers { request_id: 1, after: None }),
+                &["rejected"],
+                Some(AwaitingInspection),
+            ),
             step(
                 7,
-                net(GATEWAY, Message::ListContainers { request_id: 1 }),
+                net(GATEWAY, Message::ListContainers { request_id: 1, after: None }),
                 &["reply:containers"],
                 Some(AwaitingInspection),
             ),
@@ -279,8 +284,9 @@ fn messages_carry_the_right_content() {
     assert_eq!((offer.container, offer.price, offer.estimated_rtt_ms), (c, milli_ath(2000), Some(19)));
     assert_eq!(offer.payout, reg().payout);
 
-    let outs = ix.feed(Timestamp(T0 + 8), net(GATEWAY, Message::ListContainers { request_id: 3 }));
-    let [Output::Net(Net::Reply { msg: Message::Containers { request_id: 3, containers }, .. })] = outs.as_slice()
+    let outs = ix.feed(Timestamp(T0 + 8), net(GATEWAY, Message::ListContainers { request_id: 3, after: None }));
+    let [Output::Net(Net::Reply { msg: Message::Containers { request_id: 3, containers, next: None }, .. })] =
+        outs.as_slice()
     else {
         panic!("{outs:?}")
     };

@@ -58,10 +58,18 @@ impl FromStr for NodeId {
 pub struct SessionId(pub [u8; 16]);
 
 impl SessionId {
-    /// The first 8 hex digits, for logs: a session id is the capability to
-    /// watch a render session, so logs never carry all of it.
+    /// How logs name a session: `#` and 8 hex digits of a hash of the id.
+    /// A session id is the capability to watch a render session, so logs
+    /// never carry it nor any part of it (R-SEC3); the same session always
+    /// gets the same tag, so log lines can still be followed.
     pub fn short(&self) -> String {
-        hex::encode(&self.0[..4])
+        let tag = blake3::Hasher::new_derive_key("dci 2026 session id redacted for logs").update(&self.0).finalize();
+        format!("#{}", hex::encode(&tag.as_bytes()[..4]))
+    }
+
+    /// The same as [`SessionId::short`], named for what it is for.
+    pub fn redacted(&self) -> String {
+        self.short()
     }
 }
 
@@ -71,9 +79,11 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// Redacted like [`SessionId::short`]: `{:?}` of a record in a log line
+/// must not carry the capability either.
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({self})")
+        write!(f, "SessionId({})", self.short())
     }
 }
 

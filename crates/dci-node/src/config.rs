@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::network::{Network, check_addr, opt_hex_id, resolve};
+use dci_gateway::limits::LimitsConfig;
+use dci_gateway::server::TlsFiles;
 
 /// The node config's name in a data directory.
 pub const NODE_FILE: &str = "node.toml";
@@ -323,6 +325,16 @@ pub struct GatewayConfig {
     /// The relay for hosts behind NAT (R-SC3), when this gateway offers one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelaySection>,
+    /// The public reads (`/v1/containers`, `/v1/offers`) are served from a
+    /// view of the network refreshed at most this often, in ms (default 500).
+    #[serde(default = "default_view_refresh_ms")]
+    pub view_refresh_ms: u64,
+    /// The API's rate limits (`[api_limits]`; production defaults).
+    #[serde(default)]
+    pub api_limits: LimitsConfig,
+    /// https: the API's certificate and key (`[tls]`); plain http without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
 }
 
 /// `[relay]` of a gateway's node.toml: the reverse tunnel hosts behind NAT
@@ -379,6 +391,9 @@ impl RelaySection {
     }
 }
 
+fn default_view_refresh_ms() -> u64 {
+    crate::gateway::DEFAULT_VIEW_REFRESH.as_millis() as u64
+}
 fn default_api_listen() -> String {
     "127.0.0.1:8700".into()
 }
@@ -417,6 +432,9 @@ dev_network = false
 # Development (optional): a consumer funded from the liquidity pool when the
 # books are created; its API key goes to <data-dir>/client.json.
 # consumer = { account = "consumer:operator", funds = "10000" }
+# The public reads (GET /v1/containers, /v1/offers) are served from a view of
+# the network refreshed at most this often, in ms (default 500).
+view_refresh_ms = 500
 
 # Optional: a relay for container hosts behind NAT (hosts with reach = "relay").
 # Hosts dial `listen` (list it as `relay` in this gateway's network file entry);
@@ -426,6 +444,27 @@ dev_network = false
 # listen = "0.0.0.0:7001"
 # public_host = "203.0.113.7"
 # ports = "41000-41999"
+
+# Optional: serve the API over https (PEM files; relative to the data directory).
+# Without [tls] the API is plain http: keep it on loopback or behind a proxy
+# that terminates TLS.
+# [tls]
+# cert = "tls/cert.pem"
+# key = "tls/key.pem"
+
+# The API's rate limits (these are the defaults). Each bucket holds `burst`
+# requests and refills at `per_minute`; a refused request gets 429 with
+# Retry-After. per_address: every request of one client address (the TCP peer);
+# per_key: every authenticated request of one API key's account; failed_auth:
+# requests of one address with a missing or unknown key: once spent, the
+# address is refused until it refills. At most max_clients addresses (and
+# accounts) are tracked; past that every client shares one bucket until the
+# idle ones are forgotten.
+[api_limits]
+per_address = { per_minute = 1200, burst = 200 }
+per_key = { per_minute = 1200, burst = 200 }
+failed_auth = { per_minute = 10, burst = 20 }
+max_clients = 100000
 "#;
 
     fn base(&self) -> Base<'_> {
@@ -448,6 +487,12 @@ dev_network = false
         if let Some(r) = &self.relay {
             r.validate()?;
         }
+        anyhow::ensure!(
+            (10..=60_000).contains(&self.view_refresh_ms),
+            "view_refresh_ms: expected 10..=60000, found {}",
+            self.view_refresh_ms
+        );
+        self.api_limits.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(())
     }
 }
@@ -461,6 +506,18 @@ impl GatewayConfig {
     /// The epoch length.
     pub fn epoch(&self) -> Duration {
         Duration::from_secs(self.epoch_secs)
+    }
+
+    /// The API's base URL as this config serves it: `https://` with
+    /// `[tls]`, else `http://`; an unspecified address is named as loopback.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api_listen)
+    }
+
+    /// The TLS files with relative paths resolved against the data directory.
+    pub fn tls_files(&self, dir: &Path) -> Option<TlsFiles> {
+        self.tls.as_ref().map(|t| TlsFiles { cert: resolve(dir, &t.cert), key: resolve(dir, &t.key) })
     }
 }
 
@@ -480,11 +537,16 @@ mod tests {
         assert_eq!((c.challenge_n, c.min_deadline_secs, c.evaluation), (256, 10, Floor::Devnet));
         let g = GatewayConfig::parse(GatewayConfig::EXAMPLE).unwrap();
         assert_eq!((g.epoch_secs, g.committee_size, g.dev_network, g.consumer), (900, 3, false, None));
+        assert_eq!((g.api_limits, g.view_refresh_ms, g.tls), (LimitsConfig::default(), 500, None));
         // Only the required keys: the defaults.
         let g = GatewayConfig::parse("listen = \"127.0.0.1:7000\"\nnetwork = \"n.toml\"").unwrap();
         assert_eq!(
             (g.api_listen.as_str(), g.epoch_secs, g.committee_size, g.key.as_path()),
             ("127.0.0.1:8700", 900, 3, Path::new("node.key"))
+        );
+        assert_eq!(
+            (g.api_limits, g.view_refresh_ms, g.api_url().as_str()),
+            (LimitsConfig::default(), 500, "http://127.0.0.1:8700")
         );
         let i = IndexerConfig::parse("listen = \"127.0.0.1:7100\"\nnetwork = \"n.toml\"").unwrap();
         assert_eq!(i.inspect_every_secs, 3600);
@@ -531,6 +593,21 @@ mod tests {
         assert!(e.contains("relay.public_host: expected the host other machines reach"), "{e}");
         let e = err::<GatewayConfig>(&format!("{base}{}", relay.replace("0.0.0.0:7001", "0.0.0.0")));
         assert!(e.contains("relay.listen: expected host:port"), "{e}");
+        // Limits and TLS.
+        let e = err::<GatewayConfig>(&format!("{base}[api_limits]\nper_key = {{ per_minute = 0, burst = 5 }}\n"));
+        assert!(e.contains("api_limits.per_key.per_minute: expected at least 1, found 0"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}[api_limits]\nper_ip = {{ per_minute = 1, burst = 5 }}\n"));
+        assert!(e.contains("unknown field `per_ip`"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}[api_limits]\nper_key = {{ per_minute = 1 }}\n"));
+        assert!(e.contains("missing field `burst`"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}view_refresh_ms = 0\n"));
+        assert!(e.contains("view_refresh_ms: expected 10..=60000, found 0"), "{e}");
+        let e = err::<GatewayConfig>(&format!("{base}[tls]\ncert = \"c.pem\"\n"));
+        assert!(e.contains("missing field `key`"), "{e}");
+        let g = GatewayConfig::parse(&format!("{base}[tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"\n")).unwrap();
+        assert!(g.api_url().starts_with("https://"));
+        let files = g.tls_files(Path::new("/data")).unwrap();
+        assert_eq!((files.cert.as_path(), files.key.as_path()), (Path::new("/data/c.pem"), Path::new("/k.pem")));
     }
 
     #[test]

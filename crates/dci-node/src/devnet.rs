@@ -80,10 +80,24 @@ pub struct DevnetConfig {
     pub inspect_every: Duration,
     /// Where sessions run: child processes or Docker containers.
     pub runtime: RuntimeKind,
+    /// Serve the API over https with this certificate and key (PEM);
+    /// `None`: plain http (the devnet's API listens on loopback).
+    pub tls: Option<dci_gateway::server::TlsFiles>,
     /// The ledger backend; `None`: the gateway's `settlement.toml`
     /// (`<data-dir>/gateway/`), or embedded if there is none. The choice is
     /// written back there.
     pub settlement: Option<Backend>,
+}
+
+/// The devnet's API limits: one developer's scripts and tests on loopback
+/// poll far more than a production client, so the per-address and per-key
+/// budgets are 50 times the production defaults; failed authentications
+/// keep the production budget.
+pub fn devnet_limits() -> dci_gateway::limits::LimitsConfig {
+    use dci_gateway::limits::{Budget, LimitsConfig};
+    let d = LimitsConfig::default();
+    let wide = |b: Budget| Budget { per_minute: b.per_minute * 50, burst: b.burst * 50 };
+    LimitsConfig { per_address: wide(d.per_address), per_key: wide(d.per_key), ..d }
 }
 
 /// What each devnet container bonds at creation (slashable by the committee).
@@ -286,7 +300,8 @@ impl Devnet {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         let shutdown = CancellationToken::new();
         let network_file = PathBuf::from("..").join(NETWORK_FILE);
-        let api_url = format!("http://{}", config.api_listen);
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let api_url = format!("{scheme}://{}", config.api_listen);
 
         // Every role's node config: ports kept, the flags written in.
         let gateway_dir = dir.join(GATEWAY_DIR);
@@ -301,6 +316,9 @@ impl Devnet {
             dev_network: true,
             consumer: Some(Consumer { account: CONSUMER.into(), funds: CONSUMER_FUNDS.to_string() }),
             relay: None,
+            view_refresh_ms: crate::gateway::DEFAULT_VIEW_REFRESH.as_millis() as u64,
+            api_limits: devnet_limits(),
+            tls: config.tls.clone(),
         };
         gateway.save(&gateway_dir)?;
         let gateway_key = gateway.identity(&gateway_dir)?;

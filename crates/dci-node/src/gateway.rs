@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_gateway::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeStakeRequest, OfferInfo, RewardsInfo,
-    SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeStakeRequest, OFFERS_WINDOW, OfferInfo,
+    Page, RewardsInfo, SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi, RelayTarget, Relayed as HttpRelayed};
 use dci_gateway_core::{
@@ -117,13 +117,38 @@ pub struct GatewayNode {
     sessions: Arc<RecordStore>,
     /// Node-signed requests taken recently (signature → when): each once.
     node_requests: Mutex<HashMap<Vec<u8>, dci_model::Timestamp>>,
+    /// The public reads' cached view of the network.
+    view: NetworkView,
 }
+
+/// What `GET /v1/containers` and `GET /v1/offers` are served from: the
+/// indexer's answers, each asked at most once per `refresh` however many
+/// consumers ask (one asks, the others wait for its answer), so an
+/// unauthenticated flood of reads costs the indexer one listing (paged,
+/// each page within a frame) or one offers query per interval.
+struct NetworkView {
+    refresh: Duration,
+    containers: tokio::sync::Mutex<Option<Fetched<ContainerInfo>>>,
+    /// Offers per (filter, sort): the best [`OFFERS_WINDOW`] rows.
+    offers: tokio::sync::Mutex<HashMap<(String, String), Fetched<OfferInfo>>>,
+}
+
+/// Rows as fetched, and when.
+type Fetched<T> = (std::time::Instant, Arc<Vec<T>>);
+
+/// Most distinct offers queries cached at once; beyond it the stale ones
+/// go first, then the oldest.
+const MAX_CACHED_QUERIES: usize = 256;
+
+/// How often the public reads' cached view may be refreshed by default.
+pub const DEFAULT_VIEW_REFRESH: Duration = Duration::from_millis(500);
 
 /// Starts the gateway core on `bound`: restores what the last run left in
 /// `sessions` (settling it), then serves until `shutdown`.
 pub fn spawn_gateway(
     bound: Bound,
     config: Config,
+    view_refresh: Duration,
     identity: Identity,
     ledger: NodeLedger,
     sessions: RecordStore,
@@ -136,7 +161,8 @@ pub fn spawn_gateway(
     let mut core = Gateway::new(config, identity, rand::random()).context("gateway configuration")?;
     let (records, unreadable) = sessions.list_readable::<SessionRecord>(None)?;
     for (id, why) in unreadable {
-        tracing::error!(record = %id, %why, "a session record this version cannot read was left as it is");
+        let record = id.parse::<SessionId>().map_or_else(|_| "?".to_owned(), |s| s.short());
+        tracing::error!(%record, %why, "a session record this version cannot read was left as it is");
     }
     let records: Vec<SessionRecord> =
         records.into_iter().filter(|r| !r.status.is_terminal() || r.intent.is_some()).collect();
@@ -153,6 +179,7 @@ pub fn spawn_gateway(
         ledger,
         sessions: sessions.clone(),
         node_requests: Mutex::default(),
+        view: NetworkView { refresh: view_refresh, containers: Default::default(), offers: Default::default() },
     });
     let mut pending = core.restore(clock::now(), records, last_epoch);
     // An indexer that cannot be reached is left out at once.
@@ -281,12 +308,62 @@ impl GatewayNode {
         self.with_ledger(f).map_err(ApiError::from)
     }
 
-    /// The indexer's view of every container.
+    /// The indexer's view of every container, page after page.
     pub async fn container_views(&self) -> Result<Vec<ContainerView>, ApiError> {
-        match self.call(Command::Containers).await? {
-            Reply::Containers(c) => Ok(c),
-            other => Err(unexpected(other)),
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            match self.call(Command::Containers { after }).await? {
+                Reply::Containers { views, next } => {
+                    all.extend(views);
+                    match next {
+                        // A page that does not move on would loop forever.
+                        Some(n) if after.is_none_or(|a| n > a) => after = Some(n),
+                        _ => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
         }
+    }
+
+    /// The cached containers, refreshed when older than the interval.
+    async fn cached_containers(&self) -> Result<Fetched<ContainerInfo>, ApiError> {
+        let mut cached = self.view.containers.lock().await;
+        if let Some(fetched) = cached.as_ref().filter(|(at, _)| at.elapsed() < self.view.refresh) {
+            return Ok(fetched.clone());
+        }
+        let rows: Arc<Vec<ContainerInfo>> =
+            Arc::new(self.container_views().await?.into_iter().map(ContainerInfo::from).collect());
+        metrics::counter!("dci_gateway_view_refreshed_total", "what" => "containers").increment(1);
+        let fetched = (std::time::Instant::now(), rows);
+        *cached = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    /// The cached best offers of a query, refreshed when older than the interval.
+    async fn cached_offers(&self, filter: String, sort: String) -> Result<Arc<Vec<OfferInfo>>, ApiError> {
+        let mut cached = self.view.offers.lock().await;
+        let key = (filter, sort);
+        if let Some((_, rows)) = cached.get(&key).filter(|(at, _)| at.elapsed() < self.view.refresh) {
+            return Ok(rows.clone());
+        }
+        let (filter, sort) = key.clone();
+        let rows = match self.call(Command::Offers { filter, sort, limit: OFFERS_WINDOW }).await? {
+            Reply::Offers(rows) => Arc::new(rows.iter().map(OfferInfo::from).collect::<Vec<_>>()),
+            other => return Err(unexpected(other)),
+        };
+        metrics::counter!("dci_gateway_view_refreshed_total", "what" => "offers").increment(1);
+        if cached.len() >= MAX_CACHED_QUERIES {
+            let refresh = self.view.refresh;
+            cached.retain(|_, (at, _)| at.elapsed() < refresh);
+            while cached.len() >= MAX_CACHED_QUERIES {
+                let Some(oldest) = cached.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else { break };
+                cached.remove(&oldest);
+            }
+        }
+        cached.insert(key, (std::time::Instant::now(), rows.clone()));
+        Ok(rows)
     }
 
     /// Stops and settles every running session (graceful shutdown).
@@ -376,15 +453,13 @@ impl ConsumerApi for GatewayNode {
         })
     }
 
-    fn offers(&self, filter: String, sort: String, limit: u32) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>> {
+    fn offers(&self, filter: String, sort: String, page: Page) -> BoxFuture<'_, Result<Vec<OfferInfo>, ApiError>> {
         Box::pin(async move {
             // Refuse a bad filter here, with the parser's pointer to the bad token.
             dci_indexer::filter::Filter::parse(&filter).map_err(|e| ApiError::bad_request(format!("filter {e}")))?;
             sort.parse::<dci_indexer::SortKey>().map_err(|e| ApiError::bad_request(format!("sort: {e}")))?;
-            match self.call(Command::Offers { filter, sort, limit }).await? {
-                Reply::Offers(rows) => Ok(rows.iter().map(OfferInfo::from).collect()),
-                other => Err(unexpected(other)),
-            }
+            let rows = self.cached_offers(filter.trim().to_owned(), sort).await?;
+            Ok(page.of(&rows).to_vec())
         })
     }
 
@@ -397,8 +472,20 @@ impl ConsumerApi for GatewayNode {
         })
     }
 
-    fn containers(&self) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
-        Box::pin(async move { Ok(self.container_views().await?.into_iter().map(ContainerInfo::from).collect()) })
+    fn containers(&self, page: Page) -> BoxFuture<'_, Result<Vec<ContainerInfo>, ApiError>> {
+        Box::pin(async move {
+            let (at, rows) = self.cached_containers().await?;
+            // "Ago" as of now, not as of the fetch.
+            let age = at.elapsed().as_millis() as u64;
+            Ok(page
+                .of(&rows)
+                .iter()
+                .map(|c| ContainerInfo {
+                    last_heartbeat_ago_ms: c.last_heartbeat_ago_ms.map(|ms| ms.saturating_add(age)),
+                    ..c.clone()
+                })
+                .collect())
+        })
     }
 
     fn transfer(&self, account: AccountId, req: TransferRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {

@@ -251,7 +251,14 @@ pub async fn start_gateway(
     let (indexers, seats) = gateway_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
     let me = network.gateways.iter().find(|g| g.id == identity.id());
     warn_unlisted("gateway", me.is_some(), &identity, &path);
-    let api_url = me.map_or_else(|| format!("http://{}", config.api_listen), |g| g.api.clone());
+    let api_url = me.map_or_else(|| config.api_url(), |g| g.api.clone());
+    // A certificate that does not load fails the start, before any state is touched.
+    let tls = match config.tls_files(dir) {
+        Some(files) => {
+            Some(files.load().with_context(|| format!("{}: [tls]", dir.join(crate::config::NODE_FILE).display()))?)
+        }
+        None => None,
+    };
     let bound = Bound::bind(identity.clone(), NetworkId::of(&network.name), &config.listen).await?;
 
     // The ledger, the operator's set-up, the funded consumer.
@@ -303,13 +310,19 @@ pub async fn start_gateway(
     });
     let sessions = RecordStore::open(&dir.join("gateway.db"), crate::gateway::SESSIONS_TABLE)?;
     // A restarted gateway settles what the last run left unfinished first.
-    let (role, node) = spawn_gateway(bound, core, identity.clone(), ledger, sessions, shutdown.clone())?;
+    let refresh = Duration::from_millis(config.view_refresh_ms);
+    let (role, node) = spawn_gateway(bound, core, refresh, identity.clone(), ledger, sessions, shutdown.clone())?;
 
     // The HTTP API.
-    let router = dci_gateway::server::router(node.clone(), crate::metrics::install());
+    let options = dci_gateway::server::ServerOptions { limits: config.api_limits };
+    let router = dci_gateway::server::router_with(node.clone(), crate::metrics::install(), options)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let stopped = async move { stop.cancelled().await };
+        if let Err(e) = dci_gateway::server::serve(listener, router, tls, stopped).await {
+            tracing::error!(error = %e, "the API stopped serving");
+        }
     });
     if let Some(relay) = &config.relay {
         crate::relay::start(relay, identity.clone(), node.clone(), shutdown.clone()).await?;
@@ -374,12 +387,7 @@ pub fn entry(role: &str, dir: &Path) -> anyhow::Result<String> {
             let c = GatewayConfig::load(dir)?;
             let id = c.identity(dir)?.id();
             let relay = c.relay.as_ref().map(|r| r.listen.clone());
-            s.gateways.push(GatewayEntry {
-                id,
-                addr: c.listen.clone(),
-                api: format!("http://{}", c.api_listen),
-                relay,
-            });
+            s.gateways.push(GatewayEntry { id, addr: c.listen.clone(), api: c.api_url(), relay });
             c.listen
         }
         "indexer" => {

@@ -25,7 +25,8 @@ use crate::Message;
 /// `CommitteeSign`, `CommitteeSigned` (committees on chain). 10:
 /// `Unregistered` (an indexer that lost a container says so). 11: Noise
 /// between nodes, a connection preface, channel binding; the signed header
-/// names the network, the recipient and the channel.
+/// names the network, the recipient and the channel; `ListContainers` and
+/// its answer are paged.
 pub const VERSION: u16 = 11;
 /// Largest sealed message accepted, in bytes: room for a proof-of-capacity
 /// answer at the largest challenge (n = 16384, 40 rows: about 2.9 MiB).

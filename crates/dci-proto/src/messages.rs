@@ -190,10 +190,13 @@ pub enum Message {
         /// The session.
         session: SessionId,
     },
-    /// List the containers the indexer knows.
+    /// List the containers the indexer knows, one page at a time: those
+    /// whose id is above `after` (all, when `None`), by id.
     ListContainers {
         /// Correlates the reply.
         request_id: u64,
+        /// The last id of the page before (`Containers::next`).
+        after: Option<NodeId>,
     },
 
     // --- indexer -> gateway
@@ -211,12 +214,16 @@ pub enum Message {
         /// Counts per eliminating criterion.
         eliminations: Eliminations,
     },
-    /// The indexer's view of every container.
+    /// One page of the indexer's view of its containers, by id: at most
+    /// [`MAX_CONTAINERS_PAGE`] rows and [`CONTAINERS_PAGE_BYTES`] of them,
+    /// so a page always fits in a frame ([`crate::MAX_MESSAGE_BYTES`]).
     Containers {
         /// Correlates the request.
         request_id: u64,
         /// One line per container.
         containers: Vec<ContainerView>,
+        /// `Some(last id)` when more follow: ask again with `after` = this.
+        next: Option<NodeId>,
     },
 
     // --- gateway -> container
@@ -381,6 +388,33 @@ pub enum Message {
 /// Most services a [`Registration`] may list, and most entries a
 /// [`Heartbeat::warm`] may report; the indexer refuses longer lists.
 pub const MAX_SERVICES: usize = 64;
+
+/// Most rows of one [`Message::Containers`] page.
+pub const MAX_CONTAINERS_PAGE: usize = 1000;
+
+/// Most bytes the rows of one [`Message::Containers`] page take on the
+/// wire (1 MiB, a quarter of [`crate::MAX_MESSAGE_BYTES`]); a page ends
+/// before the row that would pass it (a page holds at least one row).
+pub const CONTAINERS_PAGE_BYTES: usize = 1 << 20;
+
+/// Cuts one [`Message::Containers`] page from `rows`: the views with an id
+/// above the request's `after`, in id order (the caller may stop after
+/// [`MAX_CONTAINERS_PAGE`] + 1 of them). Returns the page and its `next`.
+pub fn containers_page(rows: impl IntoIterator<Item = ContainerView>) -> (Vec<ContainerView>, Option<NodeId>) {
+    let mut page: Vec<ContainerView> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = postcard::to_allocvec(&row).map_or(usize::MAX, |b| b.len());
+        let full = page.len() >= MAX_CONTAINERS_PAGE || bytes + size > CONTAINERS_PAGE_BYTES;
+        if full && !page.is_empty() {
+            let next = page.last().map(|v| v.id);
+            return (page, next);
+        }
+        bytes += size;
+        page.push(row);
+    }
+    (page, None)
+}
 
 /// Most sessions one [`Message::Renew`] may name (160 kB on the wire, well
 /// within [`crate::MAX_MESSAGE_BYTES`]); a gateway with more sends several.

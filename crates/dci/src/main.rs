@@ -474,6 +474,12 @@ struct DevnetArgs {
     /// Port of the HTTP API on 127.0.0.1.
     #[arg(long, default_value_t = 8700)]
     api_port: u16,
+    /// Serve the API over https with this certificate chain (PEM; needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where the devnet keeps its state.
     #[arg(long, env = "DCI_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -653,8 +659,28 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// `dci --api URL balance` as well as `dci balance --api URL`: the client
+/// options (`--api`, `--api-key`, `--json`) belong to each client command,
+/// so those given before the command are moved to the end of the line.
+fn client_options_last(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut moved = Vec::new();
+    while args.len() > 1 {
+        let arg = args[1].to_string_lossy().into_owned();
+        let with_value = arg == "--api" || arg == "--api-key";
+        if !(with_value || arg == "--json" || arg.starts_with("--api=") || arg.starts_with("--api-key=")) {
+            break;
+        }
+        moved.push(args.remove(1));
+        if with_value && args.len() > 1 {
+            moved.push(args.remove(1));
+        }
+    }
+    args.extend(moved);
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(client_options_last(std::env::args_os().collect()));
     if matches!(cli.command, Command::Devnet(_) | Command::Bench(_)) {
         prefer_huge_pages();
     }
@@ -1264,6 +1290,11 @@ fn print_balance(b: &BalanceInfo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` made absolute (a devnet's node configs live in its data directory).
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))
+}
+
 async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
@@ -1279,6 +1310,12 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
         committee_size: a.committee_size as usize,
         inspect_every: Duration::from_secs(a.inspect_every_secs),
         runtime: a.runtime,
+        tls: match (a.tls_cert, a.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(dci_gateway::server::TlsFiles { cert: absolute(cert)?, key: absolute(key)? })
+            }
+            _ => None,
+        },
         settlement: a.settlement,
     };
     let net = Devnet::start(config).await?;
@@ -1574,5 +1611,24 @@ fn print_containers(list: &[ContainerInfo]) {
                 v.reason
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_options_last;
+
+    #[test]
+    fn client_options_before_the_command_go_after_it() {
+        let check = |line: &str, expect: &str| {
+            let args = line.split(' ').map(std::ffi::OsString::from).collect();
+            let out: Vec<String> = client_options_last(args).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            assert_eq!(out.join(" "), expect, "{line}");
+        };
+        check("dci --api https://g:1 balance", "dci balance --api https://g:1");
+        check("dci --api=https://g:1 --json --api-key k stop s", "dci stop s --api=https://g:1 --json --api-key k");
+        check("dci balance --api x", "dci balance --api x");
+        check("dci devnet --api-port 1", "dci devnet --api-port 1");
+        check("dci --api", "dci --api");
     }
 }

@@ -55,7 +55,7 @@ fn an_answer_to_a_request_not_in_flight_is_refused() {
     let indexer = w.indexer.clone();
     let before = w.rejected.len();
     w.from(&indexer, Message::OfferList { request_id: 42, result: Ok(vec![]) });
-    w.from(&indexer, Message::Containers { request_id: 43, containers: vec![] });
+    w.from(&indexer, Message::Containers { request_id: 43, containers: vec![], next: None });
     w.from(&indexer, Message::Matched { request_id: 44, offer: host.offer() });
     assert_eq!(w.rejected_since(before).len(), 3);
     assert!(w.rejected_since(before).iter().all(|r| r.2.contains("not in flight")));

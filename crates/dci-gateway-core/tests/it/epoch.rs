@@ -50,12 +50,12 @@ fn a_sample_answered_by_another_node_is_refused() {
     let mut w = epoch_world();
     w.run_for(Duration::from_secs(1), Duration::from_millis(250));
     let request_id = match w.sent_of("list_containers").last() {
-        Some((_, Message::ListContainers { request_id })) => *request_id,
+        Some((_, Message::ListContainers { request_id, .. })) => *request_id,
         _ => panic!("the epoch clock samples the network"),
     };
     let before = w.rejected.len();
     let mallory = identity(66);
-    w.from(&mallory, Message::Containers { request_id, containers: vec![] });
+    w.from(&mallory, Message::Containers { request_id, containers: vec![], next: None });
     assert_eq!(w.rejected.len(), before + 1);
 }
 
@@ -117,6 +117,18 @@ fn container_work(
     views: Vec<dci_proto::ContainerView>,
     bonded: &[&dci_proto::ContainerView],
 ) -> Vec<dci_ledger::ContainerWork> {
+    paged_container_work(dev, views, bonded, usize::MAX).0
+}
+
+/// The same, answering in pages of `page` views (by id, as the indexer
+/// does); also how many requests asked for a page after the first.
+fn paged_container_work(
+    dev: bool,
+    mut views: Vec<dci_proto::ContainerView>,
+    bonded: &[&dci_proto::ContainerView],
+    page: usize,
+) -> (Vec<dci_ledger::ContainerWork>, usize) {
+    views.sort_by_key(|v| v.id);
     let mut c = config();
     c.epoch = Some(Duration::from_secs(10));
     c.dev_network = dev;
@@ -133,23 +145,46 @@ fn container_work(
         w.ledger.apply(&[dci_ledger::LedgerOp::Transfer(fund), bond]).unwrap();
     }
     let indexer = w.indexer.clone();
-    let mut answered = 0;
+    let (mut answered, mut continued) = (0, 0);
     while last_distribution(&w).is_none() {
         w.advance(Duration::from_millis(250));
-        let asked: Vec<u64> = w
-            .sent_of("list_containers")
-            .iter()
-            .filter_map(|(_, m)| match m {
-                Message::ListContainers { request_id } => Some(*request_id),
-                _ => None,
-            })
-            .collect();
-        for request_id in asked.into_iter().skip(answered) {
-            w.from(&indexer, Message::Containers { request_id, containers: views.clone() });
-            answered += 1;
+        loop {
+            let asked: Vec<(u64, Option<dci_model::NodeId>)> = w
+                .sent_of("list_containers")
+                .iter()
+                .filter_map(|(_, m)| match m {
+                    Message::ListContainers { request_id, after } => Some((*request_id, *after)),
+                    _ => None,
+                })
+                .collect();
+            if asked.len() == answered {
+                break;
+            }
+            for (request_id, after) in asked.into_iter().skip(answered) {
+                continued += usize::from(after.is_some());
+                let rest: Vec<_> = views.iter().filter(|v| after.is_none_or(|a| v.id > a)).cloned().collect();
+                let containers: Vec<_> = rest.iter().take(page).cloned().collect();
+                let next = (rest.len() > page).then(|| containers.last().expect("a page").id);
+                w.from(&indexer, Message::Containers { request_id, containers, next });
+                answered += 1;
+            }
         }
     }
-    last_distribution(&w).unwrap().1.containers
+    (last_distribution(&w).unwrap().1.containers, continued)
+}
+
+#[test]
+fn a_sample_spans_the_indexers_pages_and_counts_once() {
+    let views: Vec<_> = (30..35).map(|i| view(i, Some((1, 80, false)), cpu_proof(false))).collect();
+    let bonded: Vec<_> = views.iter().collect();
+    let whole = paged_container_work(false, views.clone(), &bonded, usize::MAX);
+    let paged = paged_container_work(false, views.clone(), &bonded, 2);
+    assert_eq!(whole.1, 0);
+    // 5 views in pages of 2: two more pages per sample, 20 samples.
+    assert_eq!(paged.1, 2 * 20, "every sample asks for its later pages");
+    assert_eq!(paged.0, whole.0, "the same rewards, page by page");
+    assert_eq!(paged.0.len(), 5);
+    assert!(paged.0.iter().all(|c| c.uptime_ppm == 1_000_000), "{:?}", paged.0);
 }
 
 #[test]

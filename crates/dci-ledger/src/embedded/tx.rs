@@ -436,7 +436,7 @@ impl<'c> Tx<'c> {
             ])
             .st()?;
         if !s.shortfall.is_zero() {
-            tracing::warn!(session = %r.session, shortfall = %s.shortfall, "receipt and extra exceed escrow; charged the escrow");
+            tracing::warn!(session = %r.session.short(), shortfall = %s.shortfall, "receipt and extra exceed escrow; charged the escrow");
         }
         Ok(s)
     }
