@@ -74,6 +74,7 @@ sol! {
             uint256 escrowed;
             uint256 stakedContainer;
             uint256 stakedChecker;
+            uint256 stakedIndexer;
             uint256 unbonding;
             uint256 pending;
         }
@@ -144,6 +145,7 @@ sol! {
         error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
         error SlashAlreadyApplied(bytes32 evidence);
         error NothingToSlash(address offender, uint8 role);
+        error RoleNotSlashable(uint8 role);
         error StaleSessionIndex(uint64 expected, uint64 found);
         error SessionAlreadyClosed(uint256 word, uint256 bits);
         error RefundOfOpenSession(uint256 word, uint256 bits);

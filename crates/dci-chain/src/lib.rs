@@ -103,7 +103,7 @@ use alloy::primitives::{B256, U256, keccak256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
-use dci_ledger::{LedgerError, SlashReport, StakeRole};
+use dci_ledger::{LedgerError, SlashReport};
 use dci_model::{AccountId, Amount, AmountError, NodeId};
 use dci_proto::Identity;
 
@@ -142,10 +142,7 @@ pub fn node_signer(identity: &Identity) -> PrivateKeySigner {
 /// for `report` (before the EIP-191 prefix): keccak256(abi.encode(typehash,
 /// chain id, ledger, offender address, role, epoch, evidence, amount)).
 pub fn slash_digest_at(chain_id: u64, ledger: Address, report: &SlashReport) -> B256 {
-    let role: u8 = match report.role {
-        StakeRole::Container => 0,
-        StakeRole::Checker => 1,
-    };
+    let role = report.role.code();
     keccak256(
         (
             keccak256(b"dci/slash-report/v1"),
@@ -252,6 +249,7 @@ pub fn chain_slash_signature(deployment: &Deployment, report: &SlashReport, iden
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dci_ledger::StakeRole;
 
     const CHAIN: u64 = 31_337;
 
