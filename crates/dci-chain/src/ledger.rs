@@ -785,6 +785,10 @@ impl EvmLedger {
         self.resolution.take()
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn ledger(&self) -> DciLedger::DciLedgerInstance<&alloy::providers::DynProvider> {
         DciLedger::new(self.dep.ledger, &self.client.provider)
     }
@@ -1412,6 +1416,7 @@ mod tests {
             ledger: Address::repeat_byte(2),
             settler: client.from,
             deployed_at_block: 0,
+            registry: None,
         };
         EvmLedger {
             client,
@@ -1659,7 +1664,10 @@ mod tests {
 
         // Slashes: epoch 1 by its committee; epoch 2 has none.
         let p = acc("node:p");
-        sim.rows.insert(account_address(&p), Row { staked: [Amount::ath(100), Amount::ZERO, Amount::ZERO], ..Row::default() });
+        sim.rows.insert(
+            account_address(&p),
+            Row { staked: [Amount::ath(100), Amount::ZERO, Amount::ZERO], ..Row::default() },
+        );
         let slash = |epoch: u64, by: &[Identity]| {
             let mut r = SlashReport::new(p.clone(), StakeRole::Container, epoch, [epoch as u8; 32], Amount::ath(1));
             for m in by {

@@ -4,7 +4,8 @@
 //! [`EvmLedger`], which implements [`dci_ledger::Settlement`] on them, so a
 //! node switches backends with one config line and users keep the same CLI.
 //!
-//! Entry points: [`deploy`] (`dci chain deploy`), [`EvmLedger::connect`]
+//! Entry points: [`deploy`] (`dci chain deploy`; the ledger and its endpoint
+//! registry), [`read_members`] (the registry's active set, verified), [`EvmLedger::connect`]
 //! (`dci devnet --settlement evm`), [`bench::run`] (`dci bench settlement`),
 //! [`Anvil`] (a local chain on a free port, killed on drop).
 //!
@@ -92,12 +93,16 @@ mod client;
 mod deploy;
 mod error;
 mod ledger;
+mod registry;
 
 pub use alloy::primitives::Address;
 pub use anvil::{ANVIL_ENV, Anvil, AnvilOptions, CAST_ENV, DEV_KEYS, contracts_dir, tool_path};
 pub use deploy::{ARTIFACTS_ENV, Deployment, bytecode, deploy};
 pub use error::ChainError;
 pub use ledger::{EvmLedger, LastBatch, Prepared, Resolution};
+pub use registry::{
+    ChainChecker, Ignored, Members, PAGE, RegistryMinimums, deploy_registry, judge, read_members, registry_domain,
+};
 
 use alloy::primitives::{B256, U256, keccak256};
 use alloy::signers::SignerSync;

@@ -270,7 +270,7 @@ pub struct NodeStakeRequest {
     pub node: String,
     /// Exact decimal ATH to bond.
     pub amount_ath: String,
-    /// The role: `container` (the default) or `checker`.
+    /// The role: `container` (the default), `checker` or `indexer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// When the node signed it, ms since the Unix epoch (taken within 60 s of the gateway's clock).

@@ -1174,9 +1174,11 @@ mod tests {
         assert_eq!(l.staked(&a, StakeRole::Indexer).unwrap(), Amount::ath(2));
         let index: i64 = l
             .conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'unbonding_by_account'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'unbonding_by_account'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(index, 1, "the index is back");
         l.check_invariant().unwrap();

@@ -448,8 +448,11 @@ impl ConsumerApi for GatewayNode {
             let (role, stake_role) = match req.role.as_deref() {
                 None | Some("container") => (dci_proto::StakeAs::Container, StakeRole::Container),
                 Some("checker") => (dci_proto::StakeAs::Checker, StakeRole::Checker),
+                Some("indexer") => (dci_proto::StakeAs::Indexer, StakeRole::Indexer),
                 Some(other) => {
-                    return Err(ApiError::bad_request(format!("role: expected container or checker, found {other:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "role: expected container, checker or indexer, found {other:?}"
+                    )));
                 }
             };
             let stake = dci_proto::NodeStake { node, role, amount, at: dci_model::Timestamp(req.at_ms) };

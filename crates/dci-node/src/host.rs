@@ -283,6 +283,7 @@ pub fn node_stake_request(
         role: match role {
             dci_proto::StakeAs::Container => None,
             dci_proto::StakeAs::Checker => Some("checker".into()),
+            dci_proto::StakeAs::Indexer => Some("indexer".into()),
         },
         at_ms: stake.at.0,
         signature: hex::encode(stake.sign(identity)),

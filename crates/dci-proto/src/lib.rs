@@ -11,6 +11,7 @@
 //! the transport (`dci-node`) moves frames, the roles handle messages.
 
 mod committee;
+mod endpoint;
 mod envelope;
 mod messages;
 mod node_request;
@@ -22,6 +23,7 @@ pub use committee::{
     ChainDomain, CommitteeAnnouncement, CommitteeCandidate, Evidence, SortitionProof, TRANSCRIPT_DOMAIN,
     sign_transcript, transcript_bytes,
 };
+pub use endpoint::{EndpointError, EndpointRecord, EndpointRole, MAX_ENDPOINT_ADDR, RegistryDomain};
 pub use envelope::{
     FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, Opened, Opener, ProtoError, VERSION, frame, frame_len, seal,
 };
