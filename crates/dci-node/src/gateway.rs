@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_gateway::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeStakeRequest, OfferInfo, RewardsInfo,
-    SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeRegisterInfo, NodeRegisterRequest,
+    NodeStakeRequest, OfferInfo, RewardsInfo, SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi, RelayTarget, Relayed as HttpRelayed};
 use dci_gateway_core::{
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::roles::{Bound, RoleHandle};
-use crate::settlement::{NodeLedger, blocking};
+use crate::settlement::{EMBEDDED_MEMBERSHIP, NodeLedger, RegistryAt, blocking};
 use crate::store::RecordStore;
 
 pub use dci_gateway_core::token_charge;
@@ -482,6 +482,45 @@ impl ConsumerApi for GatewayNode {
         })
     }
 
+    fn node_register(&self, req: NodeRegisterRequest) -> BoxFuture<'_, Result<NodeRegisterInfo, ApiError>> {
+        Box::pin(async move {
+            let domain = match self.ledger(|l| l.registry())? {
+                RegistryAt::Chain(d) => d,
+                RegistryAt::Embedded => return Err(ApiError::new(409, "no_registry", EMBEDDED_MEMBERSHIP)),
+                RegistryAt::NotDeployed => {
+                    return Err(ApiError::new(
+                        409,
+                        "no_registry",
+                        "this gateway's chain deployment has no endpoint registry (deployed before it existed): \
+                         deploy the contracts again with `dci chain deploy`",
+                    ));
+                }
+            };
+            let (record, signature) = endpoint_record(&req)?;
+            record.verify(&domain, &signature).map_err(|e| match e {
+                dci_proto::EndpointError::BadSignature { .. } => ApiError::unauthorized(e.to_string()),
+                dci_proto::EndpointError::Invalid(m) => ApiError::bad_request(m),
+            })?;
+            let (node, role, seq, addr) = (record.node, record.role, record.seq, record.addr.clone());
+            let tx = self.ledger(move |l| l.register_endpoint(record, signature))?.map_err(|e| match e {
+                dci_chain::ChainError::Refused { why, .. } => ApiError::new(409, "refused", why),
+                dci_chain::ChainError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
+                dci_chain::ChainError::Input(m) => ApiError::bad_request(m),
+                other => ApiError::internal(other.to_string()),
+            })?;
+            tracing::info!(node = %node.short(), role = role.as_str(), seq, %addr, "a node registered its endpoint on chain");
+            Ok(NodeRegisterInfo {
+                node: node.to_string(),
+                role: role.as_str().into(),
+                seq,
+                addr,
+                chain_id: domain.chain_id,
+                registry: format!("0x{}", hex::encode(domain.registry)),
+                transaction: format!("0x{}", hex::encode(tx)),
+            })
+        })
+    }
+
     fn withdraw(&self, account: AccountId) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
         Box::pin(async move {
             let pending = self.ledger(|l| l.account(&account))?.rewards;
@@ -564,4 +603,26 @@ impl ConsumerApi for GatewayNode {
             })
         })
     }
+}
+
+/// The record and signature a [`NodeRegisterRequest`] carries; a malformed
+/// field is a 400 naming it.
+fn endpoint_record(req: &NodeRegisterRequest) -> Result<(dci_proto::EndpointRecord, Vec<u8>), ApiError> {
+    let node: NodeId = req.node.parse().map_err(|e| ApiError::bad_request(format!("node: {e}")))?;
+    let role: dci_proto::EndpointRole =
+        req.role.parse().map_err(|e: dci_proto::EndpointError| ApiError::bad_request(e.to_string()))?;
+    fn hex_field<const N: usize>(field: &str, v: Option<&String>) -> Result<[u8; N], ApiError> {
+        let Some(v) = v else { return Ok([0; N]) };
+        let mut out = [0u8; N];
+        hex::decode_to_slice(v.strip_prefix("0x").unwrap_or(v), &mut out)
+            .map_err(|_| ApiError::bad_request(format!("{field}: expected {} hex digits, found {v:?}", 2 * N)))?;
+        Ok(out)
+    }
+    let vrf_public = hex_field::<32>("vrf_public", req.vrf_public.as_ref())?;
+    let chain_signer = hex_field::<20>("chain_signer", req.chain_signer.as_ref())?;
+    let signature = hex::decode(&req.signature)
+        .map_err(|_| ApiError::bad_request("signature: expected hex (the node's ed25519 signature)"))?;
+    let record =
+        dci_proto::EndpointRecord { node, role, seq: req.seq, addr: req.addr.clone(), vrf_public, chain_signer };
+    Ok((record, signature))
 }
