@@ -92,9 +92,20 @@ pub fn gateway_peers(
     Ok((indexers, seats))
 }
 
-/// Logs a warning when the network file does not list this node.
-fn warn_unlisted(role: &str, listed: bool, id: &Identity, path: &Path) {
-    if !listed {
+/// Logs a warning when neither the network file nor the chain's registry
+/// (with `[chain]`) lists this node.
+fn warn_unlisted(role: &str, listed: bool, id: &Identity, path: &Path, chain: bool) {
+    if listed {
+        return;
+    }
+    if chain && role != "gateway" {
+        tracing::warn!(
+            id = %id.id(),
+            file = %path.display(),
+            "this {role} is neither in the network file nor in the chain's registry: other nodes will not trust it \
+             until it is (`dci {role} stake`, then `dci {role} register`; or add `dci {role} id` to the file)"
+        );
+    } else {
         tracing::warn!(
             id = %id.id(),
             file = %path.display(),
@@ -139,7 +150,8 @@ pub async fn start_indexer(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     let start = crate::membership::load(&path, config.chain.as_ref()).await?;
     let network = start.network();
     let peers = indexer_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
-    warn_unlisted("indexer", network.indexers.iter().any(|x| x.id == identity.id()), &identity, &path);
+    let listed = network.indexers.iter().any(|x| x.id == identity.id());
+    warn_unlisted("indexer", listed, &identity, &path, config.chain.is_some());
     let core = dci_indexer::Config {
         standby_every: Some(Duration::from_secs(config.inspect_every_secs)),
         seed: rand::random(),
@@ -176,7 +188,7 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
                 hex::encode(listed.chain_signer)
             );
         }
-        None => warn_unlisted("checker", false, &identity, &path),
+        None => warn_unlisted("checker", false, &identity, &path, config.chain.is_some()),
     }
     let core = dci_checker::Config {
         indexers: peers.indexers,
@@ -258,7 +270,7 @@ pub async fn start_gateway(
     let network = start.network();
     let (indexers, seats) = gateway_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
     let me = network.gateways.iter().find(|g| g.id == identity.id());
-    warn_unlisted("gateway", me.is_some(), &identity, &path);
+    warn_unlisted("gateway", me.is_some(), &identity, &path, false);
     let api_url = me.map_or_else(|| format!("http://{}", config.api_listen), |g| g.api.clone());
     let bound = Bound::bind(identity.clone(), &config.listen).await?;
 
