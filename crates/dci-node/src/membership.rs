@@ -34,6 +34,10 @@ use crate::network::{CheckerEntry, IndexerEntry, Network, WATCH_EVERY};
 /// The default `poll_secs`.
 pub const DEFAULT_POLL_SECS: u64 = 5;
 
+/// How long one read of the registry may take (a blackholed RPC endpoint
+/// must not stall the file watch behind it).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn default_poll_secs() -> u64 {
     DEFAULT_POLL_SECS
 }
@@ -79,12 +83,15 @@ impl ChainSection {
         Duration::from_secs(self.poll_secs)
     }
 
-    /// Reads the registry's members now.
+    /// Reads the registry's members now (within [`READ_TIMEOUT`]).
     pub async fn read(&self) -> anyhow::Result<Members> {
         let registry = self.registry_address()?;
-        dci_chain::read_members(&self.rpc_url, registry)
+        let what = || format!("reading the endpoint registry {} at {}", self.registry, self.rpc_url);
+        tokio::time::timeout(READ_TIMEOUT, dci_chain::read_members(&self.rpc_url, registry))
             .await
-            .with_context(|| format!("reading the endpoint registry {} at {}", self.registry, self.rpc_url))
+            .map_err(|_| anyhow::anyhow!("no answer within {} s", READ_TIMEOUT.as_secs()))
+            .with_context(what)?
+            .with_context(what)
     }
 }
 

@@ -8,8 +8,10 @@
 //! verifies the record and puts it on chain; every node reads the registry,
 //! verifies it, and takes B as a peer without a restart. The host registers
 //! with B, the checker inspects it for B, and deploys go through B. Then B
-//! withdraws its record (`--withdraw`) and drops out: deploys go through A
-//! only. At the end each process stops cleanly and `dci ledger check` holds
+//! withdraws its record (`--withdraw`) and drops out: the host drops it,
+//! and deploys go on through A. On the way: a tampered registration is
+//! refused by the gateway before any gas is paid, an older record replayed
+//! is refused by the chain, and the checker registers with its keys. At the end each process stops cleanly and `dci ledger check` holds
 //! on chain.
 
 mod common;
@@ -89,6 +91,23 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
     assert!(ok, "funding {account}: {err}");
     let (ok, out, err) = run(&Place::loopback(), &c.indexers[1], &["indexer", "stake", "100"]);
     assert!(ok && out.contains("staked 100 ATH"), "dci indexer stake: {out}{err}");
+    // The gateway's relay checks the node's signature before it pays gas: a
+    // request signed by B, then tampered with (another address), is refused
+    // as unauthorized. (The genuine one is kept to be replayed later.)
+    let api = file.gateways[0].api.clone();
+    let key = dci_node::keys::load_or_create(&c.indexers[1].join("node.key")).unwrap();
+    let chain = dci_node::membership::ChainSection { rpc_url: anvil.url(), registry: registry.clone(), poll_secs: 1 };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let req = rt
+        .block_on(dci_node::node::register_request(&key, dci_proto::EndpointRole::Indexer, b.addr.clone(), &chain))
+        .unwrap();
+    let post = |body: &dci_gateway::api::NodeRegisterRequest| {
+        let r = reqwest::blocking::Client::new().post(format!("{api}/v1/node-register")).json(body).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let tampered = dci_gateway::api::NodeRegisterRequest { addr: "127.0.0.1:1".into(), ..req.clone() };
+    let (status, text) = post(&tampered);
+    assert!(status == 401 && text.contains("signature: expected node"), "{status} {text}");
     let registered_at = Instant::now();
     let (ok, out, err) = run(&Place::loopback(), &c.indexers[1], &["indexer", "register"]);
     assert!(ok && out.contains(&format!("at {}", b.addr)), "dci indexer register: {out}{err}");
@@ -103,6 +122,31 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
         "indexer B listed only on chain: the host schedulable there {} ms after `dci indexer register`",
         registered_at.elapsed().as_millis()
     );
+    // The older record B signed before registering, replayed now: the
+    // chain refuses it (sequences only grow), so B's address stays.
+    let (status, text) = post(&req);
+    assert!(status == 409 && text.contains("expected a sequence newer than"), "{status} {text}");
+    // The checker (listed in the file) registers on chain too, with its
+    // VRF key and chain signer: the chain entry replaces the file's.
+    let checker = &file.checkers[0];
+    let account = format!("node:{}", checker.id);
+    let (ok, _, err) = c.at_gateway(&["transfer", &account, "1000"]);
+    assert!(ok, "funding {account}: {err}");
+    let (ok, out, err) = run(&Place::loopback(), &c.checkers[0], &["checker", "stake", "1000"]);
+    assert!(ok && out.contains("staked 1000 ATH"), "dci checker stake: {out}{err}");
+    let (ok, out, err) = run(&Place::loopback(), &c.checkers[0], &["checker", "register", "--json"]);
+    assert!(ok, "dci checker register: {out}{err}");
+    let info: dci_gateway::api::NodeRegisterInfo = serde_json::from_str(&out).unwrap();
+    assert_eq!((info.role.as_str(), info.addr.as_str()), ("checker", checker.addr.as_str()));
+    let members = rt.block_on(chain.read()).unwrap();
+    assert_eq!(members.indexers.iter().map(|p| p.id).collect::<Vec<_>>(), vec![b.id]);
+    assert_eq!(members.checkers.len(), 1);
+    assert_eq!(
+        (members.checkers[0].vrf_public, members.checkers[0].chain_signer),
+        (checker.vrf_public, checker.chain_signer),
+        "the keys the checker signed are the ones its file entry lists"
+    );
+
     // The gateway found it too: deploys go through B.
     let b_id = b.id.to_string();
     let through_b = c.deploy_through(&[&b_id], 1);
@@ -118,12 +162,12 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
         (xs.len() == 1 && xs[0].0 == a.id.to_string()).then_some(())
     });
     println!("after the withdrawal: the host dropped indexer B in {} ms", withdrawn_at.elapsed().as_millis());
-    // The gateway too: a few seconds of deploys all go through A.
-    std::thread::sleep(Duration::from_secs(3));
-    for _ in 0..4 {
-        let (s, _) = c.quick_session(&["render"]);
-        assert_eq!(s.indexer.as_deref(), Some(a.id.to_string().as_str()), "only A is a member now: {s:?}");
-    }
+    // Deploys go on, through A: once B's view of the host is stale (the
+    // host no longer heartbeats there), four deploys in a row through A.
+    let a_id = a.id.to_string();
+    wait_for(Duration::from_secs(30), "four deploys in a row through indexer A", || {
+        (0..4).all(|_| c.quick_session(&["render"]).0.indexer.as_deref() == Some(a_id.as_str())).then_some(())
+    });
 
     for h in hosts {
         h.stop();
