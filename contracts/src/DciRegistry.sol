@@ -45,6 +45,12 @@ interface IStakes {
 /// - Withdrawal: the node signs a record with an empty address and a newer
 ///   sequence; the record leaves the list (its signature is in the event, for
 ///   audit), and the sequence stays, so the old record cannot come back.
+///
+/// Gas (measured on anvil, dci-chain tests/registry.rs, whole transactions):
+/// an indexer's first registration 267,591, a checker's 290,696, a newer
+/// record replacing one 102,113. Reading is `page` (eth_call, no gas paid):
+/// about 3,580,000 gas of computation per 100 records (forge,
+/// test_the_list_is_bounded), so a full registry (1,024) is 11 calls.
 contract DciRegistry {
     struct Endpoint {
         /// The node id (its ed25519 public key).

@@ -117,7 +117,12 @@ fn the_registry_lists_only_signed_staked_endpoints_and_refuses_replays_and_stran
     // Staked, it registers and every reader sees it; so does a checker.
     bond(&mut ledger, &indexer, StakeRole::Indexer, 100);
     bond(&mut ledger, &checker, StakeRole::Checker, 1_000);
-    ledger.register_endpoint(&first, &first.sign(&indexer, &domain)).unwrap();
+    let tx = ledger.register_endpoint(&first, &first.sign(&indexer, &domain)).unwrap();
+    let gas = |tx: alloy::primitives::B256| {
+        let r = rpc(&url, "eth_getTransactionReceipt", serde_json::json!([tx]));
+        u64::from_str_radix(r["gasUsed"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    println!("gas of a transaction: an indexer's first registration {}", gas(tx));
     let c = EndpointRecord {
         node: checker.id(),
         role: EndpointRole::Checker,
@@ -126,7 +131,8 @@ fn the_registry_lists_only_signed_staked_endpoints_and_refuses_replays_and_stran
         vrf_public: dci_committee_key(&checker),
         chain_signer: dci_chain::node_signer(&checker).address().into_array(),
     };
-    ledger.register_endpoint(&c, &c.sign(&checker, &domain)).unwrap();
+    let tx = ledger.register_endpoint(&c, &c.sign(&checker, &domain)).unwrap();
+    println!("gas of a transaction: a checker's first registration {}", gas(tx));
     let m = read(&url, registry);
     assert_eq!(m.indexers, vec![Peer { id: indexer.id(), addr: "127.0.0.1:7100".into() }]);
     assert_eq!(m.checkers.len(), 1);
@@ -135,7 +141,8 @@ fn the_registry_lists_only_signed_staked_endpoints_and_refuses_replays_and_stran
 
     // It moved: a newer record replaces it.
     let moved = EndpointRecord::indexer(indexer.id(), 2_000, "127.0.0.1:7199");
-    ledger.register_endpoint(&moved, &moved.sign(&indexer, &domain)).unwrap();
+    let tx = ledger.register_endpoint(&moved, &moved.sign(&indexer, &domain)).unwrap();
+    println!("gas of a transaction: a newer record replacing an indexer's (it moved) {}", gas(tx));
     assert_eq!(read(&url, registry).indexers, vec![Peer { id: indexer.id(), addr: "127.0.0.1:7199".into() }]);
 
     // Replaying the older record (validly signed) is refused on chain.
