@@ -22,6 +22,7 @@
 //! that does not verify, which readers then ignore), as it can refuse a
 //! stake today; it cannot forge or replay a node's record.
 
+use alloy::eips::BlockId;
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, FixedBytes, U256};
 use alloy::providers::{Provider, ProviderBuilder};
@@ -191,8 +192,9 @@ pub async fn registry_domain(rpc_url: &str, registry: Address) -> Result<Registr
     Ok(RegistryDomain { chain_id, registry: registry.into_array() })
 }
 
-/// Reads the registry at `registry` through `rpc_url`: pages through
-/// every record ([`PAGE`] at a time), verifies each off chain and keeps
+/// Reads the registry at `registry` through `rpc_url`, as of the latest
+/// block: pages through every record ([`PAGE`] at a time, all at that
+/// block), verifies each off chain and keeps
 /// those whose node has the role's minimum stake bonded ([`judge`]). No
 /// key is needed: anyone can read.
 pub async fn read_members(rpc_url: &str, registry: Address) -> Result<Members, ChainError> {
@@ -202,27 +204,33 @@ pub async fn read_members(rpc_url: &str, registry: Address) -> Result<Members, C
     let provider = ProviderBuilder::new().connect_http(url);
     let chain_id = provider.get_chain_id().await.map_err(|e| read_error(rpc_url, "eth_chainId", e))?;
     let domain = RegistryDomain { chain_id, registry: registry.into_array() };
+    // Every call reads the same block, so a record pruned or withdrawn
+    // while we page (the list is compacted by moving its last record into
+    // the gap) is neither skipped nor read twice.
+    let at = BlockId::number(provider.get_block_number().await.map_err(|e| read_error(rpc_url, "eth_blockNumber", e))?);
     let c = DciRegistry::new(registry, &provider);
     let min = |role: u8| {
         let c = &c;
         async move {
-            let v = c.minStake(role).call().await.map_err(|e| read_error(rpc_url, "DciRegistry.minStake", e))?;
+            let v =
+                c.minStake(role).block(at).call().await.map_err(|e| read_error(rpc_url, "DciRegistry.minStake", e))?;
             u256_amount(v).map_err(|e| ChainError::Deployment(format!("DciRegistry.minStake({role}): {e}")))
         }
     };
     let mins = RegistryMinimums { checker: min(1).await?, indexer: min(2).await? };
-    let count = c.count().call().await.map_err(|e| read_error(rpc_url, "DciRegistry.count", e))?;
+    let count = c.count().block(at).call().await.map_err(|e| read_error(rpc_url, "DciRegistry.count", e))?;
     let count = u64::try_from(count).unwrap_or(u64::MAX);
     let mut members = Members::default();
     let mut start = 0u64;
     while start < count {
         let rows = c
             .page(U256::from(start), U256::from(PAGE))
+            .block(at)
             .call()
             .await
             .map_err(|e| read_error(rpc_url, "DciRegistry.page", e))?;
         if rows.is_empty() {
-            break; // the list shrank while we read
+            break;
         }
         start += rows.len() as u64;
         for row in &rows {

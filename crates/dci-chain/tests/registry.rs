@@ -220,3 +220,41 @@ fn dci_committee_key(id: &Identity) -> [u8; 32] {
     k[0] ^= 0xff;
     k
 }
+
+/// More records than one page: the reader pages through all of them
+/// (`page(start, 100)` until the count), each verified.
+#[test]
+fn the_reader_pages_through_every_record() {
+    let Chain { anvil, deployment, mut ledger } = chain();
+    let url = anvil.url();
+    let domain = ledger.registry_domain().unwrap();
+    let n = dci_chain::PAGE as usize + 5;
+    let nodes: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut secret = [0xa0; 32];
+            secret[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            Identity::from_secret(secret)
+        })
+        .collect();
+    let mut ops = Vec::new();
+    for node in &nodes {
+        let account = AccountId::for_node(&node.id());
+        ops.push(LedgerOp::Transfer(Transfer {
+            from: accounts::liquidity(),
+            to: account.clone(),
+            amount: Amount::ath(100),
+        }));
+        ops.push(LedgerOp::Stake { account, role: StakeRole::Indexer, amount: Amount::ath(100) });
+    }
+    ledger.apply(&ops).unwrap();
+    for (i, node) in nodes.iter().enumerate() {
+        let r = EndpointRecord::indexer(node.id(), 1, format!("127.0.0.1:{}", 10_000 + i));
+        ledger.register_endpoint(&r, &r.sign(node, &domain)).unwrap();
+    }
+    let m = read(&url, deployment.registry.unwrap());
+    assert_eq!(m.indexers.len(), n, "every record over two pages");
+    let mut ids: Vec<_> = m.indexers.iter().map(|p| p.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "none twice");
+}
