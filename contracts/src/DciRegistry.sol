@@ -28,8 +28,8 @@ interface IStakes {
 ///   ignore it), nor replay an older one (sequences only grow, and a node's
 ///   last sequence is kept even after its record is gone). What it can do is
 ///   withhold: refuse to relay, or overwrite a record with one that does not
-///   verify; that is censorship, the power it already has over stakes, and
-///   it is visible on chain. Strangers cannot write here at all, so nobody
+///   verify (with the largest sequence, for good); that is censorship, the
+///   power it already has over stakes, and it is visible on chain. Strangers cannot write here at all, so nobody
 ///   can burn a node's sequence numbers or squat its id.
 /// - What the chain checks itself: the node's account (the same custodial
 ///   address the ledger uses for `node:<id>`, computed here from the id, so
