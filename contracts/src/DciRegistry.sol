@@ -28,13 +28,16 @@ interface IStakes {
 ///   ignore it), nor replay an older one (sequences only grow, and a node's
 ///   last sequence is kept even after its record is gone). What it can do is
 ///   withhold: refuse to relay, or overwrite a record with one that does not
-///   verify (with the largest sequence, for good); that is censorship, the
-///   power it already has over stakes, and it is visible on chain. Strangers cannot write here at all, so nobody
+///   verify; that is censorship, the power it already has over stakes, and
+///   it is visible on chain. A sequence is at most MAX_SEQ_AHEAD_MS (15
+///   min) ahead of the chain's clock, so an overwrite holds a node out
+///   until its clock passes that sequence, not for good. Strangers cannot write here at all, so nobody
 ///   can burn a node's sequence numbers or squat its id.
 /// - What the chain checks itself: the node's account (the same custodial
 ///   address the ledger uses for `node:<id>`, computed here from the id, so
 ///   the settler cannot point the check at another account) has at least
-///   the role's minimum stake bonded in the ledger for that role; the role
+///   the role's minimum stake bonded in the ledger for that role; the
+///   sequence is at most 15 minutes ahead of the chain's clock; the role
 ///   is a checker (1) or an indexer (2); the sequence is newer than the
 ///   node's last; the address is 1 to 128 bytes; the signature is 64 bytes;
 ///   a checker names a VRF key and a chain signer, an indexer neither; at
@@ -81,6 +84,9 @@ contract DciRegistry {
     uint256 public constant SIGNATURE_BYTES = 64;
     /// Records listed at once (readers page through them).
     uint256 public constant MAX_ENDPOINTS = 1024;
+    /// How far a sequence (the node's clock, ms) may be ahead of the chain's
+    /// clock: nobody can use up a node's sequence numbers for long.
+    uint256 public constant MAX_SEQ_AHEAD_MS = 15 minutes * 1000;
 
     IStakes public immutable ledger;
     address public immutable settler;
@@ -102,6 +108,7 @@ contract DciRegistry {
     error NotSettler(address caller);
     error InvalidRole(uint8 role);
     error StaleSequence(bytes32 node, uint64 seq, uint64 last);
+    error SequenceAhead(bytes32 node, uint64 seq, uint256 limit);
     error BadAddress(uint256 length, uint256 max);
     error BadSignature(uint256 length, uint256 expected);
     error CheckerKeys(bytes32 node);
@@ -158,8 +165,7 @@ contract DciRegistry {
     /// contract's notes for what is checked here and what readers check.
     function register(Endpoint calldata e) external onlySettler {
         if (e.role != ROLE_CHECKER && e.role != ROLE_INDEXER) revert InvalidRole(e.role);
-        uint64 last = lastSeq[e.node];
-        if (e.seq <= last) revert StaleSequence(e.node, e.seq, last);
+        _checkSeq(e.node, e.seq);
         uint256 len = bytes(e.addr).length;
         if (len == 0 || len > MAX_ADDR_BYTES) revert BadAddress(len, MAX_ADDR_BYTES);
         if (e.signature.length != SIGNATURE_BYTES) revert BadSignature(e.signature.length, SIGNATURE_BYTES);
@@ -187,8 +193,7 @@ contract DciRegistry {
     /// Takes `node`'s record off the list: the node signed a record with an
     /// empty address and sequence `seq` (`signature`, kept in the event).
     function withdraw(bytes32 node, uint64 seq, bytes calldata signature) external onlySettler {
-        uint64 last = lastSeq[node];
-        if (seq <= last) revert StaleSequence(node, seq, last);
+        _checkSeq(node, seq);
         if (signature.length != SIGNATURE_BYTES) revert BadSignature(signature.length, SIGNATURE_BYTES);
         if (_place[node] == 0) revert NotListed(node);
         lastSeq[node] = seq;
@@ -230,6 +235,15 @@ contract DciRegistry {
             Endpoint storage e = _list[i];
             rows[i - start] = Row(e, stakeOf(e.node, e.role));
         }
+    }
+
+    /// A sequence newer than the node's last, and at most MAX_SEQ_AHEAD_MS
+    /// ahead of the chain's clock.
+    function _checkSeq(bytes32 node, uint64 seq) internal view {
+        uint64 last = lastSeq[node];
+        if (seq <= last) revert StaleSequence(node, seq, last);
+        uint256 limit = block.timestamp * 1000 + MAX_SEQ_AHEAD_MS;
+        if (seq > limit) revert SequenceAhead(node, seq, limit);
     }
 
     function _remove(bytes32 node) internal {

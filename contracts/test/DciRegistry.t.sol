@@ -202,6 +202,22 @@ contract DciRegistryTest is TestBase {
         assertEq(registry.count(), 1, "128 bytes fit");
     }
 
+    /// A sequence far ahead of the chain's clock is refused: nobody (not even
+    /// the settler) can use up a node's sequence numbers for long.
+    function test_a_sequence_far_ahead_of_the_chain_clock_is_refused() public {
+        bond(NODE, 2, 100 ether);
+        uint256 limit = block.timestamp * 1000 + registry.MAX_SEQ_AHEAD_MS();
+        vm.expectRevert(abi.encodeWithSelector(DciRegistry.SequenceAhead.selector, NODE, type(uint64).max, limit));
+        registry.register(indexer(NODE, type(uint64).max, "6.6.6.6:666"));
+        registry.register(indexer(NODE, uint64(limit), "10.0.0.2:7100"));
+        assertEq(registry.lastSeq(NODE), limit, "at the limit is fine");
+        vm.expectRevert(abi.encodeWithSelector(DciRegistry.SequenceAhead.selector, NODE, uint64(limit + 1), limit));
+        registry.withdraw(NODE, uint64(limit + 1), sig64());
+        // Once the chain's clock moves on, the node registers again.
+        vm.warp(block.timestamp + 1);
+        registry.register(indexer(NODE, uint64(limit + 1), "10.0.0.3:7100"));
+    }
+
     /// A node whose stake fell below the minimum is pruned by anyone; a
     /// staked one is not; its sequence survives.
     function test_anyone_prunes_a_node_whose_stake_fell_below_the_minimum() public {

@@ -198,6 +198,7 @@ sol! {
         error NotSettler(address caller);
         error InvalidRole(uint8 role);
         error StaleSequence(bytes32 node, uint64 seq, uint64 last);
+        error SequenceAhead(bytes32 node, uint64 seq, uint256 limit);
         error BadAddress(uint256 length, uint256 max);
         error BadSignature(uint256 length, uint256 expected);
         error CheckerKeys(bytes32 node);

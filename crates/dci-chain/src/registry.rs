@@ -260,6 +260,12 @@ pub(crate) fn describe(e: &DciRegistryErrors) -> String {
             s.role,
             amount(&s.have)
         ),
+        DciRegistryErrors::SequenceAhead(s) => format!(
+            "seq: expected at most {} (the chain's clock in ms plus 15 minutes), found {}: is node {}'s clock ahead?",
+            s.limit,
+            s.seq,
+            NodeId(s.node.0)
+        ),
         DciRegistryErrors::NotSettler(s) => {
             format!("only the ledger's settler writes the registry; {} is not it", s.caller)
         }

@@ -151,6 +151,11 @@ fn the_registry_lists_only_signed_staked_endpoints_and_refuses_replays_and_stran
         matches!(&e, ChainError::Refused { why, .. } if why.contains("expected a sequence newer than 2000") && why.contains("found 1000")),
         "{e}"
     );
+    // A sequence far ahead of the chain's clock is refused: nobody can use
+    // up a node's sequence numbers for long.
+    let ahead = EndpointRecord::indexer(indexer.id(), u64::MAX, "127.0.0.1:7199");
+    let e = ledger.register_endpoint(&ahead, &ahead.sign(&indexer, &domain)).unwrap_err();
+    assert!(matches!(&e, ChainError::Refused { why, .. } if why.contains("clock ahead?")), "{e}");
     // A record signed for another registry is refused before any gas is paid.
     let elsewhere = RegistryDomain { registry: [9; 20], ..domain };
     let newer = EndpointRecord::indexer(indexer.id(), 3_000, "6.6.6.6:7100");
