@@ -50,8 +50,8 @@ interface IStakes {
 ///   audit), and the sequence stays, so the old record cannot come back.
 ///
 /// Gas (measured on anvil, dci-chain tests/registry.rs, whole transactions):
-/// an indexer's first registration 267,591, a checker's 290,696, a newer
-/// record replacing one 102,113. Reading is `page` (eth_call, no gas paid):
+/// an indexer's first registration 267,844, a checker's 290,949, a newer
+/// record replacing one 102,366. Reading is `page` (eth_call, no gas paid):
 /// about 3,580,000 gas of computation per 100 records (forge,
 /// test_the_list_is_bounded), so a full registry (1,024) is 11 calls.
 contract DciRegistry {
