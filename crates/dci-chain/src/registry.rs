@@ -301,19 +301,44 @@ impl EvmLedger {
         d.registry.map(|r| RegistryDomain { chain_id: d.chain_id, registry: r.into_array() })
     }
 
-    /// Publishes `record` with its node's `signature` in the registry (a
-    /// withdrawal, an empty address, takes the node's record off the list),
-    /// sent with the settler key, in order with the ledger's own
-    /// transactions. The signature is verified first, and the call is
-    /// simulated (a refusal is decoded and costs nothing) before it is sent.
-    pub fn register_endpoint(&self, record: &EndpointRecord, signature: &[u8]) -> Result<B256, ChainError> {
-        let domain = self.registry_domain().ok_or_else(|| {
+    /// What the registry would answer `record` now, without sending
+    /// anything: the signature is verified for this deployment's registry,
+    /// then the call is simulated (a refusal is decoded and costs nothing).
+    pub fn check_endpoint(&self, record: &EndpointRecord, signature: &[u8]) -> Result<(), ChainError> {
+        let domain = self.endpoint_domain()?;
+        record.verify(&domain, signature).map_err(|e| ChainError::Input(e.to_string()))?;
+        let c = self.client();
+        let sim = DciRegistry::new(Address::from(domain.registry), &c.provider);
+        let what = format!("registering node {}'s {} endpoint", record.node.short(), record.role.as_str());
+        let dry = if record.is_withdrawal() {
+            c.block_on(
+                sim.withdraw(FixedBytes(record.node.0), record.seq, Bytes::copy_from_slice(signature))
+                    .from(c.from)
+                    .call(),
+            )
+            .map(|_| ())
+        } else {
+            c.block_on(sim.register(endpoint_of(record, signature)).from(c.from).call()).map(|_| ())
+        };
+        dry.map_err(|e| refused(&c.url, &what, e))
+    }
+
+    fn endpoint_domain(&self) -> Result<RegistryDomain, ChainError> {
+        self.registry_domain().ok_or_else(|| {
             ChainError::Deployment(
                 "this deployment has no endpoint registry (deployed before it existed): deploy the contracts again with `dci chain deploy`"
                     .into(),
             )
-        })?;
-        record.verify(&domain, signature).map_err(|e| ChainError::Input(e.to_string()))?;
+        })
+    }
+
+    /// Publishes `record` with its node's `signature` in the registry (a
+    /// withdrawal, an empty address, takes the node's record off the list),
+    /// sent with the settler key, in order with the ledger's own
+    /// transactions, once [`EvmLedger::check_endpoint`] passed.
+    pub fn register_endpoint(&self, record: &EndpointRecord, signature: &[u8]) -> Result<B256, ChainError> {
+        self.check_endpoint(record, signature)?;
+        let domain = self.endpoint_domain()?;
         let c = self.client();
         let registry = DciRegistry::new(Address::from(domain.registry), &c.provider);
         let what = format!("registering node {}'s {} endpoint", record.node.short(), record.role.as_str());
@@ -325,18 +350,6 @@ impl EvmLedger {
             registry.register(endpoint_of(record, signature)).into_transaction_request()
         };
         let tx = call.with_from(c.from);
-        let sim = DciRegistry::new(Address::from(domain.registry), &c.provider);
-        let dry = if record.is_withdrawal() {
-            c.block_on(
-                sim.withdraw(FixedBytes(record.node.0), record.seq, Bytes::copy_from_slice(signature))
-                    .from(c.from)
-                    .call(),
-            )
-            .map(|_| ())
-        } else {
-            c.block_on(sim.register(endpoint_of(record, signature)).from(c.from).call()).map(|_| ())
-        };
-        dry.map_err(|e| refused(&c.url, &what, e))?;
         // The nonce as the chain counts it (as the ledger's batches take it),
         // not a cached one: the settler key sends from one thread at a time.
         let nonce = c

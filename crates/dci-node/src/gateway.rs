@@ -100,6 +100,11 @@ const TICK: Duration = Duration::from_millis(250);
 /// How far from the gateway's clock a node-signed request may be signed.
 pub const NODE_REQUEST_WINDOW: Duration = Duration::from_secs(60);
 
+/// A node's endpoint registrations are relayed to the chain at most once
+/// per this interval (each costs the gateway gas); a refused one does not
+/// count, and a withdrawal is not limited (it needs a listed record).
+pub const NODE_REGISTER_EVERY: Duration = Duration::from_secs(30);
+
 /// How long a consumer's call may wait for the core (the longest flow, a
 /// start or stop, is bounded by the container timeout well within this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -117,6 +122,8 @@ pub struct GatewayNode {
     sessions: Arc<RecordStore>,
     /// Node-signed requests taken recently (signature → when): each once.
     node_requests: Mutex<HashMap<Vec<u8>, dci_model::Timestamp>>,
+    /// Endpoint registrations relayed recently (node → when).
+    node_registers: Mutex<HashMap<NodeId, dci_model::Timestamp>>,
 }
 
 /// Starts the gateway core on `bound`: restores what the last run left in
@@ -153,6 +160,7 @@ pub fn spawn_gateway(
         ledger,
         sessions: sessions.clone(),
         node_requests: Mutex::default(),
+        node_registers: Mutex::default(),
     });
     let mut pending = core.restore(clock::now(), records, last_epoch);
     // An indexer that cannot be reached is left out at once.
@@ -502,12 +510,36 @@ impl ConsumerApi for GatewayNode {
                 dci_proto::EndpointError::Invalid(m) => ApiError::bad_request(m),
             })?;
             let (node, role, seq, addr) = (record.node, record.role, record.seq, record.addr.clone());
-            let tx = self.ledger(move |l| l.register_endpoint(record, signature))?.map_err(|e| match e {
+            let chain_error = |e: dci_chain::ChainError| match e {
                 dci_chain::ChainError::Refused { why, .. } => ApiError::new(409, "refused", why),
                 dci_chain::ChainError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
                 dci_chain::ChainError::Input(m) => ApiError::bad_request(m),
                 other => ApiError::internal(other.to_string()),
-            })?;
+            };
+            // What the chain would refuse costs nothing; a registration it
+            // would take is relayed at most once per NODE_REGISTER_EVERY per
+            // node (a withdrawal needs a listed record, so it follows one).
+            let (r, s) = (record.clone(), signature.clone());
+            self.ledger(move |l| l.check_endpoint(r, s))?.map_err(chain_error)?;
+            if !record.is_withdrawal() {
+                let now = clock::now();
+                let mut recent = self.node_registers.lock().expect("node registers lock");
+                recent.retain(|_, at| now.since(*at) < NODE_REGISTER_EVERY);
+                if let Some(at) = recent.get(&node) {
+                    let wait = NODE_REGISTER_EVERY.saturating_sub(now.since(*at));
+                    return Err(ApiError::new(
+                        429,
+                        "too_many_requests",
+                        format!(
+                            "expected at most one registration of node {node} per {} s (each costs gas); try again in {} s",
+                            NODE_REGISTER_EVERY.as_secs(),
+                            wait.as_secs() + 1
+                        ),
+                    ));
+                }
+                recent.insert(node, now);
+            }
+            let tx = self.ledger(move |l| l.register_endpoint(record, signature))?.map_err(chain_error)?;
             tracing::info!(node = %node.short(), role = role.as_str(), seq, %addr, "a node registered its endpoint on chain");
             Ok(NodeRegisterInfo {
                 node: node.to_string(),

@@ -646,6 +646,20 @@ impl NodeLedger {
         Ok(domain.map_or(RegistryAt::NotDeployed, RegistryAt::Chain))
     }
 
+    /// What the chain's registry would answer a node-signed endpoint record
+    /// now (verified and simulated, nothing sent); the errors as
+    /// [`NodeLedger::register_endpoint`]'s.
+    pub fn check_endpoint(
+        &self,
+        record: EndpointRecord,
+        signature: Vec<u8>,
+    ) -> Result<Result<(), dci_chain::ChainError>, LedgerError> {
+        let Some(c) = &self.chain else {
+            return Ok(Err(dci_chain::ChainError::Input(EMBEDDED_MEMBERSHIP.into())));
+        };
+        c.evm.call(move |l| Ok(l.check_endpoint(&record, &signature)))
+    }
+
     /// Publishes a node-signed endpoint record in the chain's registry, on
     /// the ledger's thread (the settler key sends one transaction at a
     /// time, in order with the settlement batches). The outer error: the

@@ -111,7 +111,6 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
     let registered_at = Instant::now();
     let (ok, out, err) = run(&Place::loopback(), &c.indexers[1], &["indexer", "register"]);
     assert!(ok && out.contains(&format!("at {}", b.addr)), "dci indexer register: {out}{err}");
-
     // The host (whose network file does not list B) finds B on chain,
     // registers there and is inspected for it.
     wait_for(Duration::from_secs(90), "the host schedulable at both indexers", || {
@@ -122,6 +121,10 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
         "indexer B listed only on chain: the host schedulable there {} ms after `dci indexer register`",
         registered_at.elapsed().as_millis()
     );
+    // Each registration costs the gateway gas: a second one within 30 s is
+    // refused before anything is sent.
+    let (ok, out, err) = run(&Place::loopback(), &c.indexers[1], &["indexer", "register"]);
+    assert!(!ok && err.contains("expected at most one registration of node") && err.contains("per 30 s"), "{out}{err}");
     // The older record B signed before registering, replayed now: the
     // chain refuses it (sequences only grow), so B's address stays.
     let (status, text) = post(&req);
