@@ -1334,13 +1334,18 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
             "  ledger     embedded ({})",
             data_dir.join(dci_node::devnet::GATEWAY_DIR).join(dci_node::settlement::LEDGER_FILE).display()
         ),
-        Some(c) => println!(
-            "  ledger     evm on {}{}  token {}  ledger {}",
-            c.rpc_url,
-            if c.own_anvil { " (anvil)" } else { "" },
-            c.deployment.token,
-            c.deployment.ledger
-        ),
+        Some(c) => {
+            println!(
+                "  ledger     evm on {}{}  token {}  ledger {}",
+                c.rpc_url,
+                if c.own_anvil { " (anvil)" } else { "" },
+                c.deployment.token,
+                c.deployment.ledger
+            );
+            if let Some(registry) = c.deployment.registry {
+                println!("  registry   {registry}  (every node follows it: [chain] in its config)");
+            }
+        }
     }
     println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
     println!(
