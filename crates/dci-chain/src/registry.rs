@@ -326,7 +326,7 @@ impl EvmLedger {
     fn endpoint_domain(&self) -> Result<RegistryDomain, ChainError> {
         self.registry_domain().ok_or_else(|| {
             ChainError::Deployment(
-                "this deployment has no endpoint registry (deployed before it existed): deploy the contracts again with `dci chain deploy`"
+                "this deployment has no endpoint registry (deployed before it existed): deploy one over the ledger with `dci chain deploy-registry`"
                     .into(),
             )
         })

@@ -500,7 +500,7 @@ impl ConsumerApi for GatewayNode {
                         409,
                         "no_registry",
                         "this gateway's chain deployment has no endpoint registry (deployed before it existed): \
-                         deploy the contracts again with `dci chain deploy`",
+                         deploy one over its ledger with `dci chain deploy-registry`",
                     ));
                 }
             };

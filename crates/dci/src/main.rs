@@ -491,6 +491,15 @@ enum ChainCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Deploy the endpoint registry over the gateway's existing chain ledger
+    /// (one deployed before the registry existed), with its settler key,
+    /// and record it in `<data-dir>/settlement.toml`; its ledger and money
+    /// stay as they are.
+    DeployRegistry {
+        /// The gateway's data directory (a devnet's: its gateway/).
+        #[arg(long, env = "DCI_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Print the on-chain address standing for a DCI account (custodial:
     /// nobody holds its key), to read it with any Ethereum tool.
     Address {
@@ -1228,6 +1237,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Chain(ChainCommand::DeployRegistry { data_dir }) => {
+            init_logs("warn");
+            let dir = dci_node::devnet::gateway_dir_of(&data_dir.unwrap_or_else(default_data_dir));
+            let mut config = SettlementConfig::load(&dir)?;
+            let path = SettlementConfig::path(&dir);
+            let evm = config.evm.as_mut().filter(|e| e.deployment.is_some()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: expected an [evm] section with a deployment (`dci chain deploy`), found none",
+                    path.display()
+                )
+            })?;
+            let dep = evm.deployment.as_mut().expect("checked");
+            if let Some(r) = dep.registry {
+                anyhow::bail!("{}: the deployment already has its endpoint registry {r}", path.display());
+            }
+            let (url, key, ledger) = (evm.rpc_url.clone(), evm.settler_key.clone(), dep.ledger);
+            let registry = tokio::task::spawn_blocking(move || {
+                dci_chain::deploy_registry(&url, &key, ledger, &dci_chain::RegistryMinimums::default())
+            })
+            .await??;
+            dep.registry = Some(registry);
+            let rpc_url = evm.rpc_url.clone();
+            config.save(&dir)?;
+            println!("deployed the endpoint registry {registry} over ledger {ledger}, written to {}", path.display());
+            println!(
+                "nodes follow it with this table in their node.toml (or container.toml):\n\n[chain]\nrpc_url = \"{rpc_url}\"\nregistry = \"{registry:?}\""
+            );
             Ok(())
         }
         Command::Chain(ChainCommand::Address { account }) => {

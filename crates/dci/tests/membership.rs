@@ -185,3 +185,36 @@ fn an_indexer_listed_only_on_chain_is_found_used_and_dropped_when_it_withdraws()
     assert_eq!(sum, part("expected"), "{report}");
     assert_eq!(part("escrowed"), 0, "every session settled on chain: {report}");
 }
+
+/// A ledger deployed before the registry existed gets one over it (`dci
+/// chain deploy-registry`): recorded in settlement.toml, readable, and only
+/// once.
+#[test]
+fn an_older_deployment_gets_its_registry_over_the_same_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let anvil = Anvil::start_with(&AnvilOptions::default()).expect("anvil (run `cargo xtask deps` if it is missing)");
+    let signer = dci_chain::node_signer(&dci_proto::Identity::from_secret([9; 32])).address();
+    let (ok, out, err) = run(
+        &Place::loopback(),
+        dir,
+        &["chain", "deploy", "--rpc-url", &anvil.url(), "--committee", &format!("{signer:?}")],
+    );
+    assert!(ok, "{out}{err}");
+    // As an older deployment: no registry recorded.
+    let mut config = SettlementConfig::load(dir).unwrap();
+    let ledger = config.evm.as_ref().unwrap().deployment.as_ref().unwrap().ledger;
+    config.evm.as_mut().unwrap().deployment.as_mut().unwrap().registry = None;
+    config.save(dir).unwrap();
+
+    let (ok, out, err) = run(&Place::loopback(), dir, &["chain", "deploy-registry"]);
+    assert!(ok && out.contains(&format!("over ledger {ledger}")) && out.contains("[chain]"), "{out}{err}");
+    let dep = SettlementConfig::load(dir).unwrap().evm.unwrap().deployment.unwrap();
+    assert_eq!(dep.ledger, ledger, "the same ledger");
+    let registry = dep.registry.expect("recorded");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let members = rt.block_on(dci_chain::read_members(&anvil.url(), registry)).unwrap();
+    assert_eq!(members, dci_chain::Members::default(), "a working, empty registry");
+    let (ok, _, err) = run(&Place::loopback(), dir, &["chain", "deploy-registry"]);
+    assert!(!ok && err.contains("already has its endpoint registry"), "{err}");
+}
