@@ -76,6 +76,7 @@ contract DciLedger is Escrow, Rewards {
         uint256 escrowed;
         uint256 stakedContainer;
         uint256 stakedChecker;
+        uint256 stakedIndexer;
         uint256 unbonding;
         uint256 pending;
     }
@@ -89,7 +90,9 @@ contract DciLedger is Escrow, Rewards {
             for (uint256 j = 0; j < _unbonding[a].length; j++) {
                 unb += _unbonding[a][j].amount;
             }
-            rows[i] = AccountRow(token.balanceOf(a), escrowed[a], staked[a][0], staked[a][1], unb, pendingRewards[a]);
+            rows[i] = AccountRow(
+                token.balanceOf(a), escrowed[a], staked[a][0], staked[a][1], staked[a][2], unb, pendingRewards[a]
+            );
         }
     }
 }

@@ -27,6 +27,10 @@ import {AthToken} from "./AthToken.sol";
 ///   batch.
 abstract contract LedgerBase {
     uint256 internal constant BPS = 10_000;
+    /// Stake roles (dci_ledger::StakeRole): a container host, a checker, an indexer.
+    uint8 public constant ROLE_CONTAINER = 0;
+    uint8 public constant ROLE_CHECKER = 1;
+    uint8 public constant ROLE_INDEXER = 2;
     /// How far a settler-given time may be from the block time.
     uint256 public constant MAX_SKEW_MS = 15 minutes * 1000;
 
@@ -111,6 +115,6 @@ abstract contract LedgerBase {
     }
 
     function _checkRole(uint8 role) internal pure {
-        if (role > 1) revert InvalidRole(role);
+        if (role > ROLE_INDEXER) revert InvalidRole(role);
     }
 }

@@ -5,9 +5,9 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {LedgerBase} from "./LedgerBase.sol";
 
-/// @title Staking of containers (role 0) and checkers (role 1), unbonding,
-/// the committee chain, and slashing with a committee quorum (SPEC R-LG2,
-/// R-LG4, R-CK6).
+/// @title Staking of containers (role 0), checkers (role 1) and indexers
+/// (role 2), unbonding, the committee chain, and slashing with a committee
+/// quorum (SPEC R-LG2, R-LG4, R-CK6).
 ///
 /// Trust assumptions:
 /// - Stake leaves only through unbonding: `unstake` starts the unbonding
@@ -15,7 +15,10 @@ import {LedgerBase} from "./LedgerBase.sol";
 ///   (times are checked against the chain clock, LedgerBase). An account has
 ///   at most MAX_UNBONDING (16) unbonding entries per role; an unstake beyond
 ///   that is refused (TooManyUnbonding) until released entries are withdrawn,
-///   so every loop over an account's entries is bounded (at most 32 entries).
+///   so every loop over an account's entries is bounded (at most 48 entries).
+/// - Indexer stake (role 2) is the Sybil cost of an indexer's place in the
+///   endpoint registry (DciRegistry). It is not slashable: no evidence scheme
+///   convicts an indexer, so a slash names role 0 or 1 (RoleNotSlashable).
 /// - The committee chain. The genesis committee (epoch 0) is fixed at
 ///   deployment: trust on deploy, like the token's genesis allocation (the
 ///   deployer passes the staked checkers' chain signer addresses). Every
@@ -43,9 +46,9 @@ import {LedgerBase} from "./LedgerBase.sol";
 ///   penalty.
 ///
 /// Gas bounds (`forge test --gas-report`, each call a transaction of its
-/// own; test/DciLedger.t.sol, GasTest): the worst slash — both roles' lists
-/// full (32 entries) and all 16 of the role's entries taken — costs about
-/// 612,000 gas; an unstake at the bound about 98,000. `setCommittee` costs
+/// own; test/DciLedger.t.sol, GasTest): the worst slash — the three roles'
+/// lists full (48 entries) and all 16 of the role's entries taken — costs
+/// about 784,000 gas; an unstake at the bound about 100,000. `setCommittee` costs
 /// about 230,000 gas for 3 members (2-3 signatures), 605,000 for 10 and
 /// 5,500,000 for 100 (100 signatures; 5,280,000 with 67): about 3,000 per
 /// signature recovered and 50,000 per member stored, so MAX_COMMITTEE (256
@@ -62,10 +65,10 @@ abstract contract Staking is LedgerBase {
     /// Members a committee may have.
     uint256 public constant MAX_COMMITTEE = 256;
 
-    mapping(address => uint256[2]) public staked;
+    mapping(address => uint256[3]) public staked;
     mapping(address => Unbonding[]) internal _unbonding;
     /// Per account and role, how many of `_unbonding` are of that role.
-    mapping(address => uint8[2]) internal _unbondingCount;
+    mapping(address => uint8[3]) internal _unbondingCount;
     /// Rewards credited and not claimed (kept here: slashing takes them first).
     mapping(address => uint256) public pendingRewards;
 
@@ -111,6 +114,7 @@ abstract contract Staking is LedgerBase {
     error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
     error SlashAlreadyApplied(bytes32 evidence);
     error NothingToSlash(address offender, uint8 role);
+    error RoleNotSlashable(uint8 role);
 
     /// `genesisCommittee`: the committee of epoch 0, trusted on deploy.
     constructor(address[] memory genesisCommittee) {
@@ -219,7 +223,7 @@ abstract contract Staking is LedgerBase {
         uint256 amount,
         bytes[] calldata signatures
     ) external onlySettler {
-        _checkRole(role);
+        if (role > ROLE_CHECKER) revert RoleNotSlashable(role);
         if (amount == 0) revert ZeroAmount();
         uint256 n = _committee[epoch].length;
         if (n == 0) revert NoCommittee(epoch);

@@ -183,6 +183,28 @@ contract DciLedgerTest is TestBase {
         ledger.checkHoldings();
     }
 
+    /// Indexers bond in role 2 (the registry's Sybil cost); it unbonds like
+    /// any stake, is never slashable, and there is no role 3.
+    function test_indexer_stake_is_a_role_of_its_own_and_not_slashable() public {
+        ledger.stake(ALICE, 2, 100 ether);
+        assertEq(ledger.staked(ALICE, 2), 100 ether, "indexer stake");
+        assertEq(ledger.staked(ALICE, 1), 0, "not checker stake");
+        ledger.unstake(ALICE, 2, 40 ether, nowMs());
+        assertEq(ledger.unbondingCount(ALICE, 2), 1, "unbonding in role 2");
+        vm.expectRevert(abi.encodeWithSelector(LedgerBase.InvalidRole.selector, 3));
+        ledger.stake(ALICE, 3, 1 ether);
+        bytes32 evidence = keccak256("an indexer");
+        bytes[] memory s = sigs(signing, ledger.slashDigest(ALICE, 2, 0, evidence, 1 ether));
+        vm.expectRevert(abi.encodeWithSelector(Staking.RoleNotSlashable.selector, 2));
+        ledger.slash(ALICE, 2, 0, evidence, 1 ether, s);
+        address[] memory who = new address[](1);
+        who[0] = ALICE;
+        DciLedger.AccountRow[] memory rows = ledger.accountRows(who);
+        assertEq(rows[0].stakedIndexer, 60 ether, "accountRows");
+        assertEq(rows[0].unbonding, 40 ether, "accountRows unbonding");
+        ledger.checkHoldings();
+    }
+
     function sig(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, MessageHashUtils.toEthSignedMessageHash(digest));
         return abi.encodePacked(r, s, v);
@@ -671,32 +693,35 @@ contract GasTest is TestBase {
         emit log_named_uint("setCommittee n=100, 67 signatures", measureSetCommittee(100, 67));
     }
 
-    /// The worst slash: both roles' lists full (32 entries, released at
+    /// The worst slash: all three roles' lists full (48 entries, released at
     /// different times), a 100% fraction, every entry of the role taken.
     function test_gas_slash_with_full_unbonding_lists() public {
         DciLedger ledger = deployWith(3, 10_000);
-        ledger.move(LIQUIDITY, BOB, 33 ether);
+        ledger.move(LIQUIDITY, BOB, 49 ether);
         ledger.stake(BOB, 0, 17 ether);
         ledger.stake(BOB, 1, 16 ether);
+        ledger.stake(BOB, 2, 16 ether);
         uint256 unstakeGas;
         for (uint256 i = 0; i < 16; i++) {
             vm.warp(1_700_000_000 + i);
             uint64 t = uint64(block.timestamp * 1000);
             ledger.unstake(BOB, 1, 1 ether, t);
+            ledger.unstake(BOB, 2, 1 ether, t);
             uint256 g = gasleft();
             ledger.unstake(BOB, 0, 1 ether + i, t);
             unstakeGas = g - gasleft();
         }
-        emit log_named_uint("unstake, the 16th entry of a role (32 in the list)", unstakeGas);
+        emit log_named_uint("unstake, the 16th entry of a role (48 in the list)", unstakeGas);
         bytes32 evidence = keccak256("worst case");
         uint256 amount = 32 ether;
         bytes[] memory s = signed(1000, 2, ledger.slashDigest(BOB, 0, 0, evidence, amount));
         uint256 g0 = gasleft();
         ledger.slash(BOB, 0, 0, evidence, amount, s);
         uint256 used = g0 - gasleft();
-        emit log_named_uint("slash taking all 16 entries of a role (32 in the list)", used);
+        emit log_named_uint("slash taking all 16 entries of a role (48 in the list)", used);
         assertEq(ledger.unbondingCount(BOB, 0), 0, "all taken");
-        assertEq(ledger.unbondingCount(BOB, 1), 16, "the other role kept");
+        assertEq(ledger.unbondingCount(BOB, 1), 16, "the other roles kept");
+        assertEq(ledger.unbondingCount(BOB, 2), 16, "the other roles kept");
         ledger.checkHoldings();
     }
 }

@@ -16,7 +16,8 @@ use std::time::{Instant, SystemTime};
 /// The binaries the tests and `dci-chain` use, in `contracts/node_modules/.bin`.
 const TOOLS: [&str; 3] = ["anvil", "forge", "cast"];
 /// The artifacts `dci-chain` deploys.
-const ARTIFACTS: [&str; 2] = ["out/AthToken.sol/AthToken.json", "out/DciLedger.sol/DciLedger.json"];
+const ARTIFACTS: [&str; 3] =
+    ["out/AthToken.sol/AthToken.json", "out/DciLedger.sol/DciLedger.json", "out/DciRegistry.sol/DciRegistry.json"];
 
 fn contracts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("contracts")

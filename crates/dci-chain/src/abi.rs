@@ -74,6 +74,7 @@ sol! {
             uint256 escrowed;
             uint256 stakedContainer;
             uint256 stakedChecker;
+            uint256 stakedIndexer;
             uint256 unbonding;
             uint256 pending;
         }
@@ -144,6 +145,7 @@ sol! {
         error SlashQuorum(uint256 valid, uint256 needed, uint256 committee);
         error SlashAlreadyApplied(bytes32 evidence);
         error NothingToSlash(address offender, uint8 role);
+        error RoleNotSlashable(uint8 role);
         error StaleSessionIndex(uint64 expected, uint64 found);
         error SessionAlreadyClosed(uint256 word, uint256 bits);
         error RefundOfOpenSession(uint256 word, uint256 bits);
@@ -162,5 +164,48 @@ sol! {
         error SelfTransfer(address account);
         error NotCustodian(address caller);
         error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed);
+    }
+}
+
+sol! {
+    #[sol(rpc, all_derives)]
+    contract DciRegistry {
+        struct Endpoint {
+            bytes32 node;
+            uint8 role;
+            uint64 seq;
+            bytes32 vrfPublic;
+            address chainSigner;
+            string addr;
+            bytes signature;
+        }
+        struct Row {
+            Endpoint endpoint;
+            uint256 stake;
+        }
+        constructor(address ledger, uint256 minCheckerStake, uint256 minIndexerStake);
+        function register(Endpoint e) external;
+        function withdraw(bytes32 node, uint64 seq, bytes signature) external;
+        function prune(bytes32 node) external;
+        function count() external view returns (uint256);
+        function page(uint256 start, uint256 n) external view returns (Row[] rows);
+        function endpointOf(bytes32 node) external view returns (Endpoint e);
+        function lastSeq(bytes32 node) external view returns (uint64);
+        function minStake(uint8 role) external view returns (uint256);
+        function accountOf(bytes32 node) external view returns (address);
+        function settler() external view returns (address);
+        function ledger() external view returns (address);
+        error NotSettler(address caller);
+        error InvalidRole(uint8 role);
+        error StaleSequence(bytes32 node, uint64 seq, uint64 last);
+        error SequenceAhead(bytes32 node, uint64 seq, uint256 limit);
+        error BadAddress(uint256 length, uint256 max);
+        error BadSignature(uint256 length, uint256 expected);
+        error CheckerKeys(bytes32 node);
+        error IndexerKeys(bytes32 node);
+        error StakeBelowMinimum(bytes32 node, uint8 role, uint256 have, uint256 need);
+        error RegistryFull(uint256 max);
+        error NotListed(bytes32 node);
+        error StillStaked(bytes32 node, uint256 have, uint256 need);
     }
 }

@@ -32,6 +32,11 @@ pub struct Deployment {
     pub settler: Address,
     /// Block of the ledger's deployment (event scans start here).
     pub deployed_at_block: u64,
+    /// The endpoint registry (DciRegistry: staked checkers and indexers
+    /// publish where they are reached); absent in deployments made before
+    /// it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Address>,
 }
 
 /// The creation bytecode of `contract` from forge's `out/` directory.
@@ -81,7 +86,7 @@ pub(crate) fn pools() -> DciLedger::Pools {
     }
 }
 
-fn create(client: &Client, code: Bytes, args: Vec<u8>, what: &str) -> Result<(Address, u64), ChainError> {
+pub(crate) fn create(client: &Client, code: Bytes, args: Vec<u8>, what: &str) -> Result<(Address, u64), ChainError> {
     let mut input = code.to_vec();
     input.extend_from_slice(&args);
     let tx = TransactionRequest::default().with_deploy_code(input);
@@ -94,7 +99,9 @@ fn create(client: &Client, code: Bytes, args: Vec<u8>, what: &str) -> Result<(Ad
 
 /// Deploys the ATH token (minting `genesis` to the accounts' addresses) and
 /// the ledger contract with `params`, whose settler is the deployer, then
-/// binds the ledger as the token's custodian. Three transactions.
+/// binds the ledger as the token's custodian, then deploys the endpoint
+/// registry over the ledger with the default minimums
+/// ([`crate::RegistryMinimums`]). Four transactions.
 ///
 /// `committee` is the genesis committee, the committee of epoch 0: the
 /// chain signers ([`crate::node_signer`]'s addresses) of the checkers
@@ -133,8 +140,9 @@ pub fn deploy(
     let (ledger, block) = create(&client, bytecode("DciLedger")?, ledger_args, "deploying DciLedger")?;
     let bind = AthToken::new(token, &client.provider).bindCustodian(ledger).into_transaction_request();
     client.send(bind, "binding the ledger as the token's custodian")?;
-    tracing::info!(%token, %ledger, chain_id, "deployed the dci ledger");
-    Ok(Deployment { chain_id, token, ledger, settler: client.from, deployed_at_block: block })
+    let registry = crate::registry::deploy_with(&client, ledger, &crate::RegistryMinimums::default())?;
+    tracing::info!(%token, %ledger, %registry, chain_id, "deployed the dci ledger and its endpoint registry");
+    Ok(Deployment { chain_id, token, ledger, settler: client.from, deployed_at_block: block, registry: Some(registry) })
 }
 
 /// The address standing for a DCI account on chain: the last 20 bytes of

@@ -175,18 +175,12 @@ impl std::fmt::Debug for EvmLedger {
 }
 
 fn role_u8(r: StakeRole) -> u8 {
-    match r {
-        StakeRole::Container => 0,
-        StakeRole::Checker => 1,
-    }
+    r.code()
 }
 
 fn role_of(r: u8) -> Result<StakeRole, ChainError> {
-    match r {
-        0 => Ok(StakeRole::Container),
-        1 => Ok(StakeRole::Checker),
-        other => Err(ChainError::Deployment(format!("expected a stake role 0 or 1 on chain, found {other}"))),
-    }
+    StakeRole::from_code(r)
+        .ok_or_else(|| ChainError::Deployment(format!("expected a stake role 0, 1 or 2 on chain, found {r}")))
 }
 
 /// What the ledger holds for one account, as simulated.
@@ -194,7 +188,7 @@ fn role_of(r: u8) -> Result<StakeRole, ChainError> {
 struct Row {
     balance: Amount,
     escrowed: Amount,
-    staked: [Amount; 2],
+    staked: [Amount; 3],
     pending: Amount,
 }
 
@@ -602,6 +596,7 @@ impl Sim<'_> {
     }
 
     fn slash(&mut self, report: &SlashReport, committee: &[NodeId]) -> Result<Slashed, LedgerError> {
+        dci_ledger::rules::slashable(report.role)?;
         if report.amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }
@@ -790,6 +785,10 @@ impl EvmLedger {
         self.resolution.take()
     }
 
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn ledger(&self) -> DciLedger::DciLedgerInstance<&alloy::providers::DynProvider> {
         DciLedger::new(self.dep.ledger, &self.client.provider)
     }
@@ -906,7 +905,11 @@ impl EvmLedger {
                 out.push(Row {
                     balance: u256_amount(r.balance)?,
                     escrowed: u256_amount(r.escrowed)?,
-                    staked: [u256_amount(r.stakedContainer)?, u256_amount(r.stakedChecker)?],
+                    staked: [
+                        u256_amount(r.stakedContainer)?,
+                        u256_amount(r.stakedChecker)?,
+                        u256_amount(r.stakedIndexer)?,
+                    ],
                     pending: u256_amount(r.pending)?,
                 });
             }
@@ -1236,7 +1239,7 @@ impl EvmLedger {
             Row {
                 balance: u256_amount(r.balance)?,
                 escrowed: u256_amount(r.escrowed)?,
-                staked: [u256_amount(r.stakedContainer)?, u256_amount(r.stakedChecker)?],
+                staked: [u256_amount(r.stakedContainer)?, u256_amount(r.stakedChecker)?, u256_amount(r.stakedIndexer)?],
                 pending: u256_amount(r.pending)?,
             },
             u256_amount(r.unbonding)?,
@@ -1332,7 +1335,7 @@ impl Settlement for EvmLedger {
 
     fn account(&self, account: &AccountId) -> Result<AccountView, LedgerError> {
         let (r, unbonding) = self.view_row(account)?;
-        let staked = r.staked[0].checked_add(r.staked[1])?;
+        let staked = r.staked[0].checked_add(r.staked[1])?.checked_add(r.staked[2])?;
         let view = AccountView { balance: r.balance, escrowed: r.escrowed, staked, unbonding, rewards: r.pending };
         if view == AccountView::default() && !self.ever_credited(account)? {
             return Err(LedgerError::UnknownAccount(account.clone()));
@@ -1413,6 +1416,7 @@ mod tests {
             ledger: Address::repeat_byte(2),
             settler: client.from,
             deployed_at_block: 0,
+            registry: None,
         };
         EvmLedger {
             client,
@@ -1562,7 +1566,7 @@ mod tests {
         let entries = [(1_000, 500), (0, 200), (1_000, 300), (1_000, 100), (1_000, 600)];
         let a = account_address(&p);
         let mut sim = sim(&l);
-        sim.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        sim.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO, Amount::ZERO], ..Row::default() });
         let unb = entries.iter().map(|&(t, ath)| Unb {
             role: StakeRole::Container,
             release_ms: release(t),
@@ -1596,7 +1600,7 @@ mod tests {
         );
         // Refused too when an earlier batch applied it on chain.
         let mut later = self::sim(&l);
-        later.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        later.rows.insert(a, Row { staked: [Amount::ath(100), Amount::ZERO, Amount::ZERO], ..Row::default() });
         later.committees.insert(4, signers.clone());
         later.slashes_done.insert(B256::from([1; 32]));
         let e = later.op(&again).unwrap_err();
@@ -1660,7 +1664,10 @@ mod tests {
 
         // Slashes: epoch 1 by its committee; epoch 2 has none.
         let p = acc("node:p");
-        sim.rows.insert(account_address(&p), Row { staked: [Amount::ath(100), Amount::ZERO], ..Row::default() });
+        sim.rows.insert(
+            account_address(&p),
+            Row { staked: [Amount::ath(100), Amount::ZERO, Amount::ZERO], ..Row::default() },
+        );
         let slash = |epoch: u64, by: &[Identity]| {
             let mut r = SlashReport::new(p.clone(), StakeRole::Container, epoch, [epoch as u8; 32], Amount::ath(1));
             for m in by {
@@ -1688,7 +1695,7 @@ mod tests {
         emb.stake(&p, StakeRole::Checker, Amount::ath(50)).unwrap();
         let mut sim = sim(&l);
         let a = account_address(&p);
-        sim.rows.insert(a, Row { staked: [Amount::ZERO, Amount::ath(50)], ..Row::default() });
+        sim.rows.insert(a, Row { staked: [Amount::ZERO, Amount::ath(50), Amount::ZERO], ..Row::default() });
         let container = Unb { role: StakeRole::Container, release_ms: 5, amount: Amount(1) };
         sim.unb.insert(a, vec![container; max]);
         let unstake = |i: u64| LedgerOp::Unstake {

@@ -4,7 +4,8 @@
 //! [`EvmLedger`], which implements [`dci_ledger::Settlement`] on them, so a
 //! node switches backends with one config line and users keep the same CLI.
 //!
-//! Entry points: [`deploy`] (`dci chain deploy`), [`EvmLedger::connect`]
+//! Entry points: [`deploy`] (`dci chain deploy`; the ledger and its endpoint
+//! registry), [`read_members`] (the registry's active set, verified), [`EvmLedger::connect`]
 //! (`dci devnet --settlement evm`), [`bench::run`] (`dci bench settlement`),
 //! [`Anvil`] (a local chain on a free port, killed on drop).
 //!
@@ -92,18 +93,22 @@ mod client;
 mod deploy;
 mod error;
 mod ledger;
+mod registry;
 
 pub use alloy::primitives::Address;
 pub use anvil::{ANVIL_ENV, Anvil, AnvilOptions, CAST_ENV, DEV_KEYS, contracts_dir, tool_path};
 pub use deploy::{ARTIFACTS_ENV, Deployment, bytecode, deploy};
 pub use error::ChainError;
 pub use ledger::{EvmLedger, LastBatch, Prepared, Resolution};
+pub use registry::{
+    ChainChecker, Ignored, Members, PAGE, RegistryMinimums, deploy_registry, judge, read_members, registry_domain,
+};
 
 use alloy::primitives::{B256, U256, keccak256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolValue;
-use dci_ledger::{LedgerError, SlashReport, StakeRole};
+use dci_ledger::{LedgerError, SlashReport};
 use dci_model::{AccountId, Amount, AmountError, NodeId};
 use dci_proto::Identity;
 
@@ -142,10 +147,7 @@ pub fn node_signer(identity: &Identity) -> PrivateKeySigner {
 /// for `report` (before the EIP-191 prefix): keccak256(abi.encode(typehash,
 /// chain id, ledger, offender address, role, epoch, evidence, amount)).
 pub fn slash_digest_at(chain_id: u64, ledger: Address, report: &SlashReport) -> B256 {
-    let role: u8 = match report.role {
-        StakeRole::Container => 0,
-        StakeRole::Checker => 1,
-    };
+    let role = report.role.code();
     keccak256(
         (
             keccak256(b"dci/slash-report/v1"),
@@ -252,6 +254,7 @@ pub fn chain_slash_signature(deployment: &Deployment, report: &SlashReport, iden
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dci_ledger::StakeRole;
 
     const CHAIN: u64 = 31_337;
 

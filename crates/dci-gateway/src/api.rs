@@ -270,13 +270,61 @@ pub struct NodeStakeRequest {
     pub node: String,
     /// Exact decimal ATH to bond.
     pub amount_ath: String,
-    /// The role: `container` (the default) or `checker`.
+    /// The role: `container` (the default), `checker` or `indexer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// When the node signed it, ms since the Unix epoch (taken within 60 s of the gateway's clock).
     pub at_ms: u64,
     /// The node's ed25519 signature of the request (`dci_proto::NodeStake`), hex.
     pub signature: String,
+}
+
+/// A checker or indexer publishes where it is reached in the chain's
+/// endpoint registry (evm backend only): a record it signed with its node
+/// key (`dci_proto::EndpointRecord`, bound to the chain and the registry),
+/// which the gateway verifies before it pays the gas to submit it. What
+/// `dci indexer register` and `dci checker register` send. The node needs
+/// its role's minimum stake bonded first (`dci indexer stake`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRegisterRequest {
+    /// The node id (64 hex digits).
+    pub node: String,
+    /// `checker` or `indexer`.
+    pub role: String,
+    /// The record's sequence (the node's clock in ms): it must be newer
+    /// than the node's last one on chain.
+    pub seq: u64,
+    /// Where it receives node messages (`host:port`); empty withdraws the
+    /// node's record.
+    pub addr: String,
+    /// A checker's committee VRF public key (64 hex digits); absent for an indexer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf_public: Option<String>,
+    /// A checker's chain signer (0x and 40 hex digits); absent for an indexer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_signer: Option<String>,
+    /// The node's ed25519 signature of the record, hex.
+    pub signature: String,
+}
+
+/// A registration on chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeRegisterInfo {
+    /// The node id.
+    pub node: String,
+    /// `checker` or `indexer`.
+    pub role: String,
+    /// The record's sequence.
+    pub seq: u64,
+    /// The address registered (empty: withdrawn).
+    pub addr: String,
+    /// The chain id.
+    pub chain_id: u64,
+    /// The registry's address.
+    pub registry: String,
+    /// The transaction that carried it.
+    pub transaction: String,
 }
 
 /// How an account's reward for one epoch was computed.

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{
     ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, MAX_CONTAINERS_PAGE,
-    MAX_OFFERS_PAGE, NodeStakeRequest, OFFERS_WINDOW, OfferInfo, RewardsInfo, SessionInfo, StakeRequest,
-    TransferRequest,
+    MAX_OFFERS_PAGE, NodeRegisterInfo, NodeRegisterRequest, NodeStakeRequest, OFFERS_WINDOW, OfferInfo, RewardsInfo,
+    SessionInfo, StakeRequest, TransferRequest,
 };
 
 /// Why a call failed.
@@ -158,6 +158,11 @@ impl Client {
     pub async fn stake(&self, req: &StakeRequest, unstake: bool) -> Result<BalanceInfo, ClientError> {
         let path = if unstake { "/v1/unstake" } else { "/v1/stake" };
         self.send(path, self.request(Method::POST, path).json(req)).await
+    }
+
+    /// `POST /v1/node-register`: a node publishes its signed endpoint record on chain.
+    pub async fn node_register(&self, req: &NodeRegisterRequest) -> Result<NodeRegisterInfo, ClientError> {
+        self.send("/v1/node-register", self.request(Method::POST, "/v1/node-register").json(req)).await
     }
 
     /// `POST /v1/node-stake`: a node bonds from its own account (signed, no API key).

@@ -24,9 +24,9 @@ use dci_model::{AccountId, SessionId};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeStakeRequest,
-    OfferInfo, PenaltyInfo, RewardsInfo, SegmentInfo, SessionInfo, SessionStatus, StakeRequest, TransferRequest,
-    TransitionInfo, UnbondingInfo, VerdictInfo,
+    ApiError, BalanceInfo, CandidateInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeRegisterInfo,
+    NodeRegisterRequest, NodeStakeRequest, OfferInfo, PenaltyInfo, RewardsInfo, SegmentInfo, SessionInfo,
+    SessionStatus, StakeRequest, TransferRequest, TransitionInfo, UnbondingInfo, VerdictInfo,
 };
 use crate::api::{MAX_CONTAINERS_PAGE, MAX_OFFERS_PAGE, OFFERS_WINDOW, Page};
 use crate::limits::{LimitsConfig, RateLimits};
@@ -63,6 +63,10 @@ pub trait ConsumerApi: Send + Sync + 'static {
     /// Bonds container stake from a node's own account, on the node's
     /// signature (not an API key); returns the node account's balance.
     fn node_stake(&self, req: NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>>;
+    /// Publishes a node-signed endpoint record in the chain's registry
+    /// (verified first); on a backend without one, an error saying where
+    /// membership comes from.
+    fn node_register(&self, req: NodeRegisterRequest) -> BoxFuture<'_, Result<NodeRegisterInfo, ApiError>>;
     /// Bonds (`unstake == false`) or starts unbonding stake for a role.
     fn stake(
         &self,
@@ -184,6 +188,7 @@ impl IntoResponse for ApiError {
         stake,
         unstake,
         node_stake,
+        node_register,
         withdraw,
         rewards,
         crate::relay::relay,
@@ -208,6 +213,8 @@ impl IntoResponse for ApiError {
         TransferRequest,
         StakeRequest,
         NodeStakeRequest,
+        NodeRegisterRequest,
+        NodeRegisterInfo,
         UnbondingInfo,
         RewardsInfo,
         ErrorBody
@@ -264,6 +271,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/v1/stake", post(stake)),
         ("/v1/unstake", post(unstake)),
         ("/v1/node-stake", post(node_stake)),
+        ("/v1/node-register", post(node_register)),
         ("/v1/withdraw", post(withdraw)),
         ("/v1/rewards", get(rewards)),
         (
@@ -693,6 +701,23 @@ async fn node_stake(
     s.api.node_stake(req).await.map(Json)
 }
 
+/// A checker or indexer publishes its endpoint in the chain's registry: a
+/// record signed with its node key for this chain and registry, verified
+/// here before the gateway pays the gas; the chain checks the node's stake
+/// and that the sequence is newer than its last. On the embedded backend
+/// there is no registry: membership comes from the network file (409).
+#[utoipa::path(post, path = "/v1/node-register", request_body = NodeRegisterRequest,
+    responses((status = 200, body = NodeRegisterInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn node_register(
+    State(s): State<AppState>,
+    body: Result<Json<NodeRegisterRequest>, JsonRejection>,
+) -> Result<Json<NodeRegisterInfo>, ApiError> {
+    let Json(req) = body
+        .map_err(|e| ApiError::bad_request(format!("expected a NodeRegisterRequest JSON body: {}", e.body_text())))?;
+    s.api.node_register(req).await.map(Json)
+}
+
 /// Withdraw unbonded stake that is due and claim pending epoch rewards.
 #[utoipa::path(post, path = "/v1/withdraw", responses((status = 200, body = BalanceInfo)))]
 async fn withdraw(State(s): State<AppState>, Caller(who): Caller) -> Result<Json<BalanceInfo>, ApiError> {
@@ -849,6 +874,9 @@ mod tests {
             none()
         }
         fn node_stake(&self, _: NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+            none()
+        }
+        fn node_register(&self, _: NodeRegisterRequest) -> BoxFuture<'_, Result<NodeRegisterInfo, ApiError>> {
             none()
         }
         fn stake(&self, _: AccountId, _: StakeRequest, _: bool) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use axum::http::header;
 use dci_gateway::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeStakeRequest, OfferInfo, Page,
-    RewardsInfo, SessionInfo, StakeRequest, TransferRequest,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, ErrorBody, NodeRegisterInfo,
+    NodeRegisterRequest, NodeStakeRequest, OfferInfo, Page, RewardsInfo, SessionInfo, StakeRequest, TransferRequest,
 };
 use dci_gateway::client::Client;
 use dci_gateway::limits::{Budget, LimitsConfig};
@@ -141,6 +141,9 @@ impl ConsumerApi for Role {
         not_here()
     }
     fn node_stake(&self, _: NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
+        not_here()
+    }
+    fn node_register(&self, _: NodeRegisterRequest) -> BoxFuture<'_, Result<NodeRegisterInfo, ApiError>> {
         not_here()
     }
     fn stake(&self, _: AccountId, _: StakeRequest, _: bool) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {

@@ -110,6 +110,12 @@ impl ConsumerApi for Role {
     fn node_stake(&self, _: dci_gateway::api::NodeStakeRequest) -> BoxFuture<'_, Result<BalanceInfo, ApiError>> {
         not_here()
     }
+    fn node_register(
+        &self,
+        _: dci_gateway::api::NodeRegisterRequest,
+    ) -> BoxFuture<'_, Result<dci_gateway::api::NodeRegisterInfo, ApiError>> {
+        not_here()
+    }
     fn rewards(&self, _: AccountId, _: Option<u64>) -> BoxFuture<'_, Result<RewardsInfo, ApiError>> {
         not_here()
     }

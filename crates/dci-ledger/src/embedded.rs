@@ -36,12 +36,13 @@ use crate::{
 };
 use tx::Tx;
 
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 /// Version 1 had accounts, escrows, settlements and API keys; version 2 adds
 /// the tables after `api_keys`; version 3 adds `settlements.extra_charged`
 /// and `slashed_evidence` (the at-most-once key of a slash: its evidence);
-/// version 4 adds `committees` (`LedgerOp::SetCommittee`, recorded).
+/// version 4 adds `committees` (`LedgerOp::SetCommittee`, recorded);
+/// version 5 lets `stakes` and `unbonding` hold the role `indexer`.
 /// Opening an older file upgrades it in place ([`upgrade`]): new tables
 /// start empty, the parameters at their defaults, the settlements of
 /// before charged no extra, and every evidence already slashed is recorded
@@ -87,14 +88,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS stakes (
     account TEXT NOT NULL,
-    role    TEXT NOT NULL CHECK (role IN ('container', 'checker')),
+    role    TEXT NOT NULL CHECK (role IN ('container', 'checker', 'indexer')),
     amount  TEXT NOT NULL,
     PRIMARY KEY (account, role)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS unbonding (
     id         INTEGER PRIMARY KEY,
     account    TEXT NOT NULL,
-    role       TEXT NOT NULL CHECK (role IN ('container', 'checker')),
+    role       TEXT NOT NULL CHECK (role IN ('container', 'checker', 'indexer')),
     amount     TEXT NOT NULL,
     release_at INTEGER NOT NULL
 );
@@ -374,7 +375,8 @@ impl RawSettlement {
 /// extra was charged before), and records the evidence of every slash
 /// applied so far in `slashed_evidence` (the earliest slash of each, when
 /// version 2 keyed slashes by epoch too and one evidence was slashed in
-/// several epochs; those rows stay in `slashes`).
+/// several epochs; those rows stay in `slashes`), and rebuilds `stakes` and
+/// `unbonding` of a file before version 5 so they take the indexer role.
 fn upgrade(c: &Connection) -> Result<(), LedgerError> {
     let has_extra: bool = c
         .query_row("SELECT count(*) FROM pragma_table_info('settlements') WHERE name = 'extra_charged'", [], |r| {
@@ -389,6 +391,21 @@ fn upgrade(c: &Connection) -> Result<(), LedgerError> {
         "INSERT OR IGNORE INTO slashed_evidence (evidence, seq) SELECT evidence, min(seq) FROM slashes GROUP BY evidence",
     )
     .st()?;
+    // SQLite cannot change a CHECK: a table made before the indexer role is
+    // rebuilt under the current one, its rows copied as they are (the
+    // second SCHEMA run makes the index the old table took with it).
+    for table in ["stakes", "unbonding"] {
+        let sql: String = c
+            .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+            .st()?;
+        if !sql.contains("'indexer'") {
+            c.execute_batch(&format!(
+                "ALTER TABLE {table} RENAME TO {table}_v4; {SCHEMA} INSERT INTO {table} SELECT * FROM {table}_v4; \
+                 DROP TABLE {table}_v4; {SCHEMA}"
+            ))
+            .st()?;
+        }
+    }
     Ok(())
 }
 
@@ -437,7 +454,7 @@ impl EmbeddedLedger {
                 tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION]).st()?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(v @ ("1" | "2" | "3")) => {
+            Some(v @ ("1" | "2" | "3" | "4")) => {
                 upgrade(&tx)?;
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA_VERSION]).st()?;
                 tracing::info!(location, "upgraded ledger schema from version {v} to {SCHEMA_VERSION}");
@@ -1119,6 +1136,52 @@ mod tests {
         // Stake that vanishes from its table breaks the invariant.
         l.conn.execute("DELETE FROM stakes", []).unwrap();
         assert!(matches!(l.check_invariant(), Err(LedgerError::Invariant { .. })));
+    }
+
+    /// A version 4 file (stakes limited to containers and checkers) keeps
+    /// its stakes and unbonding entries and takes indexer stake after the
+    /// upgrade.
+    #[test]
+    fn a_version_4_file_takes_indexer_stake_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let a = AccountId::new("node:a").unwrap();
+        let mut l = EmbeddedLedger::open(&path, &Genesis::default()).unwrap();
+        l.transfer(&accounts::liquidity(), &a, Amount::ath(10)).unwrap();
+        l.stake(&a, StakeRole::Checker, Amount::ath(4)).unwrap();
+        l.unstake(&a, StakeRole::Checker, Amount::ath(1), Timestamp(0)).unwrap();
+        let old = |t: &str| {
+            let sql: String = l
+                .conn
+                .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [t], |r| r.get(0))
+                .unwrap();
+            sql.replace("'container', 'checker', 'indexer'", "'container', 'checker'")
+        };
+        let (stakes, unbonding) = (old("stakes"), old("unbonding"));
+        l.conn
+            .execute_batch(&format!(
+                "UPDATE meta SET value = '4' WHERE key = 'schema';
+                 ALTER TABLE stakes RENAME TO s; {stakes}; INSERT INTO stakes SELECT * FROM s; DROP TABLE s;
+                 ALTER TABLE unbonding RENAME TO u; {unbonding}; INSERT INTO unbonding SELECT * FROM u; DROP TABLE u;"
+            ))
+            .unwrap();
+        assert!(l.stake(&a, StakeRole::Indexer, Amount::ath(1)).is_err(), "the old CHECK refuses the role");
+        drop(l);
+        let mut l = EmbeddedLedger::open(&path, &Genesis::default()).unwrap();
+        assert_eq!(l.staked(&a, StakeRole::Checker).unwrap(), Amount::ath(3));
+        assert_eq!(l.unbonding(&a).unwrap().len(), 1);
+        l.stake(&a, StakeRole::Indexer, Amount::ath(2)).unwrap();
+        assert_eq!(l.staked(&a, StakeRole::Indexer).unwrap(), Amount::ath(2));
+        let index: i64 = l
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'unbonding_by_account'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1, "the index is back");
+        l.check_invariant().unwrap();
     }
 
     #[test]

@@ -123,6 +123,8 @@ impl SlashFractions {
         match role {
             StakeRole::Container => self.container_bps,
             StakeRole::Checker => self.checker_bps,
+            // Never slashed (`rules::slash` refuses the role first).
+            StakeRole::Indexer => 0,
         }
     }
 }

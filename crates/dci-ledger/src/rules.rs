@@ -197,11 +197,24 @@ impl SlashTake {
     }
 }
 
+/// Refuses a slash of a role that is never slashed: an indexer's stake (no
+/// evidence scheme convicts an indexer; its stake is only the Sybil cost of
+/// its registry entry). The contract refuses it too (`RoleNotSlashable`).
+pub fn slashable(role: StakeRole) -> Result<(), LedgerError> {
+    match role {
+        StakeRole::Container | StakeRole::Checker => Ok(()),
+        StakeRole::Indexer => Err(LedgerError::InvalidInput(
+            "expected a slash of container or checker stake, found indexer stake (never slashed)".into(),
+        )),
+    }
+}
+
 /// What `report` takes from `held`, by the rule of the module docs and the
 /// role's fraction in `fractions`. [`LedgerError::NothingToSlash`] if the
 /// offender holds nothing at all in the role (no pending rewards, stake or
 /// unbonding stake).
 pub fn slash(report: &SlashReport, held: &Slashable, fractions: &SlashFractions) -> Result<SlashTake, LedgerError> {
+    slashable(report.role)?;
     let unbonding = held.unbonding.iter().try_fold(Amount::ZERO, |s, (_, a)| s.checked_add(*a))?;
     if held.pending.is_zero() && held.stake.is_zero() && unbonding.is_zero() {
         return Err(LedgerError::NothingToSlash { offender: report.offender.clone(), role: report.role });

@@ -107,10 +107,7 @@ impl SlashReport {
         b.extend_from_slice(SLASH_DOMAIN);
         b.extend_from_slice(&(o.len() as u16).to_be_bytes());
         b.extend_from_slice(o);
-        b.push(match self.role {
-            StakeRole::Container => 0,
-            StakeRole::Checker => 1,
-        });
+        b.push(self.role.code());
         b.extend_from_slice(&self.epoch.to_be_bytes());
         b.extend_from_slice(&self.evidence_hash);
         b.extend_from_slice(&self.amount.0.to_be_bytes());

@@ -1,6 +1,8 @@
 //! Staking vocabulary (R-LG2): who stakes, and stake on its way out.
 //!
-//! Containers and checkers bond stake per role. `unstake` moves stake into an
+//! Containers, checkers and indexers bond stake per role (an indexer's is
+//! the Sybil cost of its place in the chain's endpoint registry; it is never
+//! slashed: no evidence convicts an indexer). `unstake` moves stake into an
 //! unbonding entry released `unbonding_secs` ([`crate::Params`]) after the
 //! call's `now`; `withdraw_unbonded` returns every released entry to the
 //! balance. Unbonding stake is still slashable (a report cannot be dodged by
@@ -21,17 +23,35 @@ pub enum StakeRole {
     Container,
     /// A verifier.
     Checker,
+    /// A matcher (its place in the chain's endpoint registry).
+    Indexer,
 }
 
 impl StakeRole {
-    /// Both roles.
-    pub const ALL: [StakeRole; 2] = [StakeRole::Container, StakeRole::Checker];
+    /// Every role.
+    pub const ALL: [StakeRole; 3] = [StakeRole::Container, StakeRole::Checker, StakeRole::Indexer];
 
-    /// `container` or `checker`.
+    /// The role's number on the wire and on chain: 0 container, 1 checker,
+    /// 2 indexer.
+    pub fn code(self) -> u8 {
+        match self {
+            StakeRole::Container => 0,
+            StakeRole::Checker => 1,
+            StakeRole::Indexer => 2,
+        }
+    }
+
+    /// The role of number `code` ([`StakeRole::code`]).
+    pub fn from_code(code: u8) -> Option<StakeRole> {
+        StakeRole::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// `container`, `checker` or `indexer`.
     pub fn as_str(self) -> &'static str {
         match self {
             StakeRole::Container => "container",
             StakeRole::Checker => "checker",
+            StakeRole::Indexer => "indexer",
         }
     }
 }
@@ -48,8 +68,9 @@ impl FromStr for StakeRole {
         match s.trim() {
             "container" => Ok(StakeRole::Container),
             "checker" => Ok(StakeRole::Checker),
+            "indexer" => Ok(StakeRole::Indexer),
             other => Err(LedgerError::InvalidInput(format!(
-                "expected a stake role `container` or `checker`, found {other:?}"
+                "expected a stake role `container`, `checker` or `indexer`, found {other:?}"
             ))),
         }
     }
@@ -88,7 +109,10 @@ mod tests {
         for r in StakeRole::ALL {
             assert_eq!(r.to_string().parse::<StakeRole>().unwrap(), r);
         }
-        let e = "indexer".parse::<StakeRole>().unwrap_err();
-        assert!(e.to_string().contains("expected a stake role `container` or `checker`, found \"indexer\""), "{e}");
+        let e = "gateway".parse::<StakeRole>().unwrap_err();
+        assert!(
+            e.to_string().contains("expected a stake role `container`, `checker` or `indexer`, found \"gateway\""),
+            "{e}"
+        );
     }
 }

@@ -19,6 +19,7 @@ use dci_proto::Identity;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::membership::ChainSection;
 use crate::network::{Network, check_addr, opt_hex_id, resolve};
 use dci_gateway::limits::LimitsConfig;
 use dci_gateway::server::TlsFiles;
@@ -43,6 +44,8 @@ pub struct Base<'a> {
     pub key: &'a Path,
     /// The network file it joins.
     pub network: &'a Path,
+    /// The chain's endpoint registry, merged into the network file.
+    pub chain: Option<&'a ChainSection>,
 }
 
 /// A role's node config.
@@ -60,6 +63,9 @@ pub trait NodeFile: DeserializeOwned + Serialize + Sized {
     fn parse(text: &str) -> anyhow::Result<Self> {
         let c: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         check_addr("listen", c.base().listen)?;
+        if let Some(chain) = c.base().chain {
+            chain.validate()?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -131,6 +137,10 @@ pub struct IndexerConfig {
     /// this many seconds (default 3600).
     #[serde(default = "default_inspect_every")]
     pub inspect_every_secs: u64,
+    /// The chain's endpoint registry: its staked, signed checkers and
+    /// indexers are merged into the network file and followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainSection>,
 }
 
 fn default_inspect_every() -> u64 {
@@ -154,10 +164,19 @@ network = "network.toml"
 # Each schedulable container is inspected at random about once per this many
 # seconds (default 3600).
 inspect_every_secs = 3600
+
+# Optional, on the evm backend: the chain's endpoint registry. Staked checkers
+# and indexers registered there (`dci indexer register`, `dci checker register`)
+# are verified, merged into the network file (adding nodes, or replacing the
+# file's entry of the same id) and followed every poll_secs.
+# [chain]
+# rpc_url = "http://127.0.0.1:8545"   # the chain's JSON-RPC endpoint
+# registry = "0x..."                  # DciRegistry (`dci chain deploy` prints it)
+# poll_secs = 5                       # how often to read it (default 5)
 "#;
 
     fn base(&self) -> Base<'_> {
-        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network, chain: self.chain.as_ref() }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -212,6 +231,10 @@ pub struct CheckerConfig {
     /// The in-service evaluation floor: `devnet` (default) or `production`.
     #[serde(default)]
     pub evaluation: Floor,
+    /// The chain's endpoint registry: its staked, signed checkers and
+    /// indexers are merged into the network file and followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainSection>,
 }
 
 fn default_challenge_n() -> u32 {
@@ -244,10 +267,19 @@ challenge_n = 256
 min_deadline_secs = 10
 # In-service evaluation floor: "devnet" (default) or "production".
 evaluation = "devnet"
+
+# Optional, on the evm backend: the chain's endpoint registry. Staked checkers
+# and indexers registered there (`dci indexer register`, `dci checker register`)
+# are verified, merged into the network file (adding nodes, or replacing the
+# file's entry of the same id) and followed every poll_secs.
+# [chain]
+# rpc_url = "http://127.0.0.1:8545"   # the chain's JSON-RPC endpoint
+# registry = "0x..."                  # DciRegistry (`dci chain deploy` prints it)
+# poll_secs = 5                       # how often to read it (default 5)
 "#;
 
     fn base(&self) -> Base<'_> {
-        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network, chain: self.chain.as_ref() }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -335,6 +367,10 @@ pub struct GatewayConfig {
     /// https: the API's certificate and key (`[tls]`); plain http without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// The chain's endpoint registry: its staked, signed checkers and
+    /// indexers are merged into the network file and followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainSection>,
 }
 
 /// `[relay]` of a gateway's node.toml: the reverse tunnel hosts behind NAT
@@ -465,10 +501,20 @@ per_address = { per_minute = 1200, burst = 200 }
 per_key = { per_minute = 1200, burst = 200 }
 failed_auth = { per_minute = 10, burst = 20 }
 max_clients = 100000
+
+# Optional, on the evm backend: the chain's endpoint registry. Staked checkers
+# and indexers registered there are verified, merged into the network file and
+# followed (the gateway asks the indexers and seats the checkers it lists).
+# This gateway also relays nodes' signed registrations to it (POST
+# /v1/node-register) when its own ledger's deployment has a registry.
+# [chain]
+# rpc_url = "http://127.0.0.1:8545"
+# registry = "0x..."
+# poll_secs = 5
 "#;
 
     fn base(&self) -> Base<'_> {
-        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network }
+        Base { id: self.id, listen: &self.listen, key: &self.key, network: &self.network, chain: self.chain.as_ref() }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -553,6 +599,30 @@ mod tests {
         // What is written reads back the same.
         let text = toml::to_string_pretty(&g).unwrap();
         assert_eq!(GatewayConfig::parse(&text).unwrap(), g);
+    }
+
+    /// `[chain]` in every role's node.toml: the examples document it (commented
+    /// out), a good one reads back, a bad one says what it expected, unknown
+    /// keys are refused.
+    #[test]
+    fn a_chain_table_is_read_checked_and_documented() {
+        for example in [IndexerConfig::EXAMPLE, CheckerConfig::EXAMPLE, GatewayConfig::EXAMPLE] {
+            assert!(example.contains("# [chain]") && example.contains("# registry = \"0x...\""), "{example}");
+        }
+        let base = "listen = \"127.0.0.1:7100\"\nnetwork = \"n.toml\"\n";
+        let chain = format!("[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nregistry = \"0x{}\"\n", "ab".repeat(20));
+        let i = IndexerConfig::parse(&format!("{base}{chain}")).unwrap();
+        let c = i.chain.clone().unwrap();
+        assert_eq!((c.poll_secs, c.registry_address().unwrap().into_array()), (5, [0xab; 20]));
+        assert_eq!(IndexerConfig::parse(&toml::to_string_pretty(&i).unwrap()).unwrap(), i);
+        let g = GatewayConfig::parse(&format!("{base}{chain}poll_secs = 2\n")).unwrap();
+        assert_eq!(g.chain.unwrap().poll_secs, 2);
+        let e = err::<CheckerConfig>(&format!("{base}{chain}registy = \"0x00\"\n"));
+        assert!(e.contains("unknown field `registy`"), "{e}");
+        let e = err::<CheckerConfig>(&format!("{base}{}", chain.replace("0xabab", "0xzzab")));
+        assert!(e.contains("chain.registry: expected a contract address of 40 hex digits"), "{e}");
+        let e = err::<IndexerConfig>(&format!("{base}{chain}poll_secs = 0\n"));
+        assert!(e.contains("chain.poll_secs: expected at least 1 second, found 0"), "{e}");
     }
 
     #[test]

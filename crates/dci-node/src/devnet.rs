@@ -319,6 +319,7 @@ impl Devnet {
             view_refresh_ms: crate::gateway::DEFAULT_VIEW_REFRESH.as_millis() as u64,
             api_limits: devnet_limits(),
             tls: config.tls.clone(),
+            chain: None,
         };
         gateway.save(&gateway_dir)?;
         let gateway_key = gateway.identity(&gateway_dir)?;
@@ -329,6 +330,7 @@ impl Devnet {
             key: DEFAULT_KEY_FILE.into(),
             network: network_file.clone(),
             inspect_every_secs: config.inspect_every.as_secs().max(1),
+            chain: None,
         };
         indexer.save(&indexer_dir)?;
         let indexer_key = indexer.identity(&indexer_dir)?;
@@ -343,6 +345,7 @@ impl Devnet {
                 challenge_n: config.challenge_n,
                 min_deadline_secs: 10,
                 evaluation: Floor::Devnet,
+                chain: None,
             };
             c.save(&d)?;
             let key = c.identity(&d)?;
@@ -376,6 +379,7 @@ impl Devnet {
                     vram_gib: p.vram_gib,
                 }),
                 behaviour: config.dishonest.filter(|_| i + 1 == n).map(|b| b.name().to_owned()),
+                chain: None,
             };
             host.save(&d)?;
             let key = crate::keys::load_or_create(&d.join(crate::host::KEY_FILE))?;
@@ -420,6 +424,26 @@ impl Devnet {
             }
         };
         settings.save(&gateway_dir)?;
+        // On evm, every role follows the chain's endpoint registry too
+        // (deployed with the ledger): `[chain]` in each node's config, its
+        // RPC URL as this start's anvil has it.
+        if let Some(registry) = chain.as_ref().and_then(|c| c.deployment.registry) {
+            let section = crate::membership::ChainSection {
+                rpc_url: chain.as_ref().map(|c| c.rpc_url.clone()).unwrap_or_default(),
+                registry: format!("{registry:?}"),
+                poll_secs: crate::membership::DEFAULT_POLL_SECS,
+            };
+            GatewayConfig { chain: Some(section.clone()), ..gateway.clone() }.save(&gateway_dir)?;
+            IndexerConfig { chain: Some(section.clone()), ..indexer.clone() }.save(&indexer_dir)?;
+            for (i, (c, _)) in checkers.iter().enumerate() {
+                CheckerConfig { chain: Some(section.clone()), ..c.clone() }.save(&dir.join(checker_dir(i)))?;
+            }
+            for (d, _, _) in &containers {
+                let mut host = HostConfig::load(d)?;
+                host.chain = Some(section.clone());
+                host.save(d)?;
+            }
+        }
 
         // What the devnet does on the gateway's ledger before it runs (a
         // faucet's work): fund and bond every checker and container once,

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dci_gateway::api::{
-    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeStakeRequest, OFFERS_WINDOW, OfferInfo,
-    Page, RewardsInfo, SessionInfo, StakeRequest, TransferRequest, UnbondingInfo, ath,
+    ApiError, BalanceInfo, CommitteeInfo, ContainerInfo, DeployRequest, NodeRegisterInfo, NodeRegisterRequest,
+    NodeStakeRequest, OFFERS_WINDOW, OfferInfo, Page, RewardsInfo, SessionInfo, StakeRequest, TransferRequest,
+    UnbondingInfo, ath,
 };
 use dci_gateway::server::{BoxFuture, ConsumerApi, RelayTarget, Relayed as HttpRelayed};
 use dci_gateway_core::{
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::roles::{Bound, RoleHandle};
-use crate::settlement::{NodeLedger, blocking};
+use crate::settlement::{EMBEDDED_MEMBERSHIP, NodeLedger, RegistryAt, blocking};
 use crate::store::RecordStore;
 
 pub use dci_gateway_core::token_charge;
@@ -100,6 +101,11 @@ const TICK: Duration = Duration::from_millis(250);
 /// How far from the gateway's clock a node-signed request may be signed.
 pub const NODE_REQUEST_WINDOW: Duration = Duration::from_secs(60);
 
+/// A node's endpoint registrations are relayed to the chain at most once
+/// per this interval (each costs the gateway gas); a refused one does not
+/// count, and a withdrawal is not limited (it needs a listed record).
+pub const NODE_REGISTER_EVERY: Duration = Duration::from_secs(30);
+
 /// How long a consumer's call may wait for the core (the longest flow, a
 /// start or stop, is bounded by the container timeout well within this).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -119,6 +125,8 @@ pub struct GatewayNode {
     node_requests: Mutex<HashMap<Vec<u8>, dci_model::Timestamp>>,
     /// The public reads' cached view of the network.
     view: NetworkView,
+    /// Endpoint registrations relayed recently (node → when).
+    node_registers: Mutex<HashMap<NodeId, dci_model::Timestamp>>,
 }
 
 /// What `GET /v1/containers` and `GET /v1/offers` are served from: the
@@ -180,6 +188,7 @@ pub fn spawn_gateway(
         sessions: sessions.clone(),
         node_requests: Mutex::default(),
         view: NetworkView { refresh: view_refresh, containers: Default::default(), offers: Default::default() },
+        node_registers: Mutex::default(),
     });
     let mut pending = core.restore(clock::now(), records, last_epoch);
     // An indexer that cannot be reached is left out at once.
@@ -535,8 +544,11 @@ impl ConsumerApi for GatewayNode {
             let (role, stake_role) = match req.role.as_deref() {
                 None | Some("container") => (dci_proto::StakeAs::Container, StakeRole::Container),
                 Some("checker") => (dci_proto::StakeAs::Checker, StakeRole::Checker),
+                Some("indexer") => (dci_proto::StakeAs::Indexer, StakeRole::Indexer),
                 Some(other) => {
-                    return Err(ApiError::bad_request(format!("role: expected container or checker, found {other:?}")));
+                    return Err(ApiError::bad_request(format!(
+                        "role: expected container, checker or indexer, found {other:?}"
+                    )));
                 }
             };
             let stake = dci_proto::NodeStake { node, role, amount, at: dci_model::Timestamp(req.at_ms) };
@@ -563,6 +575,69 @@ impl ConsumerApi for GatewayNode {
             self.ledger(|l| l.stake(&account, stake_role, amount))?;
             tracing::info!(node = %node.short(), %amount, role = %stake_role, "a node bonded stake");
             self.balance(account).await
+        })
+    }
+
+    fn node_register(&self, req: NodeRegisterRequest) -> BoxFuture<'_, Result<NodeRegisterInfo, ApiError>> {
+        Box::pin(async move {
+            let domain = match self.ledger(|l| l.registry())? {
+                RegistryAt::Chain(d) => d,
+                RegistryAt::Embedded => return Err(ApiError::new(409, "no_registry", EMBEDDED_MEMBERSHIP)),
+                RegistryAt::NotDeployed => {
+                    return Err(ApiError::new(
+                        409,
+                        "no_registry",
+                        "this gateway's chain deployment has no endpoint registry (deployed before it existed): \
+                         deploy one over its ledger with `dci chain deploy-registry`",
+                    ));
+                }
+            };
+            let (record, signature) = endpoint_record(&req)?;
+            record.verify(&domain, &signature).map_err(|e| match e {
+                dci_proto::EndpointError::BadSignature { .. } => ApiError::unauthorized(e.to_string()),
+                dci_proto::EndpointError::Invalid(m) => ApiError::bad_request(m),
+            })?;
+            let (node, role, seq, addr) = (record.node, record.role, record.seq, record.addr.clone());
+            let chain_error = |e: dci_chain::ChainError| match e {
+                dci_chain::ChainError::Refused { why, .. } => ApiError::new(409, "refused", why),
+                dci_chain::ChainError::Unreachable { .. } => ApiError::unavailable(e.to_string()),
+                dci_chain::ChainError::Input(m) => ApiError::bad_request(m),
+                other => ApiError::internal(other.to_string()),
+            };
+            // What the chain would refuse costs nothing; a registration it
+            // would take is relayed at most once per NODE_REGISTER_EVERY per
+            // node (a withdrawal needs a listed record, so it follows one).
+            let (r, s) = (record.clone(), signature.clone());
+            self.ledger(move |l| l.check_endpoint(r, s))?.map_err(chain_error)?;
+            if !record.is_withdrawal() {
+                let now = clock::now();
+                let mut recent = self.node_registers.lock().expect("node registers lock");
+                recent.retain(|_, at| now.since(*at) < NODE_REGISTER_EVERY);
+                if let Some(at) = recent.get(&node) {
+                    let wait = NODE_REGISTER_EVERY.saturating_sub(now.since(*at));
+                    return Err(ApiError::new(
+                        429,
+                        "too_many_requests",
+                        format!(
+                            "expected at most one registration of node {node} per {} s (each costs gas); try again in {} s",
+                            NODE_REGISTER_EVERY.as_secs(),
+                            wait.as_secs() + 1
+                        ),
+                    ));
+                }
+                recent.insert(node, now);
+            }
+            let tx = self.ledger(move |l| l.register_endpoint(record, signature))?.map_err(chain_error)?;
+            tracing::info!(node = %node.short(), role = role.as_str(), seq, %addr, "a node registered its endpoint on chain");
+            Ok(NodeRegisterInfo {
+                node: node.to_string(),
+                role: role.as_str().into(),
+                seq,
+                addr,
+                chain_id: domain.chain_id,
+                registry: format!("0x{}", hex::encode(domain.registry)),
+                transaction: format!("0x{}", hex::encode(tx)),
+            })
         })
     }
 
@@ -648,4 +723,26 @@ impl ConsumerApi for GatewayNode {
             })
         })
     }
+}
+
+/// The record and signature a [`NodeRegisterRequest`] carries; a malformed
+/// field is a 400 naming it.
+fn endpoint_record(req: &NodeRegisterRequest) -> Result<(dci_proto::EndpointRecord, Vec<u8>), ApiError> {
+    let node: NodeId = req.node.parse().map_err(|e| ApiError::bad_request(format!("node: {e}")))?;
+    let role: dci_proto::EndpointRole =
+        req.role.parse().map_err(|e: dci_proto::EndpointError| ApiError::bad_request(e.to_string()))?;
+    fn hex_field<const N: usize>(field: &str, v: Option<&String>) -> Result<[u8; N], ApiError> {
+        let Some(v) = v else { return Ok([0; N]) };
+        let mut out = [0u8; N];
+        hex::decode_to_slice(v.strip_prefix("0x").unwrap_or(v), &mut out)
+            .map_err(|_| ApiError::bad_request(format!("{field}: expected {} hex digits, found {v:?}", 2 * N)))?;
+        Ok(out)
+    }
+    let vrf_public = hex_field::<32>("vrf_public", req.vrf_public.as_ref())?;
+    let chain_signer = hex_field::<20>("chain_signer", req.chain_signer.as_ref())?;
+    let signature = hex::decode(&req.signature)
+        .map_err(|_| ApiError::bad_request("signature: expected hex (the node's ed25519 signature)"))?;
+    let record =
+        dci_proto::EndpointRecord { node, role, seq: req.seq, addr: req.addr.clone(), vrf_public, chain_signer };
+    Ok((record, signature))
 }

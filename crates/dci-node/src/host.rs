@@ -131,6 +131,11 @@ pub struct HostConfig {
     /// Absent: honest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<String>,
+    /// The chain's endpoint registry: its staked, signed checkers and
+    /// indexers are merged into the network file and followed
+    /// ([`crate::membership`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::membership::ChainSection>,
 }
 
 /// A commented `container.toml`: every key, its meaning and its default
@@ -173,6 +178,16 @@ bandwidth_down_mbps = 1000
 # Development only: cheat at capacity challenges to watch the checkers catch it
 # ("wrong-product", "replay", "change-rows-after-commit" or "dark"; default honest).
 # behaviour = "wrong-product"
+
+# Optional, on the evm backend: the chain's endpoint registry. Staked checkers
+# and indexers registered there are verified and merged into the network file
+# (adding nodes, or replacing the file's entry of the same id): the host
+# registers with each indexer and trusts each checker it lists, followed every
+# poll_secs.
+# [chain]
+# rpc_url = "http://127.0.0.1:8545"
+# registry = "0x..."
+# poll_secs = 5
 "#;
 
 impl HostConfig {
@@ -181,9 +196,13 @@ impl HostConfig {
         let path = dir.join(CONTAINER_FILE);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {} (`dci container run --print-example` shows one)", path.display()))?;
-        toml::from_str(&text)
+        let c: HostConfig = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
-            .with_context(|| format!("{}: not a valid container config", path.display()))
+            .with_context(|| format!("{}: not a valid container config", path.display()))?;
+        if let Some(chain) = &c.chain {
+            chain.validate().with_context(|| format!("{}: not a valid container config", path.display()))?;
+        }
+        Ok(c)
     }
 
     /// Writes it to `dir/container.toml`.
@@ -284,6 +303,7 @@ pub fn node_stake_request(
         role: match role {
             dci_proto::StakeAs::Container => None,
             dci_proto::StakeAs::Checker => Some("checker".into()),
+            dci_proto::StakeAs::Indexer => Some("indexer".into()),
         },
         at_ms: stake.at.0,
         signature: hex::encode(stake.sign(identity)),
@@ -296,7 +316,8 @@ pub fn node_stake_request(
 pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> anyhow::Result<Host> {
     let config = HostConfig::load(dir)?;
     let network_path = resolve(dir, &config.network);
-    let network = Network::load(&network_path)?;
+    let start = crate::membership::load(&network_path, config.chain.as_ref()).await?;
+    let network = start.network();
     let peers = crate::node::container_peers(&network)
         .with_context(|| format!("the network file {}", network_path.display()))?;
     let services = config.services()?;
@@ -370,7 +391,7 @@ pub async fn run(dir: &Path, program: &Path, shutdown: CancellationToken) -> any
         }
     });
     let follow = control.clone();
-    crate::network::watch(network_path, network, shutdown.clone(), move |n| {
+    crate::membership::follow(network_path, config.chain.clone(), start, shutdown.clone(), move |n| {
         let control = follow.clone();
         async move {
             match crate::node::container_peers(&n) {

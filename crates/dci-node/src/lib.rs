@@ -13,7 +13,8 @@
 //! - [`settlement`]: the ledger backend a node settles on (embedded or evm,
 //!   one config line) and the gateway's [`settlement::NodeLedger`].
 //! - [`config`], [`network`]: a role's node config (`node.toml`) and the
-//!   network file every role takes its peers from.
+//!   network file every role takes its peers from; [`membership`]: that
+//!   file merged with the chain's endpoint registry (`[chain]`), followed.
 //! - [`node`]: each role built from its own data directory (`dci gateway|
 //!   indexer|checker run`, and the devnet).
 //! - [`devnet`]: the whole network on loopback in one call.
@@ -33,6 +34,7 @@ pub mod devnet;
 pub mod gateway;
 pub mod host;
 pub mod keys;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;

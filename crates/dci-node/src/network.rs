@@ -33,7 +33,7 @@
 //! node added or removed is trusted or not from then on.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use dci_model::NodeId;
@@ -247,47 +247,18 @@ pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() { path.to_path_buf() } else { dir.join(path) }
 }
 
-/// What tells a change of the file: its modification time and length.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 /// Watches the network file at `path` until `shutdown`: every
 /// [`WATCH_EVERY`] it looks at the file's modification time and length,
 /// and when they changed and the file reads as a valid network different
 /// from `current`, calls `changed` with it (awaited: a role hands it to its
 /// core). A file that does not read is logged and the last one is kept.
-pub fn watch<F, Fut>(path: PathBuf, mut current: Network, shutdown: CancellationToken, mut changed: F)
+/// ([`crate::membership::follow`] without a chain.)
+pub fn watch<F, Fut>(path: PathBuf, current: Network, shutdown: CancellationToken, changed: F)
 where
     F: FnMut(Network) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    tokio::spawn(async move {
-        let mut last = stamp(&path);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(WATCH_EVERY) => {}
-            }
-            let now = stamp(&path);
-            if now == last {
-                continue;
-            }
-            last = now;
-            match Network::load(&path) {
-                Ok(n) if n == current => {}
-                Ok(n) => {
-                    tracing::info!(file = %path.display(), "the network file changed: taking its peers");
-                    current = n.clone();
-                    changed(n).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "the network file changed but does not read; keeping the last one")
-                }
-            }
-        }
-    });
+    crate::membership::follow(path, None, crate::membership::Start { file: current, members: None }, shutdown, changed)
 }
 
 /// A node id as 64 hex digits.

@@ -3,8 +3,9 @@
 //! every role in one process: the node config (`node.toml`,
 //! [`crate::config`]), the key file, and the network file it names
 //! ([`crate::network`]). A role reads nothing else: no shared disk, no
-//! shared process. Each watches its network file and hands its core the
-//! new peers when it changes ([`crate::network::watch`]).
+//! shared process. Each watches its network file (merged with the chain's
+//! endpoint registry when its config has `[chain]`) and hands its core the
+//! new peers when it changes ([`crate::membership::follow`]).
 //! The container host is built the same way by [`crate::host::run`].
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CheckerConfig, GatewayConfig, IndexerConfig, NodeFile};
 use crate::gateway::{GatewayNode, spawn_gateway};
-use crate::network::{CheckerEntry, GatewayEntry, IndexerEntry, Network, watch};
+use crate::membership::{ChainSection, Start, follow};
+use crate::network::{CheckerEntry, GatewayEntry, IndexerEntry, Network};
 use crate::roles::{Bound, RoleHandle, spawn_checker, spawn_indexer};
 use crate::settlement::NodeLedger;
 use crate::store::RecordStore;
@@ -90,9 +92,20 @@ pub fn gateway_peers(
     Ok((indexers, seats))
 }
 
-/// Logs a warning when the network file does not list this node.
-fn warn_unlisted(role: &str, listed: bool, id: &Identity, path: &Path) {
-    if !listed {
+/// Logs a warning when neither the network file nor the chain's registry
+/// (with `[chain]`) lists this node.
+fn warn_unlisted(role: &str, listed: bool, id: &Identity, path: &Path, chain: bool) {
+    if listed {
+        return;
+    }
+    if chain && role != "gateway" {
+        tracing::warn!(
+            id = %id.id(),
+            file = %path.display(),
+            "this {role} is neither in the network file nor in the chain's registry: other nodes will not trust it \
+             until it is (`dci {role} stake`, then `dci {role} register`; or add `dci {role} id` to the file)"
+        );
+    } else {
         tracing::warn!(
             id = %id.id(),
             file = %path.display(),
@@ -101,17 +114,20 @@ fn warn_unlisted(role: &str, listed: bool, id: &Identity, path: &Path) {
     }
 }
 
-/// Watches `path` and sends the peers `map` derives from each new version
-/// into `tx`; a version that does not give the role's peers is logged.
+/// Follows the membership (the network file at `path`, merged with the
+/// chain's registry with `chain`) and sends the peers `map` derives from
+/// each new version into `tx`; a version that does not give the role's
+/// peers is logged.
 fn watch_peers<P: Send + 'static, I: Send + 'static>(
     path: PathBuf,
-    network: Network,
+    chain: Option<ChainSection>,
+    start: Start,
     shutdown: CancellationToken,
     map: fn(&Network) -> anyhow::Result<P>,
     wrap: fn(P) -> I,
     tx: mpsc::Sender<I>,
 ) {
-    watch(path, network, shutdown, move |n| {
+    follow(path, chain, start, shutdown, move |n| {
         let tx = tx.clone();
         async move {
             match map(&n) {
@@ -131,9 +147,11 @@ pub async fn start_indexer(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     let config = IndexerConfig::load(dir)?;
     let identity = config.identity(dir)?;
     let path = config.network_path(dir);
-    let network = Network::load(&path)?;
+    let start = crate::membership::load(&path, config.chain.as_ref()).await?;
+    let network = start.network();
     let peers = indexer_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
-    warn_unlisted("indexer", network.indexers.iter().any(|x| x.id == identity.id()), &identity, &path);
+    let listed = network.indexers.iter().any(|x| x.id == identity.id());
+    warn_unlisted("indexer", listed, &identity, &path, config.chain.is_some());
     let core = dci_indexer::Config {
         standby_every: Some(Duration::from_secs(config.inspect_every_secs)),
         seed: rand::random(),
@@ -145,7 +163,7 @@ pub async fn start_indexer(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     let bound = Bound::bind(identity, NetworkId::of(&network.name), &config.listen).await?;
     let (tx, rx) = mpsc::channel(4);
     let role = spawn_indexer(bound, core, store, rx, shutdown.clone())?;
-    watch_peers(path, network, shutdown, indexer_peers, dci_indexer::Input::Peers, tx);
+    watch_peers(path, config.chain, start, shutdown, indexer_peers, dci_indexer::Input::Peers, tx);
     Ok(role)
 }
 
@@ -154,7 +172,8 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     let config = CheckerConfig::load(dir)?;
     let identity = config.identity(dir)?;
     let path = config.network_path(dir);
-    let network = Network::load(&path)?;
+    let start = crate::membership::load(&path, config.chain.as_ref()).await?;
+    let network = start.network();
     let peers = checker_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
     match network.checkers.iter().find(|c| c.id == identity.id()) {
         Some(listed) => {
@@ -169,7 +188,7 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
                 hex::encode(listed.chain_signer)
             );
         }
-        None => warn_unlisted("checker", false, &identity, &path),
+        None => warn_unlisted("checker", false, &identity, &path, config.chain.is_some()),
     }
     let core = dci_checker::Config {
         indexers: peers.indexers,
@@ -183,7 +202,7 @@ pub async fn start_checker(dir: &Path, shutdown: CancellationToken) -> anyhow::R
     let bound = Bound::bind(identity.clone(), NetworkId::of(&network.name), &config.listen).await?;
     let (tx, rx) = mpsc::channel(4);
     let role = spawn_checker(bound, core, identity, rx, shutdown.clone())?;
-    watch_peers(path, network, shutdown, checker_peers, dci_checker::Input::Peers, tx);
+    watch_peers(path, config.chain, start, shutdown, checker_peers, dci_checker::Input::Peers, tx);
     Ok(role)
 }
 
@@ -247,10 +266,11 @@ pub async fn start_gateway(
     })?;
     let identity = config.identity(dir)?;
     let path = config.network_path(dir);
-    let network = Network::load(&path)?;
+    let start = crate::membership::load(&path, config.chain.as_ref()).await?;
+    let network = start.network();
     let (indexers, seats) = gateway_peers(&network).with_context(|| format!("the network file {}", path.display()))?;
     let me = network.gateways.iter().find(|g| g.id == identity.id());
-    warn_unlisted("gateway", me.is_some(), &identity, &path);
+    warn_unlisted("gateway", me.is_some(), &identity, &path, false);
     let api_url = me.map_or_else(|| config.api_url(), |g| g.api.clone());
     // A certificate that does not load fails the start, before any state is touched.
     let tls = match config.tls_files(dir) {
@@ -328,7 +348,7 @@ pub async fn start_gateway(
         crate::relay::start(relay, identity.clone(), node.clone(), shutdown.clone()).await?;
     }
     let peers = node.clone();
-    watch(path, network, shutdown, move |n| {
+    follow(path, config.chain.clone(), start, shutdown, move |n| {
         let node = peers.clone();
         async move {
             match gateway_peers(&n) {
@@ -408,4 +428,61 @@ pub fn entry(role: &str, dir: &Path) -> anyhow::Result<String> {
     }
     text.push_str(&toml::to_string_pretty(&s)?);
     Ok(text)
+}
+
+/// The request that publishes the endpoint of the node with key
+/// `identity` as a `role` reached at `addr` (empty: withdraws its record)
+/// in the registry of `chain`, signed now (the sequence is the node's
+/// clock in ms) for that chain's id, which is asked of its RPC endpoint.
+pub async fn register_request(
+    identity: &Identity,
+    role: dci_proto::EndpointRole,
+    addr: String,
+    chain: &ChainSection,
+) -> anyhow::Result<dci_gateway::api::NodeRegisterRequest> {
+    let registry = chain.registry_address()?;
+    let domain = dci_chain::registry_domain(&chain.rpc_url, registry)
+        .await
+        .with_context(|| format!("asking {} for its chain id", chain.rpc_url))?;
+    let (vrf_public, chain_signer) = match role {
+        dci_proto::EndpointRole::Checker if !addr.is_empty() => {
+            let e = CheckerEntry::of(identity, addr.clone());
+            (e.vrf_public, e.chain_signer)
+        }
+        _ => ([0; 32], [0; 20]),
+    };
+    let record = dci_proto::EndpointRecord {
+        node: identity.id(),
+        role,
+        seq: crate::clock::now().0,
+        addr,
+        vrf_public,
+        chain_signer,
+    };
+    record.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signature = record.sign(identity, &domain);
+    let keys = vrf_public != [0; 32];
+    Ok(dci_gateway::api::NodeRegisterRequest {
+        node: identity.id().to_string(),
+        role: role.as_str().into(),
+        seq: record.seq,
+        addr: record.addr,
+        vrf_public: keys.then(|| hex::encode(vrf_public)),
+        chain_signer: keys.then(|| format!("0x{}", hex::encode(chain_signer))),
+        signature: hex::encode(signature),
+    })
+}
+
+/// The address a node registers: `addr` if given, else its `listen`,
+/// which must then name a host other machines reach.
+pub fn register_addr(listen: &str, addr: Option<String>) -> anyhow::Result<String> {
+    if let Some(a) = addr {
+        crate::network::check_addr("--addr", &a)?;
+        return Ok(a);
+    }
+    anyhow::ensure!(
+        !(listen.starts_with("0.0.0.0:") || listen.starts_with("[::]:")),
+        "listen is {listen:?}, every interface: pass --addr host:port, the address other machines reach this node at"
+    );
+    Ok(listen.to_owned())
 }

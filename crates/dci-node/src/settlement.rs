@@ -35,7 +35,7 @@ use dci_ledger::{
     SupplyReport, UnbondingEntry, accounts,
 };
 use dci_model::{AccountId, Amount};
-use dci_proto::ChainDomain;
+use dci_proto::{ChainDomain, EndpointRecord, RegistryDomain};
 use serde::{Deserialize, Serialize};
 
 use crate::store::RecordStore;
@@ -342,6 +342,21 @@ impl<S: Settlement + 'static> Settlement for OnThread<S> {
     }
 }
 
+/// Why an embedded gateway has no endpoint registry.
+pub const EMBEDDED_MEMBERSHIP: &str = "this gateway's ledger is embedded, which has no endpoint registry: membership \
+     comes from the network file; add the node's entry (`dci indexer id`, `dci checker id`) to every node's network.toml";
+
+/// Where a gateway's ledger takes endpoint registrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryAt {
+    /// The embedded backend: none ([`EMBEDDED_MEMBERSHIP`]).
+    Embedded,
+    /// A chain deployment made before the registry existed.
+    NotDeployed,
+    /// The registry of the chain ledger.
+    Chain(RegistryDomain),
+}
+
 /// The gateway's ledger: the embedded one, or the chain backend next to
 /// the embedded books that keep the API keys. On the chain, session
 /// settlement is queued and sent in batches (see the module docs).
@@ -620,6 +635,44 @@ impl NodeLedger {
         let Some(c) = &self.chain else { return Ok(None) };
         let dep = c.evm.call(|l| Ok(l.deployment().clone()))?;
         Ok(Some(ChainDomain { chain_id: dep.chain_id, ledger: dep.ledger.into_array() }))
+    }
+
+    /// Where nodes register their endpoints (issue 15): nowhere on the
+    /// embedded backend (membership is the network file), else the chain
+    /// deployment's registry, if it has one.
+    pub fn registry(&self) -> Result<RegistryAt, LedgerError> {
+        let Some(c) = &self.chain else { return Ok(RegistryAt::Embedded) };
+        let domain = c.evm.call(|l| Ok(l.registry_domain()))?;
+        Ok(domain.map_or(RegistryAt::NotDeployed, RegistryAt::Chain))
+    }
+
+    /// What the chain's registry would answer a node-signed endpoint record
+    /// now (verified and simulated, nothing sent); the errors as
+    /// [`NodeLedger::register_endpoint`]'s.
+    pub fn check_endpoint(
+        &self,
+        record: EndpointRecord,
+        signature: Vec<u8>,
+    ) -> Result<Result<(), dci_chain::ChainError>, LedgerError> {
+        let Some(c) = &self.chain else {
+            return Ok(Err(dci_chain::ChainError::Input(EMBEDDED_MEMBERSHIP.into())));
+        };
+        c.evm.call(move |l| Ok(l.check_endpoint(&record, &signature)))
+    }
+
+    /// Publishes a node-signed endpoint record in the chain's registry, on
+    /// the ledger's thread (the settler key sends one transaction at a
+    /// time, in order with the settlement batches). The outer error: the
+    /// ledger thread is gone; the inner one: the chain's answer.
+    pub fn register_endpoint(
+        &mut self,
+        record: EndpointRecord,
+        signature: Vec<u8>,
+    ) -> Result<Result<[u8; 32], dci_chain::ChainError>, LedgerError> {
+        let Some(c) = &self.chain else {
+            return Ok(Err(dci_chain::ChainError::Input(EMBEDDED_MEMBERSHIP.into())));
+        };
+        c.evm.call(move |l| Ok(l.register_endpoint(&record, &signature).map(|h| h.0)))
     }
 
     /// Creates an API key for `account` (kept in the embedded books).

@@ -16,6 +16,7 @@
 //! the transport (`dci-node`) moves frames, the roles handle messages.
 
 mod committee;
+mod endpoint;
 mod envelope;
 mod messages;
 mod node_request;
@@ -27,6 +28,7 @@ pub use committee::{
     ChainDomain, CommitteeAnnouncement, CommitteeCandidate, Evidence, SortitionProof, TRANSCRIPT_DOMAIN,
     sign_transcript, transcript_bytes,
 };
+pub use endpoint::{EndpointError, EndpointRecord, EndpointRole, MAX_ENDPOINT_ADDR, RegistryDomain};
 pub use envelope::{
     Channel, FRAME_HEADER_LEN, Identity, MAX_MESSAGE_BYTES, MAX_PREFACE_BYTES, NetworkId, Opened, Opener, ProtoError,
     Side, VERSION, bind_proof, check_bind_proof, check_preface, frame, frame_len, preface, seal,

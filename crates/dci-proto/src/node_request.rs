@@ -23,6 +23,8 @@ pub enum StakeAs {
     Container,
     /// A checker (its weight in the epoch committee's sortition).
     Checker,
+    /// An indexer (its place in the chain's endpoint registry).
+    Indexer,
 }
 
 /// "Bond `amount` of my account's balance as `role` stake", from the node.

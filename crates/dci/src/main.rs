@@ -351,6 +351,33 @@ enum IndexerCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Bond indexer stake from this indexer's own account (`node:<id>`),
+    /// signed with its node key: the Sybil cost of its place in the chain's
+    /// endpoint registry (never slashed). Fund the account first, e.g. `dci
+    /// transfer node:<id> 100`.
+    Stake {
+        /// ATH to bond, e.g. 100.
+        amount: String,
+        /// The gateway's API (default: the first gateway's `api` in the
+        /// network file the indexer's node.toml names).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish this indexer's endpoint in the chain's registry (evm backend):
+    /// a record signed with its node key for the chain and registry its
+    /// node.toml's `[chain]` names, relayed by the gateway, which pays the
+    /// gas. Nodes with `[chain]` pick it up within their poll interval.
+    /// Needs the role's minimum stake bonded first (`dci indexer stake 100`). Run it again
+    /// after moving; `--withdraw` takes the record off the registry.
+    Register {
+        #[command(flatten)]
+        reg: RegisterArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -393,6 +420,37 @@ enum CheckerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish this checker's endpoint in the chain's registry (evm backend):
+    /// a record signed with its node key for the chain and registry its
+    /// node.toml's `[chain]` names, relayed by the gateway, which pays the
+    /// gas. Nodes with `[chain]` pick it up within their poll interval.
+    /// Needs the role's minimum stake bonded first (`dci checker stake 1000`). Run it again
+    /// after moving; `--withdraw` takes the record off the registry.
+    Register {
+        #[command(flatten)]
+        reg: RegisterArgs,
+    },
+}
+
+/// What `dci indexer|checker register` takes.
+#[derive(clap::Args, Debug)]
+struct RegisterArgs {
+    /// The address other machines reach this node at (default: its
+    /// `listen`, unless that is every interface).
+    #[arg(long)]
+    addr: Option<String>,
+    /// The gateway's API (default: the first gateway's `api` in the
+    /// network file the node.toml names).
+    #[arg(long)]
+    api: Option<String>,
+    /// Take this node's record off the registry instead.
+    #[arg(long)]
+    withdraw: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -443,6 +501,15 @@ enum ChainCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Deploy the endpoint registry over the gateway's existing chain ledger
+    /// (one deployed before the registry existed), with its settler key,
+    /// and record it in `<data-dir>/settlement.toml`; its ledger and money
+    /// stay as they are.
+    DeployRegistry {
+        /// The gateway's data directory (a devnet's: its gateway/).
+        #[arg(long, env = "DCI_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Print the on-chain address standing for a DCI account (custodial:
     /// nobody holds its key), to read it with any Ethereum tool.
@@ -1102,33 +1169,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Indexer(IndexerCommand::Id { node }) => node_id("indexer", node.dir("indexer")),
         Command::Checker(CheckerCommand::Id { node }) => node_id("checker", node.dir("checker")),
         Command::Checker(CheckerCommand::Stake { amount, api, node, json }) => {
-            use dci_node::config::NodeFile;
-            init_logs("warn");
-            let amount = dci_ledger::parse_amount(&amount).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
             let dir = node.dir("checker");
-            let config = dci_node::config::CheckerConfig::load(&dir)?;
-            let identity = config.identity(&dir)?;
-            let api = match api {
-                Some(a) => a,
-                None => config
-                    .network(&dir)?
-                    .api()
-                    .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)"))?,
-            };
-            let req = dci_node::host::node_stake_request(&identity, dci_proto::StakeAs::Checker, amount);
-            let account = format!("node:{}", req.node);
-            let b = Client::new(api, None).node_stake(&req).await.map_err(|e| {
-                anyhow::anyhow!("{e}\n(the stake is bonded from the checker's own account {account}: fund it first, e.g. `dci transfer {account} {amount}`)")
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&b)?);
-            } else {
-                println!(
-                    "bonded {amount} ATH for {}: staked {} ATH, balance {} ATH",
-                    b.account, b.staked_ath, b.balance_ath
-                );
-            }
-            Ok(())
+            let config = <dci_node::config::CheckerConfig as dci_node::config::NodeFile>::load(&dir)?;
+            role_stake(&config, &dir, dci_proto::StakeAs::Checker, &amount, api, json).await
+        }
+        Command::Indexer(IndexerCommand::Stake { amount, api, node, json }) => {
+            let dir = node.dir("indexer");
+            let config = <dci_node::config::IndexerConfig as dci_node::config::NodeFile>::load(&dir)?;
+            role_stake(&config, &dir, dci_proto::StakeAs::Indexer, &amount, api, json).await
+        }
+        Command::Checker(CheckerCommand::Register { reg }) => {
+            let dir = reg.node.dir("checker");
+            let config = <dci_node::config::CheckerConfig as dci_node::config::NodeFile>::load(&dir)?;
+            role_register(&config, &dir, dci_proto::EndpointRole::Checker, reg).await
+        }
+        Command::Indexer(IndexerCommand::Register { reg }) => {
+            let dir = reg.node.dir("indexer");
+            let config = <dci_node::config::IndexerConfig as dci_node::config::NodeFile>::load(&dir)?;
+            role_register(&config, &dir, dci_proto::EndpointRole::Indexer, reg).await
         }
         Command::Container(ContainerCommand::Maintenance { state, drain, host }) => {
             init_logs("warn");
@@ -1209,8 +1267,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  token    {}", dep.token);
                 println!("  ledger   {}", dep.ledger);
                 println!("  settler  {}", dep.settler);
+                if let Some(registry) = dep.registry {
+                    println!("  registry {registry}");
+                }
                 println!("written to {} (backend = \"evm\")", path.display());
+                if let Some(registry) = dep.registry {
+                    println!(
+                        "nodes follow the registry with this table in their node.toml (or container.toml):\n\n[chain]\nrpc_url = \"{}\"\nregistry = \"{registry:?}\"",
+                        config.evm.as_ref().map(|e| e.rpc_url.as_str()).unwrap_or_default()
+                    );
+                }
             }
+            Ok(())
+        }
+        Command::Chain(ChainCommand::DeployRegistry { data_dir }) => {
+            init_logs("warn");
+            let dir = dci_node::devnet::gateway_dir_of(&data_dir.unwrap_or_else(default_data_dir));
+            let mut config = SettlementConfig::load(&dir)?;
+            let path = SettlementConfig::path(&dir);
+            let evm = config.evm.as_mut().filter(|e| e.deployment.is_some()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: expected an [evm] section with a deployment (`dci chain deploy`), found none",
+                    path.display()
+                )
+            })?;
+            let dep = evm.deployment.as_mut().expect("checked");
+            if let Some(r) = dep.registry {
+                anyhow::bail!("{}: the deployment already has its endpoint registry {r}", path.display());
+            }
+            let (url, key, ledger) = (evm.rpc_url.clone(), evm.settler_key.clone(), dep.ledger);
+            let registry = tokio::task::spawn_blocking(move || {
+                dci_chain::deploy_registry(&url, &key, ledger, &dci_chain::RegistryMinimums::default())
+            })
+            .await??;
+            dep.registry = Some(registry);
+            let rpc_url = evm.rpc_url.clone();
+            config.save(&dir)?;
+            println!("deployed the endpoint registry {registry} over ledger {ledger}, written to {}", path.display());
+            println!(
+                "nodes follow it with this table in their node.toml (or container.toml):\n\n[chain]\nrpc_url = \"{rpc_url}\"\nregistry = \"{registry:?}\""
+            );
             Ok(())
         }
         Command::Chain(ChainCommand::Address { account }) => {
@@ -1328,13 +1424,18 @@ async fn devnet(a: DevnetArgs) -> anyhow::Result<()> {
             "  ledger     embedded ({})",
             data_dir.join(dci_node::devnet::GATEWAY_DIR).join(dci_node::settlement::LEDGER_FILE).display()
         ),
-        Some(c) => println!(
-            "  ledger     evm on {}{}  token {}  ledger {}",
-            c.rpc_url,
-            if c.own_anvil { " (anvil)" } else { "" },
-            c.deployment.token,
-            c.deployment.ledger
-        ),
+        Some(c) => {
+            println!(
+                "  ledger     evm on {}{}  token {}  ledger {}",
+                c.rpc_url,
+                if c.own_anvil { " (anvil)" } else { "" },
+                c.deployment.token,
+                c.deployment.ledger
+            );
+            if let Some(registry) = c.deployment.registry {
+                println!("  registry   {registry}  (every node follows it: [chain] in its config)");
+            }
+        }
     }
     println!("  consumer   {}  (API key in {})", net.client.account, data_dir.join(CLIENT_FILE).display());
     println!(
@@ -1430,6 +1531,104 @@ async fn gateway_run(dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// `dci <role> id`: the node's entry for the network file.
+/// The gateway API a node's command talks to: `--api`, else the first
+/// gateway of its network file.
+fn node_api<C: dci_node::config::NodeFile>(
+    config: &C,
+    dir: &std::path::Path,
+    api: Option<String>,
+) -> anyhow::Result<String> {
+    match api {
+        Some(a) => Ok(a),
+        None => config
+            .network(dir)?
+            .api()
+            .ok_or_else(|| anyhow::anyhow!("no gateway given: pass --api URL (the network file names none)")),
+    }
+}
+
+/// `dci checker|indexer stake`: bonds from the node's own account, signed
+/// with its node key.
+async fn role_stake<C: dci_node::config::NodeFile>(
+    config: &C,
+    dir: &std::path::Path,
+    role: dci_proto::StakeAs,
+    amount: &str,
+    api: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    init_logs("warn");
+    let amount = dci_ledger::parse_amount(amount).map_err(|e| anyhow::anyhow!("amount: {e}"))?;
+    let identity = config.identity(dir)?;
+    let api = node_api(config, dir, api)?;
+    let req = dci_node::host::node_stake_request(&identity, role, amount);
+    let account = format!("node:{}", req.node);
+    let b = Client::new(api, None).node_stake(&req).await.map_err(|e| {
+        anyhow::anyhow!("{e}\n(the stake is bonded from the {}'s own account {account}: fund it first, e.g. `dci transfer {account} {amount}`)", C::ROLE)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!("bonded {amount} ATH for {}: staked {} ATH, balance {} ATH", b.account, b.staked_ath, b.balance_ath);
+    }
+    Ok(())
+}
+
+/// `dci checker|indexer register`: signs the node's endpoint record for the
+/// registry of its `[chain]` and has the gateway publish it.
+async fn role_register<C: dci_node::config::NodeFile>(
+    config: &C,
+    dir: &std::path::Path,
+    role: dci_proto::EndpointRole,
+    reg: RegisterArgs,
+) -> anyhow::Result<()> {
+    init_logs("warn");
+    let base = config.base();
+    let chain = base.chain.cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: expected a [chain] table (rpc_url, registry) naming the endpoint registry to register in; \
+             `dci {} run --print-example` shows one",
+            dir.join(dci_node::config::NODE_FILE).display(),
+            C::ROLE
+        )
+    })?;
+    let addr = if reg.withdraw { String::new() } else { dci_node::node::register_addr(base.listen, reg.addr)? };
+    let identity = config.identity(dir)?;
+    let api = node_api(config, dir, reg.api)?;
+    let req = dci_node::node::register_request(&identity, role, addr, &chain).await?;
+    let info = Client::new(api, None).node_register(&req).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(the chain lists a {} only with its minimum stake bonded: `dci {} stake <ATH>`)",
+            C::ROLE,
+            C::ROLE
+        )
+    })?;
+    if reg.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else if info.addr.is_empty() {
+        println!(
+            "withdrew {} {} from registry {} (chain {}, seq {})",
+            C::ROLE,
+            info.node,
+            info.registry,
+            info.chain_id,
+            info.seq
+        );
+    } else {
+        println!(
+            "registered {} {} at {} in registry {} (chain {}, seq {}, transaction {})",
+            C::ROLE,
+            info.node,
+            info.addr,
+            info.registry,
+            info.chain_id,
+            info.seq,
+            info.transaction
+        );
+    }
+    Ok(())
+}
+
 fn node_id(role: &str, dir: PathBuf) -> anyhow::Result<()> {
     init_logs("warn");
     print!("{}", dci_node::node::entry(role, &dir)?);

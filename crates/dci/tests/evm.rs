@@ -35,6 +35,12 @@ fn evm_devnet(dir: &Path, port: u16, containers: u16, checkers: u16, ready: &str
     args.extend(extra);
     let net = Devnet::start_expecting(dir, port, containers, &args, ready);
     assert!(net.banner.iter().any(|l| l.contains("ledger     evm on http://127.0.0.1:")), "{:?}", net.banner);
+    assert!(net.banner.iter().any(|l| l.contains("registry   0x")), "the endpoint registry: {:?}", net.banner);
+    // Every role follows it: [chain] in its config.
+    for config in ["gateway/node.toml", "indexer/node.toml", "checker-0/node.toml", "container-0/container.toml"] {
+        let text = std::fs::read_to_string(dir.join(config)).unwrap();
+        assert!(text.contains("[chain]") && text.contains("registry = \"0x"), "{config}: {text}");
+    }
     net
 }
 

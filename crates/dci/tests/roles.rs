@@ -68,6 +68,20 @@ fn every_role_runs_as_its_own_process_and_follows_the_network_file() {
 
     let (mut indexers, checkers, gateway) = c.start_roles();
     assert_eq!(gateway.id, parsed.gateways[0].id.to_string());
+    // On the embedded ledger there is no endpoint registry: a node-signed
+    // registration is answered with where membership comes from.
+    let body = serde_json::json!({
+        "node": parsed.indexers[0].id.to_string(), "role": "indexer", "seq": 1,
+        "addr": parsed.indexers[0].addr, "signature": "00",
+    });
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/node-register", parsed.gateways[0].api))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let text = r.text().unwrap();
+    assert!(text.contains("no_registry") && text.contains("membership comes from the network file"), "{text}");
     assert_eq!(indexers[0].id, parsed.indexers[0].id.to_string());
     c.bond_hosts();
     let hosts = c.start_hosts();

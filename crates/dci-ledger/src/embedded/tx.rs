@@ -568,6 +568,7 @@ impl<'c> Tx<'c> {
     }
 
     pub(super) fn slash(&mut self, report: &SlashReport, committee: &[NodeId]) -> Result<Slashed, LedgerError> {
+        rules::slashable(report.role)?;
         if report.amount.is_zero() {
             return Err(LedgerError::ZeroAmount);
         }

@@ -90,5 +90,5 @@ fn a_version_2_file_is_upgraded_keeping_its_slashes_and_settlements() {
     drop(l);
     let c = rusqlite::Connection::open(&path).unwrap();
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, "4");
+    assert_eq!(v, "5", "upgraded to the current version");
 }
