@@ -312,8 +312,13 @@ enum GatewayCommand {
     /// `epoch_secs` (default 900), `committee_size` (default 3),
     /// `dev_network` (default false), `consumer` (optional, development),
     /// `[relay]` (optional: `listen`, `public_host`, `ports`, for hosts
-    /// behind NAT); its ledger is <data-dir>/settlement.toml and ledger.db.
-    /// `--print-example` prints a commented node.toml.
+    /// behind NAT), `[tls]` (optional: `cert`, `key`, PEM files: the API
+    /// serves https), `[api_limits]` (`per_address`, `per_key`,
+    /// `failed_auth` buckets, `max_clients`), `view_refresh_ms` (default
+    /// 500: how often public reads refresh), `[chain]` (optional, evm
+    /// backend: `rpc_url`, `registry`, `poll_secs`); its ledger is
+    /// <data-dir>/settlement.toml and ledger.db. `--print-example` prints a
+    /// commented node.toml.
     Run {
         #[command(flatten)]
         node: NodeArgs,
@@ -336,8 +341,10 @@ enum IndexerCommand {
     /// Reads <data-dir>/node.toml:
     /// `listen` (host:port, a fixed port), `network` (the network file),
     /// `key` (default node.key), `id` (optional check),
-    /// `inspect_every_secs` (default 3600); its registry is
-    /// <data-dir>/indexer.db. `--print-example` prints a commented node.toml.
+    /// `inspect_every_secs` (default 3600), `[chain]` (optional, evm
+    /// backend: `rpc_url`, `registry`, `poll_secs`: members from the
+    /// chain's registry); its registry is <data-dir>/indexer.db.
+    /// `--print-example` prints a commented node.toml.
     Run {
         #[command(flatten)]
         node: NodeArgs,
@@ -388,8 +395,9 @@ enum CheckerCommand {
     /// `listen` (host:port, a fixed port), `network` (the network file),
     /// `key` (default node.key), `id` (optional check), `challenge_n`
     /// (default 256), `min_deadline_secs` (default 10), `evaluation`
-    /// (devnet or production, default devnet). `--print-example` prints a
-    /// commented node.toml.
+    /// (devnet or production, default devnet), `[chain]` (optional, evm
+    /// backend: `rpc_url`, `registry`, `poll_secs`). `--print-example`
+    /// prints a commented node.toml.
     Run {
         #[command(flatten)]
         node: NodeArgs,
