@@ -400,12 +400,10 @@ impl Cluster {
         for id in indexers {
             let times: Vec<u128> =
                 deploys.iter().filter(|(s, _)| s.indexer.as_deref() == Some(id)).map(|(_, t)| *t).collect();
-            println!(
-                "deploy through indexer {}: p50 {} ms over {} deploys",
-                &id[..8],
-                p50(&times).unwrap_or(0),
-                times.len()
-            );
+            match p50(&times) {
+                Some(p) => println!("deploy through indexer {}: p50 {p} ms over {} deploys", &id[..8], times.len()),
+                None => println!("deploy through indexer {}: no deploys", &id[..8]),
+            }
         }
     }
 
