@@ -363,17 +363,8 @@ enum IndexerCommand {
     /// endpoint registry (never slashed). Fund the account first, e.g. `dci
     /// transfer node:<id> 100`.
     Stake {
-        /// ATH to bond, e.g. 100.
-        amount: String,
-        /// The gateway's API (default: the first gateway's `api` in the
-        /// network file the indexer's node.toml names).
-        #[arg(long)]
-        api: Option<String>,
         #[command(flatten)]
-        node: NodeArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        stake: RoleStakeArgs,
     },
     /// Publish this indexer's endpoint in the chain's registry (evm backend):
     /// a record signed with its node key for the chain and registry its
@@ -416,17 +407,8 @@ enum CheckerCommand {
     /// committee from the next epoch. Fund the account first, e.g. `dci
     /// transfer node:<id> 1000`.
     Stake {
-        /// ATH to bond, e.g. 1000.
-        amount: String,
-        /// The gateway's API (default: the first gateway's `api` in the
-        /// network file the checker's node.toml names).
-        #[arg(long)]
-        api: Option<String>,
         #[command(flatten)]
-        node: NodeArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        stake: RoleStakeArgs,
     },
     /// Publish this checker's endpoint in the chain's registry (evm backend):
     /// a record signed with its node key for the chain and registry its
@@ -438,6 +420,22 @@ enum CheckerCommand {
         #[command(flatten)]
         reg: RegisterArgs,
     },
+}
+
+/// What `dci indexer|checker stake` takes.
+#[derive(clap::Args, Debug)]
+struct RoleStakeArgs {
+    /// ATH to bond (e.g. 100 for an indexer, 1000 for a checker).
+    amount: String,
+    /// The gateway's API (default: the first gateway's `api` in the
+    /// network file the node.toml names).
+    #[arg(long)]
+    api: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What `dci indexer|checker register` takes.
@@ -1176,15 +1174,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(GatewayCommand::Id { node }) => node_id("gateway", node.dir("gateway")),
         Command::Indexer(IndexerCommand::Id { node }) => node_id("indexer", node.dir("indexer")),
         Command::Checker(CheckerCommand::Id { node }) => node_id("checker", node.dir("checker")),
-        Command::Checker(CheckerCommand::Stake { amount, api, node, json }) => {
-            let dir = node.dir("checker");
+        Command::Checker(CheckerCommand::Stake { stake: a }) => {
+            let dir = a.node.dir("checker");
             let config = <dci_node::config::CheckerConfig as dci_node::config::NodeFile>::load(&dir)?;
-            role_stake(&config, &dir, dci_proto::StakeAs::Checker, &amount, api, json).await
+            role_stake(&config, &dir, dci_proto::StakeAs::Checker, &a.amount, a.api, a.json).await
         }
-        Command::Indexer(IndexerCommand::Stake { amount, api, node, json }) => {
-            let dir = node.dir("indexer");
+        Command::Indexer(IndexerCommand::Stake { stake: a }) => {
+            let dir = a.node.dir("indexer");
             let config = <dci_node::config::IndexerConfig as dci_node::config::NodeFile>::load(&dir)?;
-            role_stake(&config, &dir, dci_proto::StakeAs::Indexer, &amount, api, json).await
+            role_stake(&config, &dir, dci_proto::StakeAs::Indexer, &a.amount, a.api, a.json).await
         }
         Command::Checker(CheckerCommand::Register { reg }) => {
             let dir = reg.node.dir("checker");
