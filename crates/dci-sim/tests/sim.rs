@@ -1,0 +1,66 @@
+//! The simulation end to end, on the shipped `small` scenario (with a
+//! 2-minute epoch, so that a short run sees epochs close and pay).
+
+use dci_sim::{Report, Scenario, run};
+
+/// Six simulated minutes of the `small` network.
+fn small(seed: u64) -> Report {
+    let mut s = Scenario::named("small").unwrap();
+    s.epoch_minutes = 2;
+    run(s, seed, 0.1).unwrap()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_byte_for_byte_and_the_network_works() {
+    let t = std::time::Instant::now();
+    let a = small(7);
+    let elapsed = t.elapsed();
+    let json = serde_json::to_string_pretty(&a).unwrap();
+    println!("{json}");
+    println!(
+        "{} events in {:.2} s: {:.0} events/s",
+        a.events,
+        elapsed.as_secs_f64(),
+        a.events as f64 / elapsed.as_secs_f64()
+    );
+    let b = serde_json::to_string_pretty(&small(7)).unwrap();
+    assert!(json == b, "two runs of seed 7 differ");
+
+    // The network did its work, decided by the cores alone.
+    assert!(a.sessions.deployed > 0 && a.sessions.deployed == a.sessions.asked, "{:?}", a.sessions);
+    assert!(a.sessions.ended > 0, "users stopped sessions and the gateway settled them: {:?}", a.sessions);
+    assert!(a.match_latency_ms.count > 0 && a.match_latency_ms.p50 > Some(0));
+    assert!(a.epochs_distributed >= 2, "epochs closed: {}", a.epochs_distributed);
+    assert!(a.inspections.passed >= 20, "every honest host passed its registration: {:?}", a.inspections);
+    // Every host whose answer is provably wrong was slashed by the
+    // committee; the dark one is out of the market; no honest host was hurt.
+    for cheat in ["wrong-product", "replay", "change-rows-after-commit"] {
+        let o = &a.fraud.by_behaviour[cheat];
+        assert_eq!((o.slashed, o.out_of_market), (o.hosts, o.hosts), "{cheat}: {o:?}");
+    }
+    assert_eq!(a.fraud.by_behaviour["dark"].out_of_market, 1);
+    assert_eq!(a.fraud.caught, a.fraud.dishonest_hosts);
+    assert_eq!((a.fraud.false_slashes, a.fraud.honest_out_of_market, a.fraud.honest_failed_verdicts), (0, 0, 0));
+    assert!(a.supply.violations.is_empty() && a.supply.checks > 10, "{:?}", a.supply);
+    assert!(a.index_violations.is_empty(), "{:?}", a.index_violations);
+}
+
+#[test]
+fn another_seed_gives_another_run() {
+    let a = serde_json::to_string(&small(7)).unwrap();
+    let b = serde_json::to_string(&small(8)).unwrap();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_scenario_refuses_unknown_keys_and_unknown_behaviours() {
+    let text = dci_sim::scenario::BUILTIN[0].1;
+    Scenario::from_toml(text).unwrap();
+    let e = Scenario::from_toml(&format!("bogus = 1\n{text}")).unwrap_err().to_string();
+    assert!(e.contains("unknown field `bogus`"), "{e}");
+    let e =
+        Scenario::from_toml(&text.replace("behaviour = \"dark\"", "behaviour = \"sneaky\"")).unwrap_err().to_string();
+    assert!(e.contains("behaviour: expected honest or a known cheat, found sneaky"), "{e}");
+    let e = Scenario::named("nope").unwrap_err().to_string();
+    assert!(e.contains("expected one of small"), "{e}");
+}
