@@ -35,7 +35,13 @@
 //! for the entry points of that logic (scan/match functions, Freivalds
 //! verification, settlement and reward ops built here).
 //!
-//! Not yet here (issue 17): churn and failures (crash, slow, maintenance),
+//! Outages are data too (`[[outages]]`): a node goes `dark` (still running,
+//! cut off from the network) or `crash`es (connections to it refused; at
+//! the end it restarts as its process would: a host afresh, an indexer from
+//! the records it persisted, a checker with a new seed).
+//!
+//! Not yet here (issue 17): churn (hosts joining, leaving, maintenance),
+//! slow hosts,
 //! capacity liars and receipt inflaters, in-service evaluations (no
 //! scripted user runs: the indexers ask none), several gateways, the
 //! 40,000-GPU default scenario, achieved/best RTT, utilisation, earnings

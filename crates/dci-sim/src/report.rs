@@ -28,6 +28,10 @@ pub struct Report {
     pub events: u64,
     /// Messages sent between nodes.
     pub messages: u64,
+    /// Messages lost to outages (to or from a node that was out).
+    pub dropped_messages: u64,
+    /// Node outages (dark or crashed) that began.
+    pub outages: u64,
     /// What consumers got.
     pub sessions: Sessions,
     /// From the gateway sending `Match` to the indexer's answer arriving, ms (virtual).
@@ -175,6 +179,8 @@ pub(crate) struct Collector {
     pub events: u64,
     pub messages: u64,
     pub undeliverable: u64,
+    pub dropped: u64,
+    pub outages: u64,
     pub deploys_asked: u64,
     pub deployed: u64,
     pub deploy_failures: BTreeMap<String, u64>,
@@ -221,6 +227,8 @@ impl Collector {
             events: 0,
             messages: 0,
             undeliverable: 0,
+            dropped: 0,
+            outages: 0,
             deploys_asked: 0,
             deployed: 0,
             deploy_failures: BTreeMap::new(),
@@ -351,6 +359,8 @@ impl Collector {
             },
             events: self.events,
             messages: self.messages,
+            dropped_messages: self.dropped,
+            outages: self.outages,
             sessions: Sessions {
                 asked: self.deploys_asked,
                 deployed: self.deployed,

@@ -8,7 +8,10 @@ use dci_model::{GeoPoint, PricePerHour, ServiceName};
 use serde::Deserialize;
 
 /// The scenarios shipped with the project, by name.
-pub const BUILTIN: &[(&str, &str)] = &[("small", include_str!("../scenarios/small.toml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("small", include_str!("../scenarios/small.toml")),
+    ("indexer-outage", include_str!("../scenarios/indexer-outage.toml")),
+];
 
 /// Why a scenario cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,39 @@ pub struct Scenario {
     pub hosts: Vec<HostGroup>,
     /// The consumers.
     pub users: Users,
+    /// Nodes that go dark or crash for a while.
+    #[serde(default)]
+    pub outages: Vec<Outage>,
+}
+
+/// A node (or some hosts of a group) out for a while.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    /// An indexer's, a checker's or a host group's name.
+    pub node: String,
+    /// For a host group: how many of its hosts (the first ones).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// `dark`: the node runs on but nothing reaches it or leaves it (its
+    /// network is cut); `crash`: the process is gone (connections to it are
+    /// refused) and at the end restarts: a host afresh, an indexer from
+    /// the records it persisted, a checker with a new seed.
+    pub kind: OutageKind,
+    /// When it starts, simulated minutes from the start.
+    pub from_minutes: f64,
+    /// How long it lasts, minutes.
+    pub minutes: f64,
+}
+
+/// How a node is out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageKind {
+    /// Cut off from the network, still running.
+    Dark,
+    /// Gone, then restarted.
+    Crash,
 }
 
 /// How messages travel.
@@ -244,6 +280,24 @@ impl Scenario {
         }
         for p in &u.at {
             point("users.at", *p)?;
+        }
+        for (i, o) in self.outages.iter().enumerate() {
+            let f = |name: &str| format!("outages[{i}].{name}");
+            let known = self.indexers.iter().chain(&self.checkers).any(|p| p.name == o.node)
+                || self.hosts.iter().any(|h| h.name == o.node && o.count <= h.count);
+            if !known {
+                return Err(invalid(
+                    f("node"),
+                    "an indexer, a checker, or a host group with at least `count` hosts",
+                    &o.node,
+                ));
+            }
+            if !(o.from_minutes >= 0.0 && o.from_minutes.is_finite()) {
+                return Err(invalid(f("from_minutes"), "a number >= 0", o.from_minutes));
+            }
+            if !(o.minutes > 0.0 && o.minutes.is_finite()) {
+                return Err(invalid(f("minutes"), "a positive number", o.minutes));
+            }
         }
         if u.start_ms.0 > u.start_ms.1 {
             return Err(invalid("users.start_ms", "a range (low, high) with low <= high", format!("{:?}", u.start_ms)));

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::net::Network;
 use crate::report::{Collector, Report};
-use crate::scenario::Scenario;
+use crate::scenario::{OutageKind, Scenario};
 
 /// Virtual time zero (a fixed instant: nothing reads the wall clock).
 pub const START: Timestamp = Timestamp(1_800_000_000_000);
@@ -71,22 +71,71 @@ struct Host {
 
 struct Node {
     id: NodeId,
+    name: String,
     at: GeoPoint,
     role: Role,
+    /// Out: cut off (dark) or gone (crashed).
+    down: Option<OutageKind>,
+    /// What a restart after a crash builds the core from.
+    restart: Restart,
+}
+
+/// What a crashed node restarts from: its configuration and key, and for
+/// an indexer the records its driver persisted (in memory here).
+enum Restart {
+    Never,
+    Host(Box<dci_agent::AgentConfig>, Identity),
+    Indexer(Box<dci_indexer::Config>, BTreeMap<NodeId, dci_indexer::ContainerRecord>),
+    Checker(Box<dci_checker::Config>, Identity),
 }
 
 /// Something that happens at a virtual instant.
 enum Ev {
-    Deliver { to: usize, inbound: Inbound },
+    Deliver {
+        to: usize,
+        inbound: Inbound,
+    },
     Tick(usize),
-    Computed { host: usize, checker: NodeId, params: ChallengeParams, attempt: Attempt },
-    ServiceStarted { host: usize, session: SessionId, endpoint: String },
-    ServiceStopped { host: usize, session: SessionId },
-    Evaluated { checker: usize, id: u64 },
-    LedgerReply { ticket: dci_gateway_core::Ticket, reply: LedgerReply },
+    Computed {
+        host: usize,
+        checker: NodeId,
+        params: ChallengeParams,
+        attempt: Attempt,
+    },
+    ServiceStarted {
+        host: usize,
+        session: SessionId,
+        endpoint: String,
+    },
+    ServiceStopped {
+        host: usize,
+        session: SessionId,
+    },
+    Evaluated {
+        checker: usize,
+        id: u64,
+    },
+    LedgerReply {
+        ticket: dci_gateway_core::Ticket,
+        reply: LedgerReply,
+    },
     Deploy,
-    Stop { account: AccountId, session: SessionId },
+    Stop {
+        account: AccountId,
+        session: SessionId,
+    },
     Audit,
+    /// The gateway's transport could not connect to `addr`.
+    Unreachable {
+        addr: String,
+    },
+    OutageStart {
+        node: usize,
+        kind: OutageKind,
+    },
+    OutageEnd {
+        node: usize,
+    },
 }
 
 struct Queued {
@@ -207,7 +256,14 @@ impl Sim {
         });
         let gateway =
             Gateway::new(gc, gw_id.clone(), secret(&mut rng)).map_err(|e| config_error("gateway")(e.to_string()))?;
-        nodes.push(Node { id: gw_id.id(), at: s.gateway.location(), role: Role::Gateway(Box::new(gateway)) });
+        nodes.push(Node {
+            id: gw_id.id(),
+            name: s.gateway.name.clone(),
+            at: s.gateway.location(),
+            role: Role::Gateway(Box::new(gateway)),
+            down: None,
+            restart: Restart::Never,
+        });
 
         for (k, id) in idx_ids.iter().enumerate() {
             let mut c = dci_indexer::Config::new(chk_peers[0].addr.clone(), checker_ids.clone(), vec![gw_id.id()]);
@@ -221,8 +277,11 @@ impl Sim {
             bond(&mut ledger, &id.id(), StakeRole::Indexer, 100)?;
             nodes.push(Node {
                 id: id.id(),
+                name: s.indexers[k].name.clone(),
                 at: s.indexers[k].location(),
-                role: Role::Indexer(Box::new(Indexer::new(c))),
+                role: Role::Indexer(Box::new(Indexer::new(c.clone()))),
+                down: None,
+                restart: Restart::Indexer(Box::new(c), BTreeMap::new()),
             });
         }
         for (k, id) in chk_ids.iter().enumerate() {
@@ -232,9 +291,16 @@ impl Sim {
             c.evaluation = dci_checker::EvaluationFloor::PRODUCTION;
             c.coordinator = Some(dci_checker::Coordinator { id: gw_id.id(), addr: gw_addr.clone() });
             bond(&mut ledger, &id.id(), StakeRole::Checker, s.checker_stake_ath)?;
-            let checker =
-                Checker::new(c, secret(&mut rng), id.clone()).map_err(|e| config_error("checker")(e.to_string()))?;
-            nodes.push(Node { id: id.id(), at: s.checkers[k].location(), role: Role::Checker(Box::new(checker)) });
+            let checker = Checker::new(c.clone(), secret(&mut rng), id.clone())
+                .map_err(|e| config_error("checker")(e.to_string()))?;
+            nodes.push(Node {
+                id: id.id(),
+                name: s.checkers[k].name.clone(),
+                at: s.checkers[k].location(),
+                role: Role::Checker(Box::new(checker)),
+                down: None,
+                restart: Restart::Checker(Box::new(c), id.clone()),
+            });
         }
         for (g, group) in s.hosts.iter().enumerate() {
             let price = group.price().map_err(|e| config_error("host")(e.to_string()))?;
@@ -273,9 +339,16 @@ impl Sim {
                 };
                 bond(&mut ledger, &identity.id(), StakeRole::Container, s.container_stake_ath)?;
                 let id = identity.id();
-                let agent = Agent::new(config, identity);
+                let agent = Agent::new(config.clone(), identity.clone());
                 let host = Host { agent, group: g, behaviour, claimed, next_port: 9_000 };
-                nodes.push(Node { id, at: group.location(), role: Role::Host(Box::new(host)) });
+                nodes.push(Node {
+                    id,
+                    name: group.name.clone(),
+                    at: group.location(),
+                    role: Role::Host(Box::new(host)),
+                    down: None,
+                    restart: Restart::Host(Box::new(config), identity),
+                });
             }
         }
         let mut accounts = Vec::new();
@@ -359,6 +432,49 @@ impl Sim {
             self.at(t, Ev::Deploy);
         }
         self.at(AUDIT_MS, Ev::Audit);
+        for o in self.scenario.outages.clone() {
+            let from = (o.from_minutes * 60_000.0).round() as u64;
+            let to = from + (o.minutes * 60_000.0).round().max(1.0) as u64;
+            let hit: Vec<usize> =
+                (0..self.nodes.len()).filter(|&i| self.nodes[i].name == o.node).take(o.count as usize).collect();
+            for node in hit {
+                self.at(from, Ev::OutageStart { node, kind: o.kind });
+                self.at(to, Ev::OutageEnd { node });
+            }
+        }
+    }
+
+    fn crashed(&self, i: usize) -> bool {
+        self.nodes[i].down == Some(OutageKind::Crash)
+    }
+
+    /// A crashed node comes back: its core is built again, as its process
+    /// would be at start (a host boots afresh, an indexer restores the
+    /// records it persisted, a checker draws a new seed).
+    fn restart(&mut self, i: usize) {
+        let now = self.ts();
+        match &self.nodes[i].restart {
+            Restart::Never => {}
+            Restart::Host(config, identity) => {
+                let agent = Agent::new((**config).clone(), identity.clone());
+                if let Role::Host(h) = &mut self.nodes[i].role {
+                    h.agent = agent;
+                }
+                self.host_input(i, dci_agent::Input::Boot);
+            }
+            Restart::Indexer(config, records) => {
+                let mut x = Indexer::new((**config).clone());
+                let out = x.restore(records.values().cloned().collect(), now);
+                self.nodes[i].role = Role::Indexer(Box::new(x));
+                self.indexer_outputs(i, out);
+            }
+            Restart::Checker(config, identity) => {
+                let seed = secret(&mut self.rng);
+                if let Ok(c) = Checker::new((**config).clone(), seed, identity.clone()) {
+                    self.nodes[i].role = Role::Checker(Box::new(c));
+                }
+            }
+        }
     }
 
     fn next_arrival(&mut self) -> Option<u64> {
@@ -416,6 +532,27 @@ impl Sim {
 
     fn dispatch(&mut self, ev: Ev) {
         match ev {
+            Ev::Deliver { to, .. } if self.nodes[to].down.is_some() => self.collect.dropped += 1,
+            Ev::Tick(i) if self.crashed(i) => {
+                let period = if i == GATEWAY { GATEWAY_TICK_MS } else { ROLE_TICK_MS };
+                self.at(self.now + period, Ev::Tick(i));
+            }
+            Ev::Computed { host: i, .. }
+            | Ev::ServiceStarted { host: i, .. }
+            | Ev::ServiceStopped { host: i, .. }
+            | Ev::Evaluated { checker: i, .. }
+                if self.crashed(i) => {}
+            Ev::Unreachable { addr } => self.gateway_input(dci_gateway_core::Input::Unreachable { addr }),
+            Ev::OutageStart { node, kind } => {
+                self.collect.outages += 1;
+                self.nodes[node].down = Some(kind);
+            }
+            Ev::OutageEnd { node } => {
+                let was = self.nodes[node].down.take();
+                if was == Some(OutageKind::Crash) {
+                    self.restart(node);
+                }
+            }
             Ev::Deliver { to, inbound } => {
                 if to == GATEWAY
                     && let Message::Matched { request_id, .. } | Message::NoMatch { request_id, .. } = &inbound.msg
@@ -496,6 +633,21 @@ impl Sim {
                 (to, conn, msg)
             }
         };
+        if self.nodes[from].down.is_some() {
+            self.collect.dropped += 1;
+            return;
+        }
+        if self.crashed(to) {
+            // A connection to a process that is gone is refused: the
+            // gateway's transport tells its core (a round trip later).
+            if from == GATEWAY {
+                let (a, b) = (self.nodes[from].at, self.nodes[to].at);
+                let at = self.now + 2 * self.net.base_ms(&a, &b);
+                self.at(at, Ev::Unreachable { addr: self.addrs[to].clone() });
+            }
+            self.collect.dropped += 1;
+            return;
+        }
         if from == GATEWAY
             && let Message::Match { request_id, .. } = &msg
         {
@@ -626,8 +778,17 @@ impl Sim {
         for o in out {
             match o {
                 Output::Net(net) => self.send(i, net),
-                Output::Persist(_) => {}
-                Output::Forget(_) => self.collect.pruned += 1,
+                Output::Persist(record) => {
+                    if let Restart::Indexer(_, records) = &mut self.nodes[i].restart {
+                        records.insert(record.id, record);
+                    }
+                }
+                Output::Forget(id) => {
+                    self.collect.pruned += 1;
+                    if let Restart::Indexer(_, records) = &mut self.nodes[i].restart {
+                        records.remove(&id);
+                    }
+                }
                 Output::Rejected { reason, .. } => self.collect.rejected("indexer", &reason.to_string()),
             }
         }

@@ -62,5 +62,26 @@ fn a_scenario_refuses_unknown_keys_and_unknown_behaviours() {
         Scenario::from_toml(&text.replace("behaviour = \"dark\"", "behaviour = \"sneaky\"")).unwrap_err().to_string();
     assert!(e.contains("behaviour: expected honest or a known cheat, found sneaky"), "{e}");
     let e = Scenario::named("nope").unwrap_err().to_string();
-    assert!(e.contains("expected one of small"), "{e}");
+    assert!(e.contains("expected one of small, indexer-outage"), "{e}");
+}
+
+#[test]
+fn outages_an_indexer_crash_dark_hosts_and_a_checker_crash_cost_no_deploy_and_no_honest_host() {
+    let mut s = Scenario::named("indexer-outage").unwrap();
+    s.epoch_minutes = 2;
+    let r = run(s.clone(), 3, 0.2).unwrap();
+    let again = run(s, 3, 0.2).unwrap();
+    assert!(serde_json::to_string(&r).unwrap() == serde_json::to_string(&again).unwrap(), "two runs of seed 3 differ");
+    assert_eq!(r.outages, 5, "an indexer, three hosts and a checker went out");
+    assert!(r.dropped_messages > 0);
+    // Deploys went on through the other indexer; sessions on the dark
+    // hosts moved elsewhere.
+    assert!(r.sessions.deployed > 0 && r.sessions.failed.is_empty(), "{:?}", r.sessions);
+    assert!(r.sessions.failovers >= 1, "{:?}", r.sessions);
+    // The dark hosts came back, were inspected again and are schedulable;
+    // nobody honest was slashed or failed an inspection.
+    assert_eq!((r.fraud.false_slashes, r.fraud.honest_out_of_market, r.fraud.honest_failed_verdicts), (0, 0, 0));
+    assert_eq!(r.fraud.caught, r.fraud.dishonest_hosts);
+    assert!(r.supply.violations.is_empty(), "{:?}", r.supply);
+    assert!(r.index_violations.is_empty(), "{:?}", r.index_violations);
 }
