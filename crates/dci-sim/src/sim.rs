@@ -498,7 +498,7 @@ impl Sim {
             self.dispatch(q.ev);
         }
         self.now = self.end;
-        self.audit();
+        self.audit_all();
         let states = self.final_states();
         let slashed: Vec<bool> = self
             .nodes
@@ -594,7 +594,7 @@ impl Sim {
                 self.call(Call::Stop, Command::Stop { account, session });
             }
             Ev::Audit => {
-                self.audit();
+                self.audit_all();
                 self.at(self.now + AUDIT_MS, Ev::Audit);
             }
         }
@@ -660,6 +660,17 @@ impl Sim {
         self.at(at, Ev::Deliver { to, inbound });
     }
 
+    /// The periodic audit: every indexer's invariants, and the supply.
+    fn audit_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if matches!(self.nodes[i].role, Role::Indexer(_)) && !self.crashed(i) {
+                self.check_index(i);
+            }
+        }
+        self.audit();
+    }
+
+    /// The supply invariant.
     fn audit(&mut self) {
         self.collect.supply_checks += 1;
         if let Err(e) = self.ledger.check_invariant() {
@@ -768,9 +779,29 @@ impl Sim {
 
     fn indexer_input(&mut self, i: usize, input: dci_indexer::Input) {
         let now = self.ts();
+        // The messages that reserve or free a slot.
+        let slots = matches!(&input, dci_indexer::Input::Net(m)
+            if matches!(m.msg, Message::Match { .. } | Message::Release { .. }));
         let Role::Indexer(x) = &mut self.nodes[i].role else { unreachable!("an indexer") };
         let out = x.handle(now, input);
         self.indexer_outputs(i, out);
+        if slots {
+            self.check_index(i);
+        }
+    }
+
+    /// `Indexer::check_invariants` (no slot given twice, every reservation
+    /// armed to expire, the index agreeing with the records) in debug
+    /// builds, after every message that reserves or frees a slot and at
+    /// every simulated minute (renewals, expiries on ticks): it walks the
+    /// whole index, so not after every heartbeat.
+    fn check_index(&mut self, i: usize) {
+        if cfg!(debug_assertions)
+            && let Role::Indexer(x) = &self.nodes[i].role
+            && let Err(e) = x.check_invariants()
+        {
+            self.collect.index_violations.push(format!("at {} ms: {e}", self.now));
+        }
     }
 
     fn indexer_outputs(&mut self, i: usize, out: Vec<dci_indexer::Output>) {
@@ -791,12 +822,6 @@ impl Sim {
                 }
                 Output::Rejected { reason, .. } => self.collect.rejected("indexer", &reason.to_string()),
             }
-        }
-        if cfg!(debug_assertions)
-            && let Role::Indexer(x) = &self.nodes[i].role
-            && let Err(e) = x.check_invariants()
-        {
-            self.collect.index_violations.push(format!("at {} ms: {e}", self.now));
         }
     }
 
