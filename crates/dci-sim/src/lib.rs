@@ -41,11 +41,11 @@
 //! the records it persisted, a checker with a new seed).
 //!
 //! Not yet here (issue 17): churn (hosts joining, leaving, maintenance),
-//! slow hosts,
-//! capacity liars and receipt inflaters, in-service evaluations (no
-//! scripted user runs: the indexers ask none), several gateways, the
-//! 40,000-GPU default scenario, achieved/best RTT, utilisation, earnings
-//! and their spread, the trace export and the HTML report.
+//! slow hosts, capacity liars and receipt inflaters, in-service
+//! evaluations (no scripted user runs: the indexers ask none), several
+//! gateways, the 40,000-GPU default scenario, utilisation over time, the
+//! invariants on billed seconds and penalties, the trace export and the
+//! HTML report.
 
 pub mod net;
 pub mod report;

@@ -38,6 +38,13 @@ pub struct Report {
     pub match_latency_ms: Percentiles,
     /// From the consumer's deploy to the session serving, ms (virtual).
     pub deploy_latency_ms: Percentiles,
+    /// Per placement: the estimated RTT from the consumer to the host it
+    /// got, over the best any host offering the service could give,
+    /// per mille (1000: the best; measured, never used to decide).
+    pub rtt_over_best_permille: Percentiles,
+    /// What each role's nodes hold at the end beyond what they bonded at
+    /// the start (fees, rewards, less slashes), ATH base units.
+    pub earnings: BTreeMap<String, Earnings>,
     /// Inspections and what they found.
     pub inspections: Inspections,
     /// Dishonest hosts caught, honest ones penalised.
@@ -110,6 +117,49 @@ impl Percentiles {
     }
 }
 
+/// One role's earnings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Earnings {
+    /// Nodes.
+    pub nodes: usize,
+    /// Sum, base units (negative: slashes exceeded earnings).
+    pub total: String,
+    /// Smallest, median, largest, base units.
+    pub min: String,
+    /// Median.
+    pub p50: String,
+    /// Largest.
+    pub max: String,
+    /// Gini coefficient of the earnings (negative ones counted as 0), per mille.
+    pub gini_permille: u64,
+}
+
+impl Earnings {
+    /// Of these per-node earnings.
+    pub fn of(mut v: Vec<i128>) -> Earnings {
+        v.sort_unstable();
+        let at = |i: usize| v.get(i).map_or("0".to_owned(), |x| x.to_string());
+        let pos: Vec<u128> = v.iter().map(|&x| x.max(0) as u128).collect();
+        let sum: u128 = pos.iter().sum();
+        // Gini over sorted values: sum_i (2i - n - 1) x_i / (n * sum).
+        let n = pos.len() as i128;
+        let gini_permille = if sum == 0 || n == 0 {
+            0
+        } else {
+            let num: i128 = pos.iter().enumerate().map(|(i, &x)| (2 * (i as i128 + 1) - n - 1) * x as i128).sum();
+            (num * 1000 / (n * sum as i128)).max(0) as u64
+        };
+        Earnings {
+            nodes: v.len(),
+            total: v.iter().sum::<i128>().to_string(),
+            min: at(0),
+            p50: at(v.len().saturating_sub(1) / 2),
+            max: at(v.len().saturating_sub(1)),
+            gini_permille,
+        }
+    }
+}
+
 /// Inspections.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Inspections {
@@ -173,6 +223,20 @@ pub struct Supply {
     pub total: Option<String>,
 }
 
+/// The network's state at the end, by node index.
+pub(crate) struct End<'a> {
+    /// Each host's states at the indexers that know it (`None`: not a host).
+    pub states: Vec<Option<Vec<State>>>,
+    /// Whether each node was slashed.
+    pub slashed: Vec<bool>,
+    /// The total supply, if the books add up.
+    pub supply: Option<Amount>,
+    /// The gateway's session records.
+    pub sessions: &'a BTreeMap<SessionId, SessionRecord>,
+    /// Each node's earnings, by role.
+    pub earnings: BTreeMap<String, Vec<i128>>,
+}
+
 /// What the engine counts as it runs.
 pub(crate) struct Collector {
     seed: u64,
@@ -190,6 +254,7 @@ pub(crate) struct Collector {
     pub failovers: u64,
     pub match_latency: Vec<u64>,
     pub deploy_latency: Vec<u64>,
+    pub rtt_ratio: Vec<u64>,
     pub passed: u64,
     pub failed: BTreeMap<String, u64>,
     /// First failed verdict per host node, ms.
@@ -238,6 +303,7 @@ impl Collector {
             failovers: 0,
             match_latency: Vec::new(),
             deploy_latency: Vec::new(),
+            rtt_ratio: Vec::new(),
             passed: 0,
             failed: BTreeMap::new(),
             first_failure: BTreeMap::new(),
@@ -307,15 +373,8 @@ impl Collector {
 
     /// The report, from what was counted and the end state: each node's
     /// states at the indexers (hosts only), whether it was slashed.
-    pub fn finish(
-        self,
-        scenario: &Scenario,
-        simulated_ms: u64,
-        states: &[Option<Vec<State>>],
-        slashed: &[bool],
-        supply: Option<Amount>,
-        sessions: &BTreeMap<SessionId, SessionRecord>,
-    ) -> Report {
+    pub fn finish(self, scenario: &Scenario, simulated_ms: u64, end: End<'_>) -> Report {
+        let End { states, slashed, supply, sessions, earnings } = end;
         let mut by_behaviour: BTreeMap<String, BehaviourOutcome> = BTreeMap::new();
         let (mut honest, mut dishonest, mut caught) = (0u64, 0u64, 0u64);
         let (mut false_slashes, mut honest_out) = (0, 0);
@@ -374,6 +433,8 @@ impl Collector {
             },
             match_latency_ms: Percentiles::of(self.match_latency),
             deploy_latency_ms: Percentiles::of(self.deploy_latency),
+            rtt_over_best_permille: Percentiles::of(self.rtt_ratio),
+            earnings: earnings.into_iter().map(|(role, v)| (role, Earnings::of(v))).collect(),
             inspections: Inspections {
                 passed: self.passed,
                 failed: self.failed,

@@ -202,6 +202,10 @@ pub struct Users {
     pub at: Vec<(f64, f64)>,
     /// How long a host takes to start a service, ms (uniform in the range).
     pub start_ms: (u64, u64),
+    /// Match policies users ask for, drawn uniformly (`cheapest`,
+    /// `best-ux`, `balanced`); none: the consumer's default.
+    #[serde(default)]
+    pub policies: Vec<dci_model::Policy>,
 }
 
 impl Scenario {

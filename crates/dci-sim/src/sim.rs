@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::net::Network;
-use crate::report::{Collector, Report};
+use crate::report::{Collector, End, Report};
 use crate::scenario::{OutageKind, Scenario};
 
 /// Virtual time zero (a fixed instant: nothing reads the wall clock).
@@ -506,7 +506,30 @@ impl Sim {
             .map(|n| self.ledger.slashes(&AccountId::for_node(&n.id)).map(|s| !s.is_empty()).unwrap_or(false))
             .collect();
         let supply = self.ledger.check_invariant().ok().map(|r| r.expected);
-        self.collect.finish(&self.scenario, self.end, &states, &slashed, supply, &self.sessions)
+        let earnings = self.earnings();
+        let end = End { states, slashed, supply, sessions: &self.sessions, earnings };
+        self.collect.finish(&self.scenario, self.end, end)
+    }
+
+    /// Each node's holdings at the end less what it bonded at the start,
+    /// by role.
+    fn earnings(&self) -> BTreeMap<String, Vec<i128>> {
+        let s = &self.scenario;
+        let mut by_role: BTreeMap<String, Vec<i128>> = BTreeMap::new();
+        for n in &self.nodes {
+            let (role, bonded) = match n.role {
+                Role::Gateway(_) => ("gateway", 0),
+                Role::Indexer(_) => ("indexer", 100),
+                Role::Checker(_) => ("checker", s.checker_stake_ath),
+                Role::Host(_) => ("host", s.container_stake_ath),
+            };
+            let held = self
+                .ledger
+                .account(&AccountId::for_node(&n.id))
+                .map_or(0, |v| (v.balance.0 + v.escrowed.0 + v.staked.0 + v.unbonding.0 + v.rewards.0) as i128);
+            by_role.entry(role.to_owned()).or_default().push(held - Amount::ath(bonded).0 as i128);
+        }
+        by_role
     }
 
     /// For each host, whether any indexer would still schedule it.
@@ -700,6 +723,9 @@ impl Sim {
         let hours = u.budget_hours;
         let mut request = MatchRequest::for_service(dci_model::ServiceName::new(service).expect("validated"));
         request.near = near;
+        if !u.policies.is_empty() {
+            request.policy = u.policies[self.rng.random_range(0..u.policies.len())];
+        }
         self.collect.deploys_asked += 1;
         self.call(Call::Deploy { at: self.now, account: account.clone() }, Command::Deploy { account, request, hours });
     }
@@ -770,8 +796,33 @@ impl Sim {
                 }
                 Output::Reply { call, result } => self.answered(call, result),
                 Output::Rejected { kind, reason, .. } => self.collect.rejected("gateway", &format!("{kind}: {reason}")),
-                Output::Event(e) => self.collect.gateway_event(&e),
+                Output::Event(e) => {
+                    if let dci_gateway_core::Event::Placed { session, container, .. } = &e {
+                        self.rtt_over_best(*session, container);
+                    }
+                    self.collect.gateway_event(&e);
+                }
             }
+        }
+    }
+
+    /// Measures a placement: the estimated RTT from the consumer to the
+    /// host it got over the best any host offering the service could give
+    /// (wherever it is, busy or not). A figure for the report; nothing
+    /// here chooses anything.
+    fn rtt_over_best(&mut self, session: SessionId, container: &NodeId) {
+        let Some(r) = self.sessions.get(&session) else { return };
+        let Some(near) = r.request.near else { return };
+        let service = r.request.service.as_str();
+        let Some(host) = self.nodes.iter().find(|n| n.id == *container) else { return };
+        let got = u64::from(near.estimated_rtt_ms(&host.at));
+        let offers = |n: &Node| match &n.role {
+            Role::Host(h) => self.scenario.hosts[h.group].services.iter().any(|s| s == service),
+            _ => false,
+        };
+        let best = self.nodes.iter().filter(|n| offers(n)).map(|n| u64::from(near.estimated_rtt_ms(&n.at))).min();
+        if let Some(best) = best {
+            self.collect.rtt_ratio.push(got * 1000 / best.max(1));
         }
     }
 

@@ -85,3 +85,14 @@ fn outages_an_indexer_crash_dark_hosts_and_a_checker_crash_cost_no_deploy_and_no
     assert!(r.supply.violations.is_empty(), "{:?}", r.supply);
     assert!(r.index_violations.is_empty(), "{:?}", r.index_violations);
 }
+
+#[test]
+fn earnings_spread_is_the_gini_of_what_each_node_got() {
+    use dci_sim::report::Earnings;
+    // Equal earnings: no spread; one node with everything of four: 750 ‰.
+    assert_eq!(Earnings::of(vec![5, 5, 5, 5]).gini_permille, 0);
+    assert_eq!(Earnings::of(vec![0, 0, 0, 8]).gini_permille, 750);
+    // A slashed node counts as zero; the figures keep its loss.
+    let e = Earnings::of(vec![-3, 0, 0, 8]);
+    assert_eq!((e.gini_permille, e.min.as_str(), e.total.as_str()), (750, "-3", "5"));
+}
