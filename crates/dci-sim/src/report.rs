@@ -199,6 +199,8 @@ pub struct Fraud {
     pub honest_failed_verdicts: u64,
     /// Penalties the committee decided, by outcome.
     pub penalties: BTreeMap<String, u64>,
+    /// Penalties taken without a quorum of signatures (must be empty).
+    pub penalty_violations: Vec<String>,
 }
 
 /// What happened to the hosts of one behaviour.
@@ -271,6 +273,7 @@ pub(crate) struct Collector {
     pub supply_checks: u64,
     pub supply_violations: Vec<String>,
     pub index_violations: Vec<String>,
+    penalty_violations: Vec<String>,
     /// Each host node's behaviour.
     behaviours: BTreeMap<usize, Behaviour>,
 }
@@ -319,6 +322,7 @@ impl Collector {
             supply_checks: 0,
             supply_violations: Vec::new(),
             index_violations: Vec::new(),
+            penalty_violations: Vec::new(),
             behaviours,
         }
     }
@@ -365,6 +369,15 @@ impl Collector {
             Event::EpochDistributed { result: Ok(_), .. } => self.epochs += 1,
             Event::Penalty { record } => {
                 let kind = record.outcome.split(':').next().unwrap_or("").trim().to_owned();
+                // Every penalty taken rests on a quorum of the committee.
+                if !record.taken.is_zero() && record.signers.len() < record.quorum {
+                    self.penalty_violations.push(format!(
+                        "{} slashed with {} signatures, quorum {}",
+                        record.container.short(),
+                        record.signers.len(),
+                        record.quorum
+                    ));
+                }
                 *self.penalties.entry(kind).or_insert(0) += 1;
             }
             _ => {}
@@ -453,6 +466,7 @@ impl Collector {
                 honest_out_of_market: honest_out,
                 honest_failed_verdicts: self.honest_failed,
                 penalties: self.penalties,
+                penalty_violations: self.penalty_violations,
             },
             supply: Supply {
                 checks: self.supply_checks,

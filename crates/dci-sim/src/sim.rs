@@ -747,8 +747,8 @@ impl Sim {
                     Err(e) => e.to_string(),
                     Ok(other) => format!("unexpected answer {other:?}"),
                 };
-                // The reason's kind: what comes before the first colon.
-                let kind = why.split(':').next().unwrap_or("").trim().to_owned();
+                // The reason's kind: what comes before its details.
+                let kind = why.split([':', '(']).next().unwrap_or("").trim().to_owned();
                 *self.collect.deploy_failures.entry(kind).or_insert(0) += 1;
             }
             (Some(Call::Stop), Ok(_)) => self.collect.stopped += 1,

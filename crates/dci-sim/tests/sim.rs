@@ -40,6 +40,7 @@ fn the_same_seed_gives_the_same_report_byte_for_byte_and_the_network_works() {
     }
     assert_eq!(a.fraud.by_behaviour["dark"].out_of_market, 1);
     assert_eq!(a.fraud.caught, a.fraud.dishonest_hosts);
+    assert!(a.fraud.penalties["slashed"] >= 3 && a.fraud.penalty_violations.is_empty(), "{:?}", a.fraud);
     assert_eq!((a.fraud.false_slashes, a.fraud.honest_out_of_market, a.fraud.honest_failed_verdicts), (0, 0, 0));
     assert!(a.supply.violations.is_empty() && a.supply.checks > 10, "{:?}", a.supply);
     assert!(a.index_violations.is_empty(), "{:?}", a.index_violations);
@@ -82,6 +83,7 @@ fn outages_an_indexer_crash_dark_hosts_and_a_checker_crash_cost_no_deploy_and_no
     // nobody honest was slashed or failed an inspection.
     assert_eq!((r.fraud.false_slashes, r.fraud.honest_out_of_market, r.fraud.honest_failed_verdicts), (0, 0, 0));
     assert_eq!(r.fraud.caught, r.fraud.dishonest_hosts);
+    assert!(r.fraud.penalty_violations.is_empty(), "{:?}", r.fraud);
     assert!(r.supply.violations.is_empty(), "{:?}", r.supply);
     assert!(r.index_violations.is_empty(), "{:?}", r.index_violations);
 }
