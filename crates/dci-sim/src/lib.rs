@@ -38,10 +38,10 @@
 //! Outages are data too (`[[outages]]`): a node goes `dark` (still running,
 //! cut off from the network) or `crash`es (connections to it refused; at
 //! the end it restarts as its process would: a host afresh, an indexer from
-//! the records it persisted, a checker with a new seed).
+//! the records it persisted, a checker with a new seed), or a host is
+//! locked for `maintenance` by its operator; host groups may join late.
 //!
-//! Not yet here (issue 17): churn (hosts joining, leaving, maintenance),
-//! slow hosts, capacity liars and receipt inflaters, in-service
+//! Not yet here (issue 17): hosts leaving for good, slow hosts, capacity liars and receipt inflaters, in-service
 //! evaluations (no scripted user runs: the indexers ask none), several
 //! gateways, the 40,000-GPU default scenario, utilisation over time, the
 //! invariants on billed seconds and penalties, the trace export and the

@@ -30,7 +30,7 @@ pub struct Report {
     pub messages: u64,
     /// Messages lost to outages (to or from a node that was out).
     pub dropped_messages: u64,
-    /// Node outages (dark or crashed) that began.
+    /// Outages that began (dark, crashed, maintenance locks).
     pub outages: u64,
     /// What consumers got.
     pub sessions: Sessions,

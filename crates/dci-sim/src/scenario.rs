@@ -110,6 +110,9 @@ pub enum OutageKind {
     Dark,
     /// Gone, then restarted.
     Crash,
+    /// A host's operator locks it for maintenance (running sessions move
+    /// elsewhere) and unlocks it at the end.
+    Maintenance,
 }
 
 /// How messages travel.
@@ -172,6 +175,10 @@ pub struct HostGroup {
     /// The class of hardware it really has, for `slower-class` (default CPU).
     #[serde(default)]
     pub real_class: Option<String>,
+    /// When the group's hosts join the network, simulated minutes from the
+    /// start (default: at the start).
+    #[serde(default)]
+    pub join_minutes: f64,
 }
 
 fn one() -> u32 {
@@ -256,6 +263,9 @@ impl Scenario {
             point(&f("at"), h.at)?;
             h.price()?;
             h.behaviour()?;
+            if !(h.join_minutes >= 0.0 && h.join_minutes.is_finite()) {
+                return Err(invalid(f("join_minutes"), "a number >= 0", h.join_minutes));
+            }
             if h.slots == 0 {
                 return Err(invalid(f("slots"), "at least 1", 0));
             }
@@ -295,6 +305,9 @@ impl Scenario {
                     "an indexer, a checker, or a host group with at least `count` hosts",
                     &o.node,
                 ));
+            }
+            if o.kind == OutageKind::Maintenance && !self.hosts.iter().any(|h| h.name == o.node) {
+                return Err(invalid(f("node"), "a host group (only hosts have maintenance)", &o.node));
             }
             if !(o.from_minutes >= 0.0 && o.from_minutes.is_finite()) {
                 return Err(invalid(f("from_minutes"), "a number >= 0", o.from_minutes));

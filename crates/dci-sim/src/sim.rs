@@ -191,6 +191,8 @@ pub struct Sim {
     matches_sent: BTreeMap<u64, u64>,
     noise: TimingNoise,
     collect: Collector,
+    /// Hosts under a maintenance lock.
+    maintenance: std::collections::BTreeSet<usize>,
 }
 
 /// The gateway is node 0.
@@ -385,6 +387,7 @@ impl Sim {
             matches_sent: BTreeMap::new(),
             noise: TimingNoise { rtt_ms: (0, 0), ..TimingNoise::REALISTIC },
             collect,
+            maintenance: std::collections::BTreeSet::new(),
         };
         sim.boot();
         Ok(sim)
@@ -421,7 +424,16 @@ impl Sim {
                     self.indexer_outputs(i, out);
                 }
                 Role::Checker(_) => {}
-                Role::Host(_) => self.host_input(i, dci_agent::Input::Boot),
+                Role::Host(h) => {
+                    let join = self.scenario.hosts[h.group].join_minutes;
+                    if join > 0.0 {
+                        // Not there yet: it joins as a restarted host boots.
+                        self.nodes[i].down = Some(OutageKind::Crash);
+                        self.at((join * 60_000.0).round() as u64, Ev::OutageEnd { node: i });
+                    } else {
+                        self.host_input(i, dci_agent::Input::Boot);
+                    }
+                }
             }
             let period = if i == GATEWAY { GATEWAY_TICK_MS } else { ROLE_TICK_MS };
             let phase = self.rng.random_range(0..period);
@@ -566,9 +578,18 @@ impl Sim {
             | Ev::Evaluated { checker: i, .. }
                 if self.crashed(i) => {}
             Ev::Unreachable { addr } => self.gateway_input(dci_gateway_core::Input::Unreachable { addr }),
+            Ev::OutageStart { node, kind: OutageKind::Maintenance } => {
+                self.collect.outages += 1;
+                self.maintenance.insert(node);
+                let lock = dci_agent::OperatorCommand::MaintenanceOn { drain: false };
+                self.host_input(node, dci_agent::Input::Operator(lock));
+            }
             Ev::OutageStart { node, kind } => {
                 self.collect.outages += 1;
                 self.nodes[node].down = Some(kind);
+            }
+            Ev::OutageEnd { node } if self.maintenance.remove(&node) => {
+                self.host_input(node, dci_agent::Input::Operator(dci_agent::OperatorCommand::MaintenanceOff));
             }
             Ev::OutageEnd { node } => {
                 let was = self.nodes[node].down.take();

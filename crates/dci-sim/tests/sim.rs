@@ -98,3 +98,30 @@ fn earnings_spread_is_the_gini_of_what_each_node_got() {
     let e = Earnings::of(vec![-3, 0, 0, 8]);
     assert_eq!((e.gini_permille, e.min.as_str(), e.total.as_str()), (750, "-3", "5"));
 }
+
+#[test]
+fn churn_hosts_that_join_late_and_a_maintenance_lock() {
+    use dci_sim::scenario::{Outage, OutageKind};
+    let mut s = Scenario::named("small").unwrap();
+    s.epoch_minutes = 2;
+    // The São Paulo hosts join at minute 2; the six Frankfurt H100 hosts
+    // are locked for maintenance from minute 3 to 5 (sessions move elsewhere).
+    s.users.deploys_per_hour = 600.0;
+    s.hosts.iter_mut().find(|h| h.name == "sao-paulo-cpu").unwrap().join_minutes = 2.0;
+    s.outages.push(Outage {
+        node: "frankfurt-h100".into(),
+        count: 6,
+        kind: OutageKind::Maintenance,
+        from_minutes: 3.0,
+        minutes: 2.0,
+    });
+    let r = run(s, 11, 0.12).unwrap();
+    assert_eq!(r.outages, 6);
+    assert!(r.sessions.failovers >= 1, "sessions on the locked hosts moved: {:?}", r.sessions);
+    // The late hosts registered, passed and are in the market; the locked
+    // ones are back in it; no honest host was hurt.
+    assert_eq!((r.fraud.false_slashes, r.fraud.honest_out_of_market, r.fraud.honest_failed_verdicts), (0, 0, 0));
+    // Demand beyond the slots left during the lock is refused as such.
+    assert!(r.sessions.failed.keys().all(|k| k == "no container matched"), "{:?}", r.sessions);
+    assert!(r.supply.violations.is_empty() && r.index_violations.is_empty());
+}
