@@ -427,13 +427,15 @@ impl Agent {
     /// Per-second metering (R-AG4): a signed receipt of the usage so far for
     /// every running session due one, sent to the gateway that started it.
     fn meter(&mut self, now: Timestamp) -> Vec<Output> {
-        let due: Vec<SessionId> = self
+        let mut due: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.started_at.is_some() && s.stop.is_none() && !s.ended)
             .filter(|(_, s)| s.metered_at.is_none_or(|t| now.since(t) >= METERING_INTERVAL))
             .map(|(id, _)| *id)
             .collect();
+        // In a fixed order, not the map's: the same inputs give the same outputs.
+        due.sort_unstable();
         let mut out = Vec::with_capacity(due.len());
         for id in due {
             let s = &self.sessions[&id];

@@ -511,7 +511,9 @@ impl Gateway {
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Output>) {
-        let expired: Vec<u64> = self.asked.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        let mut expired: Vec<u64> = self.asked.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        // In a fixed order, not the map's: the same inputs give the same outputs.
+        expired.sort_unstable();
         let why = format!("no answer from the indexer within {} s", self.config.timing.indexer_timeout.as_secs_f64());
         for id in expired {
             self.unanswered(now, id, why.clone(), out);

@@ -17,6 +17,74 @@ use dci_model::{GeoPoint, Policy, PricePerHour, ServiceName};
 use dci_node::devnet::{CLIENT_FILE, ClientFile, Devnet, DevnetConfig};
 use dci_node::settlement::{Backend, EvmConfig, SettlementConfig};
 
+/// `dci sim`'s options.
+#[derive(Args, Debug)]
+struct SimArgs {
+    /// A shipped scenario's name (`small`) or the path of a scenario TOML file.
+    #[arg(long, default_value = "small")]
+    scenario: String,
+    /// The seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated hours (default: the scenario's).
+    #[arg(long)]
+    hours: Option<f64>,
+    /// Print the report as JSON (byte-identical for the same seed, scenario
+    /// and hours; the wall time goes to standard error).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `dci sim`: loads the scenario, runs it, prints the report; the wall
+/// time and events/s (not part of the deterministic report) go to stderr.
+fn sim(a: SimArgs) -> anyhow::Result<()> {
+    let path = std::path::Path::new(&a.scenario);
+    let scenario = if path.is_file() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        dci_sim::Scenario::from_toml(&text)?
+    } else {
+        dci_sim::Scenario::named(&a.scenario)?
+    };
+    let hours = a.hours.unwrap_or(scenario.hours);
+    anyhow::ensure!(hours > 0.0 && hours.is_finite(), "--hours: expected a positive number, found {hours}");
+    let started = Instant::now();
+    let report = dci_sim::run(scenario, a.seed, hours)?;
+    let wall = started.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let s = &report.sessions;
+        let f = &report.fraud;
+        println!("scenario {} seed {}: {:.2} simulated hours", report.scenario, report.seed, hours);
+        println!(
+            "nodes: {} hosts, {} indexers, {} checkers, {} gateway",
+            report.nodes.hosts, report.nodes.indexers, report.nodes.checkers, report.nodes.gateways
+        );
+        println!(
+            "sessions: {} asked, {} deployed, {} failed, {} failovers",
+            s.asked,
+            s.deployed,
+            s.failed.values().sum::<u64>(),
+            s.failovers
+        );
+        let ms = |p: Option<u64>| p.map_or("-".to_owned(), |v| format!("{v} ms"));
+        println!("match latency: p50 {} p99 {}", ms(report.match_latency_ms.p50), ms(report.match_latency_ms.p99));
+        println!(
+            "fraud: {}/{} dishonest hosts caught ({}%), {} honest hosts slashed, {} honest out of market",
+            f.caught, f.dishonest_hosts, f.caught_pct, f.false_slashes, f.honest_out_of_market
+        );
+        println!(
+            "supply: {} checks, {} violations; {} epochs distributed",
+            report.supply.checks,
+            report.supply.violations.len(),
+            report.epochs_distributed
+        );
+    }
+    eprintln!("{} events in {wall:.2} s wall: {:.0} events/s", report.events, report.events as f64 / wall.max(1e-9));
+    anyhow::ensure!(report.supply.violations.is_empty(), "the supply invariant failed: {:?}", report.supply.violations);
+    Ok(())
+}
+
 /// DCI: a decentralized GPU cloud.
 #[derive(Parser, Debug)]
 #[command(name = "dci", version, about, propagate_version = true)]
@@ -114,6 +182,9 @@ enum Command {
     /// Measure a part of DCI on this machine (build with --release for real figures).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulate a whole network in virtual time, deterministically: the real
+    /// role cores, a modelled network, every random draw from one seed.
+    Sim(SimArgs),
     /// Run a service in the foreground (containers start these): a built-in
     /// one (`render`) or a model of the catalogue (`all-minilm-l6-v2`, served
     /// with an OpenAI-compatible API; its files are fetched into the model
@@ -759,6 +830,15 @@ fn main() -> ExitCode {
     }
     // Benchmarks run on the main thread, without a runtime: its heap is the
     // one glibc grows most simply, and nothing else runs beside them.
+    if let Command::Sim(a) = cli.command {
+        return match sim(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Bench(b) = cli.command {
         return match bench(b) {
             Ok(()) => ExitCode::SUCCESS,
@@ -1360,6 +1440,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(b) => tokio::task::spawn_blocking(move || bench(b)).await?,
+        Command::Sim(a) => tokio::task::spawn_blocking(move || sim(a)).await?,
         Command::Balance(c) => {
             init_logs("warn");
             let b = c.client()?.balance().await?;
