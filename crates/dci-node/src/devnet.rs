@@ -264,8 +264,28 @@ fn keep_port(previous: Option<String>) -> anyhow::Result<String> {
         }
         tracing::warn!(%addr, "a devnet node's port is taken now; it moves to another (the network file follows)");
     }
+    Ok(format!("127.0.0.1:{}", free_loopback_port()?))
+}
+
+/// A port free now on 127.0.0.1, below the kernel's ephemeral range. A
+/// port the kernel hands out for `:0` is exactly what it hands the next
+/// outbound connection, so one chosen now and bound later (a devnet writes
+/// its nodes' configs first) could be taken meanwhile by any connection
+/// on the machine; one below the range is taken only by another listener.
+pub fn free_loopback_port() -> anyhow::Result<u16> {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, first_ephemeral.max(10_001));
+    for _ in 0..2_000 {
+        let port = rand::random_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a free port on 127.0.0.1")?;
-    Ok(l.local_addr()?.to_string())
+    Ok(l.local_addr()?.port())
 }
 
 /// How many `<prefix><i>` directories `dir` holds.

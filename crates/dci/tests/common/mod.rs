@@ -74,24 +74,10 @@ impl Drop for Devnet {
     }
 }
 
-/// A port free now on 127.0.0.1, below the kernel's ephemeral range
-/// (32768 and up on Linux), so that no outbound connection of a test
-/// running alongside takes it between this call and the bind of the
-/// process it is meant for (a port the kernel hands out for `:0` is exactly
-/// what it hands to the next outbound connection).
+/// A free loopback port that no outbound connection can take before the
+/// process it is meant for binds it (see `free_loopback_port`).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ clock;
-    for _ in 0..2_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000-31999 on 127.0.0.1")
+    dci_node::devnet::free_loopback_port().expect("a free port on 127.0.0.1")
 }
 
 /// Runs the CLI against the devnet in `dir`; returns (success, stdout, stderr).
