@@ -15,62 +15,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::DCI;
+use common::cluster::{Place, Proc};
 use common::netns::{Lab, Machine};
 use dci_gateway::api::{ContainerInfo, SessionInfo, SessionStatus};
 use dci_model::{AccountId, Amount, NodeId};
 
 const MODEL: &str = "all-minilm-l6-v2";
 
-/// A `dci <role> run` process inside a namespace.
-struct Node {
-    child: Child,
-    id: String,
-    role: String,
-}
-
-impl Node {
-    fn start(lab: &Lab, m: &Machine, role: &str, dir: &Path) -> Node {
-        let mut child = lab
-            .command(m, DCI)
-            .args([role, "run", "--data-dir"])
-            .arg(dir)
-            .env("DCI_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning dci {role} run: {e}"));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let prefix = format!("DCI {role} ");
-        let id = loop {
-            let line = lines.next().unwrap_or_else(|| panic!("dci {role} run exited before it started")).unwrap();
-            if let Some(id) = line.strip_prefix(&prefix) {
-                break id.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Node { child, id, role: role.to_owned() }
-    }
-
-    /// SIGTERM, then a clean exit.
-    fn stop(mut self) {
-        let status = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "{} {} did not stop cleanly: {exit:?}", self.role, self.id);
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Where `m` runs a process: its namespace and its address.
+fn at(m: &Machine) -> Place {
+    Place { ip: m.ip.to_string(), netns: Some(m.ns.clone()) }
 }
 
 /// `dci <args> --data-dir <dir>` inside `m`: (success, stdout, stderr).
@@ -151,9 +109,9 @@ fn a_host_behind_nat_joins_and_serves_through_the_gateways_relay() {
     let parsed = dci_node::network::Network::load(&network).unwrap();
     assert_eq!(parsed.gateways[0].relay.as_deref(), Some(format!("{}:7001", gw.ip).as_str()), "{text}");
 
-    let indexer_node = Node::start(&lab, &ix, "indexer", &indexer);
-    let checker_node = Node::start(&lab, &ck, "checker", &checker);
-    let gateway_node = Node::start(&lab, &gw, "gateway", &gateway);
+    let indexer_node = Proc::start("indexer", &indexer, &at(&ix));
+    let checker_node = Proc::start("checker", &checker, &at(&ck));
+    let gateway_node = Proc::start("gateway", &gateway, &at(&gw));
 
     // Two hosts: one on the bridge, one behind the NAT (one config line).
     let host = |listen: String, price: &str, services: &str, slots: u32, extra: &str| {
@@ -183,8 +141,8 @@ fn a_host_behind_nat_joins_and_serves_through_the_gateways_relay() {
     let (ok, out, err) = dci(&lab, &ck, &checker, &["checker", "stake", "1000"]);
     assert!(ok, "dci checker stake: {out}{err}");
 
-    let direct_node = Node::start(&lab, &direct, "container", &direct_dir);
-    let nat_node = Node::start(&lab, &nat.host, "container", &nat_dir);
+    let direct_node = Proc::start("container", &direct_dir, &at(&direct));
+    let nat_node = Proc::start("container", &nat_dir, &at(&nat.host));
 
     // Nothing dials the NAT host: from the gateway (routed to the LAN) a
     // connection to its listener goes nowhere; on its LAN, the router reaches it.
